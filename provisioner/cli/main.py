@@ -1,0 +1,107 @@
+"""kprov command line: the only place that prints and exits."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+import traceback as tb
+
+import click
+
+from provisioner import __version__
+from provisioner.errors import ExitStatus, KprovError
+
+# Command groups contributed by feature packages: name -> "module:attribute".
+_SUBCOMMANDS = {
+    "lab": "provisioner.cli.lab:lab",
+    "bundle": "provisioner.cli.bundle:bundle",
+    "ec2": "provisioner.cli.ec2:ec2",
+    "vagrant": "provisioner.cli.vagrant:vagrant",
+    "ci-smoke": "provisioner.cli.ec2:ci_smoke",
+}
+
+
+class KprovGroup(click.Group):
+    """Top-level group: lazy subcommands and the single error boundary."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        names = set(super().list_commands(ctx))
+        names.update(n for n in _SUBCOMMANDS if self._load(n) is not None)
+        return sorted(names)
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        cmd = super().get_command(ctx, name)
+        return cmd if cmd is not None else self._load(name)
+
+    @staticmethod
+    def _load(name: str) -> click.Command | None:
+        target = _SUBCOMMANDS.get(name)
+        if target is None:
+            return None
+        module_name, attr = target.split(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ModuleNotFoundError as exc:
+            if exc.name == module_name:
+                return None
+            raise
+        return getattr(module, attr, None)
+
+
+@click.group(cls=KprovGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="kprov")
+@click.option("--traceback", "show_traceback", is_flag=True, help="Show Python tracebacks on errors (for developers).")
+@click.pass_context
+def cli(ctx: click.Context, show_traceback: bool) -> None:
+    """kprov: provision kubeadm Kubernetes clusters over SSH."""
+    ctx.ensure_object(dict)
+    ctx.obj["traceback"] = show_traceback
+
+
+def _want_traceback(argv: list[str]) -> bool:
+    return "--traceback" in argv
+
+
+def report_error(exc: KprovError) -> None:
+    """Print a KprovError as one line (+ detail lines, + hint) on stderr."""
+    click.secho(f"error: {exc.message}", fg="red", err=True)
+    if exc.detail:
+        for line in exc.detail.rstrip().splitlines()[-20:]:
+            click.echo(f"  | {line}", err=True)
+    if exc.hint:
+        click.echo(f"hint: {exc.hint}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: run the CLI inside the one error boundary."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    show_tb = _want_traceback(argv)
+    try:
+        rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False)
+    except KprovError as exc:
+        if show_tb:
+            tb.print_exc()
+        report_error(exc)
+        sys.exit(int(exc.exit_status))
+    except click.exceptions.Abort:
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except KeyboardInterrupt:
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(int(ExitStatus.BAD_INPUT))
+    except Exception as exc:  # noqa: BLE001 - the boundary: never a raw traceback for users
+        if show_tb:
+            tb.print_exc()
+        click.secho(f"error: internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
+        click.echo("hint: rerun with --traceback and report it", err=True)
+        sys.exit(int(ExitStatus.TASK_FAILED))
+    sys.exit(int(rc or 0))
+
+
+if __name__ == "__main__":
+    main()
