@@ -1,0 +1,415 @@
+"""Read an inventory file, resolve its provider's hosts, validate everything before any host is touched."""
+
+from __future__ import annotations
+
+import importlib
+import ipaddress
+import re
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from provisioner.errors import InventoryError
+from provisioner.inventory.model import (
+    CNIS,
+    KUBERNETES_SOURCES,
+    PROVIDERS,
+    ROLES,
+    Bastion,
+    Cluster,
+    Group,
+    Host,
+    Inventory,
+    frozen_map,
+)
+from provisioner.inventory.yamlsource import Located, load_yaml_file
+
+TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
+CLUSTER_KEYS = {
+    "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
+    "kubernetes_source", "bundle", "container_runtime", "vars",
+}
+RUNTIME_KEYS = {"version", "registry_mirrors"}
+CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion"}
+HOST_KEYS = CONNECTION_KEYS | {"name", "address", "node_ip", "roles", "labels", "vars"}
+BASTION_KEYS = {"address", "port", "user", "ssh_key"}
+GROUP_KEYS = {"hosts", "vars"}
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
+HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+ADDRESS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+
+DEFAULT_CLUSTER = {
+    "kubernetes_version": "1.31.2",
+    "pod_cidr": "10.244.0.0/16",
+    "service_cidr": "10.96.0.0/12",
+    "cni": "flannel",
+    "control_plane_endpoint": None,
+    "kubernetes_source": "pkgs",
+    "bundle": None,
+}
+
+_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list"}
+
+
+class _Validator:
+    """Walks the raw document; every complaint names file, line, path, expectation and a hint."""
+
+    def __init__(self, doc: Located) -> None:
+        self.doc = doc
+
+    def fail(self, where: str, problem: str, hint: str) -> InventoryError:
+        return InventoryError(f"{self.doc.where(where)}: {problem}", hint=hint)
+
+    def expect(self, value: Any, kind: type, where: str, hint: str | None = None) -> Any:
+        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
+        if not ok:
+            got = "nothing" if value is None else f"{type(value).__name__} {value!r}"
+            raise self.fail(where, f"expected {_TYPE_NAMES[kind]}, got {got}",
+                            hint or "fix the value's type in the inventory")
+        return value
+
+    def keys(self, mapping: Mapping[str, Any], allowed: set[str], where: str) -> None:
+        for key in mapping:
+            if key not in allowed:
+                path = f"{where}.{key}" if where else str(key)
+                raise self.fail(path, f"unknown key {key!r}",
+                                f"allowed keys here: {', '.join(sorted(allowed))}")
+
+    def cidr(self, value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
+        self.expect(value, str, where)
+        try:
+            return ipaddress.ip_network(value, strict=True)
+        except ValueError:
+            raise self.fail(where, f"invalid CIDR {value!r}",
+                            "use network/prefix with host bits zero, e.g. 10.244.0.0/16") from None
+
+    def ip(self, value: Any, where: str) -> str:
+        self.expect(value, str, where, "write the IP address as a string, e.g. 10.0.0.10")
+        try:
+            return str(ipaddress.ip_address(value))
+        except ValueError:
+            raise self.fail(where, f"expected an IP address, got {value!r}",
+                            "node_ip is the address Kubernetes uses on this host, e.g. 10.0.0.10") from None
+
+    def port(self, value: Any, where: str) -> int:
+        self.expect(value, int, where)
+        if not 1 <= value <= 65535:
+            raise self.fail(where, f"port {value} out of range", "use a TCP port between 1 and 65535")
+        return value
+
+
+def _resolve_path(base: Path, value: str | None) -> str | None:
+    if value is None:
+        return None
+    p = Path(value).expanduser()
+    return str(p if p.is_absolute() else (base / p).resolve())
+
+
+def _provider_module(provider: str) -> Any:
+    modules = {
+        "lab": "provisioner.lab.provider",
+        "ec2": "provisioner.providers.ec2",
+        "vagrant": "provisioner.providers.vagrant",
+    }
+    try:
+        return importlib.import_module(modules[provider])
+    except ModuleNotFoundError:
+        raise InventoryError(f"provider {provider!r} is not available in this build of kprov",
+                             hint="use provider: static with an explicit hosts list") from None
+
+
+def load_inventory(
+    path: str | Path,
+    *,
+    resolve: bool = True,
+    host_resolver: Callable[[str, Mapping[str, Any], dict[str, Any]], list[dict[str, Any]]] | None = None,
+) -> Inventory:
+    """Load and validate an inventory.
+
+    With `resolve=False` a non-static provider's hosts are not looked up (no lab is started, no AWS
+    call is made): only the file itself is validated. `host_resolver(provider, section, raw)` can
+    replace the provider lookup (tests)."""
+    path = Path(path).expanduser()
+    doc = load_yaml_file(path)
+    v = _Validator(doc)
+    raw = doc.data
+    if raw is None:
+        raise v.fail("", "the inventory is empty", "start from inventories/static-example.yaml")
+    if not isinstance(raw, dict):
+        raise v.fail("", f"expected a mapping at the top level, got {type(raw).__name__}",
+                     "an inventory is a mapping with cluster:, hosts:, ... keys")
+    v.keys(raw, TOP_KEYS, "")
+    base = path.resolve().parent
+
+    provider = raw.get("provider", "static")
+    v.expect(provider, str, "provider")
+    if provider not in PROVIDERS:
+        raise v.fail("provider", f"unknown provider {provider!r}", f"use one of: {', '.join(PROVIDERS)}")
+
+    cluster = _cluster(v, raw.get("cluster"), base)
+    defaults = raw.get("defaults") or {}
+    v.expect(defaults, dict, "defaults")
+    v.keys(defaults, CONNECTION_KEYS, "defaults")
+
+    raw_hosts = raw.get("hosts") or []
+    v.expect(raw_hosts, list, "hosts", "hosts: is a list of mappings, each with name: and address:")
+    provider_section: dict[str, Any] = {}
+    if provider != "static":
+        section = raw.get(provider)
+        if section is None:
+            raise v.fail(provider, f"provider: {provider} needs a {provider}: section",
+                         f"add a {provider}: mapping (see docs/{provider}.md)")
+        v.expect(section, dict, provider)
+        provider_section = section
+        module = _provider_module(provider)
+        validate = getattr(module, "validate_section", None)
+        if validate is not None:
+            validate(section, provider)
+        if resolve:
+            raw_doc = dict(raw)
+            raw_doc["__file__"] = str(path.resolve())
+            if host_resolver is not None:
+                resolved = host_resolver(provider, section, raw_doc)
+            else:
+                resolved = module.resolve_hosts(section, raw_doc)
+                conn_defaults = getattr(module, "connection_defaults", None)
+                if conn_defaults is not None:
+                    defaults = {**conn_defaults(section), **defaults}
+            raw_hosts = _merge_provider_hosts(v, resolved, raw_hosts)
+        else:
+            raw_hosts = [h for h in raw_hosts if isinstance(h, dict) and "address" in h]
+
+    hosts = [_host(v, h, i, defaults, base) for i, h in enumerate(raw_hosts)]
+    if resolve or provider == "static":
+        _check_hosts(v, hosts, cluster)
+    groups = _groups(v, raw.get("groups") or {}, hosts)
+    hosts = [_with_groups(h, groups) for h in hosts]
+    return Inventory(
+        path=path.resolve(), provider=provider, cluster=cluster, hosts=tuple(hosts),
+        groups=frozen_map(groups), provider_section=frozen_map(provider_section),
+    )
+
+
+def _merge_provider_hosts(v: _Validator, resolved: list[dict[str, Any]], overrides: list[Any]) -> list[dict[str, Any]]:
+    by_name = {}
+    for i, o in enumerate(overrides):
+        v.expect(o, dict, f"hosts[{i}]")
+        if "name" in o:
+            by_name[o["name"]] = o
+    merged = []
+    for h in resolved:
+        extra = by_name.pop(h.get("name"), {})
+        merged.append({**h, **extra})
+    if by_name:
+        name = next(iter(by_name))
+        idx = next(i for i, o in enumerate(overrides) if o.get("name") == name)
+        raise v.fail(f"hosts[{idx}].name", f"host {name!r} is not provided by the provider",
+                     "hosts: entries of a non-static provider only add labels/vars to provider hosts")
+    return merged
+
+
+def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
+    if raw is None:
+        raise v.fail("cluster", "missing cluster: section", "add cluster: with at least name:")
+    v.expect(raw, dict, "cluster")
+    v.keys(raw, CLUSTER_KEYS, "cluster")
+    c = {**DEFAULT_CLUSTER, **{k: val for k, val in raw.items() if val is not None or k == "control_plane_endpoint"}}
+    name = c.get("name")
+    if name is None:
+        raise v.fail("cluster.name", "missing cluster name", "add cluster.name, e.g. name: demo")
+    v.expect(name, str, "cluster.name")
+    if not NAME_RE.match(name):
+        raise v.fail("cluster.name", f"invalid cluster name {name!r}",
+                     "use 1-40 lowercase letters, digits and '-', starting and ending alphanumeric")
+    version = c["kubernetes_version"]
+    if isinstance(version, float):
+        raise v.fail("cluster.kubernetes_version", f"expected a version string like \"1.31.2\", got number {version!r}",
+                     'quote the version: kubernetes_version: "1.31.2"')
+    v.expect(version, str, "cluster.kubernetes_version", 'quote the version: kubernetes_version: "1.31.2"')
+    if not VERSION_RE.match(version):
+        raise v.fail("cluster.kubernetes_version", f"invalid version {version!r}",
+                     'use MAJOR.MINOR.PATCH, e.g. "1.31.2"')
+    version = version.lstrip("v")
+    pod = v.cidr(c["pod_cidr"], "cluster.pod_cidr")
+    svc = v.cidr(c["service_cidr"], "cluster.service_cidr")
+    if pod.version == svc.version and pod.overlaps(svc):
+        raise v.fail("cluster.service_cidr", f"service CIDR {svc} overlaps pod CIDR {pod}",
+                     "pick disjoint ranges, e.g. pod 10.244.0.0/16 and service 10.96.0.0/12")
+    cni = c["cni"]
+    v.expect(cni, str, "cluster.cni")
+    if cni not in CNIS:
+        raise v.fail("cluster.cni", f"unknown CNI {cni!r}", f"use one of: {', '.join(CNIS)}")
+    endpoint = c["control_plane_endpoint"]
+    if endpoint is not None:
+        v.expect(endpoint, str, "cluster.control_plane_endpoint")
+        host, _, port = endpoint.rpartition(":")
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise v.fail("cluster.control_plane_endpoint", f"invalid endpoint {endpoint!r}",
+                         "use host:port, e.g. 10.0.0.100:6443 or api.example.com:6443")
+    source = c["kubernetes_source"]
+    v.expect(source, str, "cluster.kubernetes_source")
+    if source not in KUBERNETES_SOURCES:
+        raise v.fail("cluster.kubernetes_source", f"unknown kubernetes_source {source!r}",
+                     f"use one of: {', '.join(KUBERNETES_SOURCES)}")
+    bundle = c["bundle"]
+    if bundle is not None:
+        v.expect(bundle, str, "cluster.bundle")
+    if source == "bundle" and bundle is None:
+        raise v.fail("cluster.bundle", "kubernetes_source: bundle needs cluster.bundle",
+                     "set cluster.bundle to the path of a bundle built by `kprov bundle build`")
+    runtime = c.get("container_runtime") or {}
+    v.expect(runtime, dict, "cluster.container_runtime")
+    v.keys(runtime, RUNTIME_KEYS, "cluster.container_runtime")
+    if runtime.get("version") is not None:
+        v.expect(runtime["version"], str, "cluster.container_runtime.version", 'quote the version, e.g. "1.7.24-1"')
+    mirrors = runtime.get("registry_mirrors") or {}
+    v.expect(mirrors, dict, "cluster.container_runtime.registry_mirrors")
+    for reg, urls in mirrors.items():
+        v.expect(urls, list, f"cluster.container_runtime.registry_mirrors.{reg}", "give a list of mirror URLs")
+    cvars = c.get("vars") or {}
+    v.expect(cvars, dict, "cluster.vars")
+    return Cluster(
+        name=name, kubernetes_version=version, pod_cidr=str(pod), service_cidr=str(svc), cni=cni,
+        control_plane_endpoint=endpoint, kubernetes_source=source,
+        bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
+    )
+
+
+def _bastion(v: _Validator, raw: Any, where: str, base: Path) -> Bastion | None:
+    if raw is None:
+        return None
+    v.expect(raw, dict, where)
+    v.keys(raw, BASTION_KEYS, where)
+    if "address" not in raw:
+        raise v.fail(where, "bastion needs an address", "add address: of the jump host")
+    v.expect(raw["address"], str, f"{where}.address")
+    port = v.port(raw.get("port", 22), f"{where}.port")
+    user = v.expect(raw.get("user", "root"), str, f"{where}.user")
+    key = raw.get("ssh_key")
+    if key is not None:
+        v.expect(key, str, f"{where}.ssh_key")
+    return Bastion(address=raw["address"], port=port, user=user, ssh_key=_resolve_path(base, key))
+
+
+def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> Host:
+    where = f"hosts[{i}]"
+    v.expect(raw, dict, where, "each host is a mapping with name: and address:")
+    v.keys(raw, HOST_KEYS, where)
+    h = {**defaults, **raw}
+    for key in ("name", "address"):
+        if key not in h:
+            raise v.fail(where, f"missing {key}", f"every host needs name: and address:")
+    name = v.expect(h["name"], str, f"{where}.name")
+    if not HOSTNAME_RE.match(name):
+        raise v.fail(f"{where}.name", f"invalid host name {name!r}",
+                     "use lowercase letters, digits and '-' (it becomes the node's hostname)")
+    address = v.expect(h["address"], str, f"{where}.address", "write the address as a string")
+    if not ADDRESS_RE.match(address):
+        raise v.fail(f"{where}.address", f"invalid address {address!r}", "use an IP address or a DNS name")
+    if "node_ip" in h and h["node_ip"] is not None:
+        node_ip = v.ip(h["node_ip"], f"{where}.node_ip")
+    else:
+        try:
+            node_ip = str(ipaddress.ip_address(address))
+        except ValueError:
+            raise v.fail(where, f"host {name!r} has a DNS address and no node_ip",
+                         "set node_ip: to the IP Kubernetes should use on this host") from None
+    port = v.port(h.get("port", 22), f"{where}.port")
+    user = v.expect(h.get("user", "root"), str, f"{where}.user")
+    key = h.get("ssh_key")
+    if key is not None:
+        v.expect(key, str, f"{where}.ssh_key")
+    become = v.expect(h.get("become", user != "root"), bool, f"{where}.become")
+    roles = h.get("roles", ["worker"])
+    v.expect(roles, list, f"{where}.roles", "roles is a list, e.g. roles: [control_plane]")
+    for j, role in enumerate(roles):
+        if role not in ROLES:
+            raise v.fail(f"{where}.roles[{j}]", f"unknown role {role!r}", f"use one of: {', '.join(ROLES)}")
+    labels = h.get("labels") or {}
+    v.expect(labels, dict, f"{where}.labels")
+    hvars = h.get("vars") or {}
+    v.expect(hvars, dict, f"{where}.vars")
+    known = h.get("known_hosts")
+    if known is not None:
+        v.expect(known, str, f"{where}.known_hosts")
+    return Host(
+        name=name, address=address, node_ip=node_ip, port=port, user=user,
+        ssh_key=_resolve_path(base, key), become=become, roles=tuple(dict.fromkeys(roles)),
+        labels=frozen_map({str(k): str(val) for k, val in labels.items()}), vars=frozen_map(hvars),
+        known_hosts=_resolve_path(base, known), bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
+    )
+
+
+def _check_hosts(v: _Validator, hosts: list[Host], cluster: Cluster) -> None:
+    if not hosts:
+        raise v.fail("hosts", "no hosts", "list at least one host with roles: [control_plane]")
+    seen_names: dict[str, int] = {}
+    seen_addr: dict[tuple[str, int], int] = {}
+    seen_ip: dict[str, int] = {}
+    for i, h in enumerate(hosts):
+        if h.name in seen_names:
+            raise v.fail(f"hosts[{i}].name", f"duplicate host name {h.name!r} (also hosts[{seen_names[h.name]}])",
+                         "host names must be unique")
+        seen_names[h.name] = i
+        if (h.address, h.port) in seen_addr:
+            raise v.fail(f"hosts[{i}].address",
+                         f"duplicate address {h.address}:{h.port} (also hosts[{seen_addr[(h.address, h.port)]}])",
+                         "each host needs its own address (or port)")
+        seen_addr[(h.address, h.port)] = i
+        if h.node_ip in seen_ip:
+            raise v.fail(f"hosts[{i}].node_ip", f"duplicate node_ip {h.node_ip} (also hosts[{seen_ip[h.node_ip]}])",
+                         "every node needs its own node_ip")
+        seen_ip[h.node_ip] = i
+        ip = ipaddress.ip_address(h.node_ip)
+        for what, net in (("pod", cluster.pod_cidr), ("service", cluster.service_cidr)):
+            if ip in ipaddress.ip_network(net):
+                raise v.fail(f"hosts[{i}].node_ip", f"node_ip {h.node_ip} lies inside the {what} CIDR {net}",
+                             f"pick a cluster.{what}_cidr that does not contain your hosts' addresses")
+    cps = [h for h in hosts if h.is_control_plane]
+    if not cps:
+        raise v.fail("hosts", "no control plane", "give at least one host roles: [control_plane]")
+    if len(cps) > 1 and not cluster.control_plane_endpoint:
+        raise v.fail("cluster.control_plane_endpoint", f"{len(cps)} control planes need a control_plane_endpoint",
+                     "set cluster.control_plane_endpoint to a load balancer or VIP host:port")
+
+
+def _groups(v: _Validator, raw: Any, hosts: list[Host]) -> dict[str, Group]:
+    v.expect(raw, dict, "groups")
+    names = {h.name for h in hosts}
+    out: dict[str, Group] = {}
+    for gname, g in raw.items():
+        where = f"groups.{gname}"
+        g = g or {}
+        v.expect(g, dict, where)
+        v.keys(g, GROUP_KEYS, where)
+        members = g.get("hosts") or []
+        v.expect(members, list, f"{where}.hosts")
+        if gname in ("all", "control_plane", "worker") and members:
+            raise v.fail(f"{where}.hosts", f"built-in group {gname!r} cannot list hosts",
+                         "membership of built-in groups comes from each host's roles")
+        for j, m in enumerate(members):
+            if m not in names:
+                raise v.fail(f"{where}.hosts[{j}]", f"unknown host {m!r}", "list names from hosts:")
+        gvars = g.get("vars") or {}
+        v.expect(gvars, dict, f"{where}.vars")
+        out[gname] = Group(name=gname, hosts=tuple(members), vars=frozen_map(gvars))
+    return out
+
+
+def _with_groups(h: Host, groups: Mapping[str, Group]) -> Host:
+    from dataclasses import replace
+
+    member = ["all", *h.roles] + [g.name for g in groups.values() if h.name in g.hosts]
+    return replace(h, groups=tuple(dict.fromkeys(member)))
+
+
+def host_vars_layers(inv: Inventory, host: Host) -> list[Mapping[str, Any]]:
+    """Variable layers for a host, lowest precedence first (after role defaults, before -e)."""
+    layers: list[Mapping[str, Any]] = [inv.cluster.vars]
+    for gname in host.groups:
+        g = inv.groups.get(gname)
+        if g is not None:
+            layers.append(g.vars)
+    layers.append(host.vars)
+    return layers
