@@ -58,6 +58,24 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     ctx.obj["traceback"] = show_traceback
 
 
+def _register_builtin_commands() -> None:
+    from provisioner.cli import run
+
+    for cmd in (run.up, run.apply, run.plan):
+        cli.add_command(cmd)
+    try:
+        cluster = importlib.import_module("provisioner.cli.cluster")
+    except ModuleNotFoundError as exc:
+        if exc.name != "provisioner.cli.cluster":
+            raise
+    else:
+        for cmd in cluster.COMMANDS:
+            cli.add_command(cmd)
+
+
+_register_builtin_commands()
+
+
 def _want_traceback(argv: list[str]) -> bool:
     return "--traceback" in argv
 

@@ -1,0 +1,281 @@
+"""`kprov ec2 create|destroy|inventory` and `kprov ci-smoke`."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.errors import InventoryError, KprovError, SmokeFailed, TaskFailed
+from provisioner.providers import ci_smoke as pipeline
+from provisioner.providers import ec2 as provider
+from provisioner.providers._common import load_raw_inventory
+from provisioner.providers.ec2_config import SSH_CIDR_ENV, Ec2Config
+
+inventory_option = click.option(
+    "--inventory", "-i", "inventory_path", required=True, type=click.Path(dir_okay=False),
+    help="Inventory file with provider: ec2 and an ec2: section.",
+)
+ssh_cidr_option = click.option(
+    "--ssh-cidr", "ssh_cidrs", multiple=True, metavar="CIDR",
+    help=f"Who may reach SSH and the API server (overrides ec2.ssh_cidr; also ${SSH_CIDR_ENV}, comma-separated).",
+)
+timeout_option = click.option("--timeout", default=600.0, show_default=True, type=float, help="Seconds to wait for AWS and SSH.")
+poll_option = click.option("--poll", default=5.0, show_default=True, type=float, hidden=True, help="Seconds between polls.")
+
+
+def setup_logging(verbose: bool) -> None:
+    """kprov's own progress messages on stderr (botocore's logs stay quiet)."""
+    logger = logging.getLogger("provisioner")
+    logger.setLevel(logging.DEBUG if verbose else logging.INFO)
+    if not any(getattr(h, "_kprov", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
+        handler._kprov = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+
+
+def load_ec2_config(inventory_path: str, ssh_cidrs: tuple[str, ...] = ()) -> tuple[Ec2Config, dict[str, Any]]:
+    """Read the inventory's `cluster:` and `ec2:` sections (the one place the EC2 commands do it)."""
+    raw = load_raw_inventory(inventory_path)
+    provider_name = raw.get("provider", "static")
+    if provider_name != "ec2" or not isinstance(raw.get("ec2"), dict):
+        raise InventoryError(
+            f"{inventory_path}: expected provider: ec2 with an ec2: section (found provider: {provider_name})",
+            hint="see inventories/ec2-example.yaml and docs/ec2.md",
+        )
+    return provider.load_config(raw["ec2"], raw, ssh_cidrs=ssh_cidrs), raw
+
+
+def instance_table(instances: tuple[provider.Instance, ...] | list[provider.Instance], title: str, created: tuple[str, ...] = ()) -> Table:
+    table = Table(title=title)
+    for column in ("name", "role", "instance", "type", "state", "public ip", "private ip (node_ip)", "zone", ""):
+        table.add_column(column)
+    for i in instances:
+        table.add_row(i.name, i.role or "?", i.instance_id, i.instance_type, i.state, i.public_ip or "-",
+                      i.private_ip or "-", i.zone or "-", "new" if i.name in created else "")
+    return table
+
+
+@click.group("ec2")
+def ec2() -> None:
+    """Create, list and destroy a cluster's EC2 instances (found by tags)."""
+
+
+@ec2.command("create")
+@inventory_option
+@ssh_cidr_option
+@click.option("--wait-ssh/--no-wait-ssh", default=True, show_default=True, help="Wait until every instance answers on SSH.")
+@timeout_option
+@poll_option
+@click.option("-v", "--verbose", is_flag=True)
+def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], wait_ssh: bool, timeout: float, poll: float, verbose: bool) -> None:
+    """Create what is missing of the cluster (idempotent) and print its instances."""
+    setup_logging(verbose)
+    config, _ = load_ec2_config(inventory_path, ssh_cidrs)
+    report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
+    console = Console()
+    console.print(instance_table(report.instances, f"cluster {config.cluster} ({len(report.created)} created)", report.created))
+    sg_state = "created" if report.security_group_created else "exists"
+    console.print(f"security group {report.security_group_id} ({sg_state}; +{report.rules_added}/-{report.rules_revoked} rules), "
+                  f"key pair {report.key_name} ({'imported' if report.key_imported else 'exists'}), "
+                  f"AMI {report.image_id}, subnet {report.subnet_id}")
+    if report.extra:
+        console.print(f"[yellow]left alone (beyond the configured counts): {', '.join(report.extra)}[/yellow]")
+
+
+@ec2.command("destroy")
+@inventory_option
+@timeout_option
+@poll_option
+@click.option("-v", "--verbose", is_flag=True)
+def destroy_cmd(inventory_path: str, timeout: float, poll: float, verbose: bool) -> None:
+    """Terminate the cluster's instances and delete its security group and imported key pair."""
+    setup_logging(verbose)
+    config, _ = load_ec2_config(inventory_path)
+    _print_destroy(provider.destroy(config, timeout=timeout, poll=poll), config)
+
+
+def _print_destroy(report: provider.DestroyReport, config: Ec2Config) -> None:
+    if not (report.terminated or report.security_groups or report.key_pairs):
+        click.echo(f"cluster {config.cluster}: nothing to destroy")
+    for what, items in (("terminated", report.terminated), ("deleted security group", report.security_groups),
+                        ("deleted key pair", report.key_pairs)):
+        for item in items:
+            click.echo(f"{what}: {item}")
+    for item in report.left_alone:
+        click.secho(f"left alone (not tagged for cluster {config.cluster}): {item}", fg="yellow")
+
+
+@ec2.command("inventory")
+@inventory_option
+@click.option("--format", "fmt", type=click.Choice(["yaml", "table"]), default="yaml", show_default=True)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write a static inventory to this file.")
+def inventory_cmd(inventory_path: str, fmt: str, output: str | None) -> None:
+    """Print the hosts `provider: ec2` resolves to (or write them as a static inventory)."""
+    config, raw = load_ec2_config(inventory_path)
+    instances = provider.cluster_instances(config)
+    running = [i for i in instances if i.state == "running"]
+    if fmt == "table" and not output:
+        Console().print(instance_table(instances, f"cluster {config.cluster}"))
+        return
+    hosts = provider.hosts_from_instances(running, config)
+    doc = {"provider": "static", "cluster": raw.get("cluster"), "hosts": hosts}
+    text = f"# generated by kprov ec2 inventory from {raw['__file__']}\n" + yaml.safe_dump(doc, sort_keys=False)
+    if output:
+        Path(output).write_text(text, encoding="utf-8")
+        click.echo(f"wrote {len(hosts)} host(s) to {output}", err=True)
+    else:
+        click.echo(text, nl=False)
+    if not running:
+        click.secho(f"no running instances for cluster {config.cluster}", fg="yellow", err=True)
+
+
+# --------------------------------------------------------------------------- ci-smoke
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """CI systems cancel with SIGTERM: treat it like Ctrl-C so the teardown runs."""
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _shielded() -> Iterator[None]:
+    """Ignore Ctrl-C/SIGTERM while tearing down: an interrupted destroy would leak instances."""
+    def handler(signum: int, frame: Any) -> None:
+        click.secho("teardown in progress: interrupt ignored until it finishes", fg="yellow", err=True)
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+@click.command("ci-smoke")
+@inventory_option
+@ssh_cidr_option
+@click.option("--up-cmd", envvar="KPROV_CI_UP_CMD", metavar="CMD",
+              help="Replace the `kprov up` step (shell words; {inventory} is substituted).")
+@click.option("--smoke-cmd", envvar="KPROV_CI_SMOKE_CMD", metavar="CMD",
+              help="Replace the `kprov smoke` step (shell words; {inventory} is substituted).")
+@click.option("--events", "events_path", default="kprov-events.jsonl", show_default=True, type=click.Path(dir_okay=False),
+              help="JSON event log of the run (CI artifact).")
+@click.option("--summary", "summary_path", envvar="GITHUB_STEP_SUMMARY", type=click.Path(dir_okay=False),
+              help="Markdown job summary, appended to [default: $GITHUB_STEP_SUMMARY].")
+@click.option("--wait-ssh/--no-wait-ssh", default=True, show_default=True)
+@timeout_option
+@poll_option
+@click.option("-v", "--verbose", is_flag=True)
+def ci_smoke(inventory_path: str, ssh_cidrs: tuple[str, ...], up_cmd: str | None, smoke_cmd: str | None,
+             events_path: str, summary_path: str | None, wait_ssh: bool, timeout: float, poll: float, verbose: bool) -> None:
+    """ec2 create -> up -> smoke -> ec2 destroy; the destroy always runs (failure, Ctrl-C, SIGTERM)."""
+    setup_logging(verbose)
+    inventory_abs = str(Path(inventory_path).resolve())
+    config, _ = load_ec2_config(inventory_path, ssh_cidrs)
+    up_argv = pipeline.step_argv(up_cmd, "up", inventory_abs)
+    smoke_argv = pipeline.step_argv(smoke_cmd, "smoke", inventory_abs)
+    steps: list[pipeline.StepResult] = []
+    failure: BaseException | None = None
+    smoke_lines: list[str] = []
+    with open(events_path, "w", encoding="utf-8") as events, _sigterm_as_interrupt():
+        try:
+            _create_step(config, steps, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
+            _command_step("up", up_argv, steps, events, on_line=click.echo)
+            _command_step("smoke", smoke_argv, steps, None, on_line=lambda line: (smoke_lines.append(line), click.echo(line)))
+        except (KprovError, KeyboardInterrupt) as exc:
+            failure = exc
+            if not steps or steps[-1].status == "ok":  # a failed command step has recorded itself
+                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
+                steps.append(pipeline.StepResult(_current_step(steps), status, detail=str(exc) or "interrupted"))
+        finally:
+            with _shielded():
+                destroy_error = _destroy_step(config, steps, timeout=timeout, poll=poll)
+            for step in steps:
+                events.write(pipeline.step_event(step) + "\n")
+    _write_summary(summary_path, config.cluster, steps, events_path, "\n".join(smoke_lines))
+    _print_steps(steps)
+    if isinstance(failure, KeyboardInterrupt):
+        raise failure
+    if failure is not None:
+        if destroy_error is not None and failure.detail is None:  # type: ignore[union-attr]
+            failure.detail = f"and the teardown failed too: {destroy_error}"  # type: ignore[union-attr]
+        raise failure
+    if destroy_error is not None:
+        raise destroy_error
+
+
+_STEP_ORDER = ("ec2 create", "up", "smoke")
+
+
+def _current_step(steps: list[pipeline.StepResult]) -> str:
+    done = {s.name for s in steps}
+    return next((name for name in _STEP_ORDER if name not in done), "ci-smoke")
+
+
+def _create_step(config: Ec2Config, steps: list[pipeline.StepResult], *, wait_ssh: bool, timeout: float, poll: float) -> None:
+    click.secho(f"==> ec2 create ({config.cluster})", bold=True, err=True)
+    watch = pipeline.Stopwatch()
+    report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
+    Console(stderr=True).print(instance_table(report.instances, f"cluster {config.cluster}", report.created))
+    steps.append(pipeline.StepResult("ec2 create", "ok", watch.seconds, f"{len(report.instances)} instance(s)"))
+
+
+def _command_step(name: str, argv: list[str], steps: list[pipeline.StepResult], capture: Any, *, on_line: Any) -> None:
+    click.secho(f"==> {name}", bold=True, err=True)
+    watch = pipeline.Stopwatch()
+    rc = pipeline.run_step(argv, on_line=on_line, capture=capture, env=dict(os.environ))
+    if rc != 0:
+        steps.append(pipeline.StepResult(name, "failed", watch.seconds, f"exit {rc}"))
+        error_cls = SmokeFailed if name == "smoke" else TaskFailed
+        raise error_cls(f"ci-smoke: step `{name}` failed (exit {rc})",
+                        hint="see the step's output above and the JSON event log; the instances were destroyed")
+    steps.append(pipeline.StepResult(name, "ok", watch.seconds))
+
+
+def _destroy_step(config: Ec2Config, steps: list[pipeline.StepResult], *, timeout: float, poll: float) -> KprovError | None:
+    click.secho(f"==> ec2 destroy ({config.cluster})", bold=True, err=True)
+    watch = pipeline.Stopwatch()
+    try:
+        report = provider.destroy(config, timeout=timeout, poll=poll)
+    except KprovError as exc:
+        steps.append(pipeline.StepResult("ec2 destroy", "failed", watch.seconds, str(exc)))
+        exc.hint = (exc.hint or "") + f" — then run `kprov ec2 destroy` to remove what is left of {config.cluster}"
+        return exc
+    steps.append(pipeline.StepResult("ec2 destroy", "ok", watch.seconds, f"{len(report.terminated)} instance(s) terminated"))
+    return None
+
+
+def _write_summary(summary_path: str | None, cluster: str, steps: list[pipeline.StepResult], events_path: str, smoke_output: str) -> None:
+    if not summary_path:
+        return
+    with open(events_path, encoding="utf-8") as events:
+        recap = pipeline.recap_from_events(events)
+    with open(summary_path, "a", encoding="utf-8") as out:
+        out.write(pipeline.render_summary(cluster, steps, recap, smoke_output))
+
+
+def _print_steps(steps: list[pipeline.StepResult]) -> None:
+    table = Table(title="ci-smoke")
+    for column in ("step", "result", "time", "detail"):
+        table.add_column(column)
+    colour = {"ok": "green", "failed": "red", "interrupted": "yellow"}
+    for s in steps:
+        table.add_row(s.name, f"[{colour.get(s.status, 'white')}]{s.status}[/]", f"{s.seconds:.1f} s", s.detail)
+    Console(stderr=True).print(table)

@@ -1,0 +1,54 @@
+"""Run commands: up, apply, plan."""
+
+from __future__ import annotations
+
+import click
+
+from provisioner.cli.common import Common, check_limit, finish, run_options
+from provisioner.engine.roles import Play, load_plays
+from provisioner.engine.runner import Runner
+from provisioner.inventory.loader import load_inventory
+
+
+def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool = False, title: str = "RECAP") -> int:
+    inv = load_inventory(common.inventory)
+    check_limit(common, [h.name for h in inv.hosts])
+    sink = common.sink()
+    runner = Runner(inv, common.run_options(check=check), sink)
+    try:
+        report = runner.run(plays)
+    finally:
+        runner.close()
+    return finish(report, sink, title)
+
+
+@click.command()
+@run_options
+def apply(common: Common, roles: tuple[str, ...]) -> int:
+    """Run only the given ROLES (on the hosts site.yaml assigns them, or all)."""
+    site = {p.role: p for p in load_plays()}
+    plays = [site.get(r, Play(role=r, hosts="all")) for r in roles]
+    return execute(common, plays)
+
+
+apply = click.argument("roles", nargs=-1, required=True)(apply)
+
+
+@click.command()
+@run_options
+def plan(common: Common) -> int:
+    """Check mode: show what `up` would change on each host. Never changes a host."""
+    return execute(common, load_plays(), check=True, title="PLAN")
+
+
+@click.command()
+@click.option("--no-smoke", is_flag=True, help="Do not run the smoke test after provisioning.")
+@run_options
+def up(common: Common, no_smoke: bool) -> int:
+    """Provision the whole cluster (all roles in roles/site.yaml), then run the smoke test."""
+    rc = execute(common, load_plays())
+    if rc == 0 and not no_smoke:
+        from provisioner.cli.cluster import run_smoke
+
+        rc = run_smoke(common)
+    return rc

@@ -1,0 +1,522 @@
+"""Run roles on hosts: facts in one round trip per host, decisions locally, changes as one script each.
+
+Strategy (documented in docs/engine.md): plays run in order with a barrier between plays (a role may
+depend on the previous one on other hosts, e.g. join after init). Within a play every host runs
+the role's task list independently on its own worker thread, so fast hosts never wait for slow ones.
+A host that fails or becomes unreachable is marked and skipped for the rest of the run.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import traceback
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Mapping, Protocol, Sequence
+import secrets as _secrets
+import threading
+
+from provisioner.engine.events import Event, NullSink, RunReport, Sink, Status
+from provisioner.engine.roles import PROJECT_ROOT, ROLES_DIR, TEMPLATES_DIR, Play, Role, Task, load_role
+from provisioner.engine.templating import Renderer, make_env
+from provisioner.errors import HostConnectionError, InputError, KprovError, RoleError
+from provisioner.inventory.loader import host_vars_layers
+from provisioner.inventory.model import Host, Inventory
+from provisioner.modules.base import Change, FactQuery, NoChange, Skip, get_module
+from provisioner.modules.files import write_local_file
+from provisioner.secrets import Redactor
+from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
+
+log = logging.getLogger(__name__)
+
+
+class Transport(Protocol):
+    def connect(self) -> None: ...
+    def close(self) -> None: ...
+    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
+             become: bool | None = None) -> CommandResult: ...
+    def script(self, script: str, **kw: Any) -> CommandResult: ...
+    def put_stream(self, remote_path: str, fh: Any, *, offset: int = 0) -> int: ...
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    check: bool = False
+    forks: int = 128
+    tags: frozenset[str] = frozenset()
+    skip_tags: frozenset[str] = frozenset()
+    limit: tuple[str, ...] | None = None
+    extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    connect: ConnectOptions = field(default_factory=ConnectOptions)
+
+
+class _HostState:
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.transport: Transport | None = None
+        self.vars: dict[str, Any] = {}
+        self.dead: Status | None = None
+        self.facts: dict[str, tuple[str, Any]] = {}   # script -> (resource, parsed)
+        self.lock = threading.RLock()
+
+
+class TaskError(KprovError):
+    """A task failed on a host (internal to the engine; becomes a FAILED event)."""
+
+
+def _marker() -> str:
+    return "__KPROV_" + _secrets.token_hex(6)
+
+
+def batch_script(queries: Sequence[FactQuery], marker: str) -> str:
+    parts = []
+    for i, fq in enumerate(queries):
+        parts.append(f"echo '{marker} {i} BEGIN'\n( {fq.script}\n) 2>/dev/null\necho \"\"\necho \"{marker} {i} END $?\"")
+    return "\n".join(parts) + "\n"
+
+
+def parse_batch(out: str, queries: Sequence[FactQuery], marker: str) -> list[Any]:
+    results: list[Any] = []
+    for i, fq in enumerate(queries):
+        begin = f"{marker} {i} BEGIN\n"
+        start = out.find(begin)
+        end_tag = f"\n{marker} {i} END "
+        end = out.find(end_tag, start)
+        if start < 0 or end < 0:
+            raise TaskError(f"fact gathering output was cut short (query {fq.name})",
+                            hint="the host closed the session early; check its shell and disk space")
+        body = out[start + len(begin):end]
+        body = body[:-1] if body.endswith("\n") else body   # the echo "" we added
+        rc_line = out[end + len(end_tag):].split("\n", 1)[0]
+        rc = int(rc_line) if rc_line.strip().isdigit() else 1
+        results.append(fq.parse(body, rc))
+    return results
+
+
+class Runner:
+    """Runs plays over an inventory and reports events to a sink."""
+
+    def __init__(
+        self,
+        inventory: Inventory,
+        options: RunOptions = RunOptions(),
+        sink: Sink | None = None,
+        *,
+        redactor: Redactor | None = None,
+        roles_dir: Path = ROLES_DIR,
+        templates_dir: Path = TEMPLATES_DIR,
+        connector: Callable[[Host], Transport] | None = None,
+    ) -> None:
+        self.inventory = inventory
+        self.options = options
+        self.sink = sink or NullSink()
+        self.redactor = redactor or Redactor()
+        self.roles_dir = roles_dir
+        self.env = make_env(templates_dir)
+        self.connector = connector or (lambda h: SSHHost(h, options.connect, self.redactor))
+        self.report = RunReport()
+        self.states = {h.name: _HostState(h) for h in inventory.hosts}
+        self._roles: dict[str, Role] = {}
+        self._pool = ThreadPoolExecutor(max_workers=max(1, options.forks), thread_name_prefix="kprov")
+
+    # -- hosts ------------------------------------------------------------------------------
+    def select(self, pattern: str) -> list[Host]:
+        """Host pattern: `all`, group names, host names, `group[0]`, `group[1:]`, comma-separated union."""
+        groups = self.inventory.group_members()
+        chosen: list[str] = []
+        for part in (p.strip() for p in pattern.split(",")):
+            if not part:
+                continue
+            name, _, sl = part.partition("[")
+            if name in groups:
+                members = groups[name]
+            elif name in self.states:
+                members = [name]
+            else:
+                raise InputError(f"host pattern {part!r} matches no group or host",
+                                 hint=f"groups: {', '.join(sorted(groups))}")
+            if sl:
+                idx = sl.rstrip("]")
+                if ":" in idx:
+                    a, _, b = idx.partition(":")
+                    members = members[int(a) if a else None:int(b) if b else None]
+                else:
+                    members = members[int(idx):int(idx) + 1]
+            chosen.extend(m for m in members if m not in chosen)
+        if self.options.limit is not None:
+            chosen = [c for c in chosen if c in self.options.limit]
+        return [self.states[c].host for c in chosen]
+
+    def _live(self, hosts: Sequence[Host]) -> list[_HostState]:
+        return [self.states[h.name] for h in hosts if self.states[h.name].dead is None]
+
+    def connect(self, hosts: Sequence[Host]) -> None:
+        """Open connections in parallel; unreachable hosts are marked, the rest go on."""
+        todo = [s for s in self._live(hosts) if s.transport is None]
+
+        def one(st: _HostState) -> None:
+            t0 = time.monotonic()
+            transport = self.connector(st.host)
+            try:
+                transport.connect()
+                st.transport = transport
+            except KprovError as exc:
+                self._mark(st, Status.UNREACHABLE, "connect", "ssh connect", exc.message, t0, exc.hint or "")
+            except Exception as exc:  # noqa: BLE001 - one host's oddity must not stop the others
+                self._mark(st, Status.UNREACHABLE, "connect", "ssh connect", f"{type(exc).__name__}: {exc}", t0)
+
+        list(self._pool.map(one, todo))
+
+    def close(self) -> None:
+        for st in self.states.values():
+            if st.transport is not None:
+                st.transport.close()
+                st.transport = None
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+    # -- plays ------------------------------------------------------------------------------
+    def role(self, name: str) -> Role:
+        if name not in self._roles:
+            self._roles[name] = load_role(name, self.roles_dir)
+        return self._roles[name]
+
+    def run(self, plays: Sequence[Play]) -> RunReport:
+        for play in plays:  # load every role first: a broken role is bad input before any host is touched
+            self.role(play.role)
+        try:
+            for play in plays:
+                self.run_play(play)
+        finally:
+            self.report.finished = time.monotonic()
+        return self.report
+
+    def run_play(self, play: Play) -> None:
+        role = self.role(play.role)
+        hosts = self.select(play.hosts)
+        self.connect(hosts)
+        live = self._live(hosts)
+        self.sink.play_start(role.name, [s.host.name for s in live])
+        t0 = time.monotonic()
+        if play.serial:
+            for st in live:
+                self._run_role_on_host(role, st)
+        else:
+            list(self._pool.map(lambda st: self._run_role_on_host(role, st), live))
+        took = time.monotonic() - t0
+        self.report.role_times[role.name] = self.report.role_times.get(role.name, 0.0) + took
+        self.sink.play_end(role.name, took)
+
+    # -- variables --------------------------------------------------------------------------
+    def host_vars(self, st: _HostState, role: Role) -> dict[str, Any]:
+        inv = self.inventory
+        merged: dict[str, Any] = dict(role.defaults)
+        for layer in host_vars_layers(inv, st.host):
+            merged.update(layer)
+        merged.update(st.vars)
+        merged.update(self.options.extra_vars)
+        merged.update({
+            "inventory_hostname": st.host.name,
+            "host": st.host.public_view(),
+            "cluster": inv.cluster.public_view(),
+            "hosts": [h.public_view() for h in inv.hosts],
+            "groups": inv.group_members(),
+            "hostvars": {n: {**s.host.public_view(), **s.vars} for n, s in self.states.items()},
+            "check_mode": self.options.check,
+            "role_name": role.name,
+            "operator_home": str(Path.home()),
+            "project_dir": str(PROJECT_ROOT),
+        })
+        return merged
+
+    # -- facts ------------------------------------------------------------------------------
+    def gather(self, st: _HostState, queries: Sequence[FactQuery]) -> dict[str, Any]:
+        with st.lock:
+            missing = list({fq.script: fq for fq in queries if fq.script not in st.facts}.values())
+            if missing:
+                assert st.transport is not None
+                marker = _marker()
+                res = st.transport.script(batch_script(missing, marker))
+                if res.rc != 0 and marker not in res.stdout:
+                    raise TaskError(f"fact gathering failed (rc={res.rc})", hint="check the host's shell",
+                                    detail=res.stderr_tail())
+                for fq, value in zip(missing, parse_batch(res.stdout, missing, marker)):
+                    st.facts[fq.script] = (fq.resource, value)
+            return {fq.name: st.facts[fq.script][1] for fq in queries}
+
+    def invalidate(self, st: _HostState, touched: set[str]) -> None:
+        with st.lock:
+            if "*" in touched:
+                st.facts.clear()
+            else:
+                for script in [s for s, (res, _) in st.facts.items() if res in touched]:
+                    del st.facts[script]
+
+    def _prefetch(self, st: _HostState, role: Role) -> None:
+        """Gather the facts of every task we can already render: one round trip for the whole role."""
+        queries: list[FactQuery] = []
+        variables = self.host_vars(st, role)
+        for task in role.tasks:
+            if task.loop is not None or task.delegate_to or not self._selected(task):
+                continue
+            try:
+                r = Renderer(self.env, variables, task.where)
+                if task.when is not None and not r.evaluate(task.when):
+                    continue
+                args = self._prepare_args(task, r)
+                module = get_module(task.module, task.where)
+                queries.extend(module.facts(module.validate(args, task.where)))
+            except Exception:  # noqa: BLE001 - depends on results not known yet; fetched when reached
+                continue
+        if queries:
+            self.gather(st, queries)
+
+    # -- tasks ------------------------------------------------------------------------------
+    def _selected(self, task: Task) -> bool:
+        if self.options.tags and not (task.tags & self.options.tags):
+            return False
+        if self.options.skip_tags and task.tags & self.options.skip_tags:
+            return False
+        return True
+
+    def _run_role_on_host(self, role: Role, st: _HostState) -> None:
+        if st.dead is not None:
+            return
+        notified: set[str] = set()
+        try:
+            self._prefetch(st, role)
+        except HostConnectionError as exc:
+            self._mark(st, Status.UNREACHABLE, role.name, "gather facts", exc.message, time.monotonic(), exc.hint or "")
+            return
+        except KprovError:
+            pass
+        for task in role.tasks:
+            if st.dead is not None:
+                return
+            if not self._selected(task):
+                continue
+            changed = self._run_task(role, st, task)
+            if changed:
+                notified.update(task.notify)
+        for handler in role.handlers:
+            if st.dead is not None:
+                return
+            if handler.name in notified:
+                self._run_task(role, st, handler)
+
+    def _prepare_args(self, task: Task, r: Renderer) -> dict[str, Any]:
+        if task.module == "assert":
+            that = task.args.get("that")
+            exprs = that if isinstance(that, list) else [that]
+            return {"that": exprs, "msg": r.render(task.args.get("msg", "assertion failed")),
+                    "results": [(str(e), r.evaluate(e)) for e in exprs]}
+        args = r.render(dict(task.args))
+        if task.module == "template":
+            args["content"] = r.render_file(str(args.get("src")))
+        return args
+
+    def _emit(self, st: _HostState, task: Task, status: Status, t0: float, msg: str = "", diff: str = "",
+              stderr_tail: str = "") -> None:
+        if task.no_log:
+            msg = f"{status.value} (output hidden: no_log)" if msg else msg
+            diff, stderr_tail = "", self.redactor.scrub(stderr_tail)
+        ev = Event(host=st.host.name, role=task.role, task=task.name, status=status,
+                   changed=status is Status.CHANGED, duration_ms=int((time.monotonic() - t0) * 1000),
+                   msg=self.redactor.scrub(msg), diff=self.redactor.scrub(diff),
+                   stderr_tail=self.redactor.scrub(stderr_tail))
+        self.report.record(ev)
+        self.sink.emit(ev)
+
+    def _mark(self, st: _HostState, status: Status, role: str, task: str, msg: str, t0: float,
+              hint: str = "") -> None:
+        st.dead = status
+        full = f"{msg} (hint: {hint})" if hint else msg
+        ev = Event(host=st.host.name, role=role, task=task, status=status, changed=False,
+                   duration_ms=int((time.monotonic() - t0) * 1000), msg=self.redactor.scrub(full))
+        self.report.record(ev)
+        self.sink.emit(ev)
+
+    def _run_task(self, role: Role, st: _HostState, task: Task) -> bool:
+        """Run one task (all loop items) on one host. Returns True when something changed."""
+        t0 = time.monotonic()
+        variables = self.host_vars(st, role)
+        r = Renderer(self.env, variables, task.where)
+        try:
+            if task.when is not None and not r.evaluate(task.when):
+                self._register(st, task, {"changed": False, "skipped": True, "failed": False, "rc": 0,
+                                          "stdout": "", "stderr": "", "stdout_lines": []})
+                self._emit(st, task, Status.SKIPPED, t0, "condition false")
+                return False
+            if task.loop is not None:
+                items = r.render(task.loop)
+                if not isinstance(items, list):
+                    raise RoleError(f"{task.where}: loop must render to a list, got {type(items).__name__}",
+                                    hint="loop: \"{{ my_list }}\" or a YAML list")
+            else:
+                items = [None]
+            results, any_changed, msgs, diffs = [], False, [], []
+            statuses = []
+            for item in items:
+                if task.loop is not None:
+                    variables[task.loop_var] = item
+                    r = Renderer(self.env, variables, task.where)
+                status, data, msg, diff = self._run_single(st, task, r, variables)
+                results.append(data)
+                statuses.append(status)
+                any_changed |= status is Status.CHANGED
+                if msg:
+                    msgs.append(msg)
+                if diff:
+                    diffs.append(diff)
+            if task.loop is not None:
+                reg = {"changed": any_changed, "skipped": all(s is Status.SKIPPED for s in statuses),
+                       "failed": False, "results": results}
+            else:
+                reg = results[0]
+            self._register(st, task, reg)
+            if any_changed:
+                final = Status.CHANGED
+            elif statuses and all(s is Status.SKIPPED for s in statuses):
+                final = Status.SKIPPED
+            else:
+                final = Status.OK
+            self._emit(st, task, final, t0, "; ".join(msgs[:3]) + (" ..." if len(msgs) > 3 else ""),
+                       "\n".join(diffs))
+            return any_changed
+        except HostConnectionError as exc:
+            self._mark(st, Status.UNREACHABLE, task.role, task.name, exc.message, t0, exc.hint or "")
+        except KprovError as exc:
+            tail = exc.detail or ""
+            msg = exc.message + (f" (hint: {exc.hint})" if exc.hint else "")
+            if task.ignore_errors:
+                self._register(st, task, {"changed": False, "failed": True, "msg": msg, "rc": getattr(exc, "rc", 1),
+                                          "stdout": "", "stderr": tail, "stdout_lines": []})
+                self._emit(st, task, Status.OK, t0, f"ignored failure: {msg}", stderr_tail=tail)
+                return False
+            st.dead = Status.FAILED
+            self._emit(st, task, Status.FAILED, t0, msg, stderr_tail=tail)
+        except Exception as exc:  # noqa: BLE001 - a bug must fail this host, not the run
+            log.debug("internal error on %s: %s", st.host.name, traceback.format_exc())
+            st.dead = Status.FAILED
+            self._emit(st, task, Status.FAILED, t0, f"internal error: {type(exc).__name__}: {exc}")
+        return False
+
+    def _register(self, st: _HostState, task: Task, data: Mapping[str, Any]) -> None:
+        if task.register:
+            if task.no_log:
+                for key in ("stdout", "stderr"):
+                    self.redactor.add(str(data.get(key) or ""))
+                    for line in str(data.get(key) or "").splitlines():
+                        self.redactor.add(line.strip())
+            st.vars[task.register] = dict(data)
+
+    def _target(self, st: _HostState, task: Task, r: Renderer) -> _HostState:
+        if not task.delegate_to:
+            return st
+        name = r.render(task.delegate_to)
+        target = self.states.get(str(name))
+        if target is None:
+            raise RoleError(f"{task.where}: delegate_to {name!r} is not an inventory host", hint="fix delegate_to")
+        if target.dead is not None:
+            raise TaskError(f"delegate host {name} is {target.dead.value}", hint="fix that host first")
+        if target.transport is None:
+            self.connect([target.host])
+            if target.transport is None:
+                raise HostConnectionError(f"delegate host {name} is unreachable", hint="check that host")
+        return target
+
+    def _run_single(self, st: _HostState, task: Task, r: Renderer,
+                    variables: dict[str, Any]) -> tuple[Status, dict[str, Any], str, str]:
+        module = get_module(task.module, task.where)
+        args = module.validate(self._prepare_args(task, r), task.where)
+        target = self._target(st, task, r)
+        attempts = 1 + max(0, task.retries)
+        for attempt in range(attempts):
+            facts = self.gather(target, module.facts(args))
+            decision = module.check(args, facts)
+            base = {"changed": False, "failed": False, "skipped": False, "rc": 0, "stdout": "", "stderr": "",
+                    "stdout_lines": []}
+            if isinstance(decision, NoChange):
+                data = {**base, "msg": decision.msg, **decision.data}
+                if "set_fact" in decision.data:
+                    st.vars.update(decision.data["set_fact"])
+                return Status.OK, data, decision.msg, ""
+            if isinstance(decision, Skip):
+                return Status.SKIPPED, {**base, "skipped": True, "msg": decision.msg}, decision.msg, ""
+            assert isinstance(decision, Change)
+            runs_in_check = task.check_mode == "run" or module.read_only
+            if self.options.check and not runs_in_check:
+                data = {**base, "changed": True, "check_mode": True, "msg": decision.msg}
+                return Status.CHANGED, data, f"would {decision.msg}", decision.diff
+            status, data = self._apply(target, task, module, args, decision, variables)
+            if task.until is None or attempt + 1 >= attempts:
+                break
+            variables = {**variables, "result": data}
+            if task.register:
+                variables[task.register] = data
+            if Renderer(self.env, variables, task.where).evaluate(task.until):
+                break
+            time.sleep(task.delay)
+        if task.until is not None:
+            variables = {**variables, "result": data}
+            if task.register:
+                variables[task.register] = data
+            if not Renderer(self.env, variables, task.where).evaluate(task.until):
+                raise TaskError(f"{task.name}: condition {task.until!r} not met after {attempts} attempts",
+                                hint="see the host's output above", detail=data.get("stderr") or data.get("stdout"))
+        return status, data, decision.msg if status is Status.CHANGED else data.get("msg", decision.msg), \
+            decision.diff if status is Status.CHANGED else ""
+
+    def _apply(self, target: _HostState, task: Task, module: Any, args: Mapping[str, Any], change: Change,
+               variables: dict[str, Any]) -> tuple[Status, dict[str, Any]]:
+        assert target.transport is not None
+        reports_changed = change.data.get("reports_changed", True)
+        if "local_write" in change.data:
+            lw = change.data["local_write"]
+            write_local_file(lw["path"], lw["content"], lw["mode"])
+            res = CommandResult(0, "", "", 0)
+        elif "upload" in change.data:
+            res = self._upload(target, change.data["upload"])
+        else:
+            res = target.transport.script("set -e\n" + change.script + "\n", timeout=task.timeout)
+        self.invalidate(target, module.touches(args))
+        data: dict[str, Any] = {"changed": reports_changed, "failed": res.rc != 0, "skipped": False,
+                                "rc": res.rc, "stdout": res.stdout.rstrip("\n"), "stderr": res.stderr.rstrip("\n"),
+                                "stdout_lines": res.stdout.splitlines(), "msg": change.msg}
+        data.update(module.result_data(args, change, res.rc, res.stdout, res.stderr))
+        if task.no_log and task.register:
+            self._register(target, Task(name="", module="", args={}, role="", where="", no_log=True,
+                                        register="__scrub__"), data)
+            target.vars.pop("__scrub__", None)
+        local = {**variables, "result": data}
+        if task.register:
+            local[task.register] = data
+        rr = Renderer(self.env, local, task.where)
+        failed = rr.evaluate(task.failed_when) if task.failed_when is not None else res.rc != 0
+        data["failed"] = failed
+        if failed:
+            raise TaskError(f"{task.name}: {change.msg.splitlines()[0][:200]} failed (rc={res.rc})",
+                            hint=None, detail=res.stderr_tail())
+        changed = rr.evaluate(task.changed_when) if task.changed_when is not None else reports_changed
+        data["changed"] = changed
+        return (Status.CHANGED if changed else Status.OK), data
+
+    def _upload(self, target: _HostState, spec: Mapping[str, Any]) -> CommandResult:
+        from provisioner.modules.base import q
+
+        assert target.transport is not None
+        dest, part = spec["dest"], spec["dest"] + ".part"
+        prep = target.transport.script(f"set -e\nmkdir -p -- \"$(dirname -- {q(dest)})\"\n"
+                                       + ("" if spec["offset"] else f"rm -f -- {q(part)}\n"))
+        if prep.rc != 0:
+            return prep
+        t0 = time.monotonic()
+        with open(spec["src"], "rb") as fh:
+            target.transport.put_stream(part, fh, offset=spec["offset"])
+        verify = target.transport.script(
+            f"set -e\nsum=$(sha256sum < {q(part)} | cut -c1-64)\n"
+            f"if [ \"$sum\" != {q(spec['sha256'])} ]; then rm -f -- {q(part)}; "
+            f"echo \"checksum mismatch after upload: $sum\" >&2; exit 1; fi\n"
+            f"chmod {q(spec['mode'])} {q(part)}\nmv -f -- {q(part)} {q(dest)}\n")
+        return CommandResult(verify.rc, verify.stdout, verify.stderr, int((time.monotonic() - t0) * 1000))

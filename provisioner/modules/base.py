@@ -1,0 +1,181 @@
+"""Module contract: facts (what to ask the host) -> check (pure: decide the change) -> apply (run it).
+
+A module never talks to the host itself. It declares fact queries (shell snippets the engine
+batches into one round trip per host), decides from their parsed results whether a change is
+needed, and describes that change as a shell script. The engine runs the script in one round trip.
+"""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import shlex
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from provisioner.errors import RoleError
+
+
+@dataclass(frozen=True)
+class FactQuery:
+    """Ask the host something. `script` prints the answer on stdout; `parse(stdout, rc)` types it."""
+
+    name: str
+    resource: str
+    script: str
+    parse: Callable[[str, int], Any]
+
+
+@dataclass(frozen=True)
+class Change:
+    """A change the module wants: a human message, a diff, and the shell script that applies it."""
+
+    msg: str
+    script: str
+    diff: str = ""
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class NoChange:
+    """The host already matches; `msg` says why (e.g. "already present: containerd 1.6.20")."""
+
+    msg: str
+    data: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Skip:
+    """The module decided not to act (e.g. `creates` exists)."""
+
+    msg: str
+
+
+Decision = Change | NoChange | Skip
+
+
+@dataclass(frozen=True)
+class Param:
+    kind: type | tuple[type, ...]
+    required: bool = False
+    default: Any = None
+    choices: tuple[Any, ...] | None = None
+
+
+class Module:
+    """Base class. Subclasses set `name`, `params` and implement facts/check."""
+
+    name: ClassVar[str]
+    params: ClassVar[dict[str, Param]] = {}
+    #: resources (fact keys) an applied change may alter; "*" = anything (drops all cached facts)
+    broad: ClassVar[bool] = False
+    #: safe to run for real in check mode (read-only)
+    read_only: ClassVar[bool] = False
+
+    def validate(self, args: Mapping[str, Any], where: str) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        for key in args:
+            if key not in self.params:
+                raise RoleError(f"{where}: module {self.name!r} has no argument {key!r}",
+                                hint=f"arguments of {self.name}: {', '.join(sorted(self.params))}")
+        for key, spec in self.params.items():
+            if key not in args or args[key] is None:
+                if spec.required:
+                    raise RoleError(f"{where}: module {self.name!r} needs argument {key!r}",
+                                    hint=f"add {key}: to the task")
+                out[key] = spec.default
+                continue
+            value = args[key]
+            if spec.kind is int and isinstance(value, str) and value.isdigit():
+                value = int(value)
+            if spec.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+                value = str(value)
+            if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
+                kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+                raise RoleError(f"{where}: {self.name}.{key}: expected {'/'.join(k.__name__ for k in kinds)}, "
+                                f"got {type(value).__name__} {value!r}", hint="fix the task argument")
+            if spec.choices is not None and value not in spec.choices:
+                raise RoleError(f"{where}: {self.name}.{key}: {value!r} is not one of {list(spec.choices)}",
+                                hint="fix the task argument")
+            out[key] = value
+        return self.normalize(out, where)
+
+    def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
+        return args
+
+    def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
+        return []
+
+    def touches(self, args: Mapping[str, Any]) -> set[str]:
+        """Fact resources this module's change invalidates."""
+        return {"*"}
+
+    def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        raise NotImplementedError
+
+    def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
+        """Extra data for `register` after apply (e.g. the command's stdout)."""
+        return {}
+
+
+REGISTRY: dict[str, Module] = {}
+
+
+def register(cls: type[Module]) -> type[Module]:
+    REGISTRY[cls.name] = cls()
+    return cls
+
+
+def get_module(name: str, where: str) -> Module:
+    import provisioner.modules  # noqa: F401 - populate the registry
+
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise RoleError(f"{where}: unknown module {name!r}",
+                        hint=f"available modules: {', '.join(sorted(REGISTRY))}") from None
+
+
+# -- helpers for building change scripts ----------------------------------------------------------
+
+def q(value: str) -> str:
+    return shlex.quote(str(value))
+
+
+def join(argv: Sequence[str]) -> str:
+    return shlex.join(str(a) for a in argv)
+
+
+def write_file_script(path: str, content: bytes, mode: str | None, owner: str | None, group: str | None) -> str:
+    """Atomic write: temp file in the same directory, chmod/chown, then rename over the target."""
+    encoded = base64.b64encode(content).decode()
+    lines = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    qp = q(path)
+    steps = [
+        f"mkdir -p -- \"$(dirname -- {qp})\"",
+        f"tmp=$(mktemp \"$(dirname -- {qp})/.kprov.XXXXXX\")",
+        f"base64 -d > \"$tmp\" <<'KPROV_EOF'\n{lines}\nKPROV_EOF",
+        f"chmod {q(mode or '0644')} \"$tmp\"",
+    ]
+    if owner or group:
+        steps.append(f"chown {q((owner or '') + (':' + group if group else ''))} \"$tmp\"")
+    steps.append(f"mv -f -- \"$tmp\" {qp}")
+    return "\n".join(steps)
+
+
+def text_diff(path: str, old: bytes | None, new: bytes) -> str:
+    try:
+        old_s = (old or b"").decode().splitlines(keepends=True)
+        new_s = new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"binary file {path} changed"
+    return "".join(difflib.unified_diff(old_s, new_s, fromfile=f"{path} (host)" if old is not None else "/dev/null",
+                                        tofile=f"{path} (kprov)"))
+
+
+def as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    if isinstance(value, (list, tuple)):
+        return list(value)
+    return [value]

@@ -1,0 +1,143 @@
+"""command, wait_for, assert, set_fact."""
+
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+from provisioner.errors import RoleError
+from provisioner.modules.base import (
+    Change, Decision, FactQuery, Module, NoChange, Param, Skip, join, q, register,
+)
+
+
+@register
+class CommandModule(Module):
+    """Run a command (argv list, or a shell string with `shell`). `creates`/`removes` make it idempotent."""
+
+    name = "command"
+    broad = True
+    params = {
+        "argv": Param(list),
+        "shell": Param(str),
+        "creates": Param(str),
+        "removes": Param(str),
+        "chdir": Param(str),
+        "stdin": Param(str),
+        "env": Param(dict, default={}),
+    }
+
+    def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
+        if bool(args["argv"]) == bool(args["shell"]):
+            raise RoleError(f"{where}: command needs exactly one of argv: or shell:",
+                            hint="argv: [kubeadm, version] (preferred) or shell: 'a | b'")
+        if args["argv"]:
+            args["argv"] = [str(a) for a in args["argv"]]
+        return args
+
+    def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
+        out = []
+        for key in ("creates", "removes"):
+            if args[key]:
+                out.append(FactQuery(key, f"file:{args[key]}", f"[ -e {q(args[key])} ] && echo yes || echo no",
+                                     lambda o, rc: o.strip() == "yes"))
+        return out
+
+    def command_line(self, args: Mapping[str, Any]) -> str:
+        body = join(args["argv"]) if args["argv"] else args["shell"]
+        if args["env"]:
+            body = "export " + " ".join(f"{k}={q(str(v))}" for k, v in args["env"].items()) + "\n" + body
+        if args["chdir"]:
+            body = f"cd {q(args['chdir'])}\n" + body
+        if args["stdin"] is not None:
+            body = f"{{\n{body}\n}} <<'KPROV_STDIN'\n{args['stdin']}\nKPROV_STDIN"
+        else:
+            body = f"{{\n{body}\n}} </dev/null"
+        return body
+
+    def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        if args["creates"] and facts.get("creates"):
+            return Skip(f"{args['creates']} exists")
+        if args["removes"] and not facts.get("removes"):
+            return Skip(f"{args['removes']} does not exist")
+        shown = join(args["argv"]) if args["argv"] else args["shell"]
+        return Change(f"run: {shown}", self.command_line(args))
+
+    def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
+        return {"rc": rc, "stdout": stdout.rstrip("\n"), "stderr": stderr.rstrip("\n"),
+                "stdout_lines": stdout.splitlines()}
+
+
+@register
+class WaitForModule(Module):
+    """Wait until a TCP port accepts connections or a command succeeds (bounded by timeout)."""
+
+    name = "wait_for"
+    read_only = True
+    params = {
+        "port": Param(int),
+        "host": Param(str, default="127.0.0.1"),
+        "argv": Param(list),
+        "shell": Param(str),
+        "timeout": Param(int, default=300),
+        "interval": Param((int, float), default=2),
+        "msg": Param(str),
+    }
+
+    def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
+        given = [k for k in ("port", "argv", "shell") if args[k]]
+        if len(given) != 1:
+            raise RoleError(f"{where}: wait_for needs exactly one of port:, argv:, shell:", hint="e.g. port: 6443")
+        return args
+
+    def touches(self, args: Mapping[str, Any]) -> set[str]:
+        return set()
+
+    def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        if args["port"]:
+            probe = f"(exec 3<>/dev/tcp/{args['host']}/{int(args['port'])}) 2>/dev/null"
+            what = f"{args['host']}:{args['port']}"
+            probe = f"bash -c {q(probe)}"
+        else:
+            probe = join(args["argv"]) if args["argv"] else f"sh -c {q(args['shell'])}"
+            what = join(args["argv"]) if args["argv"] else args["shell"]
+        script = (f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
+                  f"while ! {probe} >/tmp/.kprov-wait.$$ 2>&1 </dev/null; do\n"
+                  f"  if [ $(date +%s) -ge $end ]; then tail -n 20 /tmp/.kprov-wait.$$ >&2; rm -f /tmp/.kprov-wait.$$;"
+                  f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
+                  f" exit 1; fi\n"
+                  f"  sleep {args['interval']}\ndone\nrm -f /tmp/.kprov-wait.$$")
+        return Change(f"wait for {what}", script, data={"reports_changed": False})
+
+
+@register
+class AssertModule(Module):
+    """Fail the host with `msg` unless every expression in `that` holds (evaluated by the engine)."""
+
+    name = "assert"
+    read_only = True
+    params = {"that": Param((list, str, bool), required=True), "msg": Param(str, default="assertion failed"),
+              "results": Param(list)}
+
+    def touches(self, args: Mapping[str, Any]) -> set[str]:
+        return set()
+
+    def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        failed = [expr for expr, ok in (args["results"] or []) if not ok]
+        if failed:
+            raise RoleError(args["msg"], hint=f"failed check: {failed[0]}")
+        return NoChange("all assertions passed")
+
+
+@register
+class SetFactModule(Module):
+    """Set host variables for later tasks and roles (`vars:` mapping, templated)."""
+
+    name = "set_fact"
+    read_only = True
+    params = {"vars": Param(dict, required=True)}
+
+    def touches(self, args: Mapping[str, Any]) -> set[str]:
+        return set()
+
+    def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
+        return NoChange(f"set {', '.join(args['vars'])}", data={"set_fact": dict(args["vars"])})

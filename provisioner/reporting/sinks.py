@@ -1,0 +1,124 @@
+"""Event sinks: live console progress + recap (rich), and JSON lines for machines."""
+
+from __future__ import annotations
+
+import json
+import sys
+import threading
+from typing import IO
+
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.engine.events import Event, RunReport, Status
+
+_STYLE = {
+    Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
+    Status.SKIPPED: "cyan", Status.UNREACHABLE: "bold magenta",
+}
+
+
+class ConsoleSink:
+    """Human output. On a TTY: one line per changed/failed task plus a role header; `-v` shows all."""
+
+    def __init__(self, console: Console | None = None, verbose: int = 0, show_diff: bool = False) -> None:
+        self.console = console or Console(stderr=False, highlight=False)
+        self.verbose = verbose
+        self.show_diff = show_diff
+        self._lock = threading.Lock()
+
+    def play_start(self, role: str, hosts: list[str]) -> None:
+        with self._lock:
+            self.console.print(f"[bold]ROLE {role}[/bold] [dim]on {len(hosts)} host(s)[/dim]")
+
+    def emit(self, ev: Event) -> None:
+        if ev.status in (Status.OK, Status.SKIPPED) and self.verbose == 0:
+            return
+        with self._lock:
+            style = _STYLE[ev.status]
+            line = f"  [{style}]{ev.status.value:<11}[/{style}] {ev.host:<16} {ev.task}"
+            if ev.msg:
+                line += f" [dim]- {ev.msg}[/dim]"
+            self.console.print(line, markup=True, highlight=False, soft_wrap=True)
+            if ev.stderr_tail and ev.status is Status.FAILED:
+                for tail_line in ev.stderr_tail.splitlines()[-20:]:
+                    self.console.print(f"      | {tail_line}", markup=False, highlight=False)
+            if ev.diff and (self.show_diff or self.verbose):
+                for diff_line in ev.diff.rstrip().splitlines():
+                    color = "green" if diff_line.startswith("+") else "red" if diff_line.startswith("-") else "dim"
+                    self.console.print(f"      [{color}]{_escape(diff_line)}[/{color}]")
+
+    def play_end(self, role: str, duration_s: float) -> None:
+        pass
+
+    def recap(self, report: RunReport, title: str = "RECAP") -> None:
+        table = Table(title=title, title_justify="left", show_edge=False)
+        for col in ("host", "ok", "changed", "failed", "skipped", "unreachable"):
+            table.add_column(col, justify="left" if col == "host" else "right")
+        for host, r in sorted(report.hosts.items()):
+            table.add_row(host, str(r.ok), _c(r.changed, "yellow"), _c(r.failed, "red"), str(r.skipped),
+                          _c(r.unreachable, "magenta"))
+        self.console.print(table)
+        if report.role_times:
+            times = "  ".join(f"{role} {secs:.1f}s" for role, secs in report.role_times.items())
+            self.console.print(f"[dim]wall time per role: {times}[/dim]")
+        for host, r in sorted(report.hosts.items()):
+            if r.first_error:
+                self.console.print(f"[red]{host}: {_escape(r.first_error)}[/red]")
+
+
+def _c(n: int, color: str) -> str:
+    return f"[{color}]{n}[/{color}]" if n else "0"
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")
+
+
+class JsonSink:
+    """One JSON object per line on stdout: host, role, task, status, changed, duration_ms, msg."""
+
+    def __init__(self, stream: IO[str] | None = None) -> None:
+        self.stream = stream or sys.stdout
+        self._lock = threading.Lock()
+
+    def play_start(self, role: str, hosts: list[str]) -> None:
+        pass
+
+    def emit(self, ev: Event) -> None:
+        with self._lock:
+            self.stream.write(json.dumps(ev.as_json()) + "\n")
+            self.stream.flush()
+
+    def play_end(self, role: str, duration_s: float) -> None:
+        pass
+
+    def recap(self, report: RunReport, title: str = "RECAP") -> None:
+        with self._lock:
+            for host, r in sorted(report.hosts.items()):
+                self.stream.write(json.dumps({"recap": host, "ok": r.ok, "changed": r.changed, "failed": r.failed,
+                                              "skipped": r.skipped, "unreachable": r.unreachable}) + "\n")
+            self.stream.flush()
+
+
+class TeeSink:
+    """Send events to several sinks (console + a JSON log file)."""
+
+    def __init__(self, *sinks: object) -> None:
+        self.sinks = sinks
+
+    def play_start(self, role: str, hosts: list[str]) -> None:
+        for s in self.sinks:
+            s.play_start(role, hosts)  # type: ignore[attr-defined]
+
+    def emit(self, ev: Event) -> None:
+        for s in self.sinks:
+            s.emit(ev)  # type: ignore[attr-defined]
+
+    def play_end(self, role: str, duration_s: float) -> None:
+        for s in self.sinks:
+            s.play_end(role, duration_s)  # type: ignore[attr-defined]
+
+    def recap(self, report: RunReport, title: str = "RECAP") -> None:
+        for s in self.sinks:
+            s.recap(report, title)  # type: ignore[attr-defined]

@@ -1,0 +1,300 @@
+"""SSH transport: one persistent connection per host (Fabric/paramiko), commands as argv lists.
+
+Quoting happens here and only here (`shlex.join`). Scripts are sent on stdin to `sh -s`, so a
+whole change (several commands + file writes) costs one round trip.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import socket
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import paramiko
+from fabric import Connection
+
+from provisioner.errors import HostConnectionError, HostKeyError
+from provisioner.inventory.model import Host
+from provisioner.secrets import Redactor
+
+log = logging.getLogger(__name__)
+
+STDERR_TAIL_LINES = 20
+
+
+def kprov_known_hosts() -> Path:
+    """kprov's own known_hosts file (trust-on-first-use keys land here)."""
+    base = Path(os.environ.get("KPROV_HOME", Path.home() / ".kprov"))
+    return base / "known_hosts"
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    rc: int
+    stdout: str
+    stderr: str
+    duration_ms: int
+
+    @property
+    def ok(self) -> bool:
+        return self.rc == 0
+
+    def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
+        text = self.stderr.strip() or self.stdout.strip()
+        return "\n".join(text.splitlines()[-lines:])
+
+
+@dataclass(frozen=True)
+class ConnectOptions:
+    connect_timeout: float = 10.0
+    connect_retries: int = 2
+    retry_delay: float = 1.0
+    accept_new_host_keys: bool = False
+
+
+class _TofuPolicy(paramiko.MissingHostKeyPolicy):
+    """Trust on first use: record unknown keys in kprov's known_hosts. Changed keys never reach here."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        with self._lock:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            with self.path.open("a", encoding="ascii") as fh:
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+            os.chmod(self.path, 0o600)
+        log.info("added new host key for %s to %s", hostname, self.path)
+
+
+class _RejectPolicy(paramiko.MissingHostKeyPolicy):
+    def missing_host_key(self, client: paramiko.SSHClient, hostname: str, key: paramiko.PKey) -> None:
+        raise HostKeyError(
+            f"{hostname}: host key not known ({key.get_name()})",
+            hint="verify the host and rerun with --accept-new-host-keys, or add it to known_hosts",
+        )
+
+
+def _known_host_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+class SSHHost:
+    """A live SSH connection to one inventory host."""
+
+    def __init__(self, host: Host, options: ConnectOptions, redactor: Redactor | None = None) -> None:
+        self.host = host
+        self.options = options
+        self.redactor = redactor or Redactor()
+        self._conn: Connection | None = None
+        self._gateway: Connection | None = None
+
+    # -- connection -------------------------------------------------------------------------
+    def _make_connection(self, address: str, port: int, user: str, key: str | None,
+                         gateway: Connection | None, known_hosts: str | None) -> Connection:
+        connect_kwargs: dict[str, object] = {
+            "banner_timeout": self.options.connect_timeout,
+            "auth_timeout": self.options.connect_timeout,
+            "allow_agent": key is None,
+            "look_for_keys": key is None,
+        }
+        if key:
+            connect_kwargs["key_filename"] = [key]
+        conn = Connection(host=address, port=port, user=user, connect_kwargs=connect_kwargs,
+                          gateway=gateway, connect_timeout=self.options.connect_timeout)
+        client = conn.client
+        # Fabric trusts any key by default; kprov verifies: system + kprov + inventory known_hosts.
+        client._host_keys = paramiko.HostKeys()  # noqa: SLF001 - reset Fabric's implicit loads
+        client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001
+        for candidate in (Path.home() / ".ssh" / "known_hosts", kprov_known_hosts(), known_hosts):
+            if candidate and Path(candidate).is_file():
+                try:
+                    client.get_host_keys().load(str(candidate))
+                except (OSError, paramiko.SSHException) as exc:
+                    log.warning("cannot read known_hosts %s: %s", candidate, exc)
+        policy: paramiko.MissingHostKeyPolicy = (
+            _TofuPolicy(kprov_known_hosts()) if self.options.accept_new_host_keys else _RejectPolicy()
+        )
+        client.set_missing_host_key_policy(policy)
+        return conn
+
+    def connect(self) -> None:
+        """Open the connection (with bounded retries for transient network errors only)."""
+        h = self.host
+        attempts = 1 + max(0, self.options.connect_retries)
+        last: Exception | None = None
+        for attempt in range(attempts):
+            try:
+                gateway = None
+                if h.bastion is not None:
+                    b = h.bastion
+                    gateway = self._make_connection(b.address, b.port, b.user, b.ssh_key, None, h.known_hosts)
+                    gateway.open()
+                conn = self._make_connection(h.address, h.port, h.user, h.ssh_key, gateway, h.known_hosts)
+                conn.open()
+                transport = conn.client.get_transport()
+                if transport is not None:
+                    transport.set_keepalive(15)
+                self._conn, self._gateway = conn, gateway
+                return
+            except HostKeyError:
+                raise
+            except paramiko.BadHostKeyException as exc:
+                raise HostKeyError(
+                    f"{h.name}: host key for {exc.hostname} CHANGED (expected {exc.expected_key.get_name()})",
+                    hint="someone may be intercepting the connection; if the host was rebuilt, "
+                         "remove its old key from known_hosts",
+                ) from None
+            except paramiko.AuthenticationException as exc:
+                raise HostConnectionError(
+                    f"{h.name}: SSH authentication failed for {h.user}@{h.address}:{h.port}: {exc}",
+                    hint="check user and ssh_key in the inventory",
+                ) from None
+            except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+                last = exc
+                if attempt + 1 < attempts:
+                    time.sleep(self.options.retry_delay * (attempt + 1))
+        raise HostConnectionError(
+            f"{h.name}: cannot connect to {h.user}@{h.address}:{h.port}: {last or 'unknown error'}",
+            hint="check the address, that sshd runs and the network path (or a bastion)",
+        )
+
+    def close(self) -> None:
+        for c in (self._conn, self._gateway):
+            if c is not None:
+                try:
+                    c.close()
+                except Exception:  # noqa: BLE001 - closing must not hide the run's result
+                    pass
+        self._conn = self._gateway = None
+
+    @property
+    def connected(self) -> bool:
+        return self._conn is not None and self._conn.is_connected
+
+    # -- commands ---------------------------------------------------------------------------
+    def _wrap(self, command: str, become: bool | None) -> str:
+        if become if become is not None else (self.host.become and self.host.user != "root"):
+            return "sudo -n -H -- sh -c " + shlex.quote(command)
+        return command
+
+    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
+             become: bool | None = None) -> CommandResult:
+        """Run a shell command line (already quoted) and collect its output."""
+        if self._conn is None:
+            self.connect()
+        assert self._conn is not None
+        transport = self._conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            raise HostConnectionError(f"{self.host.name}: connection lost", hint="check the host and rerun")
+        start = time.monotonic()
+        try:
+            chan = transport.open_session(timeout=self.options.connect_timeout)
+            if timeout:
+                chan.settimeout(timeout)
+            chan.exec_command(self._wrap(command, become))
+            out, err = bytearray(), bytearray()
+            if stdin is not None:
+                view = memoryview(stdin)
+                while view:
+                    sent = chan.send(view[:32768])
+                    view = view[sent:]
+                    self._drain(chan, out, err)
+                chan.shutdown_write()
+            while True:
+                self._drain(chan, out, err)
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                time.sleep(0.002) if not (chan.recv_ready() or chan.recv_stderr_ready()) else None
+            self._drain(chan, out, err)
+            rc = chan.recv_exit_status()
+            chan.close()
+        except socket.timeout:
+            raise HostConnectionError(f"{self.host.name}: command timed out after {timeout}s",
+                                      hint="the host may be overloaded; raise the task's timeout") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostConnectionError(f"{self.host.name}: connection failed during a command: {exc}",
+                                      hint="check the host and rerun; kprov resumes idempotently") from None
+        return CommandResult(
+            rc=rc,
+            stdout=out.decode("utf-8", "replace"),
+            stderr=err.decode("utf-8", "replace"),
+            duration_ms=int((time.monotonic() - start) * 1000),
+        )
+
+    @staticmethod
+    def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
+        while chan.recv_ready():
+            out += chan.recv(65536)
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+
+    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
+        """Run an argv list: quoted once, here."""
+        return self.exec(shlex.join(argv), **kw)  # type: ignore[arg-type]
+
+    def script(self, script: str, **kw: object) -> CommandResult:
+        """Run a POSIX sh script sent on stdin: one round trip whatever its length."""
+        return self.exec("sh -s", stdin=script.encode(), **kw)  # type: ignore[arg-type]
+
+    def fetch(self, remote_path: str, *, become: bool | None = None) -> bytes:
+        """Read a remote file (via cat, so it works with sudo)."""
+        res = self.run(["cat", "--", remote_path], become=become)
+        if res.rc != 0:
+            from provisioner.errors import CommandFailed
+
+            raise CommandFailed(f"{self.host.name}: cannot read {remote_path}", rc=res.rc,
+                                stderr_tail=res.stderr_tail())
+        return res.stdout.encode("utf-8", "surrogateescape")
+
+    def fetch_bytes(self, remote_path: str) -> bytes:
+        """Read a remote binary file exactly (base64 on the wire)."""
+        import base64
+
+        res = self.run(["base64", "-w0", "--", remote_path])
+        if res.rc != 0:
+            from provisioner.errors import CommandFailed
+
+            raise CommandFailed(f"{self.host.name}: cannot read {remote_path}", rc=res.rc,
+                                stderr_tail=res.stderr_tail())
+        return base64.b64decode(res.stdout)
+
+    def put_stream(self, remote_path: str, fh, *, offset: int = 0, chunk: int = 1 << 20) -> int:
+        """Append a local file object from `offset` to remote_path (resumable big uploads)."""
+        if self._conn is None:
+            self.connect()
+        assert self._conn is not None
+        transport = self._conn.client.get_transport()
+        assert transport is not None
+        chan = transport.open_session(timeout=self.options.connect_timeout)
+        q = shlex.quote(remote_path)
+        redirect = ">>" if offset else ">"
+        chan.exec_command(self._wrap(f"cat {redirect} {q}", None))
+        fh.seek(offset)
+        sent_total = 0
+        while True:
+            data = fh.read(chunk)
+            if not data:
+                break
+            chan.sendall(data)
+            sent_total += len(data)
+        chan.shutdown_write()
+        rc = chan.recv_exit_status()
+        err = b""
+        while chan.recv_stderr_ready():
+            err += chan.recv_stderr(65536)
+        chan.close()
+        if rc != 0:
+            from provisioner.errors import CommandFailed
+
+            raise CommandFailed(f"{self.host.name}: upload to {remote_path} failed", rc=rc,
+                                stderr_tail=err.decode("utf-8", "replace"))
+        return sent_total
