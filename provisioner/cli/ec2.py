@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import signal
 import sys
 from collections.abc import Iterator
@@ -172,9 +171,9 @@ def _shielded() -> Iterator[None]:
 @inventory_option
 @ssh_cidr_option
 @click.option("--up-cmd", envvar="KPROV_CI_UP_CMD", metavar="CMD",
-              help="Replace the `kprov up` step (shell words; {inventory} is substituted).")
+              help="Replace the `kprov up` step (shell words; {inventory} and {events} are substituted).")
 @click.option("--smoke-cmd", envvar="KPROV_CI_SMOKE_CMD", metavar="CMD",
-              help="Replace the `kprov smoke` step (shell words; {inventory} is substituted).")
+              help="Replace the `kprov smoke` step (shell words; {inventory} and {events} are substituted).")
 @click.option("--events", "events_path", default="kprov-events.jsonl", show_default=True, type=click.Path(dir_okay=False),
               help="JSON event log of the run (CI artifact).")
 @click.option("--summary", "summary_path", envvar="GITHUB_STEP_SUMMARY", type=click.Path(dir_okay=False),
@@ -188,17 +187,20 @@ def ci_smoke(inventory_path: str, ssh_cidrs: tuple[str, ...], up_cmd: str | None
     """ec2 create -> up -> smoke -> ec2 destroy; the destroy always runs (failure, Ctrl-C, SIGTERM)."""
     setup_logging(verbose)
     inventory_abs = str(Path(inventory_path).resolve())
+    events_abs = str(Path(events_path).resolve())
     config, _ = load_ec2_config(inventory_path, ssh_cidrs)
-    up_argv = pipeline.step_argv(up_cmd, "up", inventory_abs)
-    smoke_argv = pipeline.step_argv(smoke_cmd, "smoke", inventory_abs)
+    up_argv = pipeline.step_argv(up_cmd, "up", inventory_abs, events_abs)
+    smoke_argv = pipeline.step_argv(smoke_cmd, "smoke", inventory_abs, events_abs)
+    Path(events_abs).write_text("", encoding="utf-8")  # the steps append to it
     steps: list[pipeline.StepResult] = []
-    failure: BaseException | None = None
-    smoke_lines: list[str] = []
-    with open(events_path, "w", encoding="utf-8") as events, _sigterm_as_interrupt():
+    output: dict[str, list[str]] = {"up": [], "smoke": []}
+    failure: KprovError | KeyboardInterrupt | None = None
+    destroy_error: KprovError | None = None
+    with _sigterm_as_interrupt():
         try:
             _create_step(config, steps, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
-            _command_step("up", up_argv, steps, events, on_line=click.echo)
-            _command_step("smoke", smoke_argv, steps, None, on_line=lambda line: (smoke_lines.append(line), click.echo(line)))
+            _command_step("up", up_argv, steps, output["up"])
+            _command_step("smoke", smoke_argv, steps, output["smoke"])
         except (KprovError, KeyboardInterrupt) as exc:
             failure = exc
             if not steps or steps[-1].status == "ok":  # a failed command step has recorded itself
@@ -207,15 +209,15 @@ def ci_smoke(inventory_path: str, ssh_cidrs: tuple[str, ...], up_cmd: str | None
         finally:
             with _shielded():
                 destroy_error = _destroy_step(config, steps, timeout=timeout, poll=poll)
-            for step in steps:
-                events.write(pipeline.step_event(step) + "\n")
-    _write_summary(summary_path, config.cluster, steps, events_path, "\n".join(smoke_lines))
+                with open(events_abs, "a", encoding="utf-8") as events:
+                    events.writelines(pipeline.step_event(step) + "\n" for step in steps)
+    _write_summary(summary_path, config.cluster, steps, events_abs, output)
     _print_steps(steps)
     if isinstance(failure, KeyboardInterrupt):
         raise failure
     if failure is not None:
-        if destroy_error is not None and failure.detail is None:  # type: ignore[union-attr]
-            failure.detail = f"and the teardown failed too: {destroy_error}"  # type: ignore[union-attr]
+        if destroy_error is not None:
+            failure.detail = "\n".join(filter(None, [failure.detail, f"and the teardown failed too: {destroy_error}"]))
         raise failure
     if destroy_error is not None:
         raise destroy_error
@@ -237,15 +239,20 @@ def _create_step(config: Ec2Config, steps: list[pipeline.StepResult], *, wait_ss
     steps.append(pipeline.StepResult("ec2 create", "ok", watch.seconds, f"{len(report.instances)} instance(s)"))
 
 
-def _command_step(name: str, argv: list[str], steps: list[pipeline.StepResult], capture: Any, *, on_line: Any) -> None:
+def _command_step(name: str, argv: list[str], steps: list[pipeline.StepResult], lines: list[str]) -> None:
     click.secho(f"==> {name}", bold=True, err=True)
     watch = pipeline.Stopwatch()
-    rc = pipeline.run_step(argv, on_line=on_line, capture=capture, env=dict(os.environ))
+
+    def on_line(line: str) -> None:
+        lines.append(line)
+        click.echo(line)
+
+    rc = pipeline.run_step(argv, on_line=on_line)
     if rc != 0:
         steps.append(pipeline.StepResult(name, "failed", watch.seconds, f"exit {rc}"))
         error_cls = SmokeFailed if name == "smoke" else TaskFailed
         raise error_cls(f"ci-smoke: step `{name}` failed (exit {rc})",
-                        hint="see the step's output above and the JSON event log; the instances were destroyed")
+                        hint="see the step's output above and the JSON event log; the instances are destroyed")
     steps.append(pipeline.StepResult(name, "ok", watch.seconds))
 
 
@@ -262,13 +269,15 @@ def _destroy_step(config: Ec2Config, steps: list[pipeline.StepResult], *, timeou
     return None
 
 
-def _write_summary(summary_path: str | None, cluster: str, steps: list[pipeline.StepResult], events_path: str, smoke_output: str) -> None:
+def _write_summary(summary_path: str | None, cluster: str, steps: list[pipeline.StepResult], events_path: str,
+                   output: dict[str, list[str]]) -> None:
     if not summary_path:
         return
     with open(events_path, encoding="utf-8") as events:
         recap = pipeline.recap_from_events(events)
+    text = pipeline.render_summary(cluster, steps, recap, "\n".join(output["up"]), "\n".join(output["smoke"]))
     with open(summary_path, "a", encoding="utf-8") as out:
-        out.write(pipeline.render_summary(cluster, steps, recap, smoke_output))
+        out.write(text)
 
 
 def _print_steps(steps: list[pipeline.StepResult]) -> None:

@@ -38,26 +38,28 @@ class RecapRow:
     counts: dict[str, int] = field(default_factory=dict)
 
 
-def default_step_argv(step: str, inventory: str) -> list[str]:
+def default_step_argv(step: str, inventory: str, events: str) -> list[str]:
     """`kprov up` / `kprov smoke` run with this Python, so the same install is used."""
     base = [sys.executable, "-m", "provisioner.cli.main", step, "--inventory", inventory]
     if step == "up":
-        # Fresh cloud instances have host keys nobody has seen yet: trust them on first use.
-        return base + ["--log-format", "json", "--accept-new-host-keys"]
+        # The smoke test is its own step; fresh cloud instances have host keys nobody has seen
+        # yet, so they are trusted on first use; JSON events go to the artifact file.
+        return base + ["--no-smoke", "--accept-new-host-keys", "--log-file", events]
     return base
 
 
-def step_argv(template: str | None, step: str, inventory: str) -> list[str]:
-    """The argv of a step: a user template (shell words, `{inventory}` substituted) or the default."""
+def step_argv(template: str | None, step: str, inventory: str, events: str) -> list[str]:
+    """The argv of a step: a user template (shell words; `{inventory}` and `{events}` substituted)
+    or the default."""
     if not template:
-        return default_step_argv(step, inventory)
+        return default_step_argv(step, inventory, events)
     try:
         words = shlex.split(template)
     except ValueError as exc:
         raise InputError(f"--{step}-cmd: cannot parse {template!r}: {exc}", hint="quote it like a shell command") from None
     if not words:
         raise InputError(f"--{step}-cmd: empty command", hint="omit the option to run the default step")
-    return [w.replace("{inventory}", inventory) for w in words]
+    return [w.replace("{inventory}", inventory).replace("{events}", events) for w in words]
 
 
 def run_step(
@@ -103,8 +105,12 @@ def _stop(proc: subprocess.Popen[str]) -> None:
 
 
 def recap_from_events(lines: Iterable[str]) -> list[RecapRow]:
-    """Per-host status counts from JSON event lines (`--log-format json`); other lines are ignored."""
-    counts: dict[str, Counter[str]] = {}
+    """Per-host status counts from JSON event lines (`--log-format json` / `--log-file`).
+
+    The engine's own recap lines (`{"recap": host, "ok": n, ...}`) win; without them the task
+    events are counted. Lines that are not JSON objects are ignored."""
+    counted: dict[str, Counter[str]] = {}
+    recap: dict[str, dict[str, int]] = {}
     for line in lines:
         line = line.strip()
         if not line.startswith("{"):
@@ -113,11 +119,17 @@ def recap_from_events(lines: Iterable[str]) -> list[RecapRow]:
             event = json.loads(line)
         except ValueError:
             continue
-        host, status = event.get("host"), event.get("status")
-        if not host or status not in STATUSES:
+        if not isinstance(event, dict):
             continue
-        counts.setdefault(str(host), Counter())[status] += 1
-    return [RecapRow(host, dict(c)) for host, c in counts.items()]
+        if event.get("recap"):
+            recap[str(event["recap"])] = {s: int(event.get(s, 0) or 0) for s in STATUSES}
+            continue
+        host, status = event.get("host"), event.get("status")
+        if host and status in STATUSES:
+            counted.setdefault(str(host), Counter())[status] += 1
+    if recap:
+        return [RecapRow(host, counts) for host, counts in recap.items()]
+    return [RecapRow(host, dict(c)) for host, c in counted.items()]
 
 
 def step_event(result: StepResult) -> str:
@@ -128,8 +140,9 @@ def step_event(result: StepResult) -> str:
     })
 
 
-def render_summary(cluster: str, steps: Sequence[StepResult], recap: Sequence[RecapRow], smoke_output: str) -> str:
-    """Markdown for the CI job summary: steps, per-host recap, smoke output."""
+def render_summary(cluster: str, steps: Sequence[StepResult], recap: Sequence[RecapRow],
+                   up_output: str = "", smoke_output: str = "", tail: int = 40) -> str:
+    """Markdown for the CI job summary: steps, per-host recap, the end of `up`, the smoke output."""
     icon = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "interrupted": "⚠️"}
     out = [f"## kprov ci-smoke: `{cluster}`", "", "| step | result | time | detail |", "|---|---|---|---|"]
     for s in steps:
@@ -139,8 +152,10 @@ def render_summary(cluster: str, steps: Sequence[StepResult], recap: Sequence[Re
         out += ["", "### Recap", "", "| host | " + " | ".join(STATUSES) + " |", "|---" * (len(STATUSES) + 1) + "|"]
         for row in recap:
             out.append(f"| {row.host} | " + " | ".join(str(row.counts.get(s, 0)) for s in STATUSES) + " |")
-    if smoke_output.strip():
-        out += ["", "### Smoke test", "", "```text", smoke_output.rstrip(), "```"]
+    for title, text in (("kprov up (last lines)", up_output), ("Smoke test", smoke_output)):
+        lines = text.rstrip().splitlines()[-tail:]
+        if lines:
+            out += ["", f"### {title}", "", "```text", *lines, "```"]
     return "\n".join(out) + "\n"
 
 
