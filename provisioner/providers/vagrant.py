@@ -1,0 +1,320 @@
+"""Vagrant VMs as a host provider: `vagrant ssh-config` for connections, the private network for node_ip.
+
+A Vagrant VM has (at least) two NICs: the NAT one, whose address is 10.0.2.15 on *every* VM, and the
+private network. Kubernetes must use the private address, or every node advertises 10.0.2.15 (the
+classic Vagrant multi-NIC bug). node_ip comes from vagrant/settings.yaml (prefix + index, the same
+computation as the Vagrantfile) or, with `vagrant.node_ip: query`, from `ip addr` on the VM.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import shlex
+import shutil
+import subprocess
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from provisioner.errors import InventoryError, PrerequisiteMissing
+from provisioner.providers._common import SectionChecker, resolve_path
+
+__all__ = [
+    "Machine", "SshEntry", "VagrantSettings", "load_settings", "machines", "parse_ip_addr", "parse_ssh_config",
+    "resolve_hosts", "select_node_ip", "validate_section",
+]
+
+log = logging.getLogger(__name__)
+
+HINT = "see docs/vagrant.md for the vagrant: section"
+SECTION_KEYS = ("dir", "settings", "node_ip")
+NAT_NETWORK = ipaddress.IPv4Network("10.0.2.0/24")  # VirtualBox NAT (guest is always 10.0.2.15)
+PREFIX_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
+COMMAND_TIMEOUT = 120
+
+
+@dataclass(frozen=True)
+class Machine:
+    """A VM the Vagrantfile defines: name, role, private IP, size."""
+
+    name: str
+    role: str
+    ip: str
+    cpus: int
+    memory: int
+
+
+@dataclass(frozen=True)
+class VagrantSettings:
+    cluster_name: str
+    kubernetes_version: str
+    box: str
+    provider: str
+    control_planes: int
+    workers: int
+    control_plane_size: tuple[int, int]   # (cpus, memory MiB)
+    worker_size: tuple[int, int]
+    prefix: str
+    first_ip: int
+
+
+@dataclass(frozen=True)
+class SshEntry:
+    """One `Host` block of `vagrant ssh-config`."""
+
+    name: str
+    hostname: str
+    port: int
+    user: str
+    identity_files: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- settings.yaml
+
+def load_settings(path: Path) -> VagrantSettings:
+    """Read and check vagrant/settings.yaml (defaults as in the Vagrantfile)."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except FileNotFoundError:
+        raise InventoryError(f"{path}: no such Vagrant settings file",
+                             hint="set vagrant.dir to the directory holding Vagrantfile and settings.yaml") from None
+    except yaml.YAMLError as exc:
+        raise InventoryError(f"{path}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(raw, Mapping):
+        raise InventoryError(f"{path}: expected a mapping")
+
+    def fail(key: str, what: str) -> InventoryError:
+        return InventoryError(f"{path}: {key}: {what}", hint="see the comments in vagrant/settings.yaml")
+
+    def integer(value: Any, key: str, low: int, high: int) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            raise fail(key, f"expected an integer from {low} to {high}, got {value!r}")
+        return value
+
+    def size(role: str) -> tuple[int, int]:
+        node = raw.get(role) or {}
+        if not isinstance(node, Mapping):
+            raise fail(role, "expected a mapping {cpus, memory}")
+        return (integer(node.get("cpus", 2), f"{role}.cpus", 1, 64),
+                integer(node.get("memory", 2048), f"{role}.memory", 512, 1048576))
+
+    network = raw.get("network") or {}
+    if not isinstance(network, Mapping):
+        raise fail("network", "expected a mapping {prefix, first_ip}")
+    prefix = str(network.get("prefix", "192.168.56"))
+    match = PREFIX_RE.match(prefix)
+    if not match or any(int(octet) > 255 for octet in match.groups()):
+        raise fail("network.prefix", f"expected three octets such as 192.168.56, got {prefix!r}")
+    provider = raw.get("provider", "virtualbox")
+    if provider not in ("virtualbox", "libvirt"):
+        raise fail("provider", f"expected virtualbox or libvirt, got {provider!r}")
+    settings = VagrantSettings(
+        cluster_name=str(raw.get("cluster_name", "vagrant")),
+        kubernetes_version=str(raw.get("kubernetes_version", "1.31.2")),
+        box=str(raw.get("box", "debian/bookworm64")),
+        provider=provider,
+        control_planes=integer(raw.get("control_planes", 1), "control_planes", 1, 50),
+        workers=integer(raw.get("workers", 2), "workers", 0, 200),
+        control_plane_size=size("control_plane"),
+        worker_size=size("worker"),
+        prefix=prefix,
+        first_ip=integer(network.get("first_ip", 10), "network.first_ip", 1, 254),
+    )
+    if settings.first_ip + settings.control_planes + settings.workers - 1 > 254:
+        raise fail("network.first_ip", "too many machines for the /24 from first_ip")
+    return settings
+
+
+def machines(settings: VagrantSettings) -> list[Machine]:
+    """The VMs the Vagrantfile defines, in its order (control planes first), with their private IPs."""
+    out = []
+    for infix, role, count, (cpus, memory) in (
+        ("cp", "control_plane", settings.control_planes, settings.control_plane_size),
+        ("worker", "worker", settings.workers, settings.worker_size),
+    ):
+        for i in range(1, count + 1):
+            ip = f"{settings.prefix}.{settings.first_ip + len(out)}"
+            out.append(Machine(f"{infix}-{i}", role, ip, cpus, memory))
+    return out
+
+
+# --------------------------------------------------------------------------- parsers (pure)
+
+def parse_ssh_config(text: str) -> list[SshEntry]:
+    """Parse `vagrant ssh-config` output (OpenSSH client config syntax) into one entry per Host."""
+    entries: list[SshEntry] = []
+    current: dict[str, Any] | None = None
+
+    def close() -> None:
+        if current is not None:
+            entries.append(SshEntry(
+                name=current["host"],
+                hostname=current.get("hostname", current["host"]),
+                port=int(current.get("port", 22)),
+                user=current.get("user", "vagrant"),
+                identity_files=tuple(current.get("identityfile", [])),
+            ))
+
+    for raw_line in text.splitlines():
+        line = raw_line.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = re.match(r"^(\S+?)(?:\s*=\s*|\s+)(.*)$", line)
+        if not match:
+            continue
+        key, value = match.group(1).lower(), _unquote(match.group(2).strip())
+        if key == "host":
+            close()
+            current = {"host": value}
+        elif current is None:
+            continue
+        elif key == "identityfile":
+            current.setdefault("identityfile", []).append(value)
+        elif key in ("hostname", "port", "user"):
+            current[key] = value
+    close()
+    return entries
+
+
+def _unquote(value: str) -> str:
+    if len(value) >= 2 and value[0] == value[-1] == '"':
+        return value[1:-1]
+    return value
+
+
+def parse_ip_addr(text: str) -> list[tuple[str, str]]:
+    """(interface, IPv4 address) pairs from `ip -4 -o addr show` output."""
+    pairs = []
+    for line in text.splitlines():
+        match = re.match(r"^\d+:\s+(\S+)\s+inet\s+(\d+\.\d+\.\d+\.\d+)/\d+", line.strip())
+        if match:
+            pairs.append((match.group(1), match.group(2)))
+    return pairs
+
+
+def select_node_ip(addresses: list[str], *, expected: str | None = None, ssh_address: str | None = None) -> str | None:
+    """The address Kubernetes should use: the expected private IP if the VM has it, else the first
+    address that is not loopback, link-local, the NAT 10.0.2.x or the (libvirt) management address."""
+    if expected is not None:
+        return expected if expected in addresses else None
+    candidates = []
+    for text in addresses:
+        try:
+            ip = ipaddress.IPv4Address(text)
+        except ValueError:
+            continue
+        if ip.is_loopback or ip.is_link_local or ip in NAT_NETWORK:
+            continue
+        candidates.append(text)
+    preferred = [c for c in candidates if c != ssh_address]
+    return (preferred or candidates or [None])[0]
+
+
+# --------------------------------------------------------------------------- provider contract
+
+def validate_section(section: dict, where: str = "vagrant") -> None:
+    """Check the raw `vagrant:` mapping; raise InventoryError naming the first bad key path."""
+    check = SectionChecker(section, where, SECTION_KEYS, HINT)
+    check.string("dir")
+    check.string("settings")
+    check.string("node_ip", choices=("settings", "query"))
+
+
+def vagrant_dir(section: Mapping[str, Any], inventory: Mapping[str, Any]) -> Path:
+    """`vagrant.dir`, relative to the inventory file (default: vagrant/ next to it)."""
+    return resolve_path(section.get("dir") or "vagrant", inventory)
+
+
+def resolve_hosts(section: dict, inventory: dict) -> list[dict]:
+    """Hosts of `provider: vagrant`: `vagrant ssh-config` + node_ip from settings (or the VM)."""
+    validate_section(section, "vagrant")
+    directory = vagrant_dir(section, inventory)
+    return hosts_for_dir(directory, settings_file=section.get("settings"), node_ip_mode=section.get("node_ip", "settings"))
+
+
+def hosts_for_dir(directory: Path, *, settings_file: str | None = None, node_ip_mode: str = "settings") -> list[dict]:
+    """Raw host dicts for the VMs of the Vagrant project in `directory`."""
+    if not (directory / "Vagrantfile").is_file():
+        raise InventoryError(f"{directory}: no Vagrantfile there",
+                             hint="set vagrant.dir (relative to the inventory) to the directory with the Vagrantfile")
+    settings_path = directory / (settings_file or "settings.yaml")
+    by_name = {m.name: m for m in machines(load_settings(settings_path))} if settings_path.is_file() else {}
+    entries = parse_ssh_config(run_vagrant(directory, ["ssh-config"]))
+    if not entries:
+        raise InventoryError(f"{directory}: `vagrant ssh-config` listed no machines", hint="run `vagrant up` there first")
+    hosts = []
+    for entry in entries:
+        machine = by_name.get(entry.name)
+        if machine is None:
+            log.warning("%s is not described by %s: role guessed from its name", entry.name, settings_path)
+        expected = machine.ip if machine else None
+        if node_ip_mode == "query" or expected is None:
+            node_ip = _query_node_ip(directory, entry, expected)
+        else:
+            node_ip = expected
+        hosts.append(host_dict(entry, node_ip, machine.role if machine else _role_from_name(entry.name)))
+    return sorted(hosts, key=lambda h: (h["roles"] != ["control_plane"], _natural(h["name"])))
+
+
+def host_dict(entry: SshEntry, node_ip: str, role: str) -> dict[str, Any]:
+    """A raw `hosts:` entry (docs/inventory.md schema) for one VM."""
+    host: dict[str, Any] = {
+        "name": entry.name,
+        "address": entry.hostname,
+        "port": entry.port,
+        "user": entry.user,
+        "become": entry.user != "root",
+        "node_ip": node_ip,
+        "roles": [role],
+        "labels": {},
+    }
+    if entry.identity_files:
+        host["ssh_key"] = entry.identity_files[0]
+    return host
+
+
+def _role_from_name(name: str) -> str:
+    return "control_plane" if re.match(r"^(cp|control|master)", name) else "worker"
+
+
+def _natural(name: str) -> tuple[str, int]:
+    match = re.search(r"(\d+)$", name)
+    return (name.rstrip("0123456789"), int(match.group(1)) if match else 0)
+
+
+def _query_node_ip(directory: Path, entry: SshEntry, expected: str | None) -> str:
+    output = run_vagrant(directory, ["ssh", entry.name, "-c", "ip -4 -o addr show"])
+    addresses = [ip for _, ip in parse_ip_addr(output)]
+    node_ip = select_node_ip(addresses, expected=expected, ssh_address=entry.hostname)
+    if node_ip is None:
+        wanted = f"the private network address {expected}" if expected else "a private network address"
+        raise InventoryError(
+            f"VM {entry.name} has no {wanted} (it has: {', '.join(addresses) or 'none'})",
+            hint="check the private_network line of the Vagrantfile and run `vagrant reload` for that VM",
+        )
+    return node_ip
+
+
+def run_vagrant(directory: Path, args: list[str]) -> str:
+    """Run `vagrant ARGS` in `directory`; return stdout or raise a readable error."""
+    binary = shutil.which("vagrant")
+    if binary is None:
+        raise PrerequisiteMissing("vagrant is not installed (needed for provider: vagrant)",
+                                  hint="install Vagrant (e.g. apt install vagrant) or write a static inventory")
+    argv = [binary, *args]
+    try:
+        proc = subprocess.run(argv, cwd=directory, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
+    except subprocess.TimeoutExpired:
+        raise InventoryError(f"`{shlex.join(['vagrant', *args])}` timed out after {COMMAND_TIMEOUT}s in {directory}") from None
+    if proc.returncode != 0:
+        raise InventoryError(
+            f"`{shlex.join(['vagrant', *args])}` failed in {directory} (exit {proc.returncode})",
+            hint="are the VMs up? run `vagrant status` / `vagrant up` in that directory",
+            detail=(proc.stderr or proc.stdout).strip()[-2000:] or None,
+        )
+    return proc.stdout
