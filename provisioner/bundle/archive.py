@@ -11,7 +11,7 @@ import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-from provisioner.bundle.manifest import MANIFEST_NAME, Manifest, safe_member_path
+from provisioner.bundle.manifest import MANIFEST_NAME, Manifest, one_line, safe_member_path
 from provisioner.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -27,7 +27,7 @@ def _open(path: Path, stream: bool) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r|*" if stream else "r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{path.name}: not a readable tar or tar.gz archive ({exc})",
+        raise BundleError(f"{path.name}: not a readable tar or tar.gz archive ({one_line(exc)})",
                           hint="a bundle is a .tar or .tar.gz made by kprov bundle build") from None
 
 
@@ -45,7 +45,7 @@ def read_manifest(path: Path | str) -> Manifest:
                     f = t.extractfile(member)
                     return Manifest.from_json(f.read() if f else b"", f"{path.name}: {MANIFEST_NAME}")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{path.name}: truncated or corrupt archive ({exc})", hint=_REBUILD) from None
+        raise BundleError(f"{path.name}: truncated or corrupt archive ({one_line(exc)})", hint=_REBUILD) from None
     raise BundleError(f"{path.name}: no {MANIFEST_NAME} inside", hint="this is not a kprov bundle")
 
 
@@ -87,7 +87,7 @@ def _scan(path: Path, dest: Path | None) -> Manifest:  # noqa: C901 - one linear
                         digest, size = _hash_stream(f, out.write)
                 seen[name] = (digest, size, member.mode)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{path.name}: truncated or corrupt archive ({exc})", hint=_REBUILD) from None
+        raise BundleError(f"{path.name}: truncated or corrupt archive ({one_line(exc)})", hint=_REBUILD) from None
     if manifest_bytes is None:
         raise BundleError(f"{path.name}: no {MANIFEST_NAME} inside", hint="this is not a kprov bundle")
     manifest = Manifest.from_json(manifest_bytes, f"{path.name}: {MANIFEST_NAME}")

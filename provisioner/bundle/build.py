@@ -26,6 +26,7 @@ from provisioner.bundle.manifest import (
     Manifest,
     Skipped,
     normalize_version,
+    one_line,
 )
 from provisioner.errors import BundleError, InputError
 
@@ -154,7 +155,7 @@ def _extract_tgz(archive: Path, url: str, want: set[str] | None, dest: Path) -> 
                 target.chmod(0o755 if m.mode & 0o111 else 0o644)
                 out.append(target)
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{url}: not a readable .tgz ({exc})") from None
+        raise BundleError(f"{url}: not a readable .tgz ({one_line(exc)})") from None
     return out
 
 
@@ -339,7 +340,7 @@ def build(spec: BuildSpec, out_path: Path | str) -> Manifest:
         log.info("wrote %s: %d files, %d MiB", out_path, len(entries), manifest.total_size >> 20)
         return manifest
     except OSError as exc:
-        raise BundleError(f"cannot build {out_path.name}: {exc}") from None
+        raise BundleError(f"cannot build {out_path.name}: {one_line(exc)}") from None
     finally:
         out_tmp.unlink(missing_ok=True)
         shutil.rmtree(work, ignore_errors=True)

@@ -18,6 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from provisioner.bundle.manifest import one_line
 from provisioner.errors import BundleError
 
 log = logging.getLogger(__name__)
@@ -165,7 +166,7 @@ def _read_index(path: Path) -> list:
                                   hint="save images with `docker save` / `ctr images export` (docker format)")
             index = json.loads(f.read())
     except (tarfile.TarError, OSError, ValueError) as exc:
-        raise BundleError(f"{path.name}: not a readable docker-archive image ({exc})") from None
+        raise BundleError(f"{path.name}: not a readable docker-archive image ({one_line(exc)})") from None
     if not isinstance(index, list) or not index:
         raise BundleError(f"{path.name}: docker-archive manifest.json is empty or malformed")
     return index
@@ -204,6 +205,6 @@ def retag(src: Path, dst: Path, ref: str) -> None:
             t_out.addfile(ti, io.BytesIO(data))
         os.replace(tmp, dst)
     except (tarfile.TarError, OSError) as exc:
-        raise BundleError(f"cannot retag {src.name} as {ref}: {exc}") from None
+        raise BundleError(f"cannot retag {src.name} as {ref}: {one_line(exc)}") from None
     finally:
         tmp.unlink(missing_ok=True)

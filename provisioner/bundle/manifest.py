@@ -33,6 +33,16 @@ _ARCH_RE = re.compile(r"^[a-z0-9_]+$")
 _KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
+def one_line(exc: BaseException) -> str:
+    """An exception's text on one line (tarfile's "could not be opened" lists every method on its own line)."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    if not lines:
+        return type(exc).__name__
+    if len(lines) > 1 and lines[-1].startswith("- method tar:"):
+        return lines[-1][len("- method tar:"):].strip().rstrip(")")
+    return " ".join(lines)
+
+
 def normalize_version(version: str) -> str:
     """'v1.20.2' or '1.20.2' -> '1.20.2'; anything else is an InputError."""
     m = _VERSION_RE.match(version.strip()) if isinstance(version, str) else None

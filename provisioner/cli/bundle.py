@@ -12,16 +12,34 @@ from provisioner.bundle import BuildSpec, Manifest, Skipped, build, read_manifes
 from provisioner.errors import InputError
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is now (click/pytest may swap it between commands)."""
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
+
+
 def _progress_logging(quiet: bool) -> None:
-    """Library progress (logging) to stderr for this command."""
-    logger = logging.getLogger("provisioner.bundle")
-    if quiet or any(getattr(h, "_kprov_bundle", False) for h in logger.handlers):
+    """Library progress (logging) on stderr for the duration of this command."""
+    if quiet:
         return
-    handler = logging.StreamHandler(sys.stderr)
+    logger = logging.getLogger("provisioner.bundle")
+    handler = _StderrHandler()
     handler.setFormatter(logging.Formatter("  %(message)s"))
-    handler._kprov_bundle = True  # type: ignore[attr-defined]
     logger.addHandler(handler)
+    old_level = logger.level
     logger.setLevel(logging.INFO)
+
+    def undo() -> None:
+        logger.removeHandler(handler)
+        logger.setLevel(old_level)
+
+    click.get_current_context().call_on_close(undo)
 
 
 def _parse_skip(values: tuple[str, ...]) -> tuple[Skipped, ...]:
