@@ -194,8 +194,11 @@ class Lab:
             try:
                 yield
             finally:
-                if remove_lock:
+                # a lab that does not exist (down, or an up refused for bad input) leaves no files
+                if remove_lock or not self.paths.state.exists():
                     self.paths.lock.unlink(missing_ok=True)
+                    with contextlib.suppress(OSError):
+                        self.paths.root.rmdir()
 
     @contextlib.contextmanager
     def _all_labs_locked(self) -> Iterator[None]:
