@@ -110,7 +110,7 @@ def write_image(out: Path, ref: str, items: Iterable[Item], *, entrypoint: list[
             seen.add(dst)
             ti = tarfile.TarInfo(dst)
             if isinstance(item, Symlink):
-                ti.type, ti.linkname = tarfile.SYMTYPE, item.target
+                ti.type, ti.linkname, ti.mode = tarfile.SYMTYPE, item.target, 0o777
                 add(ti)
             elif isinstance(item, Content):
                 ti.size, ti.mode = len(item.data), item.mode
