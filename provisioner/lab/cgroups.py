@@ -63,6 +63,11 @@ def lab_dir_name(lab: str) -> str:
     return f"kprov-{lab}"
 
 
+def node_dirs(lab: str, node: str) -> list[Path]:
+    """Where create_node_cgroups() puts the node when called from this process's cgroups."""
+    return [h.mountpoint / h.path.lstrip("/") / lab_dir_name(lab) / node for h in hierarchies()]
+
+
 def create_node_cgroups(lab: str, node: str) -> list[Path]:
     """Create the node's cgroup in every hierarchy; returns the directories."""
     dirs = []

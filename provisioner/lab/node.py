@@ -175,7 +175,8 @@ def nspawn_argv(spec: NodeSpec, net: LabNet) -> list[str]:
 
 def start(spec: NodeSpec, net: LabNet) -> NodeRuntime:
     """Boot the node (its overlay must be mounted and created). Does not wait for SSH."""
-    cleanup(spec, unmount=False)  # leftovers of a node that was killed from outside
+    # leftovers of a node that was killed from outside, in the cgroups it is about to get
+    cleanup(spec, unmount=False, known_cgroups=cgroups.node_dirs(net.lab, spec.name))
     network.delete_link(spec.veth)  # else: "Failed to add new veth interfaces: File exists"
     dirs = cgroups.create_node_cgroups(net.lab, spec.name)
     env = dict(os.environ)
@@ -238,20 +239,24 @@ def stop_many(specs: list[NodeSpec], timeout: float = STOP_TIMEOUT) -> None:
         if proc.wait_gone([nspawn], 5):
             proc.kill(nspawn.pid, signal.SIGKILL)
             proc.wait_gone([nspawn], 2)
+    lab_dirs = cgroups.find_lab_dirs(specs[0].lab) if specs else []  # one scan for all nodes
     for spec in specs:
-        cleanup(spec)
+        cleanup(spec, known_cgroups=[d / spec.name for d in lab_dirs])
 
 
-def cleanup(spec: NodeSpec, *, unmount: bool = True) -> None:
+def cleanup(spec: NodeSpec, *, unmount: bool = True, known_cgroups: list[Path] | None = None) -> None:
     """Remove what a stopped (or killed) node leaves on the host: processes in its cgroups, its
-    cgroups, the host veth, mounts below its rootfs (the overlay is re-mounted at start)."""
+    cgroups, the host veth, mounts below its rootfs (the overlay is re-mounted at start).
+
+    known_cgroups: candidate cgroup dirs besides the recorded ones; None = scan the hierarchies.
+    """
     rt = read_runtime(spec)
     if rt is not None and proc.alive(rt.nspawn):
         raise LabError(f"{spec.name} is still running (nspawn pid {rt.nspawn.pid})")
     dirs = {Path(d) for d in (rt.cgroups if rt else ())}
-    for lab_dir in cgroups.find_lab_dirs(spec.lab):
-        if (lab_dir / spec.name).is_dir():
-            dirs.add(lab_dir / spec.name)
+    if known_cgroups is None:
+        known_cgroups = [d / spec.name for d in cgroups.find_lab_dirs(spec.lab)]
+    dirs.update(d for d in known_cgroups if d.is_dir())
     dirs_l = sorted(dirs)
     # an orphaned node init (nspawn SIGKILLed from outside) survives in the node's cgroups
     cgroups.kill_all(dirs_l)
