@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import re
 import threading
 
 MASK = "********"
+
+#: secrets recognised by shape even when kprov did not create them (kubeadm prints its own)
+_PATTERNS = (
+    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),                       # bootstrap token
+    re.compile(r"(?i)(certificate[- ]key[\s:=\"']+)[0-9a-f]{64}\b"),        # control-plane certificate key
+)
 
 
 class Secret:
@@ -51,4 +58,5 @@ class Redactor:
             values = sorted(self._values, key=len, reverse=True)
         for v in values:
             text = text.replace(v, MASK)
-        return text
+        text = _PATTERNS[0].sub(MASK, text)
+        return _PATTERNS[1].sub(lambda m: m.group(1) + MASK, text)

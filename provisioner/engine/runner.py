@@ -20,7 +20,7 @@ import threading
 
 from provisioner.engine.events import Event, NullSink, RunReport, Sink, Status
 from provisioner.engine.roles import PROJECT_ROOT, ROLES_DIR, TEMPLATES_DIR, Play, Role, Task, load_role
-from provisioner.engine.templating import Renderer, make_env
+from provisioner.engine.templating import Renderer, make_env, resolve_vars
 from provisioner.errors import HostConnectionError, InputError, KprovError, RoleError
 from provisioner.inventory.loader import host_vars_layers
 from provisioner.inventory.model import Host, Inventory
@@ -108,6 +108,7 @@ class Runner:
         roles_dir: Path = ROLES_DIR,
         templates_dir: Path = TEMPLATES_DIR,
         connector: Callable[[Host], Transport] | None = None,
+        base_vars: Mapping[str, Any] | None = None,
     ) -> None:
         self.inventory = inventory
         self.options = options
@@ -117,6 +118,8 @@ class Runner:
         self.env = make_env(templates_dir)
         self.connector = connector or (lambda h: SSHHost(h, options.connect, self.redactor))
         self.report = RunReport()
+        #: cluster-wide computed variables (between role defaults and inventory vars)
+        self.base_vars = dict(base_vars or {})
         self.states = {h.name: _HostState(h) for h in inventory.hosts}
         self._roles: dict[str, Role] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.forks), thread_name_prefix="kprov")
@@ -212,10 +215,12 @@ class Runner:
     def host_vars(self, st: _HostState, role: Role) -> dict[str, Any]:
         inv = self.inventory
         merged: dict[str, Any] = dict(role.defaults)
+        merged.update(self.base_vars)
         for layer in host_vars_layers(inv, st.host):
             merged.update(layer)
-        merged.update(st.vars)
         merged.update(self.options.extra_vars)
+        templated = set(merged)
+        merged.update({k: v for k, v in st.vars.items() if k not in self.options.extra_vars})
         merged.update({
             "inventory_hostname": st.host.name,
             "host": st.host.public_view(),
@@ -228,7 +233,7 @@ class Runner:
             "operator_home": str(Path.home()),
             "project_dir": str(PROJECT_ROOT),
         })
-        return merged
+        return resolve_vars(self.env, merged, templated - set(st.vars))
 
     # -- facts ------------------------------------------------------------------------------
     def gather(self, st: _HostState, queries: Sequence[FactQuery]) -> dict[str, Any]:

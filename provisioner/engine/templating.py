@@ -53,6 +53,63 @@ def _nth_host(net: str, index: int) -> str:
     return str(ipaddress.ip_network(net, strict=False)[index])
 
 
+def _regex_search(value: Any, pattern: str, group: int = 0, default: Any = None) -> Any:
+    m = re.search(pattern, str(value), re.M)
+    return m.group(group) if m else default
+
+
+PAUSE_VERSIONS = {
+    (1, 20): "3.2", (1, 21): "3.4.1", (1, 22): "3.5", (1, 23): "3.6", (1, 24): "3.7", (1, 25): "3.8",
+    (1, 26): "3.9", (1, 27): "3.9", (1, 28): "3.9", (1, 29): "3.9", (1, 30): "3.9", (1, 31): "3.10",
+    (1, 32): "3.10", (1, 33): "3.10", (1, 34): "3.10.1", (1, 35): "3.10.1",
+}
+
+
+def pause_version(k8s_version: Any) -> str:
+    """The pause (sandbox) image tag kubeadm uses for a Kubernetes version."""
+    major_minor = _version_tuple(k8s_version)[:2]
+    if major_minor in PAUSE_VERSIONS:
+        return PAUSE_VERSIONS[major_minor]
+    known = sorted(PAUSE_VERSIONS)
+    return PAUSE_VERSIONS[known[-1]] if major_minor > known[-1] else PAUSE_VERSIONS[known[0]]
+
+
+def kubeadm_api_version(k8s_version: Any) -> str:
+    """kubeadm config API: v1beta2 below 1.22, v1beta3 up to 1.30, v1beta4 from 1.31."""
+    mm = _version_tuple(k8s_version)[:2]
+    if mm < (1, 22):
+        return "kubeadm.k8s.io/v1beta2"
+    if mm < (1, 31):
+        return "kubeadm.k8s.io/v1beta3"
+    return "kubeadm.k8s.io/v1beta4"
+
+
+def _kv_parse(text: Any) -> dict[str, str]:
+    """`key=value` lines -> dict (command output of fact-gathering tasks)."""
+    out: dict[str, str] = {}
+    for line in str(text).splitlines():
+        if "=" in line:
+            k, v = line.split("=", 1)
+            out[k.strip()] = v.strip()
+    return out
+
+
+def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
+    """{registry: [urls]} -> [{registry, mirrors}] (one hosts.toml per registry)."""
+    return [{"registry": k, "mirrors": list(v or [])} for k, v in sorted(dict(mirrors or {}).items())]
+
+
+def _nodes_table(text: Any) -> list[dict[str, str]]:
+    """Lines `name podCIDR internalIP` (kubectl jsonpath output) -> [{name, pod_cidr, ip}]."""
+    rows = []
+    for line in str(text).splitlines():
+        parts = line.split()
+        if parts:
+            rows.append({"name": parts[0], "pod_cidr": parts[1] if len(parts) > 1 else "",
+                         "ip": parts[2] if len(parts) > 2 else ""})
+    return rows
+
+
 def make_env(template_dir: Path | None = None) -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(template_dir)) if template_dir else None
     env = jinja2.Environment(
@@ -72,10 +129,66 @@ def make_env(template_dir: Path | None = None) -> jinja2.Environment:
         "regex_replace": lambda s, pat, rep: re.sub(pat, rep, str(s)),
         "basename": lambda p: str(p).rsplit("/", 1)[-1],
         "quote": lambda s: __import__("shlex").quote(str(s)),
+        "regex_search": _regex_search,
+        "kv_parse": _kv_parse,
+        "mirror_items": _mirror_items,
+        "nodes_table": _nodes_table,
+        "pause_version": pause_version,
+        "kubeadm_api_version": kubeadm_api_version,
     })
     env.tests["version"] = lambda a, b, op=">=": version_cmp(a, op, b)
+    env.tests["contains"] = lambda seq, item: item in (seq or ())
     env.globals["version_cmp"] = version_cmp
     return env
+
+
+_CACHE_LOCK = __import__("threading").Lock()
+
+
+def _compiled(env: jinja2.Environment, kind: str, text: str) -> Any:
+    cache = env.__dict__.setdefault("_kprov_cache", {})
+    key = (kind, text)
+    hit = cache.get(key)
+    if hit is None:
+        hit = env.compile_expression(text, undefined_to_none=False) if kind == "expr" else env.from_string(text)
+        with _CACHE_LOCK:
+            cache[key] = hit
+    return hit
+
+
+def has_template(value: Any) -> bool:
+    if isinstance(value, str):
+        return "{{" in value or "{%" in value
+    if isinstance(value, list):
+        return any(has_template(v) for v in value)
+    if isinstance(value, dict):
+        return any(has_template(v) for v in value.values())
+    return False
+
+
+def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any = None, passes: int = 4) -> dict[str, Any]:
+    """Render variables whose values are templates (role defaults like `x: "{{ cluster.name }}"`).
+
+    Values that cannot be rendered yet (they use a result registered later) stay as they are and
+    are rendered again when a task uses them. Only `keys` are resolved: registered command output
+    is data and is never rendered as a template."""
+    out = dict(variables)
+    for _ in range(passes):
+        pending = [k for k, v in out.items() if (keys is None or k in keys) and has_template(v)]
+        if not pending:
+            break
+        progressed = False
+        for key in pending:
+            try:
+                value = Renderer(env, out, "vars").render(out[key])
+            except Exception:  # noqa: BLE001 - unresolved for now
+                continue
+            if value != out[key]:
+                out[key] = value
+                progressed = True
+        if not progressed:
+            break
+    return out
 
 
 class Renderer:
@@ -99,8 +212,11 @@ class Renderer:
             m = _WHOLE_EXPR.match(value)
             try:
                 if m:
-                    return self.env.compile_expression(m.group("expr"), undefined_to_none=False)(**self.vars)
-                return self.env.from_string(value).render(**self.vars)
+                    result = _compiled(self.env, "expr", m.group("expr"))(**self.vars)
+                    if isinstance(result, jinja2.Undefined):
+                        str(result)  # raises UndefinedError with the variable's name
+                    return result
+                return _compiled(self.env, "tmpl", value).render(**self.vars)
             except jinja2.UndefinedError as exc:
                 raise self._fail(repr(value), exc) from None
             except jinja2.TemplateError as exc:
@@ -126,7 +242,7 @@ class Renderer:
         if m:
             text = m.group("expr")
         try:
-            value = self.env.compile_expression(text, undefined_to_none=False)(**self.vars)
+            value = _compiled(self.env, "expr", text)(**self.vars)
         except jinja2.UndefinedError as exc:
             raise self._fail(f"condition {expr!r}", exc) from None
         except jinja2.TemplateError as exc:

@@ -245,6 +245,8 @@ class FetchModule(Module):
         "src": Param(str, required=True),
         "dest": Param(str, required=True),
         "mode": Param((str, int), default="0600"),
+        # kubeconfig: rewrite `server:` URLs to the address the operator reaches the API at
+        "server": Param(str),
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
@@ -264,13 +266,16 @@ class FetchModule(Module):
         if not st.is_file:
             raise RoleError(f"remote file {args['src']} does not exist", hint="run the role that creates it first")
         dest = Path(args["dest"])
+        content = st.content or b""
+        if args["server"]:
+            content = re.sub(rb"(?m)^(\s*server:\s*).*$", lambda m: m.group(1) + args["server"].encode(), content)
         local = dest.read_bytes() if dest.is_file() else None
         mode_ok = dest.is_file() and oct(dest.stat().st_mode & 0o777)[2:] == args["mode"].lstrip("0").rjust(3, "0")
-        if local is not None and hashlib.sha256(local).hexdigest() == st.sha256 and mode_ok:
+        if local is not None and local == content and mode_ok:
             return NoChange(f"{dest} up to date")
         # the content came with the facts: nothing to run on the host, the engine writes locally
         return Change(f"fetch {args['src']} -> {dest}", "true", diff=f"local file {dest} updated",
-                      data={"local_write": {"path": str(dest), "content": st.content, "mode": args["mode"]}})
+                      data={"local_write": {"path": str(dest), "content": content, "mode": args["mode"]}})
 
 
 def write_local_file(path: str, content: bytes, mode: str) -> None:
