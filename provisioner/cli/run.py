@@ -8,13 +8,19 @@ from provisioner.cli.common import Common, check_limit, finish, run_options
 from provisioner.engine.roles import Play, load_plays
 from provisioner.engine.runner import Runner
 from provisioner.inventory.loader import load_inventory
+from provisioner.inventory.model import Inventory
+from provisioner.k8s.context import cluster_vars
+from provisioner.secrets import Redactor
 
 
-def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool = False, title: str = "RECAP") -> int:
-    inv = load_inventory(common.inventory)
+def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool = False, title: str = "RECAP",
+            inventory: Inventory | None = None) -> int:
+    inv = inventory or load_inventory(common.inventory)
     check_limit(common, [h.name for h in inv.hosts])
     sink = common.sink()
-    runner = Runner(inv, common.run_options(check=check), sink)
+    redactor = Redactor()
+    runner = Runner(inv, common.run_options(check=check), sink, redactor=redactor,
+                    base_vars=cluster_vars(inv, redactor))
     try:
         report = runner.run(plays)
     finally:

@@ -1,0 +1,190 @@
+"""Cluster commands: smoke, reset, add-node, status, kubeconfig."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import click
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.cli.common import Common, run_options
+from provisioner.cli.run import execute
+from provisioner.engine.roles import Play, load_plays
+from provisioner.errors import ExitStatus, InputError, SmokeFailed
+from provisioner.inventory.loader import load_inventory
+from provisioner.k8s.context import cluster_vars, kubeconfig_path
+from provisioner.k8s.kubectl import Kubectl
+from provisioner.k8s.smoke import run_smoke as _run_smoke
+from provisioner.k8s.smoke import smoke_vars
+from provisioner.secrets import Redactor
+
+
+def run_smoke(common: Common, keep: bool = False, node_port: int | None = None) -> int:
+    inv = load_inventory(common.inventory)
+    console = Console(stderr=common.log_format == "json")
+    redactor = Redactor()
+    variables = smoke_vars(inv, cluster_vars(inv, redactor), common.extra_vars)
+    if node_port is not None:
+        variables["smoke_node_port"] = node_port
+    kubectl = Kubectl(kubeconfig_path(inv), inv.control_planes[0], common.run_options().connect)
+    try:
+        result = _run_smoke(inv, kubectl, variables, keep=keep,
+                            progress=lambda m: console.print(f"[dim]smoke: {m}[/dim]"))
+    finally:
+        kubectl.close()
+    if common.log_format == "json":
+        for p in result.probes:
+            click.echo(json.dumps({"smoke": p.node, "phase": p.phase, "url": p.url, "status": p.status,
+                                   "latency_ms": p.latency_ms, "ok": p.ok}))
+    table = Table(title="SMOKE TEST", title_justify="left", show_edge=False)
+    for col in ("phase", "node", "url", "http", "latency"):
+        table.add_column(col)
+    for p in result.probes:
+        table.add_row(p.phase, p.node, p.url, f"[green]{p.status}[/green]" if p.ok else f"[red]{p.status or p.detail}[/red]",
+                      f"{p.latency_ms} ms")
+    console.print(table)
+    if not result.ok:
+        raise SmokeFailed(f"smoke test failed: {result.error or 'not every node answered'}",
+                          hint="see the pod status and events above; `kprov status` shows node health",
+                          detail=result.diagnostics or None)
+    console.print(f"[green]smoke test passed: the NodePort answered through all {len(inv.hosts)} nodes[/green]")
+    return int(ExitStatus.SUCCESS)
+
+
+@click.command()
+@click.option("--keep", is_flag=True, help="Keep the smoke namespace for inspection.")
+@click.option("--node-port", type=click.IntRange(30000, 32767), help="NodePort to use (default 30080).")
+@run_options
+def smoke(common: Common, keep: bool, node_port: int | None) -> int:
+    """Deploy a hello app, reach its NodePort through every node, scale, check again, clean up."""
+    return run_smoke(common, keep=keep, node_port=node_port)
+
+
+@click.command()
+@click.option("--containerd-state", is_flag=True, help="Also wipe containerd's images and containers.")
+@run_options
+def reset(common: Common, containerd_state: bool) -> int:
+    """Tear Kubernetes down on the hosts (kubeadm reset + leftovers). Idempotent; `up` rebuilds."""
+    common = _with_vars(common, reset_containerd_state=containerd_state)
+    return execute(common, [Play(role="reset", hosts="all")], title="RESET")
+
+
+@click.command("add-node")
+@click.option("--host", "names", required=True, multiple=True, help="Inventory host(s) to add.")
+@run_options
+def add_node(common: Common, names: tuple[str, ...]) -> int:
+    """Provision and join only the given host(s); the control plane only mints a token."""
+    inv = load_inventory(common.inventory)
+    known = {h.name: h for h in inv.hosts}
+    for n in names:
+        if n not in known:
+            raise InputError(f"--host {n!r} is not in {common.inventory}", hint="add it to hosts: first")
+        if known[n].is_control_plane and n == inv.control_planes[0].name:
+            raise InputError(f"--host {n!r} is the first control plane", hint="use `kprov up` to build the cluster")
+    pattern = ",".join(names)
+    plays = [Play(p.role, pattern, p.serial) for p in load_plays() if p.role not in ("control_plane",)]
+    if inv.cluster.cni == "bridge":
+        # every node needs a route to the new node's pod subnet (one cheap command per node)
+        plays = [p if p.role != "cni" else Play("cni", "all") for p in plays]
+    return execute(common, plays, inventory=inv, title="ADD-NODE")
+
+
+@click.command()
+@run_options
+def status(common: Common) -> int:
+    """Per node: role, versions, Ready, and drift from the desired state (a quick plan)."""
+    inv = load_inventory(common.inventory)
+    console = Console()
+    kubectl = Kubectl(kubeconfig_path(inv), inv.control_planes[0], common.run_options().connect)
+    nodes: dict[str, dict] = {}
+    try:
+        res = kubectl.run(["get", "nodes", "-o", "json"], timeout=30)
+        if res.rc == 0:
+            from provisioner.facts.parsers import parse_kubectl_nodes
+
+            nodes = {n.name: {"ready": n.ready, "kubelet": n.kubelet_version} for n in parse_kubectl_nodes(res.stdout)}
+    except Exception as exc:  # noqa: BLE001 - status reports what it can
+        console.print(f"[yellow]cannot query the API server: {exc}[/yellow]")
+    finally:
+        kubectl.close()
+    from provisioner.engine.runner import Runner
+    from provisioner.reporting.sinks import JsonSink
+
+    redactor = Redactor()
+    runner = Runner(inv, common.run_options(check=True), JsonSink(open(os.devnull, "w")), redactor=redactor,
+                    base_vars=cluster_vars(inv, redactor))
+    try:
+        report = runner.run(load_plays())
+    finally:
+        runner.close()
+    table = Table(title=f"STATUS {inv.cluster.name}", title_justify="left", show_edge=False)
+    for col in ("node", "roles", "kubelet", "ready", "drift"):
+        table.add_column(col)
+    for h in inv.hosts:
+        r = report.hosts.get(h.name)
+        drift = "unreachable" if r and r.unreachable else (f"{r.changed} change(s) pending" if r and r.changed else "none")
+        if r and r.failed:
+            drift = f"check failed: {r.first_error[:60]}"
+        n = nodes.get(h.name, {})
+        ready = "[green]Ready[/green]" if n.get("ready") else ("[red]NotReady[/red]" if n else "not joined")
+        table.add_row(h.name, ",".join(h.roles), n.get("kubelet", "-"), ready, drift)
+    console.print(table)
+    return int(ExitStatus.UNREACHABLE) if report.unreachable_hosts else int(ExitStatus.SUCCESS)
+
+
+@click.command()
+@click.option("-i", "--inventory", required=True, type=click.Path(dir_okay=False))
+@click.option("--merge", is_flag=True, help="Merge into ~/.kube/config (entries named kprov-<cluster>).")
+@click.option("--use", "use_context", is_flag=True, help="With --merge: also switch the current context.")
+def kubeconfig(inventory: str, merge: bool, use_context: bool) -> int:
+    """Print the path of the cluster's kubeconfig; --merge adds it to ~/.kube/config."""
+    inv = load_inventory(inventory, resolve=False)
+    path = kubeconfig_path(inv)
+    if not path.is_file():
+        raise InputError(f"no kubeconfig for cluster {inv.cluster.name} at {path}",
+                         hint="run `kprov up` first (it fetches the admin kubeconfig)")
+    if merge:
+        target = Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
+        merge_kubeconfig(path, target, inv.cluster.name, use_context)
+        click.echo(f"merged context kprov-{inv.cluster.name} into {target}")
+    click.echo(str(path))
+    return 0
+
+
+def merge_kubeconfig(source: Path, target: Path, cluster: str, use_context: bool = False) -> None:
+    """Add the cluster to target under unique names; other entries are kept; written atomically 0600."""
+    src = yaml.safe_load(source.read_text()) or {}
+    name = f"kprov-{cluster}"
+    try:
+        c = src["clusters"][0]["cluster"]
+        u = src["users"][0]["user"]
+    except (KeyError, IndexError, TypeError):
+        raise InputError(f"{source} is not a kubeconfig with a cluster and a user", hint="rerun `kprov up`") from None
+    dst = yaml.safe_load(target.read_text()) if target.is_file() else None
+    dst = dst or {"apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [], "users": [], "contexts": []}
+    for key, entry in (("clusters", {"name": name, "cluster": c}), ("users", {"name": f"{name}-admin", "user": u}),
+                       ("contexts", {"name": name, "context": {"cluster": name, "user": f"{name}-admin"}})):
+        items = [e for e in (dst.get(key) or []) if e.get("name") != entry["name"]]
+        items.append(entry)
+        dst[key] = items
+    if use_context or not dst.get("current-context"):
+        dst["current-context"] = name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.kprov-tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        yaml.safe_dump(dst, fh, sort_keys=False)
+    os.replace(tmp, target)
+
+
+def _with_vars(common: Common, **extra: object) -> Common:
+    from dataclasses import replace
+
+    return replace(common, extra_vars={**common.extra_vars, **extra})
+
+
+COMMANDS = (smoke, reset, add_node, status, kubeconfig)

@@ -1,0 +1,144 @@
+"""The smoke test: deploy a hello app, reach its NodePort through every node, scale, check again, clean up."""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from provisioner.engine.roles import ROLES_DIR, TEMPLATES_DIR
+from provisioner.engine.templating import Renderer, make_env, resolve_vars
+from provisioner.inventory.model import Inventory
+from provisioner.inventory.yamlsource import load_yaml_file
+from provisioner.k8s.kubectl import Kubectl
+
+
+@dataclass(frozen=True)
+class Probe:
+    phase: str
+    node: str
+    url: str
+    status: int | None
+    latency_ms: int
+    detail: str
+
+    @property
+    def ok(self) -> bool:
+        return self.status == 200
+
+
+@dataclass(frozen=True)
+class SmokeResult:
+    probes: tuple[Probe, ...]
+    error: str = ""
+    diagnostics: str = ""
+
+    @property
+    def ok(self) -> bool:
+        return not self.error and bool(self.probes) and all(p.ok for p in self.probes)
+
+
+def smoke_vars(inv: Inventory, base_vars: Mapping[str, Any], extra_vars: Mapping[str, Any]) -> dict[str, Any]:
+    defaults = load_yaml_file(ROLES_DIR / "smoke" / "defaults.yaml").data or {}
+    merged = {**defaults, **base_vars, **inv.cluster.vars, **extra_vars,
+              "cluster": inv.cluster.public_view(), "hosts": [h.public_view() for h in inv.hosts]}
+    return resolve_vars(make_env(TEMPLATES_DIR), merged)
+
+
+def render_manifest(variables: Mapping[str, Any]) -> str:
+    return Renderer(make_env(TEMPLATES_DIR), dict(variables), "smoke").render_file("smoke/hello.yaml.j2")
+
+
+def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
+    t0 = time.monotonic()
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own lab/cluster URL
+            body = resp.read(200).decode("utf-8", "replace")
+            return resp.status, int((time.monotonic() - t0) * 1000), body.strip().splitlines()[0] if body.strip() else ""
+    except urllib.error.HTTPError as exc:
+        return exc.code, int((time.monotonic() - t0) * 1000), str(exc.reason)
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return None, int((time.monotonic() - t0) * 1000), str(reason)
+
+
+def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *, keep: bool = False,
+              progress: Callable[[str], None] = lambda _m: None) -> SmokeResult:
+    ns = str(variables["smoke_namespace"])
+    port = int(variables["smoke_node_port"])
+    timeout = int(variables["smoke_timeout"])
+    probes: list[Probe] = []
+
+    def k(*args: str, stdin: str | None = None, t: float = 120):
+        return kubectl.run(list(args), stdin=stdin, timeout=t)
+
+    def fail(msg: str) -> SmokeResult:
+        return SmokeResult(tuple(probes), msg, diagnostics(kubectl, ns))
+
+    try:
+        progress(f"deploying the hello app into namespace {ns} ({kubectl.where})")
+        res = k("apply", "-f", "-", stdin=render_manifest(variables))
+        if res.rc != 0:
+            return fail(f"kubectl apply failed: {res.stderr_tail(5)}")
+        phases = [(f"{variables['smoke_replicas']} replicas", int(variables["smoke_replicas"])),
+                  ("one replica per node", len(inv.hosts))]
+        for label, replicas in phases:
+            res = k("scale", "deployment/hello", "-n", ns, f"--replicas={replicas}")
+            if res.rc != 0:
+                return fail(f"kubectl scale failed: {res.stderr_tail(5)}")
+            progress(f"waiting for {replicas} ready replicas")
+            res = k("rollout", "status", "deployment/hello", "-n", ns, f"--timeout={timeout}s", t=timeout + 30)
+            if res.rc != 0:
+                return fail(f"deployment hello did not become ready with {replicas} replicas: "
+                            f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}")
+            for h in inv.hosts:
+                url = f"http://{h.address}:{port}/"
+                deadline = time.monotonic() + 30
+                while True:  # kube-proxy programs rules asynchronously: retry briefly
+                    status, ms, detail = http_probe(url)
+                    if status == 200 or time.monotonic() > deadline:
+                        break
+                    time.sleep(1)
+                probes.append(Probe(label, h.name, url, status, ms, detail))
+            bad = [p for p in probes if p.phase == label and not p.ok]
+            if bad:
+                return fail("NodePort unreachable through " + ", ".join(f"{p.node} ({p.detail or p.status})" for p in bad))
+        return SmokeResult(tuple(probes))
+    finally:
+        if not keep:
+            k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=120s", t=150)
+
+
+def diagnostics(kubectl: Kubectl, ns: str) -> str:
+    """Pod status and recent events: which pod on which node failed and why."""
+    lines: list[str] = []
+    res = kubectl.run(["get", "pods", "-n", ns, "-o", "json"], timeout=30)
+    if res.rc == 0:
+        try:
+            for pod in json.loads(res.stdout).get("items", []):
+                st = pod.get("status", {})
+                node = pod.get("spec", {}).get("nodeName", "?")
+                reasons = []
+                for cs in st.get("containerStatuses", []) or []:
+                    state = cs.get("state", {})
+                    for key in ("waiting", "terminated"):
+                        if key in state:
+                            reasons.append(f"{key}: {state[key].get('reason', '')} {state[key].get('message', '')}".strip())
+                    if not cs.get("ready"):
+                        reasons.append("not ready")
+                for cond in st.get("conditions", []) or []:
+                    if cond.get("status") != "True" and cond.get("message"):
+                        reasons.append(cond["message"])
+                lines.append(f"pod {pod['metadata']['name']} on {node}: {st.get('phase')} {'; '.join(reasons)}".rstrip())
+        except (ValueError, KeyError):
+            pass
+    ev = kubectl.run(["get", "events", "-n", ns, "--sort-by=.lastTimestamp", "-o",
+                      "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+                      "--no-headers"], timeout=30)
+    if ev.rc == 0:
+        lines.extend(f"event {line}" for line in ev.stdout.strip().splitlines()[-10:])
+    return "\n".join(lines)
