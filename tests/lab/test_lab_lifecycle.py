@@ -6,7 +6,9 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -84,6 +86,12 @@ def test_cli_up_and_down_of_a_running_lab():
         res = kprov("lab", "up", "--name", name, "--nodes", "1")
         assert res.returncode == 0, res.stderr
         assert f"{name}-1" in res.stdout and "running" in res.stdout
+        # stopping the whole lab stops its proxy too; start brings both back
+        assert kprov("lab", "stop", "--name", name).returncode == 0
+        assert kprov("lab", "status", "--name", name).stdout.splitlines()[1].split()[3] == "stopped"
+        assert not leftovers(name)["processes"]
+        assert kprov("lab", "start", "--name", name).returncode == 0
+        assert kprov("lab", "ssh", "--name", name, f"{name}-1", "--", "true").returncode == 0
     finally:
         res = kprov("lab", "down", "--name", name)
     assert res.returncode == 0, res.stderr
@@ -144,3 +152,14 @@ def test_cli_missing_lab(command):
     require_lab()
     sub, *rest = command
     _assert_input_error(kprov("lab", sub, "--name", "kpnone", *rest), "does not exist")
+
+
+def test_cli_needs_root():
+    """Run as nobody: a one-line error naming what to do, exit 2."""
+    require_lab()
+    argv = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-m", "provisioner.cli.main",
+            "lab", "up", "--name", "kpx"]  # fmt: skip
+    res = subprocess.run(argv, capture_output=True, text=True, cwd=Path(__file__).resolve().parents[2], timeout=60)
+    if "Permission denied" in res.stderr:
+        pytest.skip("the checkout is not readable by nobody")
+    _assert_input_error(res, "needs root")

@@ -8,8 +8,8 @@ import tarfile
 
 import pytest
 
-from provisioner.errors import InputError
-from provisioner.lab import inventory, keys, mirror, mkimage, network, state
+from provisioner.errors import InputError, PrerequisiteMissing
+from provisioner.lab import host, inventory, keys, mirror, mkimage, network, state
 from provisioner.lab.node import hosts_file
 
 DEB822 = """\
@@ -148,3 +148,16 @@ def test_mkimage_writes_docker_archive(tmp_path):
             names = layer.getnames()
             assert {"bin/hello", "bin/sh", "data", "tmp"} <= set(names)
             assert layer.getmember("bin/hello").mode == 0o755
+
+
+@pytest.mark.parametrize(
+    ("missing", "package"),
+    [("systemd-nspawn", "systemd-container"), ("debootstrap", "debootstrap"), ("apt-cacher-ng", "apt-cacher-ng"),
+     ("ssh", "openssh-client"), ("ip", "iproute2"), ("iptables", "iptables")],
+)  # fmt: skip
+def test_missing_program_names_the_debian_package(monkeypatch, missing, package):
+    real = host.which
+    monkeypatch.setattr(host, "which", lambda p: None if p == missing else real(p) or f"/usr/bin/{p}")
+    with pytest.raises(PrerequisiteMissing) as err:
+        host.require(root=False)
+    assert missing in err.value.message and err.value.hint == f"apt-get install -y {package}"
