@@ -115,7 +115,9 @@ def ensure_bridge(name: str, subnet: ipaddress.IPv4Network) -> None:
         run(["ip", "link", "add", name, "type", "bridge"])
         log.info("bridge %s created", name)
     # no IPv6 on the lab bridge: nodes are IPv4 only, so keep the link quiet
-    Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6").write_text("1")
+    v6 = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
+    if v6.exists():  # absent when the host runs without IPv6
+        v6.write_text("1")
     have = {f"{a['local']}/{a['prefixlen']}" for link in _ip_json("-4", "addr", "show", "dev", name) for a in link.get("addr_info", [])}
     if addr not in have:
         run(["ip", "addr", "add", addr, "dev", name])

@@ -77,6 +77,12 @@ def ensure(paths: ProxyPaths, bind: str, port: int = PORT, current: proc.ProcId 
     if proc.alive(current) and port_open(bind, port):
         return current  # type: ignore[return-value]
     stop(paths, current)
+    if port_open(bind, port):
+        # typically the distribution's own apt-cacher-ng service, listening on all addresses
+        raise LabError(
+            f"port {port} on {bind} is already taken by another program",
+            hint="stop the system apt-cacher-ng service (service apt-cacher-ng stop) or whatever listens on that port",
+        )
     binary = which("apt-cacher-ng")
     try:
         user = pwd.getpwnam(USER)

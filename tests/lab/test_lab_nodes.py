@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from provisioner.lab import mkimage, provider
+from provisioner.lab import mkimage, network, provider
 from tests.lab.helpers import kprov
 
 pytestmark = pytest.mark.lab
@@ -59,7 +59,11 @@ def test_node_network_has_no_way_out(lab_nodes):
     gw = str(subnet.network_address + 1)
     out = lab_nodes.lab.capture(lab_nodes.node(2), ["cat", "/etc/resolv.conf", "/etc/apt/apt.conf.d/01kprov-proxy"])
     assert out.stdout.splitlines() == [f"nameserver {gw}", f'Acquire::http::Proxy "http://{gw}:3142";']
-    assert Path("/proc/sys/net/ipv4/ip_forward").read_text().strip() == "0" or lab_nodes.lab.state() is not None
+    routes = lab_nodes.lab.capture(lab_nodes.node(2), ["ip", "-4", "route"]).stdout.splitlines()
+    assert sorted(r.split()[0] for r in routes) == sorted([str(subnet), "default"]), routes
+    assert any(r.startswith(f"default via {gw} ") for r in routes), routes
+    # and the host drops anything a node would route beyond the bridge, even with ip_forward on
+    assert len(network.lab_rules(lab_nodes.lab.name)) == 2
 
 
 def test_apt_install_through_proxy(lab_nodes):
