@@ -33,14 +33,25 @@ timeout_option = click.option("--timeout", default=600.0, show_default=True, typ
 poll_option = click.option("--poll", default=5.0, show_default=True, type=float, hidden=True, help="Seconds between polls.")
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever sys.stderr is at the time of the message (it may be replaced)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass
+
+
 def setup_logging(verbose: bool) -> None:
     """kprov's own progress messages on stderr (botocore's logs stay quiet)."""
     logger = logging.getLogger("provisioner")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(getattr(h, "_kprov", False) for h in logger.handlers):
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
-        handler._kprov = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
 
 
@@ -56,9 +67,15 @@ def load_ec2_config(inventory_path: str, ssh_cidrs: tuple[str, ...] = ()) -> tup
     return provider.load_config(raw["ec2"], raw, ssh_cidrs=ssh_cidrs), raw
 
 
+def console(stderr: bool = False) -> Console:
+    """A rich console; when piped (CI logs, tests) it is wide enough that tables never truncate."""
+    stream = sys.stderr if stderr else sys.stdout
+    return Console(stderr=stderr, width=None if stream.isatty() else 200)
+
+
 def instance_table(instances: tuple[provider.Instance, ...] | list[provider.Instance], title: str, created: tuple[str, ...] = ()) -> Table:
     table = Table(title=title)
-    for column in ("name", "role", "instance", "type", "state", "public ip", "private ip (node_ip)", "zone", ""):
+    for column in ("name", "role", "instance", "type", "state", "public ip", "node ip (private)", "zone", ""):
         table.add_column(column)
     for i in instances:
         table.add_row(i.name, i.role or "?", i.instance_id, i.instance_type, i.state, i.public_ip or "-",
@@ -83,14 +100,14 @@ def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], wait_ssh: bool, 
     setup_logging(verbose)
     config, _ = load_ec2_config(inventory_path, ssh_cidrs)
     report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
-    console = Console()
-    console.print(instance_table(report.instances, f"cluster {config.cluster} ({len(report.created)} created)", report.created))
+    out = console()
+    out.print(instance_table(report.instances, f"cluster {config.cluster} ({len(report.created)} created)", report.created))
     sg_state = "created" if report.security_group_created else "exists"
-    console.print(f"security group {report.security_group_id} ({sg_state}; +{report.rules_added}/-{report.rules_revoked} rules), "
+    out.print(f"security group {report.security_group_id} ({sg_state}; +{report.rules_added}/-{report.rules_revoked} rules), "
                   f"key pair {report.key_name} ({'imported' if report.key_imported else 'exists'}), "
                   f"AMI {report.image_id}, subnet {report.subnet_id}")
     if report.extra:
-        console.print(f"[yellow]left alone (beyond the configured counts): {', '.join(report.extra)}[/yellow]")
+        out.print(f"[yellow]left alone (beyond the configured counts): {', '.join(report.extra)}[/yellow]")
 
 
 @ec2.command("destroy")
@@ -126,7 +143,7 @@ def inventory_cmd(inventory_path: str, fmt: str, output: str | None) -> None:
     instances = provider.cluster_instances(config)
     running = [i for i in instances if i.state == "running"]
     if fmt == "table" and not output:
-        Console().print(instance_table(instances, f"cluster {config.cluster}"))
+        console().print(instance_table(instances, f"cluster {config.cluster}"))
         return
     hosts = provider.hosts_from_instances(running, config)
     doc = {"provider": "static", "cluster": raw.get("cluster"), "hosts": hosts}
@@ -235,7 +252,7 @@ def _create_step(config: Ec2Config, steps: list[pipeline.StepResult], *, wait_ss
     click.secho(f"==> ec2 create ({config.cluster})", bold=True, err=True)
     watch = pipeline.Stopwatch()
     report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
-    Console(stderr=True).print(instance_table(report.instances, f"cluster {config.cluster}", report.created))
+    console(stderr=True).print(instance_table(report.instances, f"cluster {config.cluster}", report.created))
     steps.append(pipeline.StepResult("ec2 create", "ok", watch.seconds, f"{len(report.instances)} instance(s)"))
 
 
@@ -287,4 +304,4 @@ def _print_steps(steps: list[pipeline.StepResult]) -> None:
     colour = {"ok": "green", "failed": "red", "interrupted": "yellow"}
     for s in steps:
         table.add_row(s.name, f"[{colour.get(s.status, 'white')}]{s.status}[/]", f"{s.seconds:.1f} s", s.detail)
-    Console(stderr=True).print(table)
+    console(stderr=True).print(table)

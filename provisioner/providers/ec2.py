@@ -273,8 +273,8 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
     )
 
 
-def _waiter(timeout: float, poll: float) -> dict[str, int]:
-    delay = max(1, int(poll))
+def _waiter(timeout: float, poll: float) -> dict[str, float]:
+    delay = max(0.05, poll)
     return {"Delay": delay, "MaxAttempts": max(1, math.ceil(timeout / delay))}
 
 

@@ -14,6 +14,8 @@ from typing import Any
 
 import boto3
 import botocore.exceptions as bce
+import botocore.loaders
+import botocore.session
 from botocore.config import Config
 
 from provisioner.errors import CloudError
@@ -69,10 +71,17 @@ _CODE_HINTS = {
 }
 
 
+# The service models are large JSON files: load them once per process, not once per client.
+# (Credentials and settings are still resolved afresh for every client.)
+_LOADER = botocore.loaders.create_loader()
+
+
 def ec2_client(config: Ec2Config) -> Any:
     """An EC2 client from the standard credential chain for the configured region/profile."""
     with aws_errors("connect to EC2"):
-        session = boto3.session.Session(profile_name=config.profile, region_name=config.region)
+        core = botocore.session.Session()
+        core.register_component("data_loader", _LOADER)
+        session = boto3.session.Session(botocore_session=core, profile_name=config.profile, region_name=config.region)
         if session.region_name is None:
             raise CloudError(
                 "no AWS region configured",
