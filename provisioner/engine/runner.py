@@ -501,7 +501,7 @@ class Runner:
         failed = rr.evaluate(task.failed_when) if task.failed_when is not None else res.rc != 0
         data["failed"] = failed
         if failed:
-            raise TaskError(f"{task.name}: {change.msg.splitlines()[0][:200]} failed (rc={res.rc})",
+            raise TaskError(f"{change.msg.splitlines()[0][:200]} failed (rc={res.rc})",
                             hint=None, detail=res.stderr_tail())
         changed = rr.evaluate(task.changed_when) if task.changed_when is not None else reports_changed
         data["changed"] = changed

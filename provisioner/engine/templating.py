@@ -99,14 +99,19 @@ def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
     return [{"registry": k, "mirrors": list(v or [])} for k, v in sorted(dict(mirrors or {}).items())]
 
 
-def _nodes_table(text: Any) -> list[dict[str, str]]:
-    """Lines `name podCIDR internalIP` (kubectl jsonpath output) -> [{name, pod_cidr, ip}]."""
+def _nodes_table(text: Any) -> list[dict[str, Any]]:
+    """`kubectl get nodes -o json` -> [{name, pod_cidr, ip, ready}] ([] when not JSON yet)."""
+    try:
+        doc = json.loads(str(text))
+    except ValueError:
+        return []
     rows = []
-    for line in str(text).splitlines():
-        parts = line.split()
-        if parts:
-            rows.append({"name": parts[0], "pod_cidr": parts[1] if len(parts) > 1 else "",
-                         "ip": parts[2] if len(parts) > 2 else ""})
+    for item in doc.get("items", []):
+        status = item.get("status", {})
+        ip = next((a.get("address", "") for a in status.get("addresses", []) if a.get("type") == "InternalIP"), "")
+        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
+        rows.append({"name": item.get("metadata", {}).get("name", ""),
+                     "pod_cidr": item.get("spec", {}).get("podCIDR", "") or "", "ip": ip, "ready": ready})
     return rows
 
 
@@ -173,6 +178,7 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
     are rendered again when a task uses them. Only `keys` are resolved: registered command output
     is data and is never rendered as a template."""
     out = dict(variables)
+    errors: dict[str, str] = {}
     for _ in range(passes):
         pending = [k for k, v in out.items() if (keys is None or k in keys) and has_template(v)]
         if not pending:
@@ -181,13 +187,20 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
         for key in pending:
             try:
                 value = Renderer(env, out, "vars").render(out[key])
-            except Exception:  # noqa: BLE001 - unresolved for now
+            except Exception as exc:  # noqa: BLE001 - unresolved for now
+                errors[key] = getattr(exc, "message", None) or str(exc)
                 continue
+            errors.pop(key, None)
             if value != out[key]:
                 out[key] = value
                 progressed = True
         if not progressed:
             break
+    for key, err in errors.items():
+        if key in out and has_template(out[key]):
+            # using it fails with the reason instead of passing the raw "{{ ... }}" text along
+            out[key] = env.undefined(hint=f"variable {key!r} cannot be rendered: {err.split(': cannot render ')[-1]}",
+                                     name=key)
     return out
 
 

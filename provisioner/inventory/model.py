@@ -81,7 +81,7 @@ class Cluster:
             "control_plane_endpoint": self.control_plane_endpoint,
             "kubernetes_source": self.kubernetes_source,
             "bundle": self.bundle,
-            "container_runtime": dict(self.container_runtime),
+            "container_runtime": {"version": None, "registry_mirrors": {}, **dict(self.container_runtime)},
         }
 
 
