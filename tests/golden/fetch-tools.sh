@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Fetch the real tools the golden template tests validate rendered files with.
 #
-#   tests/golden/fetch-tools.sh            # containerd 1.x (this machine) + 1.7 (trixie) + 2.x (sid)
+#   tests/golden/fetch-tools.sh            # containerd 1.6 (this machine), 1.7 (trixie), 2.x (sid), etcd
 #   KPROV_TOOLS_SUITES="sid" tests/golden/fetch-tools.sh
 #
 # - containerd 1.6 is installed on this machine from its own apt sources (policy-rc.d keeps the
@@ -9,6 +9,8 @@
 # - containerd from other Debian suites is downloaded with a PRIVATE apt configuration (the
 #   machine's sources are never touched) and unpacked under $KPROV_TOOLS_DIR/containerd-<suite>/.
 #   Its binary runs through that suite's own ld.so + libc when the machine's libc is too old.
+# - etcd-server from the machine's own suite, unpacked under $KPROV_TOOLS_DIR/etcd/ (with the lab
+#   bundle's kube-apiserver it backs a throwaway loopback API server that validates the manifests).
 # - The Debian mirror is read from the machine's apt configuration at run time.
 # Idempotent: a suite already unpacked is kept unless KPROV_TOOLS_REFRESH=1.
 set -euo pipefail
@@ -50,12 +52,8 @@ fetch_suite() {
         log "$suite: already present: $("$dest/containerd" --version 2>/dev/null || echo '?')"
         return
     fi
-    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
-    printf 'deb [signed-by=%s] %s %s main\n' "$KEYRING" "$mirror" "$suite" > "$apt/sources.list"
-    local opts=(-o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null
-                -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives"
-                -o "Dir::Cache::pkgcache=$apt/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$apt/srcpkgcache.bin"
-                -o APT::Sandbox::User=root -q)
+    local opts
+    mapfile -t opts < <(private_apt_opts "$suite" "$mirror")
     log "$suite: apt-get update (private lists in $apt)"
     apt-get "${opts[@]}" update >/dev/null
     rm -f "$apt"/debs/*.deb
@@ -81,13 +79,48 @@ WRAP
     log "$suite: $("$dest/containerd" --version)"
 }
 
+# private_apt SUITE: print the apt-get options of a private apt configuration for SUITE (lists updated).
+private_apt_opts() {
+    local suite=$1 mirror=$2 apt="$TOOLS_DIR/apt-$1"
+    mkdir -p "$apt/lists/partial" "$apt/archives/partial" "$apt/debs"
+    printf 'deb [signed-by=%s] %s %s main\n' "$KEYRING" "$mirror" "$suite" > "$apt/sources.list"
+    printf '%s\n' -o "Dir::Etc::SourceList=$apt/sources.list" -o Dir::Etc::SourceParts=/dev/null \
+        -o "Dir::State::Lists=$apt/lists" -o "Dir::Cache::archives=$apt/archives" \
+        -o "Dir::Cache::pkgcache=$apt/pkgcache.bin" -o "Dir::Cache::srcpkgcache=$apt/srcpkgcache.bin" \
+        -o APT::Sandbox::User=root -q
+}
+
+fetch_etcd() {
+    local mirror=$1 suite dest="$TOOLS_DIR/etcd"
+    if [[ -x $dest/etcd && ${KPROV_TOOLS_REFRESH:-0} != 1 ]]; then
+        log "etcd: already present: $("$dest/etcd" --version 2>/dev/null | head -n1)"
+        return
+    fi
+    suite=$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")
+    local apt="$TOOLS_DIR/apt-$suite" opts
+    mapfile -t opts < <(private_apt_opts "$suite" "$mirror")
+    apt-get "${opts[@]}" update >/dev/null
+    rm -f "$apt"/debs/*.deb
+    (cd "$apt/debs" && apt-get "${opts[@]}" download etcd-server >/dev/null)
+    rm -rf "$dest.new" && mkdir -p "$dest.new/root"
+    dpkg-deb -x "$apt"/debs/etcd-server_*.deb "$dest.new/root"
+    ln -s root/usr/bin/etcd "$dest.new/etcd"
+    rm -rf "$dest" && mv "$dest.new" "$dest"
+    log "etcd: $("$dest/etcd" --version | head -n1)"
+}
+
 main() {
     mkdir -p "$TOOLS_DIR"
     install_local_containerd
     local mirror suite
     mirror=$(debian_mirror)
     for suite in $SUITES; do fetch_suite "$suite" "$mirror"; done
-    log "kubeadm (optional, validates v1beta2 configs): $(find /var/cache/kprov -name kubeadm -type f -perm -u+x 2>/dev/null | head -n1 || true)"
+    fetch_etcd "$mirror"
+    # Built by scripts/lab-bundle (not fetched here): kubeadm validates v1beta2 configs, kube-apiserver the manifests.
+    local b
+    for b in kubeadm kube-apiserver; do
+        log "$b (lab bundle): $(ls /var/cache/kprov/lab-bundle/bin/$b 2>/dev/null || echo 'absent: those checks skip')"
+    done
 }
 
 main "$@"

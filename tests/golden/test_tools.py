@@ -1,0 +1,331 @@
+"""Rendered files checked by the real tools that consume them, where those tools exist on this machine.
+
+Tools come from tests/golden/fetch-tools.sh (containerd 1.6 installed here, 1.7/2.x and etcd unpacked under
+$KPROV_TOOLS_DIR) and from the lab bundle (kubeadm and kube-apiserver 1.20.2 under /var/cache/kprov).
+A check whose tool is absent is skipped with the reason; a tool that is present and rejects a file fails.
+"""
+
+from __future__ import annotations
+
+import functools
+import glob
+import os
+import re
+import shutil
+import socket
+import subprocess
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Iterator
+
+import pytest
+import yaml
+
+from tests.golden.cases import CASES, Case, host_vars
+from tests.golden.test_templates import ENV, cases_for, docs, ids, render
+
+TOOLS_DIR = Path(os.environ.get("KPROV_TOOLS_DIR", "/var/cache/kprov/tools"))
+LAB_BUNDLE_BIN = Path(os.environ.get("KPROV_LAB_BUNDLE_BIN", "/var/cache/kprov/lab-bundle/bin"))
+FETCH_HINT = "run tests/golden/fetch-tools.sh"
+
+
+def run(argv: list[str], timeout: float = 60, **kw: Any) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, **kw)
+
+
+def _version(argv: list[str], pattern: str = r"v?(\d+)\.(\d+)\.(\d+)") -> tuple[int, int, int] | None:
+    try:
+        out = run(argv, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(pattern, out.stdout + out.stderr)
+    return tuple(int(x) for x in m.groups()) if m and out.returncode == 0 else None  # type: ignore[return-value]
+
+
+# --- containerd: `containerd --config FILE config dump` loads the file exactly as the daemon would ---
+
+@functools.cache
+def containerd_binaries() -> dict[tuple[int, int], tuple[str, str]]:
+    """(major, minor) -> (binary, version) for every containerd found (the machine's, then the fetched ones)."""
+    found: dict[tuple[int, int], tuple[str, str]] = {}
+    for binary in [shutil.which("containerd"), *sorted(glob.glob(str(TOOLS_DIR / "containerd-*" / "containerd")))]:
+        if not binary:
+            continue
+        v = _version([binary, "--version"], r"\sv?(\d+)\.(\d+)\.(\d+)")
+        if v:
+            found.setdefault(v[:2], (binary, ".".join(map(str, v))))
+    return found
+
+
+def containerd_for(major: int, minor: int) -> tuple[str, str, bool]:
+    """The best containerd for a config: the same major.minor, else the newest of the same major."""
+    binaries = containerd_binaries()
+    if (major, minor) in binaries:
+        return (*binaries[(major, minor)], True)
+    same_major = sorted(k for k in binaries if k[0] == major)
+    if not same_major:
+        have = ", ".join(v for _, v in binaries.values()) or "none"
+        pytest.skip(f"no containerd {major}.x here (have: {have}); {FETCH_HINT}")
+    return (*binaries[same_major[-1]], False)
+
+
+CONTAINERD_CASES = cases_for("containerd/config.toml.j2")
+
+
+@pytest.mark.parametrize("case", CONTAINERD_CASES, ids=ids(CONTAINERD_CASES))
+def test_containerd_loads_config(case: Case, tmp_path: Path) -> None:
+    v = case.vars
+    binary, version, exact = containerd_for(v["containerd_major"], v["containerd_minor"])
+    config = tmp_path / "config.toml"
+    config.write_text(render(case))
+    out = run([binary, "--config", str(config), "config", "dump"])
+    assert out.returncode == 0, f"containerd {version} rejects the config:\n{out.stderr}"
+    if exact:
+        assert "deprecat" not in out.stderr.lower(), f"containerd {version} warns:\n{out.stderr}"
+    dump = tomllib.loads(out.stdout)
+    plugins = dump["plugins"]
+    if version.startswith("1."):
+        assert dump["version"] == 2
+        cri = plugins["io.containerd.grpc.v1.cri"]
+        images, runtime, sandbox = cri, cri, cri["sandbox_image"]
+        bin_dirs = [cri["cni"]["bin_dir"]]
+    else:
+        assert dump["version"] == 3
+        images, runtime = plugins["io.containerd.cri.v1.images"], plugins["io.containerd.cri.v1.runtime"]
+        sandbox = images["pinned_images"]["sandbox"]
+        cni = runtime["cni"]
+        bin_dirs = cni["bin_dirs"] if exact or v["containerd_minor"] >= 1 else [cni["bin_dir"]]
+        assert plugins["io.containerd.transfer.v1.local"]["config_path"] == v["containerd_registry_config_path"]
+    runc = runtime["containerd"]["runtimes"]["runc"]
+    assert runc["runtime_type"] == "io.containerd.runc.v2"
+    assert runc["options"]["SystemdCgroup"] is v["containerd_systemd_cgroup"]
+    assert sandbox == v["containerd_sandbox_image"]
+    assert runtime["restrict_oom_score_adj"] is v["containerd_restrict_oom_score_adj"]
+    assert bin_dirs == [v["containerd_cni_bin_dir"]]
+    assert runtime["cni"]["conf_dir"] == v["containerd_cni_conf_dir"]
+    assert images["registry"]["config_path"] == v["containerd_registry_config_path"]
+
+
+def test_containerd_rejects_a_broken_config(tmp_path: Path) -> None:
+    """The check above can fail: a config containerd cannot load makes `config dump` exit non-zero."""
+    binary, _, _ = containerd_for(1, 6)
+    config = tmp_path / "config.toml"
+    config.write_text(render(CONTAINERD_CASES[0]).replace("SystemdCgroup = true", "SystemdCgroup = yes"))
+    assert run([binary, "--config", str(config), "config", "dump"]).returncode != 0
+
+
+# --- kubeadm: the lab bundle's kubeadm parses the whole config of its own minor version ------------
+
+@functools.cache
+def kubeadm() -> tuple[str, tuple[int, int, int]] | None:
+    for binary in [os.environ.get("KPROV_KUBEADM"), str(LAB_BUNDLE_BIN / "kubeadm"),
+                   *sorted(glob.glob("/var/cache/kprov/*/bin/kubeadm")), shutil.which("kubeadm")]:
+        if binary and os.access(binary, os.X_OK):
+            v = _version([binary, "version", "-o", "short"])
+            if v:
+                return binary, v
+    return None
+
+
+def kubeadm_for(case: Case) -> str:
+    found = kubeadm()
+    if found is None:
+        pytest.skip("no kubeadm binary (the lab bundle builds 1.20.2 into /var/cache/kprov/lab-bundle/bin)")
+    binary, version = found
+    want = tuple(int(x) for x in case.k8s.split(".")[:2])
+    if version[:2] != want:
+        pytest.skip(f"needs kubeadm {want[0]}.{want[1]}; the only kubeadm here is {'.'.join(map(str, version))}")
+    return binary
+
+
+def _strict(out: subprocess.CompletedProcess[str]) -> None:
+    problems = [line for line in out.stderr.splitlines() if "strict.go" in line or "unknown field" in line]
+    assert not problems, "kubeadm found unknown fields:\n" + "\n".join(problems)
+
+
+@pytest.mark.parametrize("case", cases_for("control_plane/kubeadm-config.yaml.j2"),
+                         ids=ids(cases_for("control_plane/kubeadm-config.yaml.j2")))
+def test_kubeadm_parses_init_config(case: Case, tmp_path: Path) -> None:
+    binary = kubeadm_for(case)
+    config = tmp_path / "kubeadm-config.yaml"
+    config.write_text(render(case))
+    out = run([binary, "config", "images", "list", "--config", str(config)])
+    assert out.returncode == 0, out.stderr
+    _strict(out)
+    repo = case.vars["kubeadm_image_repository"] or "k8s.gcr.io"
+    assert out.stdout.splitlines()[0] == f"{repo}/kube-apiserver:v{case.k8s}", "kubeadm used our config"
+
+
+@pytest.mark.parametrize("case", cases_for("join/kubeadm-join.yaml.j2"), ids=ids(cases_for("join/kubeadm-join.yaml.j2")))
+def test_kubeadm_parses_join_config(case: Case, tmp_path: Path) -> None:
+    binary = kubeadm_for(case)
+    config, migrated = tmp_path / "kubeadm-join.yaml", tmp_path / "migrated.yaml"
+    config.write_text(render(case))
+    out = run([binary, "config", "migrate", "--old-config", str(config), "--new-config", str(migrated)])
+    assert out.returncode == 0, out.stderr
+    _strict(out)
+    (join,) = docs(migrated.read_text())
+    assert join["nodeRegistration"]["name"] == case.vars["host"]["name"]
+    assert ("controlPlane" in join) is case.vars["join_control_plane"]
+
+
+def test_kubeadm_check_catches_unknown_fields(tmp_path: Path) -> None:
+    (case,) = [c for c in cases_for("control_plane/kubeadm-config.yaml.j2") if c.name == "kubeadm-1.20-lab"]
+    binary = kubeadm_for(case)
+    config = tmp_path / "bad.yaml"
+    config.write_text(render(case).replace("  bindPort: 6443\n", "  bindPort: 6443\n  bogusField: 1\n"))
+    out = run([binary, "config", "images", "list", "--config", str(config)])
+    with pytest.raises(AssertionError):
+        _strict(out)
+
+
+# --- manifests: kubectl decodes every object offline; a throwaway API server validates them --------
+
+MANIFEST_CASES = [c for c in CASES if c.template.startswith(("cni/", "smoke/")) and c.output_name.endswith(".yaml")]
+KUBECTL = shutil.which("kubectl")
+
+
+def _names(text: str) -> list[str]:
+    return [f"{d['kind'].lower()}/{d['metadata']['name']}" for d in docs(text)]
+
+
+@pytest.mark.skipif(KUBECTL is None, reason="kubectl is not installed")
+@pytest.mark.parametrize("case", MANIFEST_CASES, ids=ids(MANIFEST_CASES))
+def test_kubectl_decodes_manifest_offline(case: Case, tmp_path: Path) -> None:
+    manifest = tmp_path / case.output_name
+    manifest.write_text(render(case))
+    out = run([KUBECTL, "label", "--local", "-f", str(manifest), "kprov.io/checked=true", "-o", "name"],
+              env={**os.environ, "KUBECONFIG": "/dev/null"})
+    assert out.returncode == 0, out.stderr
+    # "clusterrole.rbac.authorization.k8s.io/flannel" -> "clusterrole/flannel"
+    got = [f"{resource.split('.', 1)[0]}/{name}" for resource, name in (n.split("/", 1) for n in out.stdout.split())]
+    assert got == _names(manifest.read_text())
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _etcd() -> str | None:
+    for binary in [os.environ.get("KPROV_ETCD"), str(TOOLS_DIR / "etcd" / "etcd"), shutil.which("etcd")]:
+        if binary and os.access(binary, os.X_OK):
+            return binary
+    return None
+
+
+@pytest.fixture(scope="session")
+def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
+    """A loopback-only etcd + kube-apiserver (the lab bundle's 1.20.2); yields a kubectl argv for it."""
+    etcd, kube_apiserver, openssl = _etcd(), LAB_BUNDLE_BIN / "kube-apiserver", shutil.which("openssl")
+    if KUBECTL is None or etcd is None or not os.access(kube_apiserver, os.X_OK) or openssl is None:
+        pytest.skip(f"needs kubectl, etcd ({FETCH_HINT}), openssl and {kube_apiserver} (lab bundle)")
+    work = tmp_path_factory.mktemp("apiserver")
+    client, peer, secure = _free_port(), _free_port(), _free_port()
+    token = os.urandom(16).hex()
+    (work / "tokens.csv").write_text(f"{token},kprov-test,kprov-test,system:masters\n")
+    subprocess.run([openssl, "genrsa", "-out", str(work / "sa.key"), "2048"], check=True, capture_output=True)
+    subprocess.run([openssl, "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub")],
+                   check=True, capture_output=True)
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        procs.append(subprocess.Popen(
+            [etcd, "--data-dir", str(work / "etcd"), "--name", "kprov-test",
+             "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
+             "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
+             "--initial-cluster", f"kprov-test=http://127.0.0.1:{peer}"],
+            stdout=open(work / "etcd.log", "wb"), stderr=subprocess.STDOUT))
+        procs.append(subprocess.Popen(
+            [str(kube_apiserver), "--etcd-servers", f"http://127.0.0.1:{client}", "--bind-address", "127.0.0.1",
+             "--advertise-address", "127.0.0.1", "--secure-port", str(secure), "--cert-dir", str(work / "certs"),
+             "--token-auth-file", str(work / "tokens.csv"), "--authorization-mode", "RBAC",
+             "--service-account-issuer", "https://kubernetes.default.svc",
+             "--service-account-key-file", str(work / "sa.pub"),
+             "--service-account-signing-key-file", str(work / "sa.key"),
+             "--service-cluster-ip-range", "10.96.0.0/12", "--allow-privileged=true"],
+            stdout=open(work / "apiserver.log", "wb"), stderr=subprocess.STDOUT))
+        kubectl = [KUBECTL, "--kubeconfig", "/dev/null", "--server", f"https://127.0.0.1:{secure}",
+                   "--token", token, "--insecure-skip-tls-verify"]
+        deadline = time.monotonic() + 90
+        while run([*kubectl, "get", "--raw", "/readyz"], timeout=10).returncode != 0:
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                log = (work / "apiserver.log").read_text(errors="replace")[-2000:]
+                pytest.fail(f"the test API server did not become ready:\n{log}")
+            time.sleep(0.5)
+        yield kubectl
+    finally:
+        for p in reversed(procs):
+            p.terminate()
+        for p in reversed(procs):
+            try:
+                p.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+SERVER_CASES = [c for c in MANIFEST_CASES if "operator.tigera.io" not in render(c)]
+
+
+@pytest.mark.parametrize("case", SERVER_CASES, ids=ids(SERVER_CASES))
+def test_api_server_accepts_manifest(case: Case, apiserver: list[str], tmp_path: Path) -> None:
+    """Client-side schema validation (--validate=strict, the server's OpenAPI) + a server-side dry run."""
+    text = render(case)
+    namespaces = [d for d in docs(text) if d["kind"] == "Namespace"]
+    if namespaces:  # a dry run cannot put objects into a namespace that only exists in the same dry run
+        ns_file = tmp_path / "namespaces.yaml"
+        ns_file.write_text(yaml.safe_dump_all(namespaces))
+        out = run([*apiserver, "apply", "-f", str(ns_file)])
+        assert out.returncode == 0, out.stderr
+    manifest = tmp_path / case.output_name
+    manifest.write_text(text)
+    out = run([*apiserver, "apply", "--dry-run=server", "--validate=strict", "-f", str(manifest), "-o", "name"])
+    assert out.returncode == 0, out.stderr
+    assert len(out.stdout.split()) == len(docs(text))
+
+
+def test_api_server_check_catches_schema_errors(apiserver: list[str], tmp_path: Path) -> None:
+    (case,) = [c for c in MANIFEST_CASES if c.name == "smoke-agnhost"]
+    manifest = tmp_path / "bad.yaml"
+    manifest.write_text(render(case).replace("imagePullPolicy:", "imagePulPolicy:"))
+    out = run([*apiserver, "apply", "--dry-run=server", "--validate=strict", "-f", str(manifest)])
+    assert out.returncode != 0 and "imagePulPolicy" in out.stderr
+
+
+# --- systemd units and shell scripts ------------------------------------------------------------------
+
+SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
+
+
+@pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
+@pytest.mark.parametrize("unit, dropins", [
+    ("kubernetes/kubelet.service.j2", ["kubernetes/10-kubeadm.conf.j2"]),
+    ("cni/kprov-pod-routes.service.j2", []),
+])
+def test_systemd_verifies_units(unit: str, dropins: list[str], tmp_path: Path) -> None:
+    """`systemd-analyze verify` with the drop-ins in place; the binaries are stood in by an existing one."""
+    stand_in = shutil.which("true")
+    variables = host_vars(kubelet_bin=stand_in)
+    name = Path(unit).name.removesuffix(".j2")
+    text = ENV.get_template(unit).render(**variables).replace("/usr/local/sbin/kprov-pod-routes", stand_in)
+    (tmp_path / name).write_text(text)
+    if dropins:
+        (tmp_path / f"{name}.d").mkdir()
+        for dropin in dropins:
+            (tmp_path / f"{name}.d" / Path(dropin).name.removesuffix(".j2")).write_text(
+                ENV.get_template(dropin).render(**variables))
+    out = run([SYSTEMD_ANALYZE, "verify", "--man=no", str(tmp_path / name)], cwd=tmp_path)
+    assert out.returncode == 0 and not out.stderr.strip(), out.stderr
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c.output_name.endswith(".sh")],
+                         ids=ids([c for c in CASES if c.output_name.endswith(".sh")]))
+def test_shell_scripts_parse(case: Case, tmp_path: Path) -> None:
+    script = tmp_path / case.output_name
+    script.write_text(render(case))
+    shell = shutil.which("dash") or "/bin/sh"
+    out = run([shell, "-n", str(script)])
+    assert out.returncode == 0, out.stderr
