@@ -209,9 +209,7 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
     with aws_errors("resolve the AMI"):
         image = _resolve_image(ec2, config.ami)
     with aws_errors("set up the security group"):
-        group_id, group_created, changes = _ensure_security_group(ec2, config, vpc_id)
-    if group_created:
-        done.append(f"security group {group_id}")
+        group_id, group_created, changes = _ensure_security_group(ec2, config, vpc_id, done)
     with aws_errors("set up the key pair"):
         key_imported = _ensure_key_pair(ec2, config)
     if key_imported:
@@ -338,7 +336,7 @@ def _resolve_image(ec2: Any, ami: AmiSpec) -> dict[str, Any]:
     return newest
 
 
-def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str) -> tuple[str, bool, Any]:
+def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[str]) -> tuple[str, bool, Any]:
     name = config.security_group_name
     groups = ec2.describe_security_groups(
         Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
@@ -362,6 +360,7 @@ def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str) -> tuple[st
             TagSpecifications=[{"ResourceType": "security-group", "Tags": _tags(config, Name=name)}],
         )["GroupId"]
         created, permissions = True, []
+        done.append(f"security group {group_id}")
     changes = reconcile_ingress(ec2, group_id, permissions, desired_rules(config.ssh_cidrs, config.cni, config.nodeport_cidrs))
     return group_id, created, changes
 

@@ -133,7 +133,7 @@ def translate_client_error(exc: bce.ClientError, action: str) -> CloudError:
     error = exc.response.get("Error", {})
     code = str(error.get("Code", "Unknown"))
     message = _one_line(str(error.get("Message", "")))
-    hint = _CODE_HINTS.get(code)
+    hint = _CODE_HINTS.get(code) or _CODE_HINTS.get(code.split(".")[0])
     if hint is None and ("LimitExceeded" in code or code.endswith("QuotaExceeded")):
         hint = QUOTA_HINT
     if hint is None and "AccessDenied" in code:
