@@ -88,7 +88,10 @@ class Module:
             value = args[key]
             if spec.kind is int and isinstance(value, str) and value.isdigit():
                 value = int(value)
-            if spec.kind is str and isinstance(value, (int, float)) and not isinstance(value, bool):
+            kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
+            if str in kinds and isinstance(value, (int, float)) and not isinstance(value, bool) \
+                    and not any(isinstance(value, k) for k in kinds):
+                # `content: "{{ n }}"` renders to the number itself; a string argument wants its text
                 value = str(value)
             if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
                 kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
@@ -161,6 +164,14 @@ def write_file_script(path: str, content: bytes, mode: str | None, owner: str | 
         steps.append(f"chown {q((owner or '') + (':' + group if group else ''))} \"$tmp\"")
     steps.append(f"mv -f -- \"$tmp\" {qp}")
     return "\n".join(steps)
+
+
+def fail_on_apply(msg: str, reason: str) -> Change:
+    """A change that cannot be made yet (e.g. its input file does not exist).
+
+    Check mode reports it (an earlier task of the same run may create the input), a real run fails on
+    the host with `reason` on stderr."""
+    return Change(msg, f"echo {q(reason)} >&2\nexit 1")
 
 
 def text_diff(path: str, old: bytes | None, new: bytes) -> str:

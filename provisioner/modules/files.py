@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from provisioner.errors import RoleError
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, q, register, text_diff, write_file_script,
+    Change, Decision, FactQuery, Module, NoChange, Param, fail_on_apply, q, register, text_diff, write_file_script,
 )
 
 
@@ -105,7 +105,8 @@ class FileModule(Module):
         content = args["content"]
         if content is None:
             if not st.exists:
-                raise RoleError(f"file {path}: absent and no content given", hint="give content: or use state: absent")
+                return fail_on_apply(f"set attributes of {path}",
+                                     f"file {path}: absent and no content given (give content: or use state: absent)")
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} attributes ok")
@@ -196,7 +197,7 @@ class LineModule(Module):
             if args["state"] == "absent":
                 return NoChange(f"{path} absent")
             if not args["create"]:
-                raise RoleError(f"{path} does not exist", hint="set create: true or create the file first")
+                return fail_on_apply(f"edit {path}", f"{path} does not exist (set create: true or create the file first)")
         if st.exists and st.content is None:
             raise RoleError(f"{path} is too large or not a regular file for line editing", hint="use file/template")
         old = (st.content or b"").decode()
@@ -264,7 +265,8 @@ class FetchModule(Module):
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         st: FileState = facts["file"]
         if not st.is_file:
-            raise RoleError(f"remote file {args['src']} does not exist", hint="run the role that creates it first")
+            return fail_on_apply(f"fetch {args['src']} -> {args['dest']}",
+                                 f"remote file {args['src']} does not exist (run the role that creates it first)")
         dest = Path(args["dest"])
         content = st.content or b""
         if args["server"]:
