@@ -62,6 +62,7 @@ class Common:
     accept_new_host_keys: bool
     connect_timeout: float
     log_file: str | None
+    roles_dir: str | None = None
 
     def run_options(self, check: bool = False) -> RunOptions:
         return RunOptions(
@@ -98,10 +99,12 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     @click.option("--diff", is_flag=True, help="Show diffs of changed files.")
     @click.option("--accept-new-host-keys", is_flag=True, help="Trust unknown SSH host keys on first use.")
     @click.option("--connect-timeout", default=10.0, show_default=True, type=float)
+    @click.option("--roles-dir", type=click.Path(file_okay=False, exists=True),
+                  help="Use roles from this directory (its sibling templates/ holds their templates).")
     @functools.wraps(func)
     def wrapper(inventory: str, limit: tuple[str, ...], tags: tuple[str, ...], skip_tags: tuple[str, ...],
                 extra: tuple[str, ...], forks: int, log_format: str, log_file: str | None, verbose: int, diff: bool,
-                accept_new_host_keys: bool, connect_timeout: float, **kwargs: Any) -> Any:
+                accept_new_host_keys: bool, connect_timeout: float, roles_dir: str | None, **kwargs: Any) -> Any:
         if verbose:
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr)
             logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
@@ -109,7 +112,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
             inventory=inventory, limit=tuple(_split(limit)) or None, tags=frozenset(_split(tags)),
             skip_tags=frozenset(_split(skip_tags)), extra_vars=parse_extra_vars(extra), forks=forks,
             log_format=log_format, verbose=verbose, diff=diff, accept_new_host_keys=accept_new_host_keys,
-            connect_timeout=connect_timeout, log_file=log_file,
+            connect_timeout=connect_timeout, log_file=log_file, roles_dir=roles_dir,
         )
         return func(common=common, **kwargs)
 

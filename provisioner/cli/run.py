@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import click
 
 from provisioner.cli.common import Common, check_limit, finish, run_options
@@ -19,8 +21,14 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
     check_limit(common, [h.name for h in inv.hosts])
     sink = common.sink()
     redactor = Redactor()
+    dirs = {}
+    if common.roles_dir:
+        roles_dir = Path(common.roles_dir).resolve()
+        dirs["roles_dir"] = roles_dir
+        if (roles_dir.parent / "templates").is_dir():
+            dirs["templates_dir"] = roles_dir.parent / "templates"
     runner = Runner(inv, common.run_options(check=check), sink, redactor=redactor,
-                    base_vars=cluster_vars(inv, redactor))
+                    base_vars=cluster_vars(inv, redactor), **dirs)
     try:
         report = runner.run(plays)
     finally:
@@ -32,7 +40,7 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
 @run_options
 def apply(common: Common, roles: tuple[str, ...]) -> int:
     """Run only the given ROLES (on the hosts site.yaml assigns them, or all)."""
-    site = {p.role: p for p in load_plays()}
+    site = {p.role: p for p in load_plays()} if not common.roles_dir else {}
     plays = [site.get(r, Play(role=r, hosts="all")) for r in roles]
     return execute(common, plays)
 
