@@ -288,6 +288,79 @@ def test_kubeadm_join_config(case: Case) -> None:
         assert "controlPlane" not in join and HA_CERT_KEY not in text
 
 
+# Known fields of the kubeadm config types (kubeadm's apis/kubeadm/v1beta{2,3,4}/types.go), for the parts
+# kprov writes: kubeadm 1.29+ is not available here to decode v1beta3/v1beta4 configs, so a typo in a field
+# name would otherwise only show up on a real `kubeadm init`.
+_BASE = {
+    "InitConfiguration": {"apiVersion", "kind", "bootstrapTokens", "nodeRegistration", "localAPIEndpoint",
+                          "certificateKey"},
+    "ClusterConfiguration": {"apiVersion", "kind", "etcd", "networking", "kubernetesVersion", "controlPlaneEndpoint",
+                             "apiServer", "controllerManager", "scheduler", "dns", "certificatesDir",
+                             "imageRepository", "featureGates", "clusterName"},
+    "JoinConfiguration": {"apiVersion", "kind", "nodeRegistration", "caCertPath", "discovery", "controlPlane"},
+    "nodeRegistration": {"name", "criSocket", "taints", "kubeletExtraArgs", "ignorePreflightErrors"},
+    "localAPIEndpoint": {"advertiseAddress", "bindPort"},
+    "networking": {"serviceSubnet", "podSubnet", "dnsDomain"},
+    "apiServer": {"extraArgs", "extraVolumes", "certSANs", "timeoutForControlPlane"},
+    "controllerManager": {"extraArgs", "extraVolumes"},
+    "scheduler": {"extraArgs", "extraVolumes"},
+    "etcd": {"local", "external"},
+    "local": {"imageRepository", "imageTag", "dataDir", "extraArgs", "serverCertSANs", "peerCertSANs"},
+    "dns": {"imageRepository", "imageTag"},
+    "discovery": {"bootstrapToken", "file", "tlsBootstrapToken", "timeout"},
+    "bootstrapToken": {"token", "apiServerEndpoint", "caCertHashes", "unsafeSkipCAVerification"},
+    "controlPlane": {"localAPIEndpoint", "certificateKey"},
+}
+
+
+def _fields(api: str) -> dict[str, set[str]]:
+    f = {k: set(v) for k, v in _BASE.items()}
+    if api == V1BETA2:
+        f["ClusterConfiguration"].add("useHyperKubeImage")
+        f["dns"].add("type")
+    else:
+        f["InitConfiguration"] |= {"skipPhases", "patches"}
+        f["JoinConfiguration"] |= {"skipPhases", "patches"}
+        f["nodeRegistration"].add("imagePullPolicy")
+    if api == V1BETA4:
+        f["InitConfiguration"] |= {"dryRun", "timeouts"}
+        f["JoinConfiguration"] |= {"dryRun", "timeouts"}
+        f["ClusterConfiguration"] |= {"proxy", "encryptionAlgorithm", "certificateValidityPeriod",
+                                      "caCertificateValidityPeriod"}
+        f["nodeRegistration"].add("imagePullSerial")
+        f["apiServer"] = (f["apiServer"] - {"timeoutForControlPlane"}) | {"extraEnvs"}
+        f["controllerManager"].add("extraEnvs")
+        f["scheduler"].add("extraEnvs")
+        f["local"].add("extraEnvs")
+        f["dns"].add("disabled")
+        f["discovery"].discard("timeout")
+    return f
+
+
+def _unknown_fields(value: Any, name: str, fields: dict[str, set[str]], path: str) -> list[str]:
+    if not isinstance(value, dict) or name not in fields:
+        return []
+    found = [f"{path}.{k}" for k in value if k not in fields[name]]
+    for key, child in value.items():
+        found += _unknown_fields(child, key, fields, f"{path}.{key}")
+    return found
+
+
+@pytest.mark.parametrize("case", KUBEADM_CASES + JOIN_CASES, ids=ids(KUBEADM_CASES + JOIN_CASES))
+def test_kubeadm_known_fields(case: Case) -> None:
+    api = expected_api(case.k8s)
+    for doc in docs(render(case)):
+        if doc["apiVersion"].startswith("kubeadm.k8s.io/"):
+            assert _unknown_fields(doc, doc["kind"], _fields(api), doc["kind"]) == []
+
+
+def test_kubeadm_known_fields_catches_typos() -> None:
+    doc = {"kind": "ClusterConfiguration", "apiServer": {"certSans": []}, "networking": {"podSubnet": "x"}}
+    assert _unknown_fields(doc, "ClusterConfiguration", _fields(V1BETA4), "c") == ["c.apiServer.certSans"]
+    init = {"kind": "InitConfiguration", "skipPhases": ["preflight"]}
+    assert _unknown_fields(init, "InitConfiguration", _fields(V1BETA2), "i") == ["i.skipPhases"]
+
+
 @pytest.mark.parametrize("k8s, api", [
     ("1.20.2", V1BETA2), ("1.21.14", V1BETA2), ("1.22.0", V1BETA3), ("1.29.10", V1BETA3),
     ("1.30.14", V1BETA3), ("1.31.0", V1BETA4), ("1.34.1", V1BETA4), ("1.35.0", V1BETA4),
