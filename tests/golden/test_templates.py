@@ -288,6 +288,20 @@ def test_kubeadm_join_config(case: Case) -> None:
         assert "controlPlane" not in join and HA_CERT_KEY not in text
 
 
+@pytest.mark.parametrize("template, secret_vars", [
+    ("control_plane/kubeadm-config.yaml.j2", {"kubeadm_upload_certs": True, "kubeadm_certificate_key": HA_CERT_KEY}),
+    ("join/kubeadm-join.yaml.j2", {"join_token": JOIN_TOKEN, "join_control_plane": True,
+                                   "join_certificate_key": HA_CERT_KEY}),
+])
+def test_kubeadm_reveals_secret_objects(template: str, secret_vars: dict[str, str]) -> None:
+    """Secret-wrapped values render as their value (str(Secret) is the mask) and give the same file."""
+    from provisioner.secrets import MASK, Secret
+    plain = ENV.get_template(template).render(**host_vars(**secret_vars))
+    wrapped = ENV.get_template(template).render(
+        **host_vars(**{k: Secret(v) if isinstance(v, str) else v for k, v in secret_vars.items()}))
+    assert wrapped == plain and MASK not in wrapped
+
+
 # Known fields of the kubeadm config types (kubeadm's apis/kubeadm/v1beta{2,3,4}/types.go), for the parts
 # kprov writes: kubeadm 1.29+ is not available here to decode v1beta3/v1beta4 configs, so a typo in a field
 # name would otherwise only show up on a real `kubeadm init`.
