@@ -22,6 +22,17 @@ def write_text(path: Path, text: str, mode: int = 0o644) -> None:
     os.replace(tmp, path)
 
 
+def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:
+    """write_text unless the file already has that content (a no-op `up` leaves mtimes alone)."""
+    try:
+        if path.read_text() == text:
+            return False
+    except (FileNotFoundError, UnicodeDecodeError):
+        pass
+    write_text(path, text, mode)
+    return True
+
+
 def mounts_under(prefix: Path) -> list[Path]:
     """Mount points at or below prefix (host mount namespace), deepest first."""
     prefix_s = str(prefix).rstrip("/")

@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from provisioner.errors import InputError, LabError
-from provisioner.lab import cgroups, fsutil, host, image, keys, mirror, network, proc, proxy, state
+from provisioner.lab import cgroups, fsutil, host, keys, mirror, network, proc, proxy, state
+from provisioner.lab import image as base_image
 from provisioner.lab import inventory as inv
 from provisioner.lab import node as nodemod
 from provisioner.lab.node import LabNet, NodeSpec
@@ -60,7 +61,7 @@ class Lab:
         self._image = Path(image).resolve() if image else None
         self._subnet = network.parse_subnet(subnet) if subnet else None
         #: the base image used by the last up() (build times for reports)
-        self.image_info: image.ImageInfo | None = None
+        self.image_info: base_image.ImageInfo | None = None
 
     # ---- paths other code uses ----
     @property
@@ -230,7 +231,7 @@ class Lab:
         count = nodes if nodes is not None else (st.nodes if st else DEFAULT_NODES)
         cps = control_planes if control_planes is not None else (st.control_planes if st else 1)
         state.validate_counts(count, cps)
-        image_dir = self._image or (Path(st.image) if st else image.default_image_dir(self.cache_dir))
+        image_dir = self._image or (Path(st.image) if st else base_image.default_image_dir(self.cache_dir))
         if st is not None:
             if self._subnet is not None and str(self._subnet) != st.subnet:
                 raise InputError(
@@ -275,7 +276,7 @@ class Lab:
     def _prepare_host(self, st: LabState) -> None:
         """Image, bridge, guard rules, inotify limits, key, proxy: everything nodes share."""
         subnet = ipaddress.IPv4Network(st.subnet)
-        self.image_info = image.ensure(Path(st.image), mirror.host_mirrors())
+        self.image_info = base_image.ensure(Path(st.image), mirror.host_mirrors())
         with self._all_labs_locked():
             network.ensure_bridge(st.bridge, subnet)
             network.ensure_guard_rules(self.name)
@@ -318,7 +319,7 @@ class Lab:
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             host_keys = list(pool.map(lambda s: nodemod.create(s, net, specs), specs))
         lines = [f"{s.address} {k}" for s, k in zip(specs, host_keys)]
-        fsutil.write_text(self.paths.known_hosts, "\n".join(lines) + "\n")
+        fsutil.write_if_changed(self.paths.known_hosts, "\n".join(lines) + "\n")
 
     def _start_and_wait(self, specs: list[NodeSpec], st: LabState) -> None:
         if not specs:

@@ -129,9 +129,10 @@ def create(spec: NodeSpec, net: LabNet, all_specs: list[NodeSpec]) -> str:
         (r / "root/.ssh").mkdir(mode=0o700, parents=True, exist_ok=True)
         fsutil.write_text(r / "root/.ssh/authorized_keys", net.public_key + "\n", mode=0o600)
         (spec.dir / CREATED_MARK).write_text("")
-    fsutil.write_text(r / "etc/hosts", hosts_file(all_specs))
+    fsutil.write_if_changed(r / "etc/hosts", hosts_file(all_specs))
     _fake_modules(spec)
-    return host_pub.read_text().split()[0] + " " + host_pub.read_text().split()[1]
+    key_type, key_b64 = host_pub.read_text().split()[:2]
+    return f"{key_type} {key_b64}"
 
 
 def _fake_modules(spec: NodeSpec) -> None:
@@ -182,22 +183,15 @@ def start(spec: NodeSpec, net: LabNet) -> NodeRuntime:
     env = dict(os.environ)
     # legacy (v1) cgroups: the unified hierarchy has no controllers on this kind of host
     env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "0"
-    argv = [sys.executable, "-I", str(_CGEXEC), *(str(d / "cgroup.procs") for d in dirs), "--", *nspawn_argv(spec, net)]
+    argv = [sys.executable, "-I", "-S", str(_CGEXEC), *(str(d / "cgroup.procs") for d in dirs), "--", *nspawn_argv(spec, net)]
     started_at = time.time()
     with open(spec.console_log, "wb") as console:
         popen = subprocess.Popen(
             argv, env=env, stdin=subprocess.DEVNULL, stdout=console, stderr=subprocess.STDOUT, start_new_session=True
         )
     proc.remember(popen)
-    ident = None
-    # the helper execs nspawn in place: same PID; record the start time of that process
-    for _ in range(50):
-        ident = proc.ident(popen.pid)
-        if ident is None or popen.poll() is not None:
-            break
-        if "systemd-nspawn" in " ".join(proc.cmdline(popen.pid)[:1]):
-            break
-        time.sleep(0.01)
+    # the helper execs nspawn in place: same PID and same kernel start time, so no need to wait
+    ident = proc.ident(popen.pid)
     if ident is None or popen.poll() is not None:
         raise LabError(f"{spec.name}: systemd-nspawn exited at once", detail=_console_tail(spec), hint=f"see {spec.console_log}")
     rt = NodeRuntime(ident, started_at, None, tuple(str(d) for d in dirs))
