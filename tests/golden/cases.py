@@ -162,11 +162,13 @@ LAB = {
     "containerd_cni_bin_dir": "/usr/lib/cni",
     "containerd_sandbox_image": "k8s.gcr.io/pause:3.2",
 }
+# ... and as inventories/lab.yaml sets them (a crictl in the bundle: only CoreDNS is skipped).
 LAB_KUBEADM = {
     "kubeadm_cri_socket": "/run/containerd/containerd.sock",
     "kubeadm_image_repository": "k8s.gcr.io",
     "kubeadm_control_plane_endpoint": "10.215.0.11:6443",
-    "kubeadm_skip_phases": ["preflight", "addon/coredns"],
+    "kubeadm_skip_phases": ["addon/coredns"],
+    "kubeadm_ignore_preflight_errors": ["ImagePull"],
     "kube_proxy_extra_config": {"conntrack": {"maxPerCore": 0}},
 }
 MIRRORS = {"docker.io": ["http://10.215.0.1:5000", "https://mirror.gcr.io"],
@@ -223,8 +225,7 @@ def _cases() -> list[Case]:
         kubeadm_cert_sans=["k8s.lab.internal", "10.215.0.10"], kubeadm_image_repository="registry.k8s.io",
         kubeadm_etcd_image_tag="3.5.15-0", kubeadm_coredns_image_tag="v1.11.3")
     add("kubeadm-1.31-lab", init, k8s="1.31.2", **{**LAB_KUBEADM, "kubeadm_image_repository": None,
-                                                  "kubeadm_cri_socket": ROLE_DEFAULTS["kubeadm_cri_socket"]},
-        kubeadm_ignore_preflight_errors=["ImagePull"])
+                                                  "kubeadm_cri_socket": ROLE_DEFAULTS["kubeadm_cri_socket"]})
     add("kubeadm-1.34", init, k8s="1.34.1", kube_proxy_mode="nftables",
         kubelet_extra_config={"failCgroupV1": False, "maxPods": 150},
         kubeadm_node_taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
@@ -262,6 +263,9 @@ def _cases() -> list[Case]:
 
     # smoke
     add("smoke-agnhost", "smoke/hello.yaml.j2")
+    add("smoke-lab", "smoke/hello.yaml.j2", smoke_image="docker.io/kprov/hello:1.0", smoke_image_pull_policy="Never",
+        smoke_command=["/bin/sh", "-c", 'mkdir -p /www && echo "hello from $POD_NAME on $NODE_NAME" > /www/index.html'
+                       " && exec httpd -f -p 8080 -h /www"], smoke_args=None)
     add("smoke-busybox-httpd", "smoke/hello.yaml.j2", smoke_image="docker.io/kpk/busybox:1.35",
         smoke_image_pull_policy="Never", smoke_command=["httpd"], smoke_args=["-f", "-p", "8080", "-h", "/etc"],
         smoke_replicas=3, smoke_namespace="smoke")
