@@ -451,6 +451,9 @@ class Runner:
                 return Status.SKIPPED, {**base, "skipped": True, "msg": decision.msg}, decision.msg, ""
             assert isinstance(decision, Change)
             runs_in_check = task.check_mode == "run" or module.read_only
+            if self.options.check and not runs_in_check and task.changed_when is False:
+                # the task declares it never changes anything (e.g. daemon-reload): nothing to plan
+                return Status.OK, {**base, "check_mode": True, "msg": decision.msg}, "", ""
             if self.options.check and not runs_in_check:
                 data = {**base, "changed": True, "check_mode": True, "msg": decision.msg}
                 return Status.CHANGED, data, f"would {decision.msg}", decision.diff

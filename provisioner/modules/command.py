@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import base64
+import re
 from typing import Any, Mapping
 
 from provisioner.errors import RoleError
@@ -21,6 +23,9 @@ class CommandModule(Module):
         "shell": Param(str),
         "creates": Param(str),
         "removes": Param(str),
+        # a read-only probe: when it succeeds the host is already as wanted and the command does not run
+        # (gathered with the role's other facts, so plan mode reports it exactly)
+        "unless": Param(str),
         "chdir": Param(str),
         "stdin": Param(str),
         "env": Param(dict, default={}),
@@ -32,10 +37,18 @@ class CommandModule(Module):
                             hint="argv: [kubeadm, version] (preferred) or shell: 'a | b'")
         if args["argv"]:
             args["argv"] = [str(a) for a in args["argv"]]
+        for key in args["env"]:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
+                raise RoleError(f"{where}: command env: {key!r} is not a valid variable name",
+                                hint="use letters, digits and '_', not starting with a digit")
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         out = []
+        if args["unless"]:
+            out.append(FactQuery("unless", f"unless:{args['unless']}",
+                                 f"{{ {args['unless']}\n}} >/dev/null 2>&1 </dev/null && echo yes || echo no",
+                                 lambda o, rc: o.strip() == "yes"))
         for key in ("creates", "removes"):
             if args[key]:
                 out.append(FactQuery(key, f"file:{args[key]}", f"[ -e {q(args[key])} ] && echo yes || echo no",
@@ -49,7 +62,10 @@ class CommandModule(Module):
         if args["chdir"]:
             body = f"cd {q(args['chdir'])}\n" + body
         if args["stdin"] is not None:
-            body = f"{{\n{body}\n}} <<'KPROV_STDIN'\n{args['stdin']}\nKPROV_STDIN"
+            # base64 in the here-document: no line of the data can end it early (a line "KPROV_STDIN")
+            data = base64.b64encode((args["stdin"] + "\n").encode()).decode()
+            lines = "\n".join(data[i:i + 76] for i in range(0, len(data), 76))
+            body = f"base64 -d <<'KPROV_STDIN' | {{\n{body}\n}}\n{lines}\nKPROV_STDIN"
         else:
             body = f"{{\n{body}\n}} </dev/null"
         return body
@@ -59,6 +75,8 @@ class CommandModule(Module):
             return Skip(f"{args['creates']} exists")
         if args["removes"] and not facts.get("removes"):
             return Skip(f"{args['removes']} does not exist")
+        if args["unless"] and facts.get("unless"):
+            return NoChange("already in place (unless-check passed)")
         shown = join(args["argv"]) if args["argv"] else args["shell"]
         return Change(f"run: {shown}", self.command_line(args))
 
@@ -87,6 +105,8 @@ class WaitForModule(Module):
         given = [k for k in ("port", "argv", "shell") if args[k]]
         if len(given) != 1:
             raise RoleError(f"{where}: wait_for needs exactly one of port:, argv:, shell:", hint="e.g. port: 6443")
+        if args["argv"]:
+            args["argv"] = [str(a) for a in args["argv"]]
         return args
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
@@ -94,9 +114,10 @@ class WaitForModule(Module):
 
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         if args["port"]:
-            probe = f"(exec 3<>/dev/tcp/{args['host']}/{int(args['port'])}) 2>/dev/null"
+            # host and port are arguments of the bash one-liner, never part of its code
+            probe = join(["bash", "-c", '(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null', "kprov-wait",
+                          args["host"], str(int(args["port"]))])
             what = f"{args['host']}:{args['port']}"
-            probe = f"bash -c {q(probe)}"
         else:
             probe = join(args["argv"]) if args["argv"] else f"sh -c {q(args['shell'])}"
             what = join(args["argv"]) if args["argv"] else args["shell"]
