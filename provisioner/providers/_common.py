@@ -67,7 +67,7 @@ def inventory_dir(inventory: Mapping[str, Any]) -> Path:
 def resolve_path(value: str, inventory: Mapping[str, Any]) -> Path:
     """Expand `~` and resolve a path relative to the inventory file."""
     path = Path(value).expanduser()
-    return path if path.is_absolute() else (inventory_dir(inventory) / path)
+    return Path(os.path.normpath(path if path.is_absolute() else inventory_dir(inventory) / path))
 
 
 class SectionChecker:

@@ -294,7 +294,7 @@ def _query_node_ip(directory: Path, entry: SshEntry, expected: str | None) -> st
     if node_ip is None:
         wanted = f"the private network address {expected}" if expected else "a private network address"
         raise InventoryError(
-            f"VM {entry.name} has no {wanted} (it has: {', '.join(addresses) or 'none'})",
+            f"VM {entry.name} does not have {wanted} (it has: {', '.join(addresses) or 'none'})",
             hint="check the private_network line of the Vagrantfile and run `vagrant reload` for that VM",
         )
     return node_ip

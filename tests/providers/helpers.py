@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-from provisioner.cli.main import main as kprov_main
 
 REGION = "eu-west-1"
 # A syntactically valid ed25519 public key (no private half exists anywhere).
@@ -52,6 +51,8 @@ class Kprov:
         self.capsys = capsys
 
     def __call__(self, *args: str) -> tuple[int, str, str]:
+        from provisioner.cli.main import main as kprov_main
+
         self.capsys.readouterr()
         try:
             kprov_main([str(a) for a in args])
