@@ -53,7 +53,10 @@ def port_open(address: str, port: int = 22, timeout: float = 0.5) -> bool:
 
 
 def ssh_true(target: SshTarget) -> bool:
-    proc = subprocess.run(target.argv(["true"], connect_timeout=3), capture_output=True, timeout=20)
+    try:
+        proc = subprocess.run(target.argv(["true"], connect_timeout=5), capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return False  # a node still booting on a loaded host: try again
     return proc.returncode == 0
 
 
@@ -86,7 +89,14 @@ def wait_ready(
             time.sleep(interval)
         return ReadyResult(name, False, None, f"no ssh after {timeout:.0f}s")
 
+    def guarded(item: tuple[str, SshTarget, float, Callable[[], bool]]) -> ReadyResult:
+        try:
+            return one(*item)
+        except Exception as exc:  # noqa: BLE001 - one node's failure must not hide the others' results
+            log.debug("waiting for %s failed", item[0], exc_info=True)
+            return ReadyResult(item[0], False, None, f"{type(exc).__name__}: {exc}")
+
     if not items:
         return []
     with concurrent.futures.ThreadPoolExecutor(max_workers=min(len(items), 64)) as pool:
-        return list(pool.map(lambda it: one(*it), items))
+        return list(pool.map(guarded, items))
