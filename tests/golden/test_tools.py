@@ -115,6 +115,74 @@ def test_containerd_rejects_a_broken_config(tmp_path: Path) -> None:
     assert run([binary, "--config", str(config), "config", "dump"]).returncode != 0
 
 
+# Test-only isolation appended to the rendered config: no NRI socket in /var/run, no /opt/containerd.
+_DAEMON_ISOLATION = """
+[plugins."io.containerd.nri.v1.nri"]
+  disable = true
+
+[plugins."io.containerd.internal.v1.opt"]
+  path = "{opt}"
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root")
+@pytest.mark.parametrize("case", CONTAINERD_CASES, ids=ids(CONTAINERD_CASES))
+def test_containerd_daemon_starts_cri(case: Case, tmp_path: Path) -> None:
+    """The daemon boots with the config (private root, state and socket) and its CRI plugins load.
+
+    `config dump` only decodes the file; the CRI plugins validate their config when they start."""
+    v = case.vars
+    binary, version, _ = containerd_for(v["containerd_major"], v["containerd_minor"])
+    text = _boot_containerd(binary, version, render(case), tmp_path)
+    failed = [line for line in text.splitlines() if "failed to load plugin" in line and "cri" in line]
+    assert not failed, "\n".join(failed)
+    if version.startswith("1."):
+        assert "Start cri plugin with config" in text
+        assert f"SandboxImage:{v['containerd_sandbox_image']} " in text
+        assert f"RestrictOOMScoreAdj:{str(v['containerd_restrict_oom_score_adj']).lower()} " in text
+        assert f"Options:map[SystemdCgroup:{str(v['containerd_systemd_cgroup']).lower()}]" in text
+    else:
+        assert "starting cri plugin" in text
+        for plugin in ("io.containerd.cri.v1.runtime", "io.containerd.cri.v1.images", "io.containerd.grpc.v1.cri"):
+            assert f"id={plugin} " in text, f"{plugin} was not loaded"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root")
+@pytest.mark.parametrize("major, minor", [(1, 6), (2, 1)])
+def test_containerd_daemon_check_catches_a_bad_cri_config(major: int, minor: int, tmp_path: Path) -> None:
+    """The daemon check can fail: a default runtime that is not configured makes the CRI plugin fail."""
+    binary, version, _ = containerd_for(major, minor)
+    (case,) = [c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) == (major, minor)][:1]
+    config = render(case).replace('default_runtime_name = "runc"', 'default_runtime_name = "crun"')
+    text = _boot_containerd(binary, version, config, tmp_path)
+    assert any("failed to load plugin" in line and "cri" in line for line in text.splitlines()), text[-3000:]
+
+
+def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path) -> str:
+    """Boot containerd with a private root, state and socket; stop it; return its log."""
+    config = tmp_path / "config.toml"
+    config.write_text(config_text + _DAEMON_ISOLATION.format(opt=tmp_path / "opt"))
+    log_path = tmp_path / "containerd.log"
+    with open(log_path, "wb") as log:
+        daemon = subprocess.Popen([binary, "--config", str(config), "--root", str(tmp_path / "root"),
+                                   "--state", str(tmp_path / "state"), "--address", str(tmp_path / "c.sock")],
+                                  stdout=log, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 30
+        while "successfully booted" not in log_path.read_text(errors="replace"):
+            if daemon.poll() is not None or time.monotonic() > deadline:
+                pytest.fail(f"containerd {version} did not boot:\n{log_path.read_text(errors='replace')[-3000:]}")
+            time.sleep(0.2)
+    finally:
+        daemon.terminate()
+        try:
+            daemon.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+            daemon.wait()
+    return log_path.read_text(errors="replace")
+
+
 # --- kubeadm: the lab bundle's kubeadm parses the whole config of its own minor version ------------
 
 @functools.cache
