@@ -35,6 +35,7 @@ REGION_RE = re.compile(r"^[a-z]{2}(-[a-z]+)+-\d$")
 KEY_NAME_RE = re.compile(r"^[\x20-\x7e]{1,255}$")
 INSTANCE_TYPE_RE = re.compile(r"^[a-z][a-z0-9-]*\.[a-z0-9]+$")
 SSH_CIDR_ENV = "KPROV_EC2_SSH_CIDR"
+SAME_AS_SSH = "ssh_cidr"  # nodeport_cidr: ssh_cidr -> NodePorts open to the same sources as SSH
 
 ROLE_CONTROL_PLANE = "control_plane"
 ROLE_WORKER = "worker"
@@ -107,7 +108,8 @@ def validate_section(section: dict, where: str = "ec2") -> None:
     check.string("region", pattern=REGION_RE)
     check.string("profile")
     check.cidrs("ssh_cidr")
-    check.cidrs("nodeport_cidr")
+    if section.get("nodeport_cidr") != SAME_AS_SSH:
+        check.cidrs("nodeport_cidr")
     check.string("key_name", pattern=KEY_NAME_RE)
     check.string("public_key")
     check.string("ssh_key")
@@ -183,12 +185,14 @@ def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = 
     for cidr in cidr_override:
         if not is_cidr(cidr):
             raise InputError(f"--ssh-cidr/{SSH_CIDR_ENV}: expected an IPv4 CIDR, got {cidr!r}", hint="e.g. 203.0.113.7/32")
+    ssh = cidr_override or tuple(as_list(section.get("ssh_cidr")))
+    nodeport = section.get("nodeport_cidr")
     return Ec2Config(
         cluster=name,
         region=section.get("region"),
         profile=section.get("profile"),
-        ssh_cidrs=cidr_override or tuple(as_list(section.get("ssh_cidr"))),
-        nodeport_cidrs=tuple(as_list(section.get("nodeport_cidr"))),
+        ssh_cidrs=ssh,
+        nodeport_cidrs=ssh if nodeport == SAME_AS_SSH else tuple(as_list(nodeport)),
         key_name=section.get("key_name") or f"kprov-{name}",
         public_key=public_key,
         ssh_key=ssh_key,

@@ -95,3 +95,13 @@ def test_ssh_cidr_is_required_to_create_and_can_come_from_the_command_line(monke
 def test_cluster_name_is_checked(cluster):
     with pytest.raises(InventoryError, match=r"^cluster"):
         provider.load_config({}, {"cluster": cluster} if cluster else {})
+
+
+def test_nodeport_cidr_can_follow_ssh_cidr_and_its_override():
+    section = {"ssh_cidr": "203.0.113.7/32", "nodeport_cidr": "ssh_cidr"}
+    assert provider.load_config(section, INVENTORY).nodeport_cidrs == ("203.0.113.7/32",)
+    assert provider.load_config(section, INVENTORY, ssh_cidrs=("192.0.2.9/32",)).nodeport_cidrs == ("192.0.2.9/32",)
+    assert provider.load_config({"nodeport_cidr": ["10.0.0.0/8"]}, INVENTORY).nodeport_cidrs == ("10.0.0.0/8",)
+    assert provider.load_config({}, INVENTORY).nodeport_cidrs == ()
+    with pytest.raises(InventoryError, match="ec2.nodeport_cidr: expected an IPv4 CIDR"):
+        provider.validate_section({"nodeport_cidr": "same"}, "ec2")

@@ -268,3 +268,11 @@ def test_create_requires_ssh_cidr_unless_given_on_the_command_line(kprov, ec2, t
     group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["kprov-cidr"]}])["SecurityGroups"][0]
     ssh_sources = {k[3] for k in rules_from_aws(group["IpPermissions"], group["GroupId"]) if k[1] == 22}
     assert ssh_sources == {"198.51.100.5/32", "198.51.100.6/32"}
+
+
+def test_nodeports_open_to_the_operator_only_when_asked(ec2, aws, tmp_path):
+    config = config_of(ec2_inventory(tmp_path, "np", workers={"count": 0}, nodeport_cidr="ssh_cidr"))
+    report = provider.create(config, wait_ssh=False, poll=0.1)
+    group = ec2.describe_security_groups(GroupIds=[report.security_group_id])["SecurityGroups"][0]
+    nodeport_sources = {k[3] for k in rules_from_aws(group["IpPermissions"], report.security_group_id) if k[1] == 30000}
+    assert nodeport_sources == {SELF, "203.0.113.7/32"}
