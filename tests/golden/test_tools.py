@@ -158,6 +158,34 @@ def test_containerd_daemon_check_catches_a_bad_cri_config(major: int, minor: int
     assert any("failed to load plugin" in line and "cri" in line for line in text.splitlines()), text[-3000:]
 
 
+def _conflists() -> list[tuple[str, str]]:
+    """(id, conflist text): the bridge conflists and the flannel ConfigMap's cni-conf.json."""
+    out = [(f"{c.name}/{c.output_name}", render(c)) for c in cases_for("cni/bridge.conflist.j2")]
+    for c in cases_for("cni/flannel.yaml.j2")[:1]:
+        cm = next(d for d in docs(render(c)) if d["kind"] == "ConfigMap")
+        out.append((f"{c.name}/10-flannel.conflist", cm["data"]["cni-conf.json"]))
+    return out
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root")
+@pytest.mark.parametrize("major, minor", [(1, 6), (2, 1)], ids=["containerd-1.6", "containerd-2.1"])
+@pytest.mark.parametrize("name, conflist", _conflists(), ids=[n for n, _ in _conflists()])
+def test_containerd_loads_cni_conflist(name: str, conflist: str, major: int, minor: int, tmp_path: Path) -> None:
+    """containerd's CRI (libcni) loads the network config: without a loadable one it logs 'failed to load cni'."""
+    binary, version, _ = containerd_for(major, minor)
+    net_d = tmp_path / "net.d"
+    net_d.mkdir()
+    (net_d / Path(name).name).write_text(conflist)
+    case = next(c for c in CONTAINERD_CASES if c.vars["containerd_major"] == major)
+    config = ENV.get_template(case.template).render(**{**case.vars, "containerd_cni_conf_dir": str(net_d)})
+    text = _boot_containerd(binary, version, config, tmp_path)
+    assert "failed to load cni" not in text, text[-3000:]
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (net_d / Path(name).name).write_text(conflist.replace('"plugins"', '"plugin"'))
+    assert "failed to load cni" in _boot_containerd(binary, version, config, broken), "the check can fail"
+
+
 def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path) -> str:
     """Boot containerd with a private root, state and socket; stop it; return its log."""
     config = tmp_path / "config.toml"
