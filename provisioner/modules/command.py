@@ -62,10 +62,9 @@ class CommandModule(Module):
         if args["chdir"]:
             body = f"cd {q(args['chdir'])}\n" + body
         if args["stdin"] is not None:
-            # base64 in the here-document: no line of the data can end it early (a line "KPROV_STDIN")
+            # base64 (quote-free alphabet) piped in: no byte of the data can end a quote or a here-document
             data = base64.b64encode((args["stdin"] + "\n").encode()).decode()
-            lines = "\n".join(data[i:i + 76] for i in range(0, len(data), 76))
-            body = f"base64 -d <<'KPROV_STDIN' | {{\n{body}\n}}\n{lines}\nKPROV_STDIN"
+            body = f"printf '%s' '{data}' | base64 -d | {{\n{body}\n}}"
         else:
             body = f"{{\n{body}\n}} </dev/null"
         return body

@@ -10,12 +10,14 @@ from pathlib import Path
 from typing import Any, Callable
 
 import pytest
+import yaml
 
 from provisioner.engine.events import Event, RunReport, Status
 from provisioner.engine.roles import Play
 from provisioner.engine.runner import Runner, RunOptions
 from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
+from provisioner.reporting.sinks import TeeSink
 from provisioner.testing.netns import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
@@ -93,18 +95,23 @@ class Fleet:
     def all_names(self) -> list[str]:
         return [h.name for h in self.netns.hosts]
 
-    def inventory(self, extra_hosts: list[dict] | None = None, **overrides: Any) -> Inventory:
-        path = self.tmp / f"inv-{next(_counter)}.yaml"
-        return load_inventory(self.netns.inventory(path, extra_hosts=extra_hosts, **overrides))
-
-    def inventory_file(self, text_transform: Callable[[str], str] | None = None) -> Path:
-        path = self.netns.inventory(self.tmp / f"inv-{next(_counter)}.yaml")
-        if text_transform:
-            path.write_text(text_transform(path.read_text()))
+    def inventory_path(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
+                       **overrides: Any) -> Path:
+        """The fleet's inventory file; `mutate(doc)` edits the YAML document before it is written."""
+        path = self.netns.inventory(self.tmp / f"inv-{next(_counter)}.yaml", extra_hosts=extra_hosts, **overrides)
+        if mutate is not None:
+            doc = yaml.safe_load(path.read_text())
+            mutate(doc)
+            path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
+    def inventory(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
+                  **overrides: Any) -> Inventory:
+        return load_inventory(self.inventory_path(mutate, extra_hosts, **overrides))
+
     def run(self, roles: list[str] | str, inv: Inventory | None = None, *, hosts: str | None = None,
-            count: bool = False, connect: ConnectOptions | None = None, **opts: Any) -> Outcome:
+            count: bool = False, connect: ConnectOptions | None = None, also: tuple = (), **opts: Any) -> Outcome:
+        """Run test roles with the real Runner; `also` = more sinks (console, JSON) fed the same events."""
         inv = inv or self.inventory()
         sink = ListSink()
         options = RunOptions(connect=connect or ConnectOptions(connect_timeout=5, connect_retries=0), **opts)
@@ -112,13 +119,15 @@ class Fleet:
         if count:
             CountingSSH.counts = {}
             connector = lambda h: CountingSSH(h, options.connect)  # noqa: E731
-        runner = Runner(inv, options, sink, roles_dir=ROLES, templates_dir=TEMPLATES, connector=connector)
+        runner = Runner(inv, options, TeeSink(sink, *also) if also else sink, roles_dir=ROLES, templates_dir=TEMPLATES, connector=connector)
         try:
             hosts = hosts or ",".join(self.names)
             plays = [Play(role=r, hosts=hosts) for r in ([roles] if isinstance(roles, str) else roles)]
             report = runner.run(plays)
         finally:
             runner.close()
+        for extra in also:
+            extra.recap(report)
         return Outcome(report, sink, dict(CountingSSH.counts) if count else {})
 
     def pid(self, name: str) -> int:
