@@ -89,6 +89,8 @@ class Lab:
     # ---- lifecycle ----
     def up(self, nodes: int | None = None, control_planes: int | None = None) -> list[Node]:
         """Create or converge the lab to `nodes` running nodes (adds nodes, starts stopped ones)."""
+        if nodes is not None:  # bad input is reported before anything else (even without root)
+            state.validate_counts(nodes, control_planes if control_planes is not None else 1)
         host.require()
         with self._locked():
             st = self._state_for_up(nodes, control_planes)
