@@ -133,10 +133,12 @@ class Lab:
             st = self.state()
             specs = self._specs(st) if st else []
             known = {s.name for s in specs}
-            if self.paths.nodes.is_dir():  # node dirs the state does not list (interrupted up)
-                for d in sorted(self.paths.nodes.iterdir()):
-                    if d.is_dir() and d.name not in known:
-                        specs.append(NodeSpec(self.name, d.name, 0, ipaddress.IPv4Address("0.0.0.0"), d))
+            # nodes the state does not list: an interrupted up, or state files deleted under running nodes
+            extra = set(nodemod.running_machines(self.paths.nodes))
+            if self.paths.nodes.is_dir():
+                extra.update(d.name for d in self.paths.nodes.iterdir() if d.is_dir())
+            for name in sorted(extra - known):
+                specs.append(NodeSpec(self.name, name, 0, ipaddress.IPv4Address("0.0.0.0"), self.paths.node_dir(name)))
             nodemod.stop_many(specs)
             proxy.stop(self._proxy_paths(), st.proxy if st else None)
             for link in sorted(network.lab_links(self.name), key=lambda n: n == self.bridge):

@@ -90,6 +90,17 @@ def nspawn_pids(spec: NodeSpec) -> list[int]:
     return proc.find(lambda argv: "systemd-nspawn" in argv[0] and flag in argv)
 
 
+def running_machines(nodes_dir: Path) -> list[str]:
+    """Node names of nspawn processes booting a rootfs below nodes_dir (state files may be gone)."""
+    prefix = f"--directory={nodes_dir}/"
+    names = set()
+    for pid in proc.find(lambda argv: "systemd-nspawn" in argv[0] and any(a.startswith(prefix) for a in argv)):
+        for arg in proc.cmdline(pid):
+            if arg.startswith(prefix):
+                names.add(arg[len(prefix) :].split("/")[0])
+    return sorted(names)
+
+
 def hosts_file(specs: list[NodeSpec]) -> str:
     lines = ["127.0.0.1 localhost", "::1 localhost ip6-localhost ip6-loopback"]
     lines += [f"{s.address} {s.name}" for s in specs]
