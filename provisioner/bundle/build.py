@@ -19,6 +19,7 @@ from provisioner.bundle import dockerarchive
 from provisioner.bundle.fetch import download
 from provisioner.bundle.manifest import (
     CORE_IMAGES,
+    IMAGE_KEY_RE,
     MANIFEST_NAME,
     OPTIONAL_IMAGES,
     FileEntry,
@@ -191,6 +192,18 @@ def _kind(bundle_path: str, local: Path) -> str:
     return "tool"
 
 
+def _mode(bundle_path: str, local: Path, kind: str) -> int:
+    """bin/ and cni/bin/ hold programs (downloads arrive without x bits); tools keep theirs; images are data."""
+    if kind == "image":
+        return 0o644
+    if bundle_path.startswith(("bin/", "cni/bin/")):
+        return 0o755
+    if local.stat().st_mode & stat.S_IXUSR:
+        return 0o755
+    with open(local, "rb") as f:
+        return 0o755 if f.read(2) == b"#!" else 0o644
+
+
 def _hash(path: Path) -> tuple[str, int]:
     h, n = hashlib.sha256(), 0
     with open(path, "rb") as f:
@@ -228,6 +241,9 @@ def _collect_images(src: _Sources, spec: BuildSpec, version: str, skipped: dict[
     by_ref: dict[str, str] = {}
     for path in sorted(p for p in src.files if p.startswith("images/")):
         key = path[len("images/"):-len(".tar")]
+        if not IMAGE_KEY_RE.match(key):
+            raise InputError(f"{path}: bad image file name (from {src.origin[path]})",
+                             hint="name image tars <key>.tar with lowercase letters, digits, '.', '_' or '-'")
         ref = dockerarchive.image_ref(src.files[path])
         if ref in by_ref:
             raise BundleError(f"{path} and {by_ref[ref]} both hold {ref}")
@@ -323,9 +339,7 @@ def build(spec: BuildSpec, out_path: Path | str) -> Manifest:
             local = src.files[path]
             digest, size = _hash(local)
             kind = _kind(path, local)
-            executable = kind != "image" and bool(local.stat().st_mode & stat.S_IXUSR)
-            entries.append(FileEntry(path=path, sha256=digest, size=size, mode=0o755 if executable else 0o644,
-                                     kind=kind))
+            entries.append(FileEntry(path=path, sha256=digest, size=size, mode=_mode(path, local, kind), kind=kind))
         mtime = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
         created = spec.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
         manifest = Manifest(kubernetes_version=version, arch=spec.arch, created=created, label=spec.label,

@@ -30,7 +30,7 @@ _VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODE_RE = re.compile(r"^0[0-7]{3}$")
 _ARCH_RE = re.compile(r"^[a-z0-9_]+$")
-_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
+IMAGE_KEY_RE = re.compile(r"^[a-z0-9][a-z0-9._-]*$")
 
 
 def one_line(exc: BaseException) -> str:
@@ -186,7 +186,7 @@ class Manifest:
             p.fail("'images' must be an object")
         images: dict[str, str | None] = {}
         for key, ref in images_raw.items():
-            if not isinstance(key, str) or not _KEY_RE.match(key) or not (ref is None or isinstance(ref, str) and ref):
+            if not isinstance(key, str) or not IMAGE_KEY_RE.match(key) or not (ref is None or isinstance(ref, str) and ref):
                 p.fail(f"bad images entry {key!r}: {ref!r}")
             images[key] = ref
         image_files = tuple(p.image_file(i, e) for i, e in enumerate(p.list(data, "image_files")))

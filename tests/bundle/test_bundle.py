@@ -152,6 +152,8 @@ def test_build_from_base_url(tmp_path: Path, capsys) -> None:
     assert {f.path for f in m.files} >= {"bin/kubeadm", "bin/kubelet", "bin/kubectl", "bin/crictl",
                                          "cni/bin/bridge", "images/kube-apiserver.tar", "images/etcd.tar"}
     assert m.file("bin/crictl").kind == "binary"
+    # downloads arrive without x bits; programs are 0755 in the bundle all the same
+    assert {f"{m.file(p).mode:04o}" for p in ("bin/kubeadm", "bin/crictl", "cni/bin/bridge")} == {"0755"}
     assert m.images["kube-apiserver"] == "k8s.gcr.io/kube-apiserver:v1.20.2"
     dest = tmp_path / "x"
     extract(out, dest)
@@ -245,6 +247,8 @@ BUILD_CASES = [
     ("not a docker archive", [], lambda s, t: (s / "images/pause.tar").write_bytes(b"junk"), 1,
      "pause.tar: not a readable docker-archive"),
     ("unexpected file", [], lambda s, t: (s / "README").write_text("hi"), 2, "unexpected file README"),
+    ("bad image file name", [], lambda s, t: h.image(s / "images/My Image.tar", "docker.io/x/y:1"), 2,
+     "bad image file name"),
     ("bad skip", ["--skip", "coredns"], None, 2, "bad --skip"),
     ("bad output name", ["-o", "{tmp}/out/bundle.zip"], None, 2, "must end in .tar or .tar.gz"),
     ("from-dir missing", ["--from-dir", "{tmp}/nope"], None, 2, "not a directory"),
@@ -301,6 +305,20 @@ def test_build_from_url_errors(case, argv, sha_ok, needle, tmp_path: Path, capsy
                              capsys)
     assert_one_line_error(rc, err, 1, needle)
     assert list(out_dir.iterdir()) == []
+
+
+def test_extract_refuses_existing_dest(tmp_path: Path, good_bundle: Path) -> None:
+    (tmp_path / "there").mkdir()
+    with pytest.raises(BundleError, match="already exists"):
+        extract(good_bundle, tmp_path / "there")
+
+
+def test_extract_leaves_nothing_on_corrupt_bundle(tmp_path: Path, good_bundle: Path) -> None:
+    bad = h.rewrite_bundle(good_bundle, tmp_path / "bad.tar", lambda n, d: _flip_last_byte(n, d, "bin/kubectl"))
+    with pytest.raises(BundleError, match="bin/kubectl is corrupt"):
+        extract(bad, tmp_path / "dest")
+    assert not (tmp_path / "dest").exists()
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".dest")]
 
 
 def test_library_errors_are_typed(tmp_path: Path, src_dir: Path) -> None:
