@@ -138,6 +138,11 @@ class Fleet:
         return subprocess.run(["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", script],
                               capture_output=True, text=True, check=check, timeout=30)
 
+    def put(self, name: str, path: str, data: bytes) -> None:
+        """Write bytes to a file on host `name` (its own /tmp), not through kprov."""
+        subprocess.run(["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", 'cat > "$0"', path],
+                       input=data, check=True, timeout=60)
+
     def read(self, name: str, path: str) -> str | None:
         p = self.sh(name, f"cat -- '{path}'", check=False)
         return p.stdout if p.returncode == 0 else None
