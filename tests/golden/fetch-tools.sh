@@ -48,7 +48,7 @@ install_local_containerd() {
 fetch_suite() {
     local suite=$1 mirror=$2
     local dest="$TOOLS_DIR/containerd-$suite" apt="$TOOLS_DIR/apt-$suite"
-    if [[ -x $dest/containerd && ${KPROV_TOOLS_REFRESH:-0} != 1 ]]; then
+    if [[ -x $dest/containerd && -x $dest/ctr && ${KPROV_TOOLS_REFRESH:-0} != 1 ]]; then
         log "$suite: already present: $("$dest/containerd" --version 2>/dev/null || echo '?')"
         return
     fi
@@ -68,12 +68,15 @@ fetch_suite() {
     ldso=$(find "$dest.new/root" -name 'ld-linux-x86-64.so.2' -print -quit)
     local libdir
     libdir=$(dirname "$(find "$dest.new/root" -name 'libc.so.6' -print -quit)")
-    cat > "$dest.new/containerd" <<WRAP
+    local tool
+    for tool in containerd ctr; do
+        cat > "$dest.new/$tool" <<WRAP
 #!/bin/sh
-# containerd $suite, run through its own loader and libc (made by tests/golden/fetch-tools.sh)
-exec "$dest/root/${ldso#"$dest.new/root/"}" --library-path "$dest/root/${libdir#"$dest.new/root/"}" "$dest/root/usr/bin/containerd" "\$@"
+# $tool from Debian $suite, run through its own loader and libc (made by tests/golden/fetch-tools.sh)
+exec "$dest/root/${ldso#"$dest.new/root/"}" --library-path "$dest/root/${libdir#"$dest.new/root/"}" "$dest/root/usr/bin/$tool" "\$@"
 WRAP
-    chmod +x "$dest.new/containerd"
+        chmod +x "$dest.new/$tool"
+    done
     dpkg-deb -f "$apt"/debs/containerd_*.deb Version > "$dest.new/VERSION"
     rm -rf "$dest" && mv "$dest.new" "$dest"
     log "$suite: $("$dest/containerd" --version)"

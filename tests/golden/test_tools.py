@@ -7,13 +7,16 @@ A check whose tool is absent is skipped with the reason; a tool that is present 
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import glob
+import http.server
 import os
 import re
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import tomllib
 from pathlib import Path
@@ -96,7 +99,6 @@ def test_containerd_loads_config(case: Case, tmp_path: Path) -> None:
         sandbox = images["pinned_images"]["sandbox"]
         cni = runtime["cni"]
         bin_dirs = cni["bin_dirs"] if exact or v["containerd_minor"] >= 1 else [cni["bin_dir"]]
-        assert plugins["io.containerd.transfer.v1.local"]["config_path"] == v["containerd_registry_config_path"]
     runc = runtime["containerd"]["runtimes"]["runc"]
     assert runc["runtime_type"] == "io.containerd.runc.v2"
     assert runc["options"]["SystemdCgroup"] is v["containerd_systemd_cgroup"]
@@ -186,14 +188,16 @@ def test_containerd_loads_cni_conflist(name: str, conflist: str, major: int, min
     assert "failed to load cni" in _boot_containerd(binary, version, config, broken), "the check can fail"
 
 
-def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path) -> str:
-    """Boot containerd with a private root, state and socket; stop it; return its log."""
+@contextlib.contextmanager
+def containerd_daemon(binary: str, version: str, config_text: str, tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A running containerd with a private root, state and socket under tmp_path; yields (socket, log)."""
+    tmp_path.mkdir(parents=True, exist_ok=True)
     config = tmp_path / "config.toml"
     config.write_text(config_text + _DAEMON_ISOLATION.format(opt=tmp_path / "opt"))
-    log_path = tmp_path / "containerd.log"
+    log_path, socket_path = tmp_path / "containerd.log", str(tmp_path / "c.sock")
     with open(log_path, "wb") as log:
         daemon = subprocess.Popen([binary, "--config", str(config), "--root", str(tmp_path / "root"),
-                                   "--state", str(tmp_path / "state"), "--address", str(tmp_path / "c.sock")],
+                                   "--state", str(tmp_path / "state"), "--address", socket_path],
                                   stdout=log, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + 30
@@ -201,6 +205,7 @@ def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path
             if daemon.poll() is not None or time.monotonic() > deadline:
                 pytest.fail(f"containerd {version} did not boot:\n{log_path.read_text(errors='replace')[-3000:]}")
             time.sleep(0.2)
+        yield socket_path, log_path
     finally:
         daemon.terminate()
         try:
@@ -208,7 +213,86 @@ def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path
         except subprocess.TimeoutExpired:
             daemon.kill()
             daemon.wait()
+
+
+def _boot_containerd(binary: str, version: str, config_text: str, tmp_path: Path) -> str:
+    """Boot containerd, stop it, return its log."""
+    with containerd_daemon(binary, version, config_text, tmp_path) as (_, log_path):
+        pass
     return log_path.read_text(errors="replace")
+
+
+class _RecordingRegistry(http.server.ThreadingHTTPServer):
+    """A loopback stand-in for a registry mirror: records each request and answers 404."""
+
+    def __init__(self) -> None:
+        self.requests: list[str] = []
+        registry = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self) -> None:  # noqa: N802
+                registry.requests.append(f"{self.command} {self.path}")
+                self.send_response(404)
+                self.end_headers()
+
+            do_GET = do_HEAD  # noqa: N815
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        super().__init__(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server_address[1]}"
+
+
+def _ctr_next_to(binary: str) -> str | None:
+    beside = Path(binary).with_name("ctr")
+    if beside.exists():
+        return str(beside)
+    return shutil.which("ctr") if binary == shutil.which("containerd") else None
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="containerd needs root")
+@pytest.mark.parametrize("major, minor", [(1, 6), (2, 1)], ids=["containerd-1.6", "containerd-2.1"])
+def test_containerd_pulls_through_the_mirror(major: int, minor: int, tmp_path: Path) -> None:
+    """hosts.toml as containerd reads it: a pull asks the mirror first, then falls back to the server.
+
+    Everything stays on loopback: the mirror is a recording stand-in, the registry a port nobody listens on.
+    containerd 1.x: through the CRI (kubelet's path, so `registry.config_path` is wired) when the lab
+    bundle's crictl is present, and with `ctr --hosts-dir`; 2.x: with `ctr --hosts-dir` (the CRI v1
+    API is beyond the bundle's crictl)."""
+    binary, version, _ = containerd_for(major, minor)
+    ctr = _ctr_next_to(binary)
+    mirror = _RecordingRegistry()
+    try:
+        registry = f"127.0.0.1:{_free_port()}"
+        certs_d = tmp_path / "certs.d"
+        hosts_case = next(c for c in CASES if c.template == "containerd/hosts.toml.j2")
+        (certs_d / registry).mkdir(parents=True)
+        (certs_d / registry / "hosts.toml").write_text(ENV.get_template(hosts_case.template).render(
+            **{**hosts_case.vars, "item": {"registry": registry, "mirrors": [mirror.url]}}))
+        case = next(c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) >= (major, minor))
+        config = ENV.get_template(case.template).render(**{**case.vars, "containerd_registry_config_path": str(certs_d)})
+        image = f"{registry}/kprov/probe:1"
+        expected = f"HEAD /v2/kprov/probe/manifests/1?ns={registry.replace(':', '%3A')}"
+        with containerd_daemon(binary, version, config, tmp_path / "daemon") as (socket_path, _):
+            crictl = LAB_BUNDLE_BIN / "crictl"
+            if major == 1 and os.access(crictl, os.X_OK):
+                out = run([str(crictl), "-r", f"unix://{socket_path}", "pull", image])
+                assert out.returncode != 0 and "connection refused" in out.stderr, out.stderr
+                assert mirror.requests[:1] == [expected], "the CRI asks the mirror first"
+                mirror.requests.clear()
+            if ctr is None:
+                pytest.skip(f"no ctr beside {binary}")
+            out = run([ctr, "--address", socket_path, "images", "pull", "--hosts-dir", str(certs_d), image])
+            assert out.returncode != 0
+            assert mirror.requests[:1] == [expected], f"ctr did not ask the mirror: {out.stderr}"
+    finally:
+        mirror.shutdown()
+        mirror.server_close()
 
 
 # --- kubeadm: the lab bundle's kubeadm parses the whole config of its own minor version ------------
