@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -23,12 +24,16 @@ from provisioner.providers.ec2_config import Ec2Config
 
 log = logging.getLogger(__name__)
 
-_CLIENT_CONFIG = Config(
-    retries={"mode": "standard", "max_attempts": 5},
-    connect_timeout=10,
-    read_timeout=60,
-    user_agent_extra="kprov",
-)
+def _client_config() -> Config:
+    # Standard retries unless the user chose their own (AWS_MAX_ATTEMPTS / AWS_RETRY_MODE / profile).
+    user_retries = any(os.environ.get(v) for v in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"))
+    return Config(
+        retries=None if user_retries else {"mode": "standard", "max_attempts": 5},
+        connect_timeout=10,
+        read_timeout=60,
+        user_agent_extra="kprov",
+    )
+
 
 CREDENTIALS_HINT = (
     "configure AWS credentials the standard way: AWS_PROFILE (or ec2.profile), "
@@ -87,7 +92,7 @@ def ec2_client(config: Ec2Config) -> Any:
                 "no AWS region configured",
                 hint="set ec2.region in the inventory, or AWS_REGION / a profile with a region",
             )
-        client = session.client("ec2", config=_CLIENT_CONFIG)
+        client = session.client("ec2", config=_client_config())
     log.debug("EC2 endpoint %s (region %s)", client.meta.endpoint_url, client.meta.region_name)
     return client
 
