@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import socket
 import subprocess
 import tarfile
+import tempfile
 import threading
 import time
 import urllib.request
@@ -240,3 +242,74 @@ def test_coredns_standin_follows_changes_and_serves_probes(dns_standin) -> None:
     assert urllib.request.urlopen(f"http://127.0.0.1:{dns_standin['health']}/health").read() == b"OK\n"
     assert b"coredns_dns_requests_total" in urllib.request.urlopen(
         f"http://127.0.0.1:{dns_standin['metrics']}/metrics").read()
+
+
+# --- the crictl stand-in against a private containerd (CRI enabled) -----------------------------------------------
+
+_CONTAINERD_CONFIG = """version = 2
+root = "{d}/root"
+state = "{d}/state"
+[grpc]
+  address = "{d}/c.sock"
+[ttrpc]
+  address = "{d}/c.sock.ttrpc"
+[debug]
+  address = ""
+[metrics]
+  address = ""
+[plugins."io.containerd.grpc.v1.cri"]
+  sandbox_image = "k8s.gcr.io/pause:3.2"
+  restrict_oom_score_adj = true
+  disable_tcp_service = true
+  [plugins."io.containerd.grpc.v1.cri".cni]
+    bin_dir = "{d}/cni-bin"
+    conf_dir = "{d}/cni-conf"
+"""
+
+
+@pytest.fixture(scope="module")
+def containerd(unpacked):
+    if os.geteuid() != 0 or not (shutil.which("containerd") and shutil.which("ctr")):
+        pytest.skip("needs root, containerd and ctr")
+    d = Path(tempfile.mkdtemp(prefix="kb-ctrd-", dir="/tmp"))  # short: unix socket paths are limited
+    (d / "config.toml").write_text(_CONTAINERD_CONFIG.format(d=d))
+    with open(d / "log", "wb") as log:
+        proc = subprocess.Popen(["containerd", "--config", str(d / "config.toml")], stdout=log, stderr=log)
+    try:
+        for _ in range(100):
+            if (d / "c.sock").exists():
+                break
+            time.sleep(0.1)
+        _, _, dest = unpacked
+        subprocess.run(["ctr", "-a", str(d / "c.sock"), "-n", "k8s.io", "images", "import",
+                        str(dest / "images/pause.tar")], check=True, capture_output=True)
+        yield d / "c.sock"
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        shutil.rmtree(d, ignore_errors=True)
+
+
+CRICTL_CASES = [
+    # what kubeadm 1.20 runs (with its unix:// endpoint), and the exit code it relies on
+    (["info"], 0, '"RuntimeReady"'),
+    (["version"], 0, "RuntimeName:  containerd"),
+    (["inspecti", "k8s.gcr.io/pause:3.2"], 0, "k8s.gcr.io/pause:3.2"),
+    (["inspecti", "k8s.gcr.io/etcd:3.4.13-0"], 1, ""),  # not imported here
+    (["pods", "-q"], 0, ""),
+    (["images"], 0, "k8s.gcr.io/pause:3.2"),
+    (["stopp", "0123456789ab"], 1, ""),  # unknown sandbox: the runtime's NotFound
+    (["bogus"], 1, ""),
+]
+
+
+@pytest.mark.parametrize("args, rc, needle", CRICTL_CASES, ids=[" ".join(c[0]) for c in CRICTL_CASES])
+def test_crictl_standin(unpacked, containerd, args, rc, needle) -> None:
+    _, _, dest = unpacked
+    res = subprocess.run([str(dest / "bin/crictl"), "-r", f"unix://{containerd}", *args],
+                         capture_output=True, text=True, timeout=60)
+    assert res.returncode == rc, res.stderr
+    assert needle in res.stdout
