@@ -2,34 +2,20 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from provisioner.errors import BundleError, InputError
+from provisioner.hashing import file_sha256
 from provisioner.inventory.model import Inventory
 from provisioner.secrets import Redactor
-
-_SHA_CACHE: dict[tuple[str, int, int], str] = {}
 
 #: where bundle files of each kind are installed on the hosts
 BINARY_DEST = {"kubeadm": "/usr/bin/kubeadm", "kubelet": "/usr/bin/kubelet", "kubectl": "/usr/bin/kubectl",
                "crictl": "/usr/local/bin/crictl"}
 CNI_DEST_DIR = "/opt/cni/bin"
-
-
-def file_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_size, int(st.st_mtime_ns))
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
 
 
 def default_image_repository(version: str) -> str:

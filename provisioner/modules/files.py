@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from provisioner.errors import RoleError
+from provisioner.hashing import file_sha256
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
 from provisioner.modules.base import (
     Change, Decision, FactQuery, Module, NoChange, Param, fail_on_apply, q, register, text_diff, write_file_script,
@@ -311,7 +312,7 @@ class UploadModule(Module):
         args["src"] = str(src)
         args["mode"] = _mode_str(args["mode"])
         if not args["sha256"]:
-            args["sha256"] = _local_sha256(src)
+            args["sha256"] = file_sha256(src)
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
@@ -334,18 +335,3 @@ class UploadModule(Module):
         return Change(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}", "true",
                       data={"upload": {"src": args["src"], "dest": args["dest"], "offset": offset,
                                        "sha256": args["sha256"], "mode": args["mode"]}})
-
-
-_SHA_CACHE: dict[tuple[str, float, int], str] = {}
-
-
-def _local_sha256(path: Path) -> str:
-    st = path.stat()
-    key = (str(path), st.st_mtime, st.st_size)
-    if key not in _SHA_CACHE:
-        h = hashlib.sha256()
-        with path.open("rb") as fh:
-            for chunk in iter(lambda: fh.read(1 << 20), b""):
-                h.update(chunk)
-        _SHA_CACHE[key] = h.hexdigest()
-    return _SHA_CACHE[key]
