@@ -12,6 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import yaml
+
+from provisioner.engine.templating import make_env
+
 REPO = Path(__file__).resolve().parents[2]
 TEMPLATES = REPO / "templates"
 EXPECTED = Path(__file__).resolve().parent / "expected"
@@ -273,3 +277,27 @@ def _cases() -> list[Case]:
 
 
 CASES = _cases()
+
+
+# --- rendering, exactly as the engine does (make_env + get_template().render) --------------------------
+ENV = make_env(TEMPLATES)
+
+
+def render(case: Case) -> str:
+    return ENV.get_template(case.template).render(**case.vars)
+
+
+def cases_for(template: str) -> list[Case]:
+    return [c for c in CASES if c.template == template]
+
+
+def ids(cases: list[Case]) -> list[str]:
+    return [f"{c.name}/{c.output_name}" for c in cases]
+
+
+def docs(text: str) -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(text) if d is not None]
+
+
+def by_kind(text: str) -> dict[str, dict[str, Any]]:
+    return {d["kind"]: d for d in docs(text)}

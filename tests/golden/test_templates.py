@@ -10,39 +10,16 @@ import difflib
 import json
 import os
 import tomllib
-from pathlib import Path
 from typing import Any
 
 import pytest
 from jinja2 import meta
-import yaml
 
-from provisioner.engine.templating import make_env
-from tests.golden.cases import CASES, EXPECTED, HA_CERT_KEY, HOSTS, JOIN_TOKEN, TEMPLATES, Case, host_vars
+from tests.golden.cases import (CASES, ENV, EXPECTED, HA_CERT_KEY, HOSTS, JOIN_TOKEN, TEMPLATES, Case, by_kind,
+                                cases_for, docs, host_vars, ids, render)
 
 UPDATE = os.environ.get("KPROV_UPDATE_GOLDEN") == "1"
-ENV = make_env(TEMPLATES)
 V1BETA2, V1BETA3, V1BETA4 = (f"kubeadm.k8s.io/v1beta{n}" for n in (2, 3, 4))
-
-
-def render(case: Case) -> str:
-    return ENV.get_template(case.template).render(**case.vars)
-
-
-def cases_for(template: str) -> list[Case]:
-    return [c for c in CASES if c.template == template]
-
-
-def ids(cases: list[Case]) -> list[str]:
-    return [f"{c.name}/{c.output_name}" for c in cases]
-
-
-def docs(text: str) -> list[dict[str, Any]]:
-    return [d for d in yaml.safe_load_all(text) if d is not None]
-
-
-def by_kind(text: str) -> dict[str, dict[str, Any]]:
-    return {d["kind"]: d for d in docs(text)}
 
 
 def expected_api(k8s: str) -> str:

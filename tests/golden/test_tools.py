@@ -25,8 +25,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-from tests.golden.cases import CASES, Case, host_vars
-from tests.golden.test_templates import ENV, cases_for, docs, ids, render
+from tests.golden.cases import CASES, ENV, Case, cases_for, docs, host_vars, ids, render
 
 TOOLS_DIR = Path(os.environ.get("KPROV_TOOLS_DIR", "/var/cache/kprov/tools"))
 LAB_BUNDLE_BIN = Path(os.environ.get("KPROV_LAB_BUNDLE_BIN", "/var/cache/kprov/lab-bundle/bin"))
