@@ -508,3 +508,35 @@ def test_shell_scripts_parse(case: Case, tmp_path: Path) -> None:
     shell = shutil.which("dash") or "/bin/sh"
     out = run([shell, "-n", str(script)])
     assert out.returncode == 0, out.stderr
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
+                    reason="needs root, unshare and ip")
+def test_pod_routes_script_in_a_private_netns(tmp_path: Path) -> None:
+    """The routes script against real `ip`, in a throwaway network namespace (gone when the shell exits):
+    apply adds every route, --check passes, a route via the wrong node is noticed and repaired, --remove
+    deletes them."""
+    (case,) = [c for c in CASES if c.name == "pod-routes-4-peers" and c.output_name.endswith(".sh")]
+    script = tmp_path / "kprov-pod-routes"
+    script.write_text(render(case))
+    first = case.vars["cni_pod_routes"][0]
+    node_ip = case.vars["host"]["node_ip"]
+    steps = f"""
+        set -u
+        ip link set lo up
+        ip link add v0 type veth peer name v1 && ip addr add {node_ip}/24 dev v0 && ip link set v1 up && ip link set v0 up
+        sh {script}; echo "apply=$?"
+        sh {script} --check; echo "check=$?"
+        ip route replace {first['pod_cidr']} via {node_ip.rsplit('.', 1)[0]}.99
+        sh {script} --check; echo "check-wrong=$?"
+        sh {script} >/dev/null; sh {script} --check; echo "repaired=$?"
+        echo "routes=$(ip route | grep -c ' via ')"
+        sh {script} --remove >/dev/null; echo "remove=$?"
+        sh {script} --check; echo "check-removed=$?"
+        echo "left=$(ip route | grep -c ' via ')"
+    """
+    out = run(["unshare", "--net", "sh", "-c", steps])
+    results = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
+    assert results == {"apply": "0", "check": "0", "check-wrong": "1", "repaired": "0",
+                       "routes": str(len(case.vars["cni_pod_routes"])), "remove": "0",
+                       "check-removed": "1", "left": "0"}, out.stdout + out.stderr
