@@ -77,7 +77,9 @@ def parse_dpkg(out: str, rc: int = 0) -> dict[str, PackageState]:
         if len(parts) < 3:
             continue
         name, version, abbrev = parts[0], parts[1], parts[2].strip()
-        installed = abbrev.startswith("ii") or abbrev.startswith("hi")
+        # db:Status-Abbrev is desired state, package status, error flag: "ii ", "hi ", "ri ", "rc ", "un "...
+        # the package is on the host whenever its status is "i" (also when marked for removal: "ri")
+        installed = len(abbrev) >= 2 and abbrev[1] == "i"
         states[name] = PackageState(name, installed, version if installed else "",
                                     name in held or abbrev.startswith("h"))
     return states

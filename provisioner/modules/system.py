@@ -50,7 +50,12 @@ class PackageModule(Module):
         return {"*"}
 
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
-        states: dict[str, PackageState] = facts["pkgs"]
+        # dpkg reports "libc6" for a query "libc6:amd64": look facts up by both spellings
+        states: dict[str, PackageState] = dict(facts["pkgs"])
+        for n in args["name"]:
+            base = n.split(":", 1)[0]
+            if n not in states and base in states:
+                states[n] = states[base]
         names = args["name"]
         version = args["version"]
         if args["state"] == "absent":
