@@ -36,14 +36,16 @@ def _wait_settled(lab: Lab, names: list[str]) -> dict[str, str]:
         return lab.capture(name, ["systemctl", "is-system-running", "--wait"], timeout=600).stdout.strip()
 
     with concurrent.futures.ThreadPoolExecutor(max_workers=16) as pool:
-        return dict(zip(names, pool.map(one, names)))
+        return dict(zip(names, pool.map(one, names), strict=True))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, default=30)
     ap.add_argument("--name", default="bench")
-    ap.add_argument("--settle", type=float, default=20.0, help="idle seconds before measuring memory (user@0 sessions end)")
+    ap.add_argument(
+        "--settle", type=float, default=20.0, help="idle seconds before measuring memory (user@0 sessions end)"
+    )
     ap.add_argument("--keep", action="store_true", help="leave the lab running")
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -80,7 +82,11 @@ def main() -> int:
         "up_seconds": round(up_seconds, 1),
         "down_seconds": down_seconds,
         "boot_seconds": {"min": min(boots), "median": statistics.median(boots), "max": max(boots)},
-        "pss_mib_per_node": {"min": round(min(pss), 1), "median": round(statistics.median(pss), 1), "max": round(max(pss), 1)},
+        "pss_mib_per_node": {
+            "min": round(min(pss), 1),
+            "median": round(statistics.median(pss), 1),
+            "max": round(max(pss), 1),
+        },
         "pss_mib_total": round(sum(pss), 1),
         "mem_available_drop_mib": round((avail_before - avail_after) / 1024, 1),
         "all_running": all(s == "running" for s in states.values()),

@@ -13,7 +13,9 @@ from rich.table import Table
 from provisioner.errors import InputError
 from provisioner.lab import DEFAULT_NAME, Lab, Node
 
-_name_option = click.option("--name", "name", default=DEFAULT_NAME, show_default=True, help="Lab name (1-8 chars a-z0-9).")
+_name_option = click.option(
+    "--name", "name", default=DEFAULT_NAME, show_default=True, help="Lab name (1-8 chars a-z0-9)."
+)
 
 
 def _setup_logging(verbose: int) -> None:
@@ -43,10 +45,16 @@ def lab(verbose: int) -> None:
 
 @lab.command()
 @_name_option
-@click.option("--nodes", "nodes", type=int, default=None, help="Number of nodes (default 3, or the lab's current count).")
-@click.option("--control-planes", type=int, default=None, help="How many of the first nodes are control planes (default 1).")
+@click.option(
+    "--nodes", "nodes", type=int, default=None, help="Number of nodes (default 3, or the lab's current count)."
+)
+@click.option(
+    "--control-planes", type=int, default=None, help="How many of the first nodes are control planes (default 1)."
+)
 @click.option("--image", default=None, help="Base image directory (built there if missing; default: the cache).")
-@click.option("--subnet", default=None, help="Lab IPv4 network, e.g. 10.231.7.0/24 (default: a free /24 of 10.231.0.0/16).")
+@click.option(
+    "--subnet", default=None, help="Lab IPv4 network, e.g. 10.231.7.0/24 (default: a free /24 of 10.231.0.0/16)."
+)
 def up(name: str, nodes: int | None, control_planes: int | None, image: str | None, subnet: str | None) -> None:
     """Create the lab or bring it to NODES running nodes (idempotent)."""
     if nodes is not None and nodes < 1:

@@ -118,18 +118,24 @@ def ensure(image: Path, mirrors: Mirrors) -> ImageInfo:
         fcntl.flock(lock, fcntl.LOCK_EX)
         marker = read_marker(image)
         if marker and marker.get("prep_version") == PREP_VERSION:
-            return ImageInfo(image, False, marker.get("debootstrap_seconds"), marker.get("prepare_seconds"), marker.get("size_bytes"))
+            return ImageInfo(
+                image, False, marker.get("debootstrap_seconds"), marker.get("prepare_seconds"), marker.get("size_bytes")
+            )
         built_seconds = None
         if marker is None:
             built_seconds = _debootstrap(image, mirrors)
             marker = {"debootstrap_seconds": built_seconds}
         else:
-            log.info("re-preparing base image %s (prep version %s -> %s)", image, marker.get("prep_version"), PREP_VERSION)
+            log.info(
+                "re-preparing base image %s (prep version %s -> %s)", image, marker.get("prep_version"), PREP_VERSION
+            )
         t0 = time.monotonic()
         prepare(image, mirrors)
         prep_seconds = round(time.monotonic() - t0, 1)
         size = int(run(["du", "-sb", "-x", str(image)]).stdout.split()[0])
-        marker.update(prep_version=PREP_VERSION, prepare_seconds=prep_seconds, size_bytes=size, suite=SUITE, built_at=time.time())
+        marker.update(
+            prep_version=PREP_VERSION, prepare_seconds=prep_seconds, size_bytes=size, suite=SUITE, built_at=time.time()
+        )
         fsutil.write_text(image / MARKER, json.dumps(marker, indent=2) + "\n")
         log.info("base image ready: %s (%.0f MB)", image, size / 1e6)
         return ImageInfo(image, built_seconds is not None, marker.get("debootstrap_seconds"), prep_seconds, size)

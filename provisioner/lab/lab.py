@@ -161,9 +161,15 @@ class Lab:
             rt = nodemod.read_runtime(spec)
             running = rt is not None and proc.alive(rt.nspawn)
             out.append(
-                Node(spec.name, spec.index, str(spec.address), tuple(inv.roles_for(spec.index, st.control_planes)),
-                     "running" if running else "stopped", rt.nspawn.pid if running and rt else None,
-                     rt.boot_seconds if rt else None)  # fmt: skip
+                Node(
+                    spec.name,
+                    spec.index,
+                    str(spec.address),
+                    tuple(inv.roles_for(spec.index, st.control_planes)),
+                    "running" if running else "stopped",
+                    rt.nspawn.pid if running and rt else None,
+                    rt.boot_seconds if rt else None,
+                )  # fmt: skip
             )
         return out
 
@@ -251,7 +257,9 @@ class Lab:
                     hint=f"kprov lab up keeps nodes; use --nodes {st.nodes} or kprov lab down --name {self.name}",
                 )
             if count > network.max_nodes(ipaddress.IPv4Network(st.subnet)):
-                raise InputError(f"subnet {st.subnet} has room for {network.max_nodes(ipaddress.IPv4Network(st.subnet))} nodes")
+                raise InputError(
+                    f"subnet {st.subnet} has room for {network.max_nodes(ipaddress.IPv4Network(st.subnet))} nodes"
+                )
         else:
             foreign = network.lab_links(self.name)
             if foreign:
@@ -304,7 +312,13 @@ class Lab:
     def _specs(self, st: LabState) -> list[NodeSpec]:
         subnet = ipaddress.IPv4Network(st.subnet)
         return [
-            NodeSpec(self.name, f"{self.name}-{i}", i, network.node_address(subnet, i), self.paths.node_dir(f"{self.name}-{i}"))
+            NodeSpec(
+                self.name,
+                f"{self.name}-{i}",
+                i,
+                network.node_address(subnet, i),
+                self.paths.node_dir(f"{self.name}-{i}"),
+            )
             for i in range(1, st.nodes + 1)
         ]
 
@@ -322,7 +336,7 @@ class Lab:
         net = self._net(st)
         with concurrent.futures.ThreadPoolExecutor(max_workers=8) as pool:
             host_keys = list(pool.map(lambda s: nodemod.create(s, net, specs), specs))
-        lines = [f"{s.address} {k}" for s, k in zip(specs, host_keys)]
+        lines = [f"{s.address} {k}" for s, k in zip(specs, host_keys, strict=True)]
         fsutil.write_if_changed(self.paths.known_hosts, "\n".join(lines) + "\n")
 
     def _start_and_wait(self, specs: list[NodeSpec], st: LabState) -> None:
@@ -356,15 +370,19 @@ class Lab:
             raise LabError(
                 f"{len(failed)} node(s) did not come up: " + ", ".join(f"{r.name} ({r.reason})" for r in failed),
                 hint=f"see {first.console_log}; retry with kprov lab up --name {self.name}",
-                detail=nodemod._console_tail(first),
+                detail=nodemod.console_tail(first),
             )
 
     def host_entries(self, st: LabState | None = None) -> list[dict]:
         st = st or self._require_state()
-        return [inv.host_entry(s.name, str(s.address), inv.roles_for(s.index, st.control_planes)) for s in self._specs(st)]
+        return [
+            inv.host_entry(s.name, str(s.address), inv.roles_for(s.index, st.control_planes)) for s in self._specs(st)
+        ]
 
     def _write_inventory(self, st: LabState) -> None:
-        inv.write(self.paths.inventory, inv.document(self.name, self.host_entries(st), self.paths.key, self.paths.known_hosts))
+        inv.write(
+            self.paths.inventory, inv.document(self.name, self.host_entries(st), self.paths.key, self.paths.known_hosts)
+        )
 
     def write_inventory(self) -> Path:
         """(Re)write the inventory from the state; returns its path."""

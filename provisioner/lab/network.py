@@ -90,7 +90,9 @@ def parse_subnet(text: str) -> ipaddress.IPv4Network:
     return net
 
 
-def pick_subnet(taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = DEFAULT_POOL) -> ipaddress.IPv4Network:
+def pick_subnet(
+    taken: Iterable[ipaddress.IPv4Network], pool: ipaddress.IPv4Network = DEFAULT_POOL
+) -> ipaddress.IPv4Network:
     """The first /24 of the pool that collides with nothing on the machine nor another lab."""
     used = [*used_networks(), *taken]
     for candidate in pool.subnets(new_prefix=24):
@@ -118,7 +120,11 @@ def ensure_bridge(name: str, subnet: ipaddress.IPv4Network) -> None:
     v6 = Path(f"/proc/sys/net/ipv6/conf/{name}/disable_ipv6")
     if v6.exists():  # absent when the host runs without IPv6
         v6.write_text("1")
-    have = {f"{a['local']}/{a['prefixlen']}" for link in _ip_json("-4", "addr", "show", "dev", name) for a in link.get("addr_info", [])}
+    have = {
+        f"{a['local']}/{a['prefixlen']}"
+        for link in _ip_json("-4", "addr", "show", "dev", name)
+        for a in link.get("addr_info", [])
+    }
     if addr not in have:
         run(["ip", "addr", "add", addr, "dev", name])
     run(["ip", "link", "set", name, "up"])
@@ -144,9 +150,7 @@ def lab_links(lab: str) -> list[str]:
     """Host links that belong to the lab: its bridge, its veths, and anything enslaved to the bridge."""
     br = bridge_name(lab)
     prefix = veth_name(f"{lab}-")
-    return [
-        n for n, link in links().items() if n == br or n.startswith(prefix) or link.get("master") == br
-    ]
+    return [n for n, link in links().items() if n == br or n.startswith(prefix) or link.get("master") == br]
 
 
 # Guard rules: even if the operator turns on ip_forward, nodes must not route out through the host.

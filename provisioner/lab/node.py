@@ -194,7 +194,15 @@ def start(spec: NodeSpec, net: LabNet) -> NodeRuntime:
     env = dict(os.environ)
     # legacy (v1) cgroups: the unified hierarchy has no controllers on this kind of host
     env["SYSTEMD_NSPAWN_UNIFIED_HIERARCHY"] = "0"
-    argv = [sys.executable, "-I", "-S", str(_CGEXEC), *(str(d / "cgroup.procs") for d in dirs), "--", *nspawn_argv(spec, net)]
+    argv = [
+        sys.executable,
+        "-I",
+        "-S",
+        str(_CGEXEC),
+        *(str(d / "cgroup.procs") for d in dirs),
+        "--",
+        *nspawn_argv(spec, net),
+    ]
     started_at = time.time()
     with open(spec.console_log, "wb") as console:
         popen = subprocess.Popen(
@@ -204,14 +212,16 @@ def start(spec: NodeSpec, net: LabNet) -> NodeRuntime:
     # the helper execs nspawn in place: same PID and same kernel start time, so no need to wait
     ident = proc.ident(popen.pid)
     if ident is None or popen.poll() is not None:
-        raise LabError(f"{spec.name}: systemd-nspawn exited at once", detail=_console_tail(spec), hint=f"see {spec.console_log}")
+        raise LabError(
+            f"{spec.name}: systemd-nspawn exited at once", detail=console_tail(spec), hint=f"see {spec.console_log}"
+        )
     rt = NodeRuntime(ident, started_at, None, tuple(str(d) for d in dirs))
     fsutil.write_text(spec.runtime_file, rt.to_json())
     log.info("%s: started (nspawn pid %d)", spec.name, ident.pid)
     return rt
 
 
-def _console_tail(spec: NodeSpec) -> str:
+def console_tail(spec: NodeSpec) -> str:
     try:
         return spec.console_log.read_text(errors="replace")[-1500:]
     except OSError:

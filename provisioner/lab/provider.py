@@ -1,7 +1,7 @@
 """`provider: lab` for inventories: the hosts of a local lab, brought up on demand.
 
-    provider: lab
-    lab: {name: lab, nodes: 3, control_planes: 1, subnet: 10.231.5.0/24}   # subnet optional
+provider: lab
+lab: {name: lab, nodes: 3, control_planes: 1, subnet: 10.231.5.0/24}   # subnet optional
 """
 
 from __future__ import annotations
@@ -21,7 +21,9 @@ def validate_section(section: Mapping[str, Any], provider: str = "lab") -> None:
     """Check the `lab:` mapping without touching the machine."""
     unknown = sorted(set(section) - SECTION_KEYS)
     if unknown:
-        raise InventoryError(f"{provider}.{unknown[0]}: unknown key", hint=f"allowed keys: {', '.join(sorted(SECTION_KEYS))}")
+        raise InventoryError(
+            f"{provider}.{unknown[0]}: unknown key", hint=f"allowed keys: {', '.join(sorted(SECTION_KEYS))}"
+        )
     for key in ("nodes", "control_planes"):
         value = section.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):

@@ -75,7 +75,9 @@ def test_lifecycle(lab_nodes):
     finally:
         lab.down()
     assert leftovers(LIFE) == {k: [] for k in leftovers(LIFE)}
-    assert base_image_present(lab_nodes.lab.image_info.path if lab_nodes.lab.image_info else lab.cache_dir / "base-bookworm")
+    assert base_image_present(
+        lab_nodes.lab.image_info.path if lab_nodes.lab.image_info else lab.cache_dir / "base-bookworm"
+    )
     assert lab_nodes.lab.capture(lab_nodes.node(1), ["true"]).returncode == 0  # the other lab is untouched
 
 

@@ -30,7 +30,9 @@ def test_node_reachable_with_own_hostname_and_ip(lab_nodes, index):
 @pytest.mark.parametrize("index", NODE_INDEXES)
 def test_system_running(lab_nodes, index):
     # every unit of a node must come up: no documented exceptions are needed (docs/lab.md)
-    out = lab_nodes.lab.capture(lab_nodes.node(index), ["sh", "-c", "systemctl is-system-running --wait; systemctl --failed --no-legend"])
+    out = lab_nodes.lab.capture(
+        lab_nodes.node(index), ["sh", "-c", "systemctl is-system-running --wait; systemctl --failed --no-legend"]
+    )
     assert out.stdout.split() == ["running"], out.stdout
 
 
@@ -154,7 +156,9 @@ def test_cli_inventory_prints_path_last(lab_nodes):
     assert res.stdout.splitlines()[-1] == str(lab_nodes.lab.inventory_path)
 
 
-@pytest.mark.parametrize(("command", "rc", "stdout"), [(["true"], 0, ""), (["sh", "-c", "echo out; exit 7"], 7, "out\n"), (["false"], 1, "")])
+@pytest.mark.parametrize(
+    ("command", "rc", "stdout"), [(["true"], 0, ""), (["sh", "-c", "echo out; exit 7"], 7, "out\n"), (["false"], 1, "")]
+)
 def test_cli_ssh_returns_exit_code(lab_nodes, command, rc, stdout):
     res = kprov("lab", "ssh", "--name", lab_nodes.lab.name, lab_nodes.node(2).name, "--", *command)
     assert (res.returncode, res.stdout) == (rc, stdout), res.stderr
@@ -166,3 +170,43 @@ def test_cli_up_is_a_noop_when_running(lab_nodes):
     assert res.returncode == 0, res.stderr
     assert [(n.name, n.pid) for n in lab_nodes.lab.status()] == before
     assert res.stdout.splitlines()[-1] == f"inventory: {lab_nodes.lab.inventory_path}"
+
+
+# What kubeadm/kubelet/containerd need inside a node (NSPAWN.md G1-G5, G12, and the sysctl stand-ins).
+NODE_FACTS = [
+    ("modprobe of built-in modules (fake modules.builtin + depmod)", "modprobe overlay && modprobe br_netfilter"),
+    ("sysctl --system exits 0 (non-namespaced Debian defaults masked)", "sysctl --system >/dev/null"),
+    (
+        "per-netns sysctls are writable",
+        "sysctl -w net.ipv4.ip_forward=1 >/dev/null && sysctl -w net.ipv4.ip_forward=0 >/dev/null",
+    ),
+    (
+        "kubelet's host-global sysctls have writable stand-ins",
+        "echo 1 > /proc/sys/vm/overcommit_memory && echo 10 > /proc/sys/kernel/panic",
+    ),
+    (
+        "v1 cgroup hierarchies are writable",
+        "mkdir /sys/fs/cgroup/memory/kprov-t && rmdir /sys/fs/cgroup/memory/kprov-t",
+    ),
+    (
+        "cpuset, pids, devices hierarchies exist",
+        "test -d /sys/fs/cgroup/cpuset -a -d /sys/fs/cgroup/pids -a -d /sys/fs/cgroup/devices",
+    ),
+    ("/dev/kmsg is present for kubelet's OOM watcher", "test -c /dev/kmsg"),
+    ("containerd's directory is not on the overlay", 'test "$(stat -f -c %T /var/lib/containerd)" != overlayfs'),
+    ("every node is in /etc/hosts", "getent hosts {names}"),
+]
+
+
+@pytest.mark.parametrize(("what", "script"), NODE_FACTS, ids=[w for w, _ in NODE_FACTS])
+def test_node_facts(lab_nodes, what, script):
+    names = " ".join(n.name for n in lab_nodes.nodes)
+    out = lab_nodes.lab.capture(lab_nodes.node(3), ["sh", "-ec", script.replace("{names}", names)])
+    assert out.returncode == 0, f"{what}: {out.stdout}{out.stderr}"
+
+
+def test_host_sysctls_untouched_by_nodes(lab_nodes):
+    """The stand-ins are per node: writes in a node never reach the host's kernel.panic."""
+    before = Path("/proc/sys/kernel/panic").read_text()
+    assert lab_nodes.lab.capture(lab_nodes.node(1), ["sh", "-c", "echo 77 > /proc/sys/kernel/panic"]).returncode == 0
+    assert Path("/proc/sys/kernel/panic").read_text() == before

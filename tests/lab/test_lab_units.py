@@ -65,7 +65,8 @@ def test_lab_name_validation(name, ok):
 
 
 @pytest.mark.parametrize(
-    ("nodes", "cps", "ok"), [(1, 1, True), (3, 1, True), (3, 3, True), (0, 1, False), (3, 0, False), (2, 3, False), (201, 1, False)]
+    ("nodes", "cps", "ok"),
+    [(1, 1, True), (3, 1, True), (3, 3, True), (0, 1, False), (3, 0, False), (2, 3, False), (201, 1, False)],
 )
 def test_counts_validation(nodes, cps, ok):
     if ok:
@@ -102,12 +103,20 @@ def test_overlaps():
     assert network.overlaps(ipaddress.IPv4Network("10.231.1.0/24"), used) == used[1]
 
 
-@pytest.mark.parametrize(("nodes", "cps", "roles"), [(3, 1, ["control_plane", "worker", "worker"]), (2, 2, ["control_plane"] * 2)])
+@pytest.mark.parametrize(
+    ("nodes", "cps", "roles"), [(3, 1, ["control_plane", "worker", "worker"]), (2, 2, ["control_plane"] * 2)]
+)
 def test_inventory_document(tmp_path, nodes, cps, roles):
-    hosts = [inventory.host_entry(f"x-{i}", f"10.231.3.{10 + i}", inventory.roles_for(i, cps)) for i in range(1, nodes + 1)]
+    hosts = [
+        inventory.host_entry(f"x-{i}", f"10.231.3.{10 + i}", inventory.roles_for(i, cps)) for i in range(1, nodes + 1)
+    ]
     doc = inventory.document("x", hosts, tmp_path / "key", tmp_path / "kh")
     assert doc["provider"] == "static"
-    assert doc["cluster"]["name"] == "x" and doc["cluster"]["kubernetes_version"] == "1.20.2" and doc["cluster"]["cni"] == "bridge"
+    assert (
+        doc["cluster"]["name"] == "x"
+        and doc["cluster"]["kubernetes_version"] == "1.20.2"
+        and doc["cluster"]["cni"] == "bridge"
+    )
     assert doc["defaults"] == {"user": "root", "ssh_key": str(tmp_path / "key"), "known_hosts": str(tmp_path / "kh")}
     assert [h["roles"] for h in doc["hosts"]] == [[r] for r in roles]
     assert all(h["node_ip"] == h["address"] for h in doc["hosts"])
