@@ -90,3 +90,55 @@ def test_smoke_manifest_variables_are_defined() -> None:
     """`kprov smoke` renders with the smoke defaults, the cluster-wide variables, `cluster` and `hosts`."""
     defined = set(_load(ROLES / "smoke" / "defaults.yaml") or {}) | _cluster_wide() | {"cluster", "hosts"}
     assert _used("smoke/hello.yaml.j2") - defined == set()
+
+
+# Facts the roles set at run time (set_fact from command output), as they would look on a lab node.
+def _runtime_facts(k8s: str, hosts: list[dict[str, Any]], me: dict[str, Any]) -> dict[str, Any]:
+    idx = hosts.index(me)
+    return {
+        "containerd_major": 1, "containerd_minor": 6,
+        "cni_bridge_subnet": f"10.244.{idx}.0/24",
+        "cni_pod_routes": [{"name": h["name"], "pod_cidr": f"10.244.{i}.0/24", "ip": h["node_ip"]}
+                           for i, h in enumerate(hosts) if h is not me],
+        "join_token": "abcdef.0123456789abcdef",
+        "join_ca_cert_hash": "sha256:" + "ab" * 32,
+        "join_certificate_key": "cd" * 32,
+    }
+
+
+@pytest.mark.parametrize("k8s", ["1.20.2", "1.31.2"])
+@pytest.mark.parametrize("role, template, looped", TEMPLATE_TASKS, ids=[f"{r}:{t}" for r, t, _ in TEMPLATE_TASKS])
+def test_templates_render_with_role_defaults(role: str, template: str, looped: bool, k8s: str) -> None:
+    """Rendered the way the engine does: role defaults (templated ones resolved), cluster-wide variables,
+    run-time facts; the output must parse. Catches type slips in defaults ("True" vs true, "6" vs 6)."""
+    from provisioner.engine.templating import resolve_vars
+    from provisioner.k8s.context import cluster_vars
+    from provisioner.secrets import Redactor
+    from tests.golden.cases import host_vars, docs
+
+    engine = host_vars(k8s=k8s, host_index=1 if role == "join" else 0,
+                       mirrors={"docker.io": ["http://10.215.0.1:5000"]})
+    hosts = engine["hosts"]
+    cluster = SimpleNamespace(name="lab", kubernetes_version=k8s, kubernetes_source="packages", bundle=None)
+    defaults = _load(ROLES / role / "defaults.yaml") or {}
+    merged = {**defaults, **cluster_vars(SimpleNamespace(cluster=cluster, path="x"), Redactor())}
+    merged.update({k: engine[k] for k in ("inventory_hostname", "host", "cluster", "hosts", "groups")})
+    merged.update(_runtime_facts(k8s, hosts, engine["host"]))
+    merged.update({"hostvars": {h["name"]: h for h in hosts}, "check_mode": False, "role_name": role,
+                   "operator_home": "/root", "project_dir": str(REPO)})
+    variables = resolve_vars(ENV, merged, set(defaults))
+    items = [None]
+    if looped:
+        items = ENV.compile_expression("containerd_registry_mirrors | mirror_items")(**variables)
+        assert items, "the mirrors loop has items"
+    for item in items:
+        text = ENV.get_template(template).render(**variables, **({"item": item} if looped else {}))
+        assert "None" not in text and "{{" not in text
+        if template.endswith((".yaml.j2", ".yml.j2")):
+            assert docs(text)
+        elif template.endswith(".toml.j2"):
+            import tomllib
+            tomllib.loads(text)
+        elif template.endswith(".conflist.j2"):
+            import json
+            json.loads(text)
