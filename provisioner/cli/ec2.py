@@ -73,13 +73,16 @@ def console(stderr: bool = False) -> Console:
     return Console(stderr=stderr, width=None if stream.isatty() else 200)
 
 
-def instance_table(instances: tuple[provider.Instance, ...] | list[provider.Instance], title: str, created: tuple[str, ...] = ()) -> Table:
+def instance_table(instances: tuple[provider.Instance, ...] | list[provider.Instance], title: str,
+                   created: tuple[str, ...] = ()) -> Table:
     table = Table(title=title)
-    for column in ("name", "role", "instance", "type", "state", "public ip", "node ip (private)", "zone", ""):
+    columns = ["name", "role", "instance", "type", "state", "public ip", "node ip (private)", "zone"]
+    for column in columns + ([""] if created else []):
         table.add_column(column)
     for i in instances:
-        table.add_row(i.name, i.role or "?", i.instance_id, i.instance_type, i.state, i.public_ip or "-",
-                      i.private_ip or "-", i.zone or "-", "new" if i.name in created else "")
+        row = [i.name, i.role or "?", i.instance_id, i.instance_type, i.state, i.public_ip or "-",
+               i.private_ip or "-", i.zone or "-"]
+        table.add_row(*row, *(["new" if i.name in created else ""] if created else []))
     return table
 
 
