@@ -423,6 +423,10 @@ def test_calico_resources(case: Case) -> None:
     (pool,) = kinds["Installation"]["spec"]["calicoNetwork"]["ipPools"]
     assert pool["cidr"] == v["cluster"]["pod_cidr"]
     assert pool["encapsulation"] == v["calico_encapsulation"]
+    # the operator's enum (operator.tigera.io/v1 IPPool.encapsulation); its CRDs are not available offline
+    assert pool["encapsulation"] in {"IPIP", "IPIPCrossSubnet", "VXLAN", "VXLANCrossSubnet", "None"}
+    network = kinds["Installation"]["spec"]["calicoNetwork"]
+    assert network["nodeAddressAutodetectionV4"] == {"kubernetes": "NodeInternalIP"}, "multi-NIC: kubelet's node IP"
     assert (pool["natOutgoing"], pool["nodeSelector"]) == ("Enabled", "all()")
 
 
