@@ -21,6 +21,10 @@ import pytest
 from tests.providers.helpers import REGION, Kprov, moto_post
 
 
+#: Networks of hosts a test itself created (network namespaces); the only non-loopback targets allowed.
+LAB_NETWORKS: list[ipaddress.IPv4Network] = []
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -28,13 +32,23 @@ def _is_loopback(host: str) -> bool:
         return host == "localhost"
 
 
+def _allowed(host: str) -> bool:
+    if _is_loopback(host):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return any(ip in net for net in LAB_NETWORKS)
+
+
 @pytest.fixture(autouse=True)
 def loopback_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Fail any attempt of a provider test to connect anywhere but loopback (or a unix socket)."""
+    """Fail any attempt of a provider test to connect anywhere but loopback or its own lab hosts."""
     real_connect = socket.socket.connect
 
     def guarded(self: socket.socket, address: Any) -> Any:
-        if self.family in (socket.AF_INET, socket.AF_INET6) and not _is_loopback(str(address[0])):
+        if self.family in (socket.AF_INET, socket.AF_INET6) and not _allowed(str(address[0])):
             raise AssertionError(f"network rule: test tried to connect to {address!r}")
         return real_connect(self, address)
 
