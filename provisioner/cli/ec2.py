@@ -15,7 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from provisioner.errors import InventoryError, KprovError, SmokeFailed, TaskFailed
+from provisioner.errors import InputError, InventoryError, KprovError, SmokeFailed, TaskFailed
 from provisioner.providers import ci_smoke as pipeline
 from provisioner.providers import ec2 as provider
 from provisioner.providers._common import load_raw_inventory
@@ -211,7 +211,10 @@ def ci_smoke(inventory_path: str, ssh_cidrs: tuple[str, ...], up_cmd: str | None
     config, _ = load_ec2_config(inventory_path, ssh_cidrs)
     up_argv = pipeline.step_argv(up_cmd, "up", inventory_abs, events_abs)
     smoke_argv = pipeline.step_argv(smoke_cmd, "smoke", inventory_abs, events_abs)
-    Path(events_abs).write_text("", encoding="utf-8")  # the steps append to it
+    try:
+        Path(events_abs).write_text("", encoding="utf-8")  # the steps append to it
+    except OSError as exc:
+        raise InputError(f"--events: cannot write {events_abs}: {exc.strerror}", hint="pass a writable path") from None
     steps: list[pipeline.StepResult] = []
     output: dict[str, list[str]] = {"up": [], "smoke": []}
     failure: KprovError | KeyboardInterrupt | None = None

@@ -165,3 +165,12 @@ def test_recap_from_events(lines, expected):
 def test_summary_escapes_table_cells():
     text = pipeline.render_summary("c", [pipeline.StepResult("up", "failed", 1.0, "a|b\nc")], [], "", "")
     assert "| up | ❌ failed | 1.0 s | a\\|b c |" in text
+
+
+def test_unwritable_event_log_is_refused_before_anything_is_created(kprov, ec2, tmp_path, scripts):
+    inv = ec2_inventory(tmp_path, "cievents")
+    args = ci_args(tmp_path, scripts, inv)
+    args[args.index("--events") + 1] = str(tmp_path / "no-such-dir" / "events.jsonl")
+    rc, _, err = kprov(*args)
+    assert rc == 2 and "error: --events: cannot write" in err
+    assert cluster_state(ec2, "cievents") == NOTHING
