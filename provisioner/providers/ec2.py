@@ -92,7 +92,11 @@ class DestroyReport:
 def resolve_hosts(section: dict, inventory: dict) -> list[dict]:
     """Hosts of `provider: ec2`: the cluster's running instances, as raw `hosts:` entries."""
     config = load_config(section, inventory)
-    instances = [i for i in cluster_instances(config) if i.state == "running"]
+    found = cluster_instances(config)
+    instances = [i for i in found if i.state == "running"]
+    for inst in found:
+        if inst.state != "running":
+            log.warning("instance %s (%s) is %s: left out of the host list", inst.name, inst.instance_id, inst.state)
     if not instances:
         raise CloudError(
             f"no running EC2 instances tagged {TAG_CLUSTER}={config.cluster} in {config.region or 'the default region'}",
