@@ -73,11 +73,12 @@ def _marker() -> str:
 def batch_script(queries: Sequence[FactQuery], marker: str) -> str:
     parts = []
     for i, fq in enumerate(queries):
-        parts.append(f"echo '{marker} {i} BEGIN'\n( {fq.script}\n) 2>/dev/null\necho \"\"\necho \"{marker} {i} END $?\"")
+        # </dev/null: a query must never read the rest of the batch script from our stdin
+        parts.append(f"echo '{marker} {i} BEGIN'\n( {fq.script}\n) </dev/null 2>/dev/null\necho \"\"\necho \"{marker} {i} END $?\"")
     return "\n".join(parts) + "\n"
 
 
-def parse_batch(out: str, queries: Sequence[FactQuery], marker: str) -> list[Any]:
+def parse_batch(out: str, queries: Sequence[FactQuery], marker: str, stderr: str = "") -> list[Any]:
     results: list[Any] = []
     for i, fq in enumerate(queries):
         begin = f"{marker} {i} BEGIN\n"
@@ -85,8 +86,10 @@ def parse_batch(out: str, queries: Sequence[FactQuery], marker: str) -> list[Any
         end_tag = f"\n{marker} {i} END "
         end = out.find(end_tag, start)
         if start < 0 or end < 0:
-            raise TaskError(f"fact gathering output was cut short (query {fq.name})",
-                            hint="the host closed the session early; check its shell and disk space")
+            tail = "\n".join((stderr.strip() or out.strip()).splitlines()[-10:])
+            raise TaskError(f"fact gathering output was cut short (query {fq.name}: {fq.script[:120]!r})",
+                            hint="the host closed the session early; check its shell and disk space",
+                            detail=tail or None)
         body = out[start + len(begin):end]
         body = body[:-1] if body.endswith("\n") else body   # the echo "" we added
         rc_line = out[end + len(end_tag):].split("\n", 1)[0]
@@ -246,7 +249,7 @@ class Runner:
                 if res.rc != 0 and marker not in res.stdout:
                     raise TaskError(f"fact gathering failed (rc={res.rc})", hint="check the host's shell",
                                     detail=res.stderr_tail())
-                for fq, value in zip(missing, parse_batch(res.stdout, missing, marker)):
+                for fq, value in zip(missing, parse_batch(res.stdout, missing, marker, res.stderr)):
                     st.facts[fq.script] = (fq.resource, value)
             return {fq.name: st.facts[fq.script][1] for fq in queries}
 
@@ -487,7 +490,9 @@ class Runner:
         elif "upload" in change.data:
             res = self._upload(target, change.data["upload"])
         else:
-            res = target.transport.script("set -e\n" + change.script + "\n", timeout=task.timeout)
+            # one compound command, parsed whole before it runs, with stdin from /dev/null: nothing in
+            # the change (ctr, kubeadm, ...) can swallow the rest of the script we send on stdin
+            res = target.transport.script("{\nset -e\n" + change.script + "\n} </dev/null\n", timeout=task.timeout)
         self.invalidate(target, module.touches(args))
         data: dict[str, Any] = {"changed": reports_changed, "failed": res.rc != 0, "skipped": False,
                                 "rc": res.rc, "stdout": res.stdout.rstrip("\n"), "stderr": res.stderr.rstrip("\n"),
