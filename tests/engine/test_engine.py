@@ -278,3 +278,43 @@ def test_json_sink_prints_one_object_per_event(fleet, workdir):
         assert ev["changed"] == (ev["status"] == "changed")
     recaps = {json.loads(line)["recap"] for line in lines if line.startswith('{"recap"')}
     assert recaps == set(fleet.names)
+
+
+def test_no_log_task_failure_hides_its_output(fleet, workdir):
+    console = io.StringIO()
+    sinks = (ConsoleSink(Console(file=console, width=200, color_system=None)),)
+    out = fleet.run("secret_fail", hosts=H1, extra_vars={"dir": workdir, "token": TOKEN}, also=sinks)
+    assert out.exit_status == 1
+    (ev,) = out.events(H1)
+    assert ev.status is Status.FAILED
+    assert TOKEN not in f"{ev.msg}|{ev.stderr_tail}|{console.getvalue()}"
+
+
+test_no_log_task_failure_hides_its_output = pytest.mark.xfail(
+    strict=True, reason="runner._emit: a failed no_log task still shows its stderr tail (only known secrets are scrubbed)")(
+    test_no_log_task_failure_hides_its_output)
+
+
+# -- facts cache, bastion ---------------------------------------------------------------------------------
+
+def test_facts_gathered_before_a_change_are_refreshed(fleet, workdir):
+    fleet.sh(H1, f"mkdir -p '{workdir}'")
+    first = fleet.run("invalidate", hosts=H1, extra_vars={"dir": workdir})
+    assert first.exit_status == 0, [e.msg for e in first.events(H1)]
+    assert fleet.stat(H1, f"{workdir}/made") == "regular file|600"
+    assert fleet.read(H1, f"{workdir}/loop") == "one,two"
+    assert fleet.run("invalidate", hosts=H1, extra_vars={"dir": workdir}).changed() == 0
+
+
+def test_bastion_carries_the_connection(fleet, workdir):
+    jump = fleet.netns.hosts[0]
+
+    def via_bastion(doc: dict) -> None:
+        doc["hosts"][1]["bastion"] = {"address": jump.address, "user": "root", "ssh_key": str(fleet.netns.key)}
+
+    out = fleet.run("whoami", fleet.inventory(via_bastion), extra_vars={"dir": workdir})
+    assert out.exit_status == 0
+    direct = fleet.read(H1, f"{workdir}/conn").split()[0]
+    tunnelled = fleet.read(H2, f"{workdir}/conn").split()[0]
+    assert direct == fleet.netns.subnet + ".1"   # straight from this machine
+    assert tunnelled == jump.address             # through the jump host
