@@ -531,5 +531,6 @@ class Runner:
             f"set -e\nsum=$(sha256sum < {q(part)} | cut -c1-64)\n"
             f"if [ \"$sum\" != {q(spec['sha256'])} ]; then rm -f -- {q(part)}; "
             f"echo \"checksum mismatch after upload: $sum\" >&2; exit 1; fi\n"
-            f"chmod {q(spec['mode'])} {q(part)}\nmv -f -- {q(part)} {q(dest)}\n")
+            f"chmod {q(spec['mode'])} {q(part)}\nmv -f -- {q(part)} {q(dest)}\n"
+            f"echo \"$sum\" > {q(dest + '.sha256')}\n")
         return CommandResult(verify.rc, verify.stdout, verify.stderr, int((time.monotonic() - t0) * 1000))
