@@ -141,3 +141,48 @@ def test_system_module_plan_apply_rerun(node, key_url, role):
         assert undo.exit_status == 0, [(e.task, e.msg, e.stderr_tail) for e in undo.sink.events]
         assert node.sh(probe) == undone
         assert node.run(undo_role, extra_vars=ev).changed() == 0
+
+
+BECOME_SETUP = r"""
+set -e
+id kpuser >/dev/null 2>&1 || useradd -m -s /bin/sh kpuser
+install -d -m 700 -o kpuser -g kpuser /home/kpuser/.ssh
+install -m 600 -o kpuser -g kpuser /root/.ssh/authorized_keys /home/kpuser/.ssh/authorized_keys
+echo 'kpuser ALL=(ALL) NOPASSWD: ALL' > /etc/sudoers.d/kpuser
+chmod 440 /etc/sudoers.d/kpuser
+rm -rf /etc/kprov-become-test /etc/kprov-become-who /root/kprov-upload
+"""
+
+
+@pytest.mark.parametrize("become", [True, False])
+def test_become_runs_everything_through_sudo(node, tmp_path, become):
+    if "no sudo" in node.sh("command -v sudo || echo no sudo"):
+        pytest.skip("the lab image has no sudo")
+    node.sh(BECOME_SETUP)
+    path = tmp_path / "inv.yaml"
+    import yaml
+
+    doc = yaml.safe_load(node.lab.inventory_path.read_text())
+    doc["hosts"][0].update(user="kpuser", become=become)
+    path.write_text(yaml.safe_dump(doc))
+    blob = tmp_path / "blob.bin"
+    blob.write_bytes(os.urandom(3 << 20))
+    node.inventory, saved = load_inventory(path), node.inventory
+    try:
+        ev = {"upload_src": str(blob), "local_dir": str(tmp_path / "fetched")}
+        out = node.run("sys_become", extra_vars=ev)
+        if not become:
+            assert out.exit_status == 1
+            (failed,) = [e for e in out.sink.events if e.status is Status.FAILED]
+            assert "Permission denied" in failed.stderr_tail
+            return
+        assert out.exit_status == 0, [(e.task, e.msg, e.stderr_tail) for e in out.sink.events]
+        assert node.sh("stat -c '%U %a' /etc/kprov-become-test /root/kprov-upload/blob.bin") == "root 600\nroot 600\n"
+        assert node.sh("cat /etc/kprov-become-who") == "root"
+        assert (tmp_path / "fetched" / "become.txt").read_text() == f"written by {node.name}\n"
+        import hashlib
+
+        assert node.sh("sha256sum < /root/kprov-upload/blob.bin").split()[0] == hashlib.sha256(blob.read_bytes()).hexdigest()
+        assert node.run("sys_become", extra_vars=ev).changed() == 0
+    finally:
+        node.inventory = saved
