@@ -24,7 +24,10 @@ NOTHING = {"instances": [], "instance_count": 0, "groups": [], "keys": []}
 # Stands in for `kprov up`: proves the instances exist while it runs (it resolves them through the
 # real provider, against the same moto server), appends engine-style JSON events, exits with argv[3].
 FAKE_UP = '''
-import json, sys, time, pathlib
+import json, os, sys, time, pathlib
+if len(sys.argv) > 4:  # marker file: say "started", then hang until stopped (the interrupt tests)
+    pathlib.Path(sys.argv[4]).write_text(str(os.getpid()))
+    time.sleep(120)
 from provisioner.providers import ec2
 from provisioner.providers._common import load_raw_inventory
 inventory, events, rc = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -36,9 +39,6 @@ with open(events, "a") as out:
                               "changed": True, "duration_ms": 5, "msg": ""}) + "\\n")
         out.write(json.dumps({"recap": h["name"], "ok": 7, "changed": 3, "failed": rc, "skipped": 1, "unreachable": 0}) + "\\n")
 print("RECAP " + " ".join(h["name"] + "=" + h["node_ip"] for h in hosts))
-if len(sys.argv) > 4:  # marker file: then hang until killed (for the interrupt tests)
-    pathlib.Path(sys.argv[4]).write_text(str(__import__("os").getpid()))
-    time.sleep(120)
 sys.exit(rc)
 '''
 FAKE_SMOKE = '''
