@@ -286,7 +286,8 @@ def _destroy_step(config: Ec2Config, steps: list[pipeline.StepResult], *, timeou
         report = provider.destroy(config, timeout=timeout, poll=poll)
     except KprovError as exc:
         steps.append(pipeline.StepResult("ec2 destroy", "failed", watch.seconds, str(exc)))
-        exc.hint = (exc.hint or "") + f" — then run `kprov ec2 destroy` to remove what is left of {config.cluster}"
+        rerun = f"run `kprov ec2 destroy` to remove what is left of cluster {config.cluster}"
+        exc.hint = f"{exc.hint}; then {rerun}" if exc.hint else rerun
         return exc
     steps.append(pipeline.StepResult("ec2 destroy", "ok", watch.seconds, f"{len(report.terminated)} instance(s) terminated"))
     return None

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from provisioner.providers import ci_smoke as pipeline
-from tests.providers.helpers import cluster_state, ec2_inventory
+from tests.providers.helpers import cluster_state, ec2_inventory, moto_post
 
 NOTHING = {"instances": [], "instance_count": 0, "groups": [], "keys": []}
 
@@ -174,3 +174,33 @@ def test_unwritable_event_log_is_refused_before_anything_is_created(kprov, ec2, 
     rc, _, err = kprov(*args)
     assert rc == 2 and "error: --events: cannot write" in err
     assert cluster_state(ec2, "cievents") == NOTHING
+
+
+def test_a_failing_teardown_is_reported_with_what_to_do(kprov, ec2, aws, tmp_path, scripts, monkeypatch):
+    """Credentials that may do everything but terminate (a real IAM deny, enforced by moto)."""
+    import boto3
+
+    moto_post(aws, "/moto-api/reset-auth", b"3")
+    try:
+        iam = boto3.client("iam", region_name="eu-west-1")
+        iam.create_user(UserName="no-terminate")
+        iam.put_user_policy(UserName="no-terminate", PolicyName="p", PolicyDocument=json.dumps({
+            "Version": "2012-10-17",
+            "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+                          {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"}],
+        }))
+        key = iam.create_access_key(UserName="no-terminate")["AccessKey"]
+        monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
+        monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
+        inv = ec2_inventory(tmp_path, "citear", workers={"count": 0})
+        rc, _, err = kprov(*ci_args(tmp_path, scripts, inv, up_rc=1))
+        assert rc == 1
+        assert "error: ci-smoke: step `up` failed (exit 1)" in err
+        assert "and the teardown failed too: cannot terminate the instances: AccessDenied" in err
+        assert "| ec2 destroy | ❌ failed |" in (tmp_path / "summary.md").read_text()
+
+        rc, _, err = kprov(*ci_args(tmp_path, scripts, inv))  # the steps pass, the teardown fails: still an error
+        assert rc == 1 and "error: cannot terminate the instances: AccessDenied" in err
+        assert "then run `kprov ec2 destroy` to remove what is left of cluster citear" in err
+    finally:
+        moto_post(aws, "/moto-api/reset-auth", b"inf")
