@@ -80,6 +80,10 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
         return SmokeResult(tuple(probes), msg, diagnostics(kubectl, ns))
 
     try:
+        # a namespace left by an interrupted run (or still terminating) would refuse new objects
+        res = k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s", t=200)
+        if res.rc != 0:
+            return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
         progress(f"deploying the hello app into namespace {ns} ({kubectl.where})")
         res = k("apply", "-f", "-", stdin=render_manifest(variables))
         if res.rc != 0:
@@ -97,7 +101,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                             f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}")
             for h in inv.hosts:
                 url = f"http://{h.address}:{port}/"
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 90
                 while True:  # kube-proxy programs rules asynchronously: retry briefly
                     status, ms, detail = http_probe(url)
                     if status == 200 or time.monotonic() > deadline:
