@@ -66,6 +66,37 @@ class Target:
     address: str
 
 
+class NodeMeter:
+    """Work done inside the nodes: CPU of all of them (the lab's cpuacct cgroup) and the processes
+    started on the first node (its PID namespace's last PID, from /proc/loadavg via nsenter)."""
+
+    def __init__(self, lab: Lab, first: Any) -> None:
+        from provisioner.lab import cgroups
+
+        dirs = [d / "cpuacct.usage" for d in cgroups.find_lab_dirs(lab.name) if (d / "cpuacct.usage").is_file()]
+        self.usage = dirs[0] if dirs else None
+        children = Path(f"/proc/{first.pid}/task/{first.pid}/children") if first.pid else None
+        pids = children.read_text().split() if children and children.exists() else []
+        self.init_pid = int(pids[0]) if pids else None
+        self.node = first.name
+
+    def read(self) -> tuple[float | None, int | None]:
+        cpu = int(self.usage.read_text()) / 1e9 if self.usage else None
+        last = None
+        if self.init_pid:
+            out = subprocess.run(["nsenter", "-t", str(self.init_pid), "-m", "-p", "cat", "/proc/loadavg"],
+                                 capture_output=True, text=True)
+            last = int(out.stdout.split()[4]) if out.returncode == 0 else None
+        return cpu, last
+
+    def measure(self, fn: Callable[[], Any]) -> tuple[Any, dict[str, Any]]:
+        cpu0, pid0 = self.read()
+        result = fn()
+        cpu1, pid1 = self.read()
+        return result, {"nodes_cpu_s": round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None,
+                        "node1_processes": pid1 - pid0 - 1 if pid0 is not None and pid1 is not None else None}
+
+
 # -- the floor: bare paramiko --------------------------------------------------------------------
 
 @dataclass
@@ -83,13 +114,14 @@ class FanOut:
     loadavg: tuple[float, float, float]
     hosts: dict[str, HostTiming] = field(default_factory=dict)
     outputs: dict[str, list[str]] = field(default_factory=dict)
+    node: dict[str, Any] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         con = [h.connect_s for h in self.hosts.values()]
         ex = [h.exec_s for h in self.hosts.values()]
         return {"wall_s": round(self.wall_s, 3), "client_cpu_s": round(self.cpu_s, 3), "loadavg_1m": self.loadavg[0],
                 "connect_s": _spread(con), "exec_s": _spread(ex),
-                "execs_per_host": sorted({h.execs for h in self.hosts.values()})}
+                "execs_per_host": sorted({h.execs for h in self.hosts.values()}), **self.node}
 
 
 def fan_out(targets: Sequence[Target], commands: Callable[[Target], list[str]], key: Path, known_hosts: Path,
@@ -212,6 +244,7 @@ class KprovRun:
     loadavg: tuple[float, float, float]
     rc: int
     recap: dict[str, dict[str, int]]
+    node: dict[str, Any] = field(default_factory=dict)
 
     @property
     def changed(self) -> int:
@@ -221,7 +254,7 @@ class KprovRun:
         per_host = [r["changed"] for r in self.recap.values()]
         return {"wall_s": round(self.wall_s, 3), "client_cpu_s": round(self.cpu_s, 3), "loadavg_1m": self.loadavg[0],
                 "rc": self.rc, "changed_total": self.changed,
-                "changed_per_host": sorted(set(per_host)), "hosts": len(self.recap)}
+                "changed_per_host": sorted(set(per_host)), "hosts": len(self.recap), **self.node}
 
 
 def kprov_apply(inventory: Path) -> KprovRun:
@@ -233,7 +266,7 @@ def kprov_apply(inventory: Path) -> KprovRun:
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    recap = {}
+    recap, errors = {}, []
     for line in proc.stdout.splitlines():
         try:
             obj = json.loads(line)
@@ -241,11 +274,13 @@ def kprov_apply(inventory: Path) -> KprovRun:
             continue
         if "recap" in obj:
             recap[obj["recap"]] = {k: obj[k] for k in ("ok", "changed", "failed", "skipped", "unreachable")}
+        elif obj.get("status") in ("failed", "unreachable"):
+            errors.append(f"{obj['host']} {obj['task']!r}: {obj['status']}: {obj.get('msg', '')}"
+                          + (f" | {obj['stderr_tail'][-300:]}" if obj.get("stderr_tail") else ""))
     run = KprovRun(wall, cpu, load, proc.returncode, recap)
-    bad = {h: r for h, r in recap.items() if r["failed"] or r["unreachable"]}
-    if proc.returncode != 0 or bad:
-        raise BenchError(f"kprov apply exited {proc.returncode}; failed/unreachable: {sorted(bad)[:5]}\n"
-                         f"{proc.stderr.strip()[-2000:]}\n{proc.stdout.strip()[-2000:]}")
+    if proc.returncode != 0 or errors:
+        raise BenchError(f"kprov apply exited {proc.returncode} after {wall:.1f}s; {len(errors)} failure(s):\n  "
+                         + "\n  ".join(errors[:10]) + f"\n{proc.stderr.strip()[-2000:]}")
     return run
 
 
@@ -324,6 +359,14 @@ def _spread(values: Sequence[float], digits: int = 3) -> dict[str, float]:
     return {"min": r(min(values)), "median": r(statistics.median(values)), "max": r(max(values))}
 
 
+def _median_of(rows: Sequence[dict[str, Any]], key: str) -> str:
+    values = [r[key] for r in rows if r.get(key) is not None]
+    if not values:
+        return "-"
+    med = statistics.median(values)
+    return f"{med:.2f}" if isinstance(med, float) and not med.is_integer() else str(int(med))
+
+
 def _median(runs: Sequence[Any]) -> float:
     return statistics.median(r.wall_s for r in runs)
 
@@ -367,41 +410,60 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
         raise BenchError(f"the floor's commands and the role differ: kprov changed {check.changed} task(s) after "
                          f"the floor ran ({check.recap})")
 
+    meter = NodeMeter(lab, up[0])
+
+    def measured(fn: Callable[[], Any]) -> Any:
+        result, node = meter.measure(fn)
+        if isinstance(result, dict):
+            result.update(node)
+        else:
+            result.node = node
+        return result
+
     floor_fresh: list[FanOut] = []
     floor_conv: list[FanOut] = []
     first: list[KprovRun] = []
     noop: list[KprovRun] = []
+    engine_first: list[dict[str, Any]] = []
+    engine_noop: list[dict[str, Any]] = []
     for i in range(reps):
         _log(f"repetition {i + 1}/{reps}")
         fan_out(targets, cleanup, key, known)
-        floor_fresh.append(fan_out(targets, floor, key, known))
+        floor_fresh.append(measured(lambda: fan_out(targets, floor, key, known)))
         fan_out(targets, cleanup, key, known)
-        run = kprov_apply(inventory)
+        run = measured(lambda: kprov_apply(inventory))
         no_change = [h for h, r in run.recap.items() if r["changed"] == 0]
         if len(run.recap) != len(targets) or no_change:
             raise BenchError(f"first run on cleaned nodes changed nothing on {no_change[:5]} "
                              f"({len(run.recap)} hosts in the recap)")
         first.append(run)
-        run = kprov_apply(inventory)
+        run = measured(lambda: kprov_apply(inventory))
         if run.changed != 0:
             raise BenchError(f"NOT IDEMPOTENT: the no-op rerun changed {run.changed} task(s): "
                              f"{ {h: r for h, r in run.recap.items() if r['changed']} }")
         noop.append(run)
-        floor_conv.append(fan_out(targets, floor, key, known))
+        floor_conv.append(measured(lambda: fan_out(targets, floor, key, known)))
+        # the same engine in this process: no interpreter start-up or imports, round trips counted
+        fan_out(targets, cleanup, key, known)
+        engine_first.append(measured(lambda: in_process(inventory)))
+        engine_noop.append(measured(lambda: in_process(inventory)))
+        if engine_noop[-1]["changed_total"] != 0:
+            raise BenchError(f"NOT IDEMPOTENT (in-process): the rerun changed {engine_noop[-1]['changed_total']} task(s)")
         _log(f"  floor {floor_fresh[-1].wall_s:.2f}s / {floor_conv[-1].wall_s:.2f}s, "
-             f"kprov first {first[-1].wall_s:.2f}s, no-op {noop[-1].wall_s:.2f}s")
-
-    _log("in-process runs with a counting transport (round trips, connect vs role)")
-    fan_out(targets, cleanup, key, known)
-    inproc_first = in_process(inventory)
-    inproc_noop = in_process(inventory)
-    if inproc_noop["changed_total"] != 0:
-        raise BenchError(f"NOT IDEMPOTENT (in-process): the rerun changed {inproc_noop['changed_total']} task(s)")
+             f"kprov first {first[-1].wall_s:.2f}s, no-op {noop[-1].wall_s:.2f}s, "
+             f"in-process first {engine_first[-1]['wall_s']:.2f}s, no-op {engine_noop[-1]['wall_s']:.2f}s, "
+             f"load {os.getloadavg()[0]:.1f}")
 
     floor_all = floor_fresh + floor_conv
     med = {"floor": _median(floor_all), "floor_fresh": _median(floor_fresh), "floor_converged": _median(floor_conv),
-           "first": _median(first), "noop": _median(noop)}
-    ratios = {"first": med["first"] / med["floor_fresh"], "noop": med["noop"] / med["floor_converged"]}
+           "first": _median(first), "noop": _median(noop),
+           "engine_first": statistics.median(r["wall_s"] for r in engine_first),
+           "engine_noop": statistics.median(r["wall_s"] for r in engine_noop)}
+    ratios = {"first": med["first"] / med["floor_fresh"], "noop": med["noop"] / med["floor_converged"],
+              "engine_first": med["engine_first"] / med["floor_fresh"],
+              "engine_noop": med["engine_noop"] / med["floor_converged"]}
+    per_rep = {"first": [round(a.wall_s / b.wall_s, 2) for a, b in zip(first, floor_fresh)],
+               "noop": [round(a.wall_s / b.wall_s, 2) for a, b in zip(noop, floor_conv)]}
     return {
         "meta": {
             "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "nodes": len(targets), "lab": lab.name,
@@ -413,12 +475,13 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
         },
         "medians_s": {k: round(v, 3) for k, v in med.items()},
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
+        "ratios_per_repetition": per_rep,
         "targets": TARGETS,
         "met": {k: ratios[k] <= TARGETS[k] for k in TARGETS},
         "round_trips_per_host": {
             "floor": {"connections": 1, "execs": 7},
-            "kprov_first": {"connections": 1, "execs": inproc_first["round_trips_per_host"]},
-            "kprov_noop": {"connections": 1, "execs": inproc_noop["round_trips_per_host"]},
+            "kprov_first": {"connections": 1, "execs": engine_first[-1]["round_trips_per_host"]},
+            "kprov_noop": {"connections": 1, "execs": engine_noop[-1]["round_trips_per_host"]},
         },
         "startup": startup,
         "runs": {
@@ -427,46 +490,47 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
             "kprov_first": [r.summary() for r in first],
             "kprov_noop": [r.summary() for r in noop],
             "equivalence_check": check.summary(),
-            "in_process_first": inproc_first,
-            "in_process_noop": inproc_noop,
+            "in_process_first": engine_first,
+            "in_process_noop": engine_noop,
         },
     }
 
 
 def print_table(res: dict[str, Any]) -> None:
-    m, runs, rt = res["medians_s"], res["runs"], res["round_trips_per_host"]
-
-    def walls(key: str) -> str:
-        return " ".join(f"{r['wall_s']:.2f}" for r in runs[key])
-
-    def cpu(key: str) -> float:
-        return statistics.median(r["client_cpu_s"] for r in runs[key])
-
+    m, runs, rt, ratios, targets = res["medians_s"], res["runs"], res["round_trips_per_host"], res["ratios"], res["targets"]
     meta = res["meta"]
     print(f"\nfan-out benchmark: {meta['nodes']} nodes, {meta['reps']} repetitions, {meta['cpus']} CPUs, "
-          f"load average {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end")
-    print(f"{'measurement':<28} {'median s':>9} {'ratio':>6} {'target':>7}  {'client CPU s':>12}  "
-          f"{'execs/host':>10}  runs (s)")
+          f"load average (1 min) {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end")
+    print(f"{'measurement':<31} {'median s':>8} {'ratio':>6} {'target':>7} {'CPU s: client':>13} {'nodes':>6} "
+          f"{'execs/host':>10} {'procs/node':>10}  runs (s)")
     rows = [
-        ("floor, fresh nodes", "floor_fresh", None, "7"),
-        ("floor, converged nodes", "floor_converged", None, "7"),
-        ("kprov apply, first run", "kprov_first", "first", str(rt["kprov_first"]["execs"]["median"])),
-        ("kprov apply, no-op rerun", "kprov_noop", "noop", str(rt["kprov_noop"]["execs"]["median"])),
+        ("floor, fresh nodes", "floor_fresh", "floor_fresh", None, "7"),
+        ("floor, converged nodes", "floor_converged", "floor_converged", None, "7"),
+        ("kprov apply CLI, first run", "kprov_first", "first", "first", rt["kprov_first"]["execs"]["median"]),
+        ("kprov apply CLI, no-op rerun", "kprov_noop", "noop", "noop", rt["kprov_noop"]["execs"]["median"]),
+        ("engine in-process, first", "in_process_first", "engine_first", "engine_first", rt["kprov_first"]["execs"]["median"]),
+        ("engine in-process, no-op", "in_process_noop", "engine_noop", "engine_noop", rt["kprov_noop"]["execs"]["median"]),
     ]
-    for label, key, ratio_key, execs in rows:
-        med = m[{"floor_fresh": "floor_fresh", "floor_converged": "floor_converged", "kprov_first": "first",
-                 "kprov_noop": "noop"}[key]]
-        ratio = f"{res['ratios'][ratio_key]:.2f}x" if ratio_key else ""
-        target = f"<={res['targets'][ratio_key]:.1f}x" if ratio_key else ""
-        print(f"{label:<28} {med:>9.2f} {ratio:>6} {target:>7}  {cpu(key):>12.2f}  {execs:>10}  {walls(key)}")
-    ip_first, ip_noop, st = runs["in_process_first"], runs["in_process_noop"], res["startup"]
-    print(f"in-process Runner (no CLI start-up): first {ip_first['wall_s']:.2f}s (connect {ip_first['connect_s']:.2f} "
-          f"+ role {ip_first['role_s']:.2f}), no-op {ip_noop['wall_s']:.2f}s (connect {ip_noop['connect_s']:.2f} "
-          f"+ role {ip_noop['role_s']:.2f}); round trips/host first {ip_first['round_trips_per_host']}, "
-          f"no-op {ip_noop['round_trips_per_host']}")
+    for label, key, med_key, ratio_key, execs in rows:
+        walls = " ".join(f"{r['wall_s']:.2f}" for r in runs[key])
+        cpu = statistics.median(r["client_cpu_s"] for r in runs[key])
+        node_cpu = _median_of(runs[key], "nodes_cpu_s")
+        procs = _median_of(runs[key], "node1_processes")
+        ratio = f"{ratios[ratio_key]:.2f}x" if ratio_key else ""
+        target = f"<={targets[ratio_key]:.1f}x" if ratio_key in targets else ""
+        print(f"{label:<31} {m[med_key]:>8.2f} {ratio:>6} {target:>7} {cpu:>13.2f} {node_cpu:>6} {execs:>10} "
+              f"{procs:>10}  {walls}")
+    print("per-repetition ratios (kprov CLI / floor of the same repetition): "
+          f"first {res['ratios_per_repetition']['first']}, no-op {res['ratios_per_repetition']['noop']}")
+    eng = runs["in_process_first"], runs["in_process_noop"]
+    print("engine in-process split (median): " + ", ".join(
+        f"{name} connect {statistics.median(r['connect_s'] for r in rs):.2f}s + role "
+        f"{statistics.median(r['role_s'] for r in rs):.2f}s" for name, rs in zip(("first", "no-op"), eng)))
+    st = res["startup"]
     print(f"CLI start-up (python + kprov imports): median {st['kprov_cli_imports_s']['median']:.2f}s; "
           f"python + paramiko alone {st['python_plus_paramiko_s']['median']:.2f}s")
-    verdict = ", ".join(f"{k} {'met' if ok else 'MISSED'}" for k, ok in res["met"].items())
+    verdict = ", ".join(f"{k} {ratios[k]:.2f}x {'met' if ok else 'MISSED'} (target {targets[k]}x)"
+                        for k, ok in res["met"].items())
     print(f"targets: {verdict}")
 
 
