@@ -46,7 +46,8 @@ def run_smoke(common: Common, keep: bool = False, node_port: int | None = None) 
     for p in result.probes:
         table.add_row(p.phase, p.node, p.url, f"[green]{p.status}[/green]" if p.ok else f"[red]{p.status or p.detail}[/red]",
                       f"{p.latency_ms} ms")
-    console.print(table)
+    if result.probes:
+        console.print(table)
     if not result.ok:
         raise SmokeFailed(f"smoke test failed: {result.error or 'not every node answered'}",
                           hint="see the pod status and events above; `kprov status` shows node health",

@@ -72,6 +72,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
     port = int(variables["smoke_node_port"])
     timeout = int(variables["smoke_timeout"])
     probes: list[Probe] = []
+    touched = False
 
     def k(*args: str, stdin: str | None = None, t: float = 120):
         return kubectl.run(list(args), stdin=stdin, timeout=t)
@@ -80,10 +81,15 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
         return SmokeResult(tuple(probes), msg, diagnostics(kubectl, ns))
 
     try:
+        res = k("get", "nodes", "-o", "name", t=60)
+        if res.rc != 0:
+            return SmokeResult((), f"cannot talk to the API server ({kubectl.where}): {res.stderr_tail(2)}",
+                               "is the cluster up? `kprov up` builds it and fetches its kubeconfig")
         # a namespace left by an interrupted run (or still terminating) would refuse new objects
         res = k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s", t=200)
         if res.rc != 0:
             return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
+        touched = True
         progress(f"deploying the hello app into namespace {ns} ({kubectl.where})")
         res = k("apply", "-f", "-", stdin=render_manifest(variables))
         if res.rc != 0:
@@ -113,7 +119,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                 return fail("NodePort unreachable through " + ", ".join(f"{p.node} ({p.detail or p.status})" for p in bad))
         return SmokeResult(tuple(probes))
     finally:
-        if not keep:
+        if not keep and touched:
             k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=120s", t=150)
 
 
