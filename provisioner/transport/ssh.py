@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import select
 import shlex
 import socket
 import threading
@@ -209,11 +210,14 @@ class SSHHost:
                     view = view[sent:]
                     self._drain(chan, out, err)
                 chan.shutdown_write()
-            while True:
+            # Read until EOF, not until exit-status: OpenSSH may send the status before the last output
+            # (under load this cut fact batches short). poll() sleeps on the pipe paramiko sets for new
+            # output, EOF or close, instead of polling in a loop (30 such threads cost CPU on busy hosts).
+            waiter = select.poll()
+            waiter.register(chan.fileno(), select.POLLIN)
+            while not (chan.eof_received or chan.closed):
+                waiter.poll(1000)
                 self._drain(chan, out, err)
-                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                    break
-                time.sleep(0.002) if not (chan.recv_ready() or chan.recv_stderr_ready()) else None
             self._drain(chan, out, err)
             rc = chan.recv_exit_status()
             chan.close()
