@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import itertools
+import os
+import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
@@ -81,28 +83,40 @@ class Outcome:
 
 @dataclass
 class Fleet:
-    """The netns hosts plus helpers to run roles on them and to observe them from outside."""
+    """The netns hosts plus helpers to run roles on them and to observe them from outside.
+
+    The hosts' real names carry a per-session prefix; inventories name them kpe-1..kpe-4 (aliases)."""
 
     netns: Any
     tmp: Path
 
+    def host(self, alias: str) -> Any:
+        return self.netns.hosts[int(alias.rsplit("-", 1)[1]) - 1]
+
+    def hostname(self, alias: str) -> str:
+        """The host's real hostname (what `hostname` prints on it)."""
+        return self.host(alias).name
+
     @property
     def names(self) -> list[str]:
         """The hosts most tests use: two are enough to show per-host behaviour and keep the suite fast."""
-        return [h.name for h in self.netns.hosts][:2]
+        return self.all_names[:2]
 
     @property
     def all_names(self) -> list[str]:
-        return [h.name for h in self.netns.hosts]
+        return [f"kpe-{i + 1}" for i in range(len(self.netns.hosts))]
 
     def inventory_path(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
                        **overrides: Any) -> Path:
         """The fleet's inventory file; `mutate(doc)` edits the YAML document before it is written."""
         path = self.netns.inventory(self.tmp / f"inv-{next(_counter)}.yaml", extra_hosts=extra_hosts, **overrides)
+        doc = yaml.safe_load(path.read_text())
+        alias = {h.name: f"kpe-{i + 1}" for i, h in enumerate(self.netns.hosts)}
+        for h in doc["hosts"]:
+            h["name"] = alias.get(h["name"], h["name"])
         if mutate is not None:
-            doc = yaml.safe_load(path.read_text())
             mutate(doc)
-            path.write_text(yaml.safe_dump(doc, sort_keys=False))
+        path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
     def inventory(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
@@ -131,7 +145,7 @@ class Fleet:
         return Outcome(report, sink, dict(CountingSSH.counts) if count else {})
 
     def pid(self, name: str) -> int:
-        return next(h.pid for h in self.netns.hosts if h.name == name)
+        return self.host(name).pid
 
     def sh(self, name: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a shell script inside host `name`'s namespaces (its own /tmp), not through kprov."""
@@ -154,7 +168,18 @@ class Fleet:
         return self.sh(name, f"stat -c '%F|%a' -- '{path}'").stdout.strip()
 
 
-PREFIX, SUBNET = "kpe", "10.239.4"
+def _session_prefix(letters: str) -> str:
+    """Per-process names: several test sessions (people share this machine) must not tear down each other's hosts."""
+    return f"{letters}{os.getpid() % 100000}"
+
+
+def _free_subnet(start: int) -> str:
+    used = subprocess.run(["ip", "-o", "-4", "addr"], capture_output=True, text=True).stdout
+    for k in range(200):
+        candidate = f"10.239.{20 + (start + k) % 200}"
+        if f" {candidate}." not in used:
+            return candidate
+    raise RuntimeError("no free 10.239.x.0/24 subnet for the netns fleet")
 
 
 def _reap(prefix: str) -> None:
@@ -172,6 +197,16 @@ def _reap(prefix: str) -> None:
             subprocess.run(["ip", "link", "del", dev], capture_output=True)
 
 
+def _reap_dead_sessions(letters: str) -> None:
+    """Remove fleets left behind by killed test sessions (their PID is in the prefix)."""
+    names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
+    for prefix in {n.split("-")[0] for n in names if re.fullmatch(rf"{letters}\d+-\d+", n)}:
+        pid = int(prefix[len(letters):])
+        if pid != os.getpid() % 100000 and not Path(f"/proc/{pid}").exists():
+            _reap(prefix)
+            NetnsFleet(prefix=prefix).down()
+
+
 @pytest.fixture(scope="session")
 def fleet(tmp_path_factory) -> Fleet:
     """Four real sshd hosts (the `netns_fleet` machinery) under this suite's own prefix and subnet,
@@ -181,13 +216,15 @@ def fleet(tmp_path_factory) -> Fleet:
     reason = _netns_unavailable()
     if reason:
         pytest.skip(reason)
-    netns = NetnsFleet(prefix=PREFIX, subnet=SUBNET)
-    _reap(PREFIX)
+    _reap_dead_sessions("ke")
+    prefix = _session_prefix("ke")
+    netns = NetnsFleet(prefix=prefix, subnet=_free_subnet(os.getpid()))
+    _reap(prefix)
     try:
         netns.up(4)
         yield Fleet(netns, tmp_path_factory.mktemp("fleet"))
     finally:
-        _reap(PREFIX)
+        _reap(prefix)
         netns.down()
 
 

@@ -24,7 +24,7 @@ def _apply(fleet, home, *args, mutate=None, extra_hosts=None):
     def edit(doc):
         _two_hosts(doc)
         if mutate:
-            mutate(doc)
+            mutate(doc, fleet.netns.subnet)
     inv = fleet.inventory_path(edit, extra_hosts)
     return kprov("apply", "-i", str(inv), "preflight", *args, env={"KPROV_HOME": str(home), "COLUMNS": "200"})
 
@@ -43,8 +43,8 @@ def test_json_log_format(fleet, home):
 
 @pytest.mark.parametrize("args, mutate, extra_hosts, rc, needles", [
     ([], None, [{"name": "ghost", "address": "127.0.0.1", "port": 1}], 3, ["ghost", "cannot connect"]),
-    ([], lambda d: d["hosts"][1].update(node_ip="10.239.4.200"), None, 1,
-     [f"{H2}: node_ip 10.239.4.200 is not an address of any interface"]),
+    ([], lambda d, subnet: d["hosts"][1].update(node_ip=f"{subnet}.200"), None, 1,
+     [f"{H2}: node_ip {{subnet}}.200 is not an address of any interface"]),
     (["-e", "preflight_min_memory_mb_worker=99999999"], None, None, 1, [f"{H2}: only", "MiB of memory"]),
     (["--limit", H1], None, None, 0, [H1]),
     (["--limit", "nope"], None, None, 2, ["error: --limit 'nope' is not a host of this inventory"]),
@@ -56,7 +56,7 @@ def test_exit_codes_and_recap(fleet, home, args, mutate, extra_hosts, rc, needle
     assert res.returncode == rc, out
     assert "Traceback" not in out
     for needle in needles:
-        assert needle in out
+        assert needle.format(subnet=fleet.netns.subnet) in out
     if "--limit" in args and rc == 0:
         assert H2 not in res.stdout
 
@@ -64,7 +64,7 @@ def test_exit_codes_and_recap(fleet, home, args, mutate, extra_hosts, rc, needle
 def test_host_keys_through_the_cli(fleet, home, tmp_path):
     empty = tmp_path / "empty_known_hosts"
     empty.write_text("")
-    mutate = lambda d: d["defaults"].update(known_hosts=str(empty))  # noqa: E731
+    mutate = lambda d, _subnet: d["defaults"].update(known_hosts=str(empty))  # noqa: E731
     rejected = _apply(fleet, home, mutate=mutate)
     assert rejected.returncode == 3
     assert "host key not known" in rejected.stdout and "--accept-new-host-keys" in rejected.stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 
 import pytest
 from rich.console import Console
@@ -114,14 +115,18 @@ def dead_fleet():
     """A one-host fleet whose sshd is killed: a host that went away."""
     from tests.engine.conftest import _reap
 
-    f = NetnsFleet(prefix="kpk", subnet="10.239.5")
-    _reap("kpk")
+    from tests.engine.conftest import _free_subnet, _reap_dead_sessions, _session_prefix
+
+    _reap_dead_sessions("kk")
+    prefix = _session_prefix("kk")
+    f = NetnsFleet(prefix=prefix, subnet=_free_subnet(os.getpid() + 100))
+    _reap(prefix)
     try:
         f.up(1)
-        f.kill("kpk-1")
+        f.kill(f"{prefix}-1")
         yield f
     finally:
-        _reap("kpk")
+        _reap(prefix)
         f.down()
 
 
@@ -166,7 +171,7 @@ def test_failing_task_shows_stderr_tail_and_host_is_skipped_later(fleet, workdir
 # -- host keys ----------------------------------------------------------------------------------------
 
 def _known_hosts_line(fleet, name: str, *, other_key: bool = False) -> str:
-    host = next(h for h in fleet.netns.hosts if h.name == name)
+    host = fleet.host(name)
     if other_key:
         return f"{host.address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd3ZNJhq6pVX8QbNDcEnwWcy9gBY3AxyJ3YQ3eWjjlK\n"
     return next(line for line in fleet.netns.known_hosts.read_text().splitlines() if line.startswith(host.address + " "))

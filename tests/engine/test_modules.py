@@ -35,7 +35,7 @@ CONVERGE = {
     "commands": (
         'mkdir -p "$D" && touch "$D/todelete"',
         {
-            "created": "made\n", "todelete": None, "hostname": "{host}|0|1\n", "three": "3 three\n",
+            "created": "made\n", "todelete": None, "hostname": "{hostname}|0|1\n", "three": "3 three\n",
             "stdin.out": "line one\nline two\n", "env.out": "hi there",
         },
     ),
@@ -43,12 +43,12 @@ CONVERGE = {
 
 
 def _check_state(fleet, host: str, d: str, expected: dict) -> None:
-    address = next(h.address for h in fleet.netns.hosts if h.name == host)
+    address = fleet.host(host).address
     for key, want in expected.items():
         rel, _, kind = key.partition("#")
         path = f"{d}/{rel}"
         if isinstance(want, str):
-            want = want.format(dir=d, host=host, address=address)
+            want = want.format(dir=d, host=host, address=address, hostname=fleet.hostname(host))
         if kind == "stat":
             assert fleet.stat(host, path) == want, path
         elif kind == "link":

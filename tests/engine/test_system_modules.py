@@ -4,6 +4,7 @@ systemd-nspawn Debian node of the lab: plan changes nothing, apply converges, a 
 from __future__ import annotations
 
 import functools
+import hashlib
 import http.server
 import os
 import subprocess
@@ -12,6 +13,7 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 
 from provisioner.engine.events import Status
 from provisioner.engine.roles import Play
@@ -21,7 +23,7 @@ from provisioner.transport.ssh import ConnectOptions
 from tests.engine.conftest import ROLES, TEMPLATES, ListSink, Outcome
 
 pytestmark = pytest.mark.lab
-LAB = "kpm"   # this suite's own lab: other suites' labs are left alone
+LAB = f"km{os.getpid() % 100000}"   # this session's own lab: other sessions' and suites' labs are left alone
 
 
 class LabNode:
@@ -160,8 +162,6 @@ def test_become_runs_everything_through_sudo(node, tmp_path, become):
         pytest.skip("the lab image has no sudo")
     node.sh(BECOME_SETUP)
     path = tmp_path / "inv.yaml"
-    import yaml
-
     doc = yaml.safe_load(node.lab.inventory_path.read_text())
     doc["hosts"][0].update(user="kpuser", become=become)
     path.write_text(yaml.safe_dump(doc))
@@ -180,8 +180,6 @@ def test_become_runs_everything_through_sudo(node, tmp_path, become):
         assert node.sh("stat -c '%U %a' /etc/kprov-become-test /root/kprov-upload/blob.bin") == "root 600\nroot 600\n"
         assert node.sh("cat /etc/kprov-become-who") == "root"
         assert (tmp_path / "fetched" / "become.txt").read_text() == f"written by {node.name}\n"
-        import hashlib
-
         assert node.sh("sha256sum < /root/kprov-upload/blob.bin").split()[0] == hashlib.sha256(blob.read_bytes()).hexdigest()
         assert node.run("sys_become", extra_vars=ev).changed() == 0
     finally:

@@ -30,7 +30,7 @@ def test_wait_for_timeout_fails_the_host_with_a_message(fleet, workdir):
     (ev,) = out.events(H1)
     assert ev.status is Status.FAILED
     assert "timed out after 1s waiting for 127.0.0.1:1" in ev.stderr_tail
-    assert 1000 <= ev.duration_ms < 15000
+    assert 1000 <= ev.duration_ms < 60000  # bounded (generous: the machine may be heavily shared)
     assert not fleet.exists(H1, f"{workdir}/after")
 
 
