@@ -30,12 +30,13 @@ class FileState:
 FILE_CONTENT_LIMIT = 262144
 
 
-def file_state_script(path: str, with_content: bool = True) -> str:
+def file_state_script(path: str, with_content: bool = True, limit: int | None = FILE_CONTENT_LIMIT) -> str:
+    """Stat, checksum and (small files, or any size with limit=None) base64 content of `path`."""
     import shlex
 
     p = shlex.quote(path)
-    content = (f"if [ -f {p} ] && [ $(stat -c %s -- {p}) -le {FILE_CONTENT_LIMIT} ]; then base64 -w0 -- {p}; fi; echo"
-               if with_content else "echo")
+    small = f" && [ $(stat -c %s -- {p}) -le {limit} ]" if limit is not None else ""
+    content = f"if [ -f {p} ]{small}; then base64 -w0 -- {p}; fi; echo" if with_content else "echo"
     return (f"if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%U|%G|%s' -- {p}; "
             f"if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo; fi; {content}; else echo ABSENT; fi")
 

@@ -257,7 +257,8 @@ class FetchModule(Module):
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
-        return [FactQuery("file", f"file:{args['src']}", file_state_script(args["src"], with_content=True),
+        # the content travels with the facts whatever its size: the engine writes it locally
+        return [FactQuery("file", f"file:{args['src']}", file_state_script(args["src"], with_content=True, limit=None),
                           parse_file_state)]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:

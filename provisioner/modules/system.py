@@ -10,7 +10,7 @@ from provisioner.facts.parsers import (
     parse_file_state, parse_loaded_modules, parse_swap, parse_sysctl_values, parse_systemctl_show,
 )
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, as_list, join, q, register, text_diff,
+    Change, Decision, FactQuery, Module, NoChange, Param, as_list, fail_on_apply, join, q, register, text_diff,
     write_file_script,
 )
 
@@ -197,7 +197,9 @@ class ServiceModule(Module):
         st: ServiceState = facts["svc"]
         unit = q(args["name"])
         if not st.exists and not args["daemon_reload"]:
-            raise RoleError(f"unit {args['name']} not found on the host", hint="install the package that ships it first")
+            # in plan, an earlier task (a package) may be about to install the unit
+            return fail_on_apply(f"{args['name']}: {args['state'] or 'configure'}",
+                                 f"unit {args['name']} not found on the host (install the package that ships it first)")
         steps, msgs = [], []
         if args["daemon_reload"]:
             steps.append("systemctl daemon-reload")

@@ -8,6 +8,8 @@ import pytest
 
 from tests.inventory.cli import kprov
 
+pytestmark = pytest.mark.netns
+
 H1, H2 = "kpe-1", "kpe-2"
 
 

@@ -15,6 +15,8 @@ from provisioner.reporting.sinks import ConsoleSink, JsonSink
 from provisioner.testing.netns import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions
 
+pytestmark = pytest.mark.netns
+
 H1, H2 = "kpe-1", "kpe-2"
 
 

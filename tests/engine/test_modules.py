@@ -6,6 +6,8 @@ import pytest
 
 from provisioner.engine.events import Status
 
+pytestmark = pytest.mark.netns
+
 HOST = "kpe-1"
 
 # role -> (setup script run on the host first, expected state after the first run)

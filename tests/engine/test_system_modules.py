@@ -184,3 +184,13 @@ def test_become_runs_everything_through_sudo(node, tmp_path, become):
         assert node.run("sys_become", extra_vars=ev).changed() == 0
     finally:
         node.inventory = saved
+
+
+def test_service_not_installed_yet(node):
+    """plan on a fresh host: a package task before would install the unit, so plan reports; apply fails clearly."""
+    plan = node.run("sys_service_missing", check=True)
+    assert plan.exit_status == 0 and plan.changed() == 1
+    out = node.run("sys_service_missing")
+    assert out.exit_status == 1
+    (ev,) = out.sink.events
+    assert "unit kprov-not-installed.service not found on the host" in ev.stderr_tail

@@ -10,6 +10,8 @@ import pytest
 
 from provisioner.engine.events import Status
 
+pytestmark = pytest.mark.netns
+
 H1 = "kpe-1"
 MiB = 1 << 20
 
@@ -110,3 +112,12 @@ def test_upload_with_wrong_checksum_fails_and_leaves_nothing(fleet, workdir, big
     (ev,) = out.events(H1)
     assert ev.status is Status.FAILED and "checksum mismatch" in ev.stderr_tail
     assert fleet.sh(H1, f"ls -A '{workdir}'").stdout == ""
+
+
+def test_fetch_a_large_file(fleet, workdir, tmp_path):
+    ev = {"dir": workdir, "local_dir": str(tmp_path)}
+    out = fleet.run("fetching_big", hosts=H1, extra_vars=ev)
+    assert out.exit_status == 0, [(e.task, e.msg) for e in out.events(H1)]
+    local = (tmp_path / f"{H1}.bin").read_bytes()
+    assert len(local) == 700000 and hashlib.sha256(local).hexdigest() == _remote_sha(fleet, f"{workdir}/big.bin")
+    assert fleet.run("fetching_big", hosts=H1, extra_vars=ev).changed() == 0
