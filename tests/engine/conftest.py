@@ -53,6 +53,11 @@ class CountingSSH(SSHHost):
     counts: dict[str, int] = {}
     _lock = threading.Lock()
 
+    def connect(self) -> None:
+        with self._lock:
+            CountingSSH.counts[f"connect:{self.host.name}"] = CountingSSH.counts.get(f"connect:{self.host.name}", 0) + 1
+        super().connect()
+
     def exec(self, command: str, **kw: Any):  # type: ignore[override]
         with self._lock:
             CountingSSH.counts[self.host.name] = CountingSSH.counts.get(self.host.name, 0) + 1
@@ -142,7 +147,8 @@ class Fleet:
             runner.close()
         for extra in also:
             extra.recap(report)
-        return Outcome(report, sink, dict(CountingSSH.counts) if count else {})
+        counts = {k: v for k, v in CountingSSH.counts.items() if not k.startswith("connect:")}
+        return Outcome(report, sink, counts if count else {})
 
     def pid(self, name: str) -> int:
         return self.host(name).pid

@@ -337,3 +337,19 @@ def test_task_timeout_stops_a_long_command(fleet, workdir):
 test_task_timeout_stops_a_long_command = pytest.mark.xfail(
     strict=True, reason="transport.ssh.SSHHost.exec polls recv_ready and never checks `timeout`: a task's timeout is ignored")(
     test_task_timeout_stops_a_long_command)
+
+
+@pytest.mark.parametrize("roles, needle", [
+    (["later", "broken"], "unknown module or task key 'fiel'"),
+    (["later", "no_such_role"], "unknown role 'no_such_role'"),
+])
+def test_bad_role_is_bad_input_before_any_host_is_touched(fleet, workdir, roles, needle):
+    from provisioner.errors import RoleError
+    from tests.engine.conftest import CountingSSH
+
+    CountingSSH.counts = {}
+    with pytest.raises(RoleError) as err:
+        fleet.run(roles, extra_vars={"dir": workdir}, count=True)
+    assert needle in str(err.value) and err.value.exit_status == 2
+    assert CountingSSH.counts == {}
+    assert not any(fleet.exists(n, f"{workdir}/later") for n in fleet.names)
