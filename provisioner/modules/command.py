@@ -120,9 +120,10 @@ class WaitForModule(Module):
         else:
             probe = join(args["argv"]) if args["argv"] else f"sh -c {q(args['shell'])}"
             what = join(args["argv"]) if args["argv"] else args["shell"]
+        # whole seconds only in sh: give up when the clock is *past* the end, so at least `timeout` seconds pass
         script = (f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
                   f"while ! {probe} >/tmp/.kprov-wait.$$ 2>&1 </dev/null; do\n"
-                  f"  if [ $(date +%s) -ge $end ]; then tail -n 20 /tmp/.kprov-wait.$$ >&2; rm -f /tmp/.kprov-wait.$$;"
+                  f"  if [ $(date +%s) -gt $end ]; then tail -n 20 /tmp/.kprov-wait.$$ >&2; rm -f /tmp/.kprov-wait.$$;"
                   f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
                   f" exit 1; fi\n"
                   f"  sleep {args['interval']}\ndone\nrm -f /tmp/.kprov-wait.$$")
