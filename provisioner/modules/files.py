@@ -23,11 +23,23 @@ def _mode_str(mode: Any) -> str | None:
     if isinstance(mode, int) and not isinstance(mode, bool):
         if not 0 <= mode <= 0o7777:
             raise RoleError(f"invalid file mode {mode!r}", hint='quote octal modes: mode: "0644"')
+        if mode > 0o777 and re.fullmatch(r"[0-7]{3}", str(mode)):
+            # `mode: 644` is the decimal number 644 (octal 1204), never what was meant
+            raise RoleError(f"file mode {mode} is a decimal number (octal {oct(mode)[2:]})",
+                            hint=f'quote octal modes: mode: "0{mode}"')
         return oct(mode)[2:].rjust(3, "0")
     s = str(mode).strip()
     if not re.fullmatch(r"[0-7]{3,4}", s):
         raise RoleError(f"invalid file mode {mode!r}", hint='quote octal modes: mode: "0644"')
     return s.lstrip("0").rjust(3, "0") if len(s) == 4 and s[0] == "0" else s
+
+
+def _mode_arg(mode: Any, where: str) -> str | None:
+    """_mode_str for a task argument: errors name the task."""
+    try:
+        return _mode_str(mode)
+    except RoleError as exc:
+        raise RoleError(f"{where}: {exc.message}", hint=exc.hint) from None
 
 
 def _attrs_differ(state: FileState, mode: str | None, owner: str | None, group: str | None) -> list[str]:
@@ -63,10 +75,7 @@ class FileModule(Module):
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
-        try:
-            args["mode"] = _mode_str(args["mode"])
-        except RoleError as exc:
-            raise RoleError(f"{where}: {exc.message}", hint=exc.hint) from None
+        args["mode"] = _mode_arg(args["mode"], where)
         if args["state"] == "link" and not args["src"]:
             raise RoleError(f"{where}: file state=link needs src", hint="src: is the link target")
         return args
@@ -182,7 +191,7 @@ class LineModule(Module):
                 re.compile(args["regexp"])
             except re.error as exc:
                 raise RoleError(f"{where}: invalid regexp {args['regexp']!r}: {exc}", hint="fix the regexp") from None
-        args["mode"] = _mode_str(args["mode"])
+        args["mode"] = _mode_arg(args["mode"], where)
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
@@ -253,7 +262,7 @@ class FetchModule(Module):
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
         args["dest"] = str(Path(args["dest"]).expanduser())
-        args["mode"] = _mode_str(args["mode"])
+        args["mode"] = _mode_arg(args["mode"], where)
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
@@ -311,7 +320,7 @@ class UploadModule(Module):
         if not src.is_file():
             raise RoleError(f"{where}: upload source {src} not found", hint="check the path (e.g. cluster.bundle)")
         args["src"] = str(src)
-        args["mode"] = _mode_str(args["mode"])
+        args["mode"] = _mode_arg(args["mode"], where)
         if not args["sha256"]:
             args["sha256"] = file_sha256(src)
         return args
