@@ -83,8 +83,10 @@ class FileModule(Module):
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         path = args["path"]
         if args["state"] == "link":
+            qp = q(path)
             return [FactQuery("link", f"file:{path}",
-                              f"readlink -- {q(path)} || echo '<not-a-link>'", lambda o, rc: o.strip())]
+                              f"if [ -L {qp} ]; then readlink -- {qp}; elif [ -d {qp} ]; then echo '<directory>'; "
+                              f"else echo '<not-a-link>'; fi", lambda o, rc: o.rstrip("\n"))]
         return [FactQuery("file", f"file:{path}", file_state_script(path, args["content"] is not None),
                           parse_file_state)]
 
@@ -96,6 +98,9 @@ class FileModule(Module):
         if state == "link":
             if facts["link"] == args["src"]:
                 return NoChange(f"{path} -> {args['src']}")
+            if facts["link"] == "<directory>":
+                # ln -sfn would put the link *inside* the directory, and change again on every run
+                raise RoleError(f"{path} is a directory, not a link", hint="remove it first (state: absent) or pick another path")
             return Change(f"link {path} -> {args['src']}",
                           f"mkdir -p -- \"$(dirname -- {q(path)})\"\nln -sfn -- {q(args['src'])} {q(path)}")
         st: FileState = facts["file"]
@@ -208,6 +213,9 @@ class LineModule(Module):
                 return NoChange(f"{path} absent")
             if not args["create"]:
                 return fail_on_apply(f"edit {path}", f"{path} does not exist (set create: true or create the file first)")
+        if st.exists and st.kind == "symbolic link":
+            # the edit is written with a rename, which would replace the link by a plain file
+            raise RoleError(f"{path} is a symbolic link", hint="give the link's target as path")
         if st.exists and st.content is None:
             raise RoleError(f"{path} is too large or not a regular file for line editing", hint="use file/template")
         old = (st.content or b"").decode()

@@ -102,3 +102,18 @@ def test_check_mode_changes_nothing_on_the_host(fleet, workdir, tmp_path, role, 
     assert not (tmp_path / "fetched").exists()
     if fresh:
         assert all(before[n] == "ABSENT\n" for n in fleet.names)
+
+
+@pytest.mark.parametrize("case, setup, kind, target, needle", [
+    ("link over a directory", 'mkdir -p "$D/adir"', "link", "adir", "is a directory, not a link"),
+    ("line through a symlink", 'mkdir -p "$D" && echo x > "$D/real" && ln -s real "$D/alink"', "line", "alink",
+     "is a symbolic link"),
+])
+def test_conflicting_path_fails_clearly_and_leaves_it_alone(fleet, workdir, case, setup, kind, target, needle):
+    fleet.sh(HOST, f"D='{workdir}'; {setup}")
+    before = snapshot(fleet, HOST, workdir)
+    out = fleet.run("link_conflicts", hosts=HOST, extra_vars={"dir": workdir, "case": case, "kind": kind, "target": target})
+    assert out.exit_status == 1
+    (failed,) = [e for e in out.events(HOST) if e.status is Status.FAILED]
+    assert needle in failed.msg
+    assert snapshot(fleet, HOST, workdir) == before
