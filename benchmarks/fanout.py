@@ -335,19 +335,22 @@ def in_process(inventory: Path) -> dict[str, Any]:
 
 
 def cli_import_seconds(samples: int = 3) -> dict[str, Any]:
-    """Interpreter start-up + the imports `kprov apply` pays before it touches a host."""
-    py = REPO / ".venv" / "bin" / "python"
-    times = []
-    for _ in range(samples):
-        t0 = time.monotonic()
-        subprocess.run([str(py), "-c", "import provisioner.cli.main, provisioner.cli.run"], check=True, cwd=REPO)
-        times.append(time.monotonic() - t0)
-    bare = []
-    for _ in range(samples):
-        t0 = time.monotonic()
-        subprocess.run([str(py), "-c", "import paramiko"], check=True, cwd=REPO)
-        bare.append(time.monotonic() - t0)
-    return {"kprov_cli_imports_s": _spread(times), "python_plus_paramiko_s": _spread(bare)}
+    """Interpreter start-up + the imports `kprov apply` pays before it touches a host (wall and CPU)."""
+    py = str(REPO / ".venv" / "bin" / "python")
+    out: dict[str, Any] = {}
+    for name, code in (("kprov_cli_imports", "import provisioner.cli.main, provisioner.cli.run"),
+                       ("python_plus_paramiko", "import paramiko")):
+        walls, cpus = [], []
+        for _ in range(samples):
+            before = resource.getrusage(resource.RUSAGE_CHILDREN)
+            t0 = time.monotonic()
+            subprocess.run([py, "-c", code], check=True, cwd=REPO)
+            walls.append(time.monotonic() - t0)
+            after = resource.getrusage(resource.RUSAGE_CHILDREN)
+            cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+        out[f"{name}_s"] = _spread(walls)
+        out[f"{name}_cpu_s"] = _spread(cpus)
+    return out
 
 
 # -- helpers -----------------------------------------------------------------------------------------
@@ -527,8 +530,9 @@ def print_table(res: dict[str, Any]) -> None:
         f"{name} connect {statistics.median(r['connect_s'] for r in rs):.2f}s + role "
         f"{statistics.median(r['role_s'] for r in rs):.2f}s" for name, rs in zip(("first", "no-op"), eng)))
     st = res["startup"]
-    print(f"CLI start-up (python + kprov imports): median {st['kprov_cli_imports_s']['median']:.2f}s; "
-          f"python + paramiko alone {st['python_plus_paramiko_s']['median']:.2f}s")
+    print(f"CLI start-up (python + kprov imports): median {st['kprov_cli_imports_s']['median']:.2f}s wall, "
+          f"{st['kprov_cli_imports_cpu_s']['median']:.2f}s CPU; python + paramiko alone "
+          f"{st['python_plus_paramiko_s']['median']:.2f}s wall, {st['python_plus_paramiko_cpu_s']['median']:.2f}s CPU")
     verdict = ", ".join(f"{k} {ratios[k]:.2f}x {'met' if ok else 'MISSED'} (target {targets[k]}x)"
                         for k, ok in res["met"].items())
     print(f"targets: {verdict}")
