@@ -362,8 +362,3 @@ def test_a_command_that_leaves_a_background_process_returns(fleet, workdir):
     assert ev.status is Status.CHANGED
     assert ev.duration_ms < 3000, "the task waited for the background process to exit"
 
-
-test_a_command_that_leaves_a_background_process_returns = pytest.mark.xfail(
-    strict=True, reason="transport.ssh.SSHHost.exec (since cede231) reads until EOF: a background child that keeps "
-                        "stdout open (`daemon &`) makes the task wait for it, forever for a real daemon")(
-    test_a_command_that_leaves_a_background_process_returns)
