@@ -27,6 +27,8 @@ from provisioner.secrets import Redactor
 log = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 20
+#: after a command's exit-status, how long a silence ends the wait for the rest of its output (EOF)
+EOF_GRACE_S = 1.0
 
 
 def kprov_known_hosts() -> Path:
@@ -211,13 +213,24 @@ class SSHHost:
                     self._drain(chan, out, err)
                 chan.shutdown_write()
             # Read until EOF, not until exit-status: OpenSSH may send the status before the last output
-            # (under load this cut fact batches short). poll() sleeps on the pipe paramiko sets for new
-            # output, EOF or close, instead of polling in a loop (30 such threads cost CPU on busy hosts).
+            # (under load this cut fact batches short). But a background child that keeps stdout open
+            # (`daemon &`) delays EOF until it exits: once the status is in, stop after EOF_GRACE_S
+            # without new output. poll() sleeps on the pipe paramiko sets for new output, EOF or close,
+            # instead of a sleep loop (30 such threads cost CPU on busy hosts); exit-status does not
+            # wake it, hence the 0.2 s bound.
             waiter = select.poll()
             waiter.register(chan.fileno(), select.POLLIN)
+            quiet_until: float | None = None
             while not (chan.eof_received or chan.closed):
-                waiter.poll(1000)
+                if quiet_until is None and chan.exit_status_ready():
+                    quiet_until = time.monotonic() + EOF_GRACE_S
+                if quiet_until is not None and time.monotonic() >= quiet_until:
+                    break
+                waiter.poll(200)
+                received = len(out) + len(err)
                 self._drain(chan, out, err)
+                if quiet_until is not None and len(out) + len(err) > received:
+                    quiet_until = time.monotonic() + EOF_GRACE_S
             self._drain(chan, out, err)
             rc = chan.recv_exit_status()
             chan.close()
