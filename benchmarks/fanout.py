@@ -11,8 +11,10 @@ Brings up a lab of N nodes, then measures in the same run:
   no-op     the same command again: must report 0 changed (the run fails loudly otherwise).
 Every repetition first undoes the role with a bare fan-out (`cleanup`), so each first run sees nodes
 in their fresh state. Before timing, the floor's equivalence is checked: floor, then kprov must
-report 0 changed. Afterwards the Runner runs in-process with a counting transport to report SSH
-round trips per host and where the time goes (connect vs role).
+report 0 changed. Each repetition also runs the Runner in-process (first run and rerun) with a
+counting transport: SSH round trips per host, and the engine's time without CLI start-up (connect vs
+role). Node-side cost is measured too: CPU of all nodes (the lab's cpuacct cgroup) and processes
+started on the first node.
 
 Prints a table (medians, ratios kprov/floor, targets) and writes
 benchmarks/results/fanout-<UTC time>.json. The lab is removed at the end unless --keep (the cached
