@@ -66,6 +66,10 @@ class CommandFailed(KprovError):
         self.stderr_tail = stderr_tail
 
 
+class CommandTimedOut(KprovError):
+    """A command on a host ran longer than its task's timeout (the host stays usable)."""
+
+
 class TaskFailed(KprovError):
     """A task failed on one or more hosts."""
 

@@ -326,9 +326,11 @@ class Runner:
 
     def _emit(self, st: _HostState, task: Task, status: Status, t0: float, msg: str = "", diff: str = "",
               stderr_tail: str = "") -> None:
-        if task.no_log:
-            msg = f"{status.value} (output hidden: no_log)" if msg else msg
-            diff, stderr_tail = "", self.redactor.scrub(stderr_tail)
+        if task.no_log and not self.options.extra_vars.get("kprov_unsafe_show_no_log"):
+            # may hold secrets kprov cannot recognise; `-e kprov_unsafe_show_no_log=true` shows it
+            hidden = "output hidden (no_log; -e kprov_unsafe_show_no_log=true shows it)"
+            msg = f"{status.value}: {hidden}" if msg else msg
+            diff, stderr_tail = "", (hidden if stderr_tail else "")
         ev = Event(host=st.host.name, role=task.role, task=task.name, status=status,
                    changed=status is Status.CHANGED, duration_ms=int((time.monotonic() - t0) * 1000),
                    msg=self.redactor.scrub(msg), diff=self.redactor.scrub(diff),
@@ -351,7 +353,7 @@ class Runner:
         variables = self.host_vars(st, role)
         r = Renderer(self.env, variables, task.where)
         try:
-            if task.when is not None and not r.evaluate(task.when):
+            if task.loop is None and task.when is not None and not r.evaluate(task.when):
                 self._register(st, task, {"changed": False, "skipped": True, "failed": False, "rc": 0,
                                           "stdout": "", "stderr": "", "stdout_lines": []})
                 self._emit(st, task, Status.SKIPPED, t0, "condition false")
@@ -369,6 +371,10 @@ class Runner:
                 if task.loop is not None:
                     variables[task.loop_var] = item
                     r = Renderer(self.env, variables, task.where)
+                    if task.when is not None and not r.evaluate(task.when):   # `when` holds per item
+                        results.append({"changed": False, "skipped": True, "failed": False, "item": item})
+                        statuses.append(Status.SKIPPED)
+                        continue
                 status, data, msg, diff = self._run_single(st, task, r, variables)
                 results.append(data)
                 statuses.append(status)

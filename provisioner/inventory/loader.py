@@ -99,6 +99,14 @@ class _Validator:
         return value
 
 
+def _is_ip(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
+
+
 def _resolve_path(base: Path, value: str | None) -> str | None:
     if value is None:
         return None
@@ -151,6 +159,7 @@ def load_inventory(
     defaults = raw.get("defaults") or {}
     v.expect(defaults, dict, "defaults")
     v.keys(defaults, CONNECTION_KEYS, "defaults")
+    _check_connection(v, defaults, "defaults", base)
 
     raw_hosts = raw.get("hosts") or []
     v.expect(raw_hosts, list, "hosts", "hosts: is a list of mappings, each with name: and address:")
@@ -292,10 +301,23 @@ def _bastion(v: _Validator, raw: Any, where: str, base: Path) -> Bastion | None:
     return Bastion(address=raw["address"], port=port, user=user, ssh_key=_resolve_path(base, key))
 
 
+def _check_connection(v: _Validator, conn: Mapping[str, Any], where: str, base: Path) -> None:
+    """Connection settings (in `defaults:` or a host) checked where they are written."""
+    if "port" in conn:
+        v.port(conn["port"], f"{where}.port")
+    for key in ("user", "ssh_key", "known_hosts"):
+        if conn.get(key) is not None:
+            v.expect(conn[key], str, f"{where}.{key}")
+    if "become" in conn:
+        v.expect(conn["become"], bool, f"{where}.become")
+    _bastion(v, conn.get("bastion"), f"{where}.bastion", base)
+
+
 def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> Host:
     where = f"hosts[{i}]"
     v.expect(raw, dict, where, "each host is a mapping with name: and address:")
     v.keys(raw, HOST_KEYS, where)
+    _check_connection(v, raw, where, base)
     h = {**defaults, **raw}
     for key in ("name", "address"):
         if key not in h:
@@ -305,7 +327,7 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
         raise v.fail(f"{where}.name", f"invalid host name {name!r}",
                      "use lowercase letters, digits and '-' (it becomes the node's hostname)")
     address = v.expect(h["address"], str, f"{where}.address", "write the address as a string")
-    if not ADDRESS_RE.match(address):
+    if not ADDRESS_RE.match(address) and not _is_ip(address):
         raise v.fail(f"{where}.address", f"invalid address {address!r}", "use an IP address or a DNS name")
     if "node_ip" in h and h["node_ip"] is not None:
         node_ip = v.ip(h["node_ip"], f"{where}.node_ip")

@@ -43,7 +43,7 @@ def _join(prefix: str, key: Any) -> str:
     return f"{prefix}.{key}" if prefix else str(key)
 
 
-def _convert(node: yaml.Node, prefix: str, lines: dict[str, int], loader: yaml.SafeLoader) -> Any:
+def _convert(node: yaml.Node, prefix: str, lines: dict[str, int], loader: yaml.SafeLoader, name: str = "<inventory>") -> Any:
     lines.setdefault(prefix, node.start_mark.line + 1)
     if isinstance(node, yaml.MappingNode):
         out: dict[Any, Any] = {}
@@ -52,14 +52,14 @@ def _convert(node: yaml.Node, prefix: str, lines: dict[str, int], loader: yaml.S
             path = _join(prefix, key)
             if key in out:
                 raise InventoryError(
-                    f"line {key_node.start_mark.line + 1}: {path}: duplicate key {key!r}",
+                    f"{name}:{key_node.start_mark.line + 1}: {path}: duplicate key {key!r}",
                     hint="each key may appear only once in a mapping",
                 )
             lines[path] = key_node.start_mark.line + 1
-            out[key] = _convert(value_node, path, lines, loader)
+            out[key] = _convert(value_node, path, lines, loader, name)
         return out
     if isinstance(node, yaml.SequenceNode):
-        return [_convert(item, _join(prefix, i), lines, loader) for i, item in enumerate(node.value)]
+        return [_convert(item, _join(prefix, i), lines, loader, name) for i, item in enumerate(node.value)]
     return loader.construct_object(node, deep=True)
 
 
@@ -72,7 +72,7 @@ def load_yaml_text(text: str, path: Path | None = None) -> Located:
         if node is None:
             return Located(None, {}, path)
         lines: dict[str, int] = {}
-        data = _convert(node, "", lines, loader)
+        data = _convert(node, "", lines, loader, name)
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = f":{mark.line + 1}" if mark else ""

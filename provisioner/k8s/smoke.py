@@ -114,9 +114,18 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                         break
                     time.sleep(1)
                 probes.append(Probe(label, h.name, url, status, ms, detail))
-            bad = [p for p in probes if p.phase == label and not p.ok]
+            probe_cmd = variables.get("smoke_in_cluster_probe")
+            if probe_cmd and label == phases[0][0]:
+                # service name -> cluster DNS -> ClusterIP -> a pod, from inside a pod
+                t0 = time.monotonic()
+                res = k("exec", "-n", ns, "deployment/hello", "--", *[str(a) for a in probe_cmd], t=60)
+                probes.append(Probe("in-cluster DNS + ClusterIP", "(pod)", " ".join(str(a) for a in probe_cmd[-1:]),
+                                    200 if res.rc == 0 else None, int((time.monotonic() - t0) * 1000),
+                                    res.stdout.strip()[:80] if res.rc == 0 else res.stderr_tail(1)))
+            bad = [p for p in probes if p.phase.startswith(label) or p.node == "(pod)"]
+            bad = [p for p in bad if not p.ok]
             if bad:
-                return fail("NodePort unreachable through " + ", ".join(f"{p.node} ({p.detail or p.status})" for p in bad))
+                return fail("unreachable through " + ", ".join(f"{p.node} ({p.detail or p.status})" for p in bad))
         return SmokeResult(tuple(probes))
     finally:
         if not keep and touched:

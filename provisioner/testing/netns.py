@@ -72,7 +72,9 @@ class NetnsFleet:
             self._sh("ip", "-n", ns, "addr", "add", f"{addr}/24", "dev", "eth0")
             self._sh("ip", "-n", ns, "link", "set", "eth0", "up")
             self._sh("ip", "-n", ns, "link", "set", "lo", "up")
-            inner = (f"mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && hostname {name} && "
+            (hdir / "bashrc").write_text("")
+            bashrc = (f"mount --bind {hdir / 'bashrc'} /root/.bashrc && " if Path("/root/.bashrc").is_file() else "")
+            inner = (f"mount --make-rprivate / && mount -t tmpfs tmpfs /tmp && {bashrc}hostname {name} && "
                      f"exec /usr/sbin/sshd -D -e -f {hdir / 'sshd_config'}")
             proc = subprocess.Popen(["ip", "netns", "exec", ns, "unshare", "--mount", "--uts", "sh", "-c", inner],
                                     stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
@@ -137,7 +139,14 @@ class NetnsFleet:
         for line in out.splitlines():
             ns = line.split()[0] if line.split() else ""
             if ns.startswith(f"{self.prefix}-"):
+                # sshd session processes leave the listener's process group: kill all that live in the netns
+                for pid in self._sh("ip", "netns", "pids", ns, check=False).stdout.split():
+                    try:
+                        os.kill(int(pid), signal.SIGKILL)
+                    except (ProcessLookupError, ValueError):
+                        pass
                 self._sh("ip", "netns", "del", ns, check=False)
+                self._sh("ip", "link", "del", f"{ns}h", check=False)
         self._sh("ip", "link", "del", self.bridge, check=False)
         shutil.rmtree(self.workdir, ignore_errors=True)
         self.hosts = []

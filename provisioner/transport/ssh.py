@@ -20,7 +20,7 @@ from typing import Sequence
 import paramiko
 from fabric import Connection
 
-from provisioner.errors import HostConnectionError, HostKeyError
+from provisioner.errors import CommandTimedOut, HostConnectionError, HostKeyError
 from provisioner.inventory.model import Host
 from provisioner.secrets import Redactor
 
@@ -201,8 +201,6 @@ class SSHHost:
         start = time.monotonic()
         try:
             chan = transport.open_session(timeout=self.options.connect_timeout)
-            if timeout:
-                chan.settimeout(timeout)
             chan.exec_command(self._wrap(command, become))
             out, err = bytearray(), bytearray()
             if stdin is not None:
@@ -221,7 +219,13 @@ class SSHHost:
             waiter = select.poll()
             waiter.register(chan.fileno(), select.POLLIN)
             quiet_until: float | None = None
+            deadline = start + timeout if timeout else None
             while not (chan.eof_received or chan.closed):
+                if deadline is not None and time.monotonic() > deadline and not chan.exit_status_ready():
+                    chan.close()   # ends the remote command's session (sshd sends it SIGHUP)
+                    raise CommandTimedOut(f"{self.host.name}: command timed out after {timeout:g}s",
+                                          hint="the host may be overloaded; raise the task's timeout",
+                                          detail=err.decode("utf-8", "replace")[-2000:] or None)
                 if quiet_until is None and chan.exit_status_ready():
                     quiet_until = time.monotonic() + EOF_GRACE_S
                 if quiet_until is not None and time.monotonic() >= quiet_until:

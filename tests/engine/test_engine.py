@@ -71,10 +71,6 @@ def test_when_is_evaluated_per_loop_item(fleet, workdir):
     assert fleet.sh(H1, f"ls '{workdir}'").stdout.split() == ["even-2", "even-4"]
 
 
-test_when_is_evaluated_per_loop_item = pytest.mark.xfail(
-    strict=True, reason="runner: `when` is evaluated once before the loop, so it cannot use the loop variable")(
-    test_when_is_evaluated_per_loop_item)
-
 
 def _precedence_inventory(doc: dict) -> None:
     doc["cluster"]["vars"] = {k: "cluster" for k in ("p_cluster", "p_group", "p_host", "p_extra", "p_order")}
@@ -297,10 +293,6 @@ def test_no_log_task_failure_hides_its_output(fleet, workdir):
     assert TOKEN not in f"{ev.msg}|{ev.stderr_tail}|{console.getvalue()}"
 
 
-test_no_log_task_failure_hides_its_output = pytest.mark.xfail(
-    strict=True, reason="runner._emit: a failed no_log task still shows its stderr tail (only known secrets are scrubbed)")(
-    test_no_log_task_failure_hides_its_output)
-
 
 # -- facts cache, bastion ---------------------------------------------------------------------------------
 
@@ -333,11 +325,6 @@ def test_task_timeout_stops_a_long_command(fleet, workdir):
     assert ev.status in (Status.FAILED, Status.UNREACHABLE) and "timed out" in ev.msg
     assert ev.duration_ms < 2500
 
-
-test_task_timeout_stops_a_long_command = pytest.mark.xfail(
-    strict=True, reason="transport.ssh.SSHHost.exec: the read loop never checks `timeout` (chan.settimeout only "
-                        "bounds blocking reads): a task's timeout is ignored")(
-    test_task_timeout_stops_a_long_command)
 
 
 @pytest.mark.parametrize("roles, needle", [

@@ -66,7 +66,7 @@ def _get(inv, dotted: str):
     return dict(obj) if hasattr(obj, "keys") else obj
 
 
-XFAIL = {"ipv6 address": "loader: ADDRESS_RE rejects IPv6 addresses although the hint says 'use an IP address'"}
+XFAIL: dict[str, str] = {}
 
 
 @pytest.mark.parametrize("text, expected", [
