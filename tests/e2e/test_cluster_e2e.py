@@ -145,7 +145,8 @@ def test_full_lifecycle(cluster_inventory: Path) -> None:
     # 4. reset: kubeadm state, CNI config/interfaces, kube iptables chains and kubelet data are gone
     kprov("reset", "-i", str(inv4))
     for node in (f"{LAB}-1", f"{LAB}-2", f"{LAB}-4"):
-        res = node_sh(node, "ls /etc/kubernetes /var/lib/etcd /etc/cni/net.d 2>/dev/null | wc -l; "
+        # /etc/cni/net.d itself stays (containerd watches it), empty
+        res = node_sh(node, "(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
                             "ip link show cni0 >/dev/null 2>&1 && echo cni0-present; "
                             "iptables-save | grep -c 'KUBE-' || true; systemctl is-active kubelet || true")
         lines = res.stdout.split()
