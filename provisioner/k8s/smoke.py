@@ -118,7 +118,15 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
             if probe_cmd and label == phases[0][0]:
                 # service name -> cluster DNS -> ClusterIP -> a pod, from inside a pod
                 t0 = time.monotonic()
-                res = k("exec", "-n", ns, "deployment/hello", "--", *[str(a) for a in probe_cmd], t=60)
+                # cluster DNS may still be starting on a cluster that was just built
+                k("rollout", "status", "deployment/coredns", "-n", "kube-system", f"--timeout={timeout}s",
+                  t=timeout + 30)
+                deadline = time.monotonic() + 90
+                while True:
+                    res = k("exec", "-n", ns, "deployment/hello", "--", *[str(a) for a in probe_cmd], t=60)
+                    if res.rc == 0 or time.monotonic() > deadline:
+                        break
+                    time.sleep(3)
                 probes.append(Probe("in-cluster", "(pod)", f"http://hello.{ns}.svc.cluster.local/",
                                     200 if res.rc == 0 else None, int((time.monotonic() - t0) * 1000),
                                     res.stdout.strip()[:80] if res.rc == 0 else res.stderr_tail(1)))
