@@ -62,6 +62,28 @@ class _HostState:
         self.lock = threading.RLock()
 
 
+@dataclass
+class _Queued:
+    task: Task
+    t0: float
+    module: Any
+    args: Mapping[str, Any] | None
+    status: Status
+    msg: str
+    decision: Change | None = None
+
+
+@dataclass
+class _Batch:
+    items: list[_Queued] = field(default_factory=list)
+    touched: set[str] = field(default_factory=set)
+    notified_early: set[str] = field(default_factory=set)
+
+    @property
+    def changes(self) -> list[_Queued]:
+        return [q for q in self.items if q.decision is not None]
+
+
 class TaskError(KprovError):
     """A task failed on a host (internal to the engine; becomes a FAILED event)."""
 
@@ -299,19 +321,116 @@ class Runner:
             return
         except KprovError:
             pass
+        batch = _Batch()
         for task in role.tasks:
             if st.dead is not None:
                 return
             if not self._selected(task):
                 continue
+            if self._batchable(task) and self._decide_into_batch(role, st, task, batch):
+                continue
+            notified.update(self._flush(st, batch))
+            if st.dead is not None:
+                return
             changed = self._run_task(role, st, task)
             if changed:
                 notified.update(task.notify)
+        notified.update(self._flush(st, batch))
         for handler in role.handlers:
             if st.dead is not None:
                 return
             if handler.name in notified:
                 self._run_task(role, st, handler)
+
+    # -- batching: consecutive independent changes in one round trip --------------------------
+    _UNBATCHABLE_MODULES = frozenset({"fetch", "upload", "set_fact", "assert", "wait_for"})
+
+    def _batchable(self, task: Task) -> bool:
+        """Tasks whose outcome nothing else in the role reads: decided now, applied with their neighbours."""
+        return (not self.options.check and task.loop is None and task.register is None and task.until is None
+                and task.changed_when is None and task.failed_when is None and not task.retries
+                and task.delegate_to is None and not task.ignore_errors and not task.no_log
+                and task.timeout is None and task.module not in self._UNBATCHABLE_MODULES)
+
+    def _decide_into_batch(self, role: Role, st: _HostState, task: Task, batch: "_Batch") -> bool:
+        """Decide a task from (cached) facts and queue its outcome. False: run it the normal way."""
+        t0 = time.monotonic()
+        try:
+            r = Renderer(self.env, self.host_vars(st, role), task.where)
+            if task.when is not None and not r.evaluate(task.when):
+                batch.items.append(_Queued(task, t0, None, None, Status.SKIPPED, "condition false"))
+                return True
+            module = get_module(task.module, task.where)
+            args = module.validate(self._prepare_args(task, r), task.where)
+            queries = module.facts(args)
+            if batch.changes and ("*" in batch.touched or {q.resource for q in queries} & batch.touched):
+                notified = self._flush(st, batch)    # its facts depend on a queued change: apply those first
+                batch.notified_early.update(notified)
+                if st.dead is not None:
+                    return True
+            decision = module.check(args, self.gather(st, queries))
+        except KprovError:
+            return False   # let the normal path report it with its full context
+        if isinstance(decision, Change):
+            if decision.data:          # local writes, uploads, reports_changed: the normal path
+                return False
+            batch.items.append(_Queued(task, t0, module, args, Status.CHANGED, decision.msg, decision))
+            batch.touched |= module.touches(args) | ({"*"} if module.broad else set())
+        elif isinstance(decision, Skip):
+            batch.items.append(_Queued(task, t0, None, None, Status.SKIPPED, decision.msg))
+        else:
+            batch.items.append(_Queued(task, t0, None, None, Status.OK, decision.msg))
+        return True
+
+    def _flush(self, st: _HostState, batch: "_Batch") -> set[str]:
+        """Apply the queued changes in one script, then report every queued task in order."""
+        notified, batch.notified_early = set(batch.notified_early), set()
+        items, batch.items, batch.touched = batch.items, [], set()
+        changes = [q for q in items if q.decision is not None]
+        results: dict[int, tuple[int, str]] = {}
+        if changes:
+            assert st.transport is not None
+            marker = _marker()
+            parts = []
+            for i, q in enumerate(changes):
+                parts.append(f"echo '{marker} {i} BEGIN'\n( set -e\n{q.decision.script}\n) </dev/null 2>&1\n"
+                             f"rc=$?\necho \"\"\necho \"{marker} {i} END $rc\"\n[ $rc -eq 0 ] || exit 0")
+            try:
+                res = st.transport.script("\n".join(parts) + "\n")
+            except HostConnectionError as exc:
+                self._mark(st, Status.UNREACHABLE, changes[0].task.role, changes[0].task.name, exc.message,
+                           changes[0].t0, exc.hint or "")
+                return notified
+            except KprovError as exc:
+                st.dead = Status.FAILED
+                self._emit(st, changes[0].task, Status.FAILED, changes[0].t0, exc.message, stderr_tail=exc.detail or "")
+                return notified
+            for i in range(len(changes)):
+                start = res.stdout.find(f"{marker} {i} BEGIN\n")
+                end = res.stdout.find(f"\n{marker} {i} END ", start)
+                if start < 0 or end < 0:
+                    break
+                rc_text = res.stdout[end + len(f"\n{marker} {i} END "):].split("\n", 1)[0]
+                body = res.stdout[start + len(f"{marker} {i} BEGIN\n"):end]
+                results[id(changes[i])] = (int(rc_text) if rc_text.strip().isdigit() else 1, body)
+        for q in items:
+            if st.dead is not None:
+                break
+            if q.decision is None:
+                self._emit(st, q.task, q.status, q.t0, q.msg)
+                continue
+            rc, out = results.get(id(q), (None, ""))
+            self.invalidate(st, q.module.touches(q.args) | ({"*"} if q.module.broad else set()))
+            if rc == 0:
+                notified.update(q.task.notify)
+                self._emit(st, q.task, Status.CHANGED, q.t0, q.msg, q.decision.diff)
+                continue
+            st.dead = Status.FAILED
+            tail = "\n".join(out.strip().splitlines()[-20:]) if rc is not None else ""
+            why = f"failed (rc={rc})" if rc is not None else "did not run: the host closed the session"
+            self._emit(st, q.task, Status.FAILED, q.t0, f"{q.decision.msg.splitlines()[0][:200]} {why}",
+                       stderr_tail=tail)
+        return notified
 
     def _prepare_args(self, task: Task, r: Renderer) -> dict[str, Any]:
         if task.module == "assert":

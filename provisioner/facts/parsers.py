@@ -31,24 +31,36 @@ FILE_CONTENT_LIMIT = 262144
 
 
 def file_state_script(path: str, with_content: bool = True, limit: int | None = FILE_CONTENT_LIMIT) -> str:
-    """Stat, checksum and (small files, or any size with limit=None) base64 content of `path`."""
+    """One `stat`; files up to `limit` (any size with None) come back whole, their sha256 computed locally;
+    larger ones are hashed on the host."""
     import shlex
 
     p = shlex.quote(path)
-    small = f" && [ $(stat -c %s -- {p}) -le {limit} ]" if limit is not None else ""
-    content = f"if [ -f {p} ]{small}; then base64 -w0 -- {p}; fi; echo" if with_content else "echo"
-    return (f"if [ -e {p} ] || [ -L {p} ]; then stat -c '%F|%a|%U|%G|%s' -- {p}; "
-            f"if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo; fi; {content}; else echo ABSENT; fi")
+    remote_sha = f"if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo; fi; echo"
+    if with_content:
+        small = f' && [ "${{s##*|}}" -le {limit} ]' if limit is not None else ""
+        body = (f'if [ -f {p} ]{small}; then echo; base64 -w0 -- {p}; echo; '
+                f"else {remote_sha}; fi")
+    else:
+        body = remote_sha
+    return (f"if [ -e {p} ] || [ -L {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' -- {p}); echo \"$s\"; {body}; "
+            f"else echo ABSENT; fi")
 
 
 def parse_file_state(out: str, rc: int = 0) -> FileState:
+    import hashlib
+
     lines = out.split("\n")
     if not lines or lines[0].strip() in ("", "ABSENT"):
         return FileState(exists=False)
     kind, mode, owner, group, size = lines[0].strip().split("|", 4)
     sha = lines[1].strip() if len(lines) > 1 else ""
     raw = lines[2].strip() if len(lines) > 2 else ""
-    content = base64.b64decode(raw) if raw else (b"" if sha and int(size) == 0 else None)
+    content = base64.b64decode(raw) if raw else None
+    if content is None and kind.startswith("regular") and int(size) == 0:
+        content = b""
+    if content is not None and not sha:
+        sha = hashlib.sha256(content).hexdigest()
     return FileState(True, kind, mode, owner, group, int(size), sha, content)
 
 

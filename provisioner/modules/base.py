@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import difflib
+import posixpath
 import shlex
 from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Mapping, Sequence
@@ -154,9 +155,10 @@ def write_file_script(path: str, content: bytes, mode: str | None, owner: str | 
     encoded = base64.b64encode(content).decode()
     lines = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
     qp = q(path)
+    qd = q(posixpath.dirname(path) or ".")
     steps = [
-        f"mkdir -p -- \"$(dirname -- {qp})\"",
-        f"tmp=$(mktemp \"$(dirname -- {qp})/.kprov.XXXXXX\")",
+        f"mkdir -p -- {qd}",
+        f"tmp=$(mktemp {q((posixpath.dirname(path) or '.') + '/.kprov.XXXXXX')})",
         f"base64 -d > \"$tmp\" <<'KPROV_EOF'\n{lines}\nKPROV_EOF",
         f"chmod {q(mode or '0644')} \"$tmp\"",
     ]

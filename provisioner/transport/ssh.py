@@ -90,6 +90,28 @@ def _known_host_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
+_KNOWN_HOSTS_CACHE: dict[tuple[str, int, int], list] = {}
+_KNOWN_HOSTS_LOCK = threading.Lock()
+
+
+def _parsed_known_hosts(path: str) -> list:
+    """Entries of a known_hosts file, parsed once per (path, size, mtime)."""
+    try:
+        st = os.stat(path)
+    except OSError:
+        return []
+    key = (path, st.st_size, st.st_mtime_ns)
+    with _KNOWN_HOSTS_LOCK:
+        if key not in _KNOWN_HOSTS_CACHE:
+            keys = paramiko.HostKeys()
+            try:
+                keys.load(path)
+            except (OSError, paramiko.SSHException) as exc:
+                log.warning("cannot read known_hosts %s: %s", path, exc)
+            _KNOWN_HOSTS_CACHE[key] = list(keys._entries)  # noqa: SLF001
+        return list(_KNOWN_HOSTS_CACHE[key])
+
+
 class SSHHost:
     """A live SSH connection to one inventory host."""
 
@@ -119,10 +141,9 @@ class SSHHost:
         client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001
         for candidate in (Path.home() / ".ssh" / "known_hosts", kprov_known_hosts(), known_hosts):
             if candidate and Path(candidate).is_file():
-                try:
-                    client.get_host_keys().load(str(candidate))
-                except (OSError, paramiko.SSHException) as exc:
-                    log.warning("cannot read known_hosts %s: %s", candidate, exc)
+                # parsed once per run (per file version), not once per host: a big known_hosts costs
+                # seconds across 100 connections; each client gets its own copy of the entry list
+                client.get_host_keys()._entries.extend(_parsed_known_hosts(str(candidate)))  # noqa: SLF001
         policy: paramiko.MissingHostKeyPolicy = (
             _TofuPolicy(kprov_known_hosts()) if self.options.accept_new_host_keys else _RejectPolicy()
         )

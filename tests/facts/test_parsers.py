@@ -123,3 +123,25 @@ def test_sysctl_decision_only_applies_stale_values():
 def test_swap_decision_comments_out_each_fstab_line():
     got = SwapModule().check({"state": "off"}, {"swap": parse_swap(*captured("swap"))})
     assert isinstance(got, Change) and "comment out 2 swap line(s)" in got.msg and "swapoff" not in got.msg
+
+
+@pytest.mark.parametrize("name, data, limit, expect_content", [
+    ("small", b"hello\n", 262144, True),
+    ("empty", b"", 262144, True),
+    ("no-newline", b"x", 262144, True),
+    ("over-limit", b"y" * 5000, 4096, False),
+    ("any-size", b"z" * 5000, None, True),
+])
+def test_file_state_script_output_parses(tmp_path, name, data, limit, expect_content):
+    """The script as it runs today (one stat; small files shipped whole, sha256 computed locally)."""
+    import hashlib
+    import subprocess
+
+    from provisioner.facts.parsers import file_state_script
+
+    f = tmp_path / name
+    f.write_bytes(data)
+    out = subprocess.run(["sh", "-c", file_state_script(str(f), True, limit)], capture_output=True, text=True).stdout
+    st = parse_file_state(out)
+    assert st.is_file and st.size == len(data) and st.sha256 == hashlib.sha256(data).hexdigest()
+    assert (st.content == data) if expect_content else st.content is None
