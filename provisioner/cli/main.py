@@ -109,8 +109,14 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(int(ExitStatus.INTERRUPTED))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
+    except click.UsageError as exc:
+        # the same one-line + hint shape as every other error
+        where = exc.ctx.command_path if exc.ctx is not None else "kprov"
+        click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+        click.echo(f"hint: see `{where} --help`", err=True)
+        sys.exit(int(ExitStatus.BAD_INPUT))
     except click.ClickException as exc:
-        exc.show()
+        click.secho(f"error: {exc.format_message()}", fg="red", err=True)
         sys.exit(int(ExitStatus.BAD_INPUT))
     except Exception as exc:  # noqa: BLE001 - the boundary: never a raw traceback for users
         if show_tb:
