@@ -96,7 +96,8 @@ class JsonSink:
     def recap(self, report: RunReport, title: str = "RECAP") -> None:
         with self._lock:
             for host, r in sorted(report.hosts.items()):
-                self.stream.write(json.dumps({"recap": host, "ok": r.ok, "changed": r.changed, "failed": r.failed,
+                self.stream.write(json.dumps({"recap": host, "host": host, "ok": r.ok, "changed": r.changed,
+                                              "failed": r.failed,
                                               "skipped": r.skipped, "unreachable": r.unreachable}) + "\n")
             self.stream.flush()
 
