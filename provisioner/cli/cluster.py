@@ -87,10 +87,15 @@ def add_node(common: Common, names: tuple[str, ...]) -> int:
         if known[n].is_control_plane and n == inv.control_planes[0].name:
             raise InputError(f"--host {n!r} is the first control plane", hint="use `kprov up` to build the cluster")
     pattern = ",".join(names)
-    plays = [Play(p.role, pattern, p.serial) for p in load_plays() if p.role not in ("control_plane",)]
-    if inv.cluster.cni == "bridge":
-        # every node needs a route to the new node's pod subnet (one cheap command per node)
-        plays = [p if p.role != "cni" else Play("cni", "all") for p in plays]
+    plays: list[Play] = []
+    for p in load_plays():
+        if p.role == "control_plane" or any(q.role == p.role for q in plays):
+            continue
+        plays.append(Play(p.role, pattern, p.serial or p.role == "join"))
+    # the cni play also runs on the first control plane: it re-applies the CNI manifest (flannel learns the
+    # new node IP) and labels the new node; with the bridge CNI every node needs a route to its pod subnet
+    cni_hosts = "all" if inv.cluster.cni == "bridge" else f"{inv.control_planes[0].name},{pattern}"
+    plays = [p if p.role != "cni" else Play("cni", cni_hosts) for p in plays]
     return execute(common, plays, inventory=inv, title="ADD-NODE")
 
 

@@ -78,7 +78,11 @@ class Common:
         else:
             main = ConsoleSink(verbose=self.verbose, show_diff=self.diff)
         if self.log_file:
-            fh = open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115 - lives for the process
+            try:
+                fh = open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115 - lives for the process
+            except OSError as exc:
+                raise InputError(f"--log-file {self.log_file}: {exc.strerror}",
+                                 hint="give a writable file path") from None
             return TeeSink(main, JsonSink(fh))
         return main
 

@@ -40,8 +40,8 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
 @run_options
 def apply(common: Common, roles: tuple[str, ...]) -> int:
     """Run only the given ROLES (on the hosts site.yaml assigns them, or all)."""
-    site = {p.role: p for p in load_plays()} if not common.roles_dir else {}
-    plays = [site.get(r, Play(role=r, hosts="all")) for r in roles]
+    site = list(load_plays()) if not common.roles_dir else []
+    plays = [p for r in roles for p in ([q for q in site if q.role == r] or [Play(role=r, hosts="all")])]
     return execute(common, plays)
 
 

@@ -279,8 +279,9 @@ class Runner:
         with st.lock:
             if "*" in touched:
                 st.facts.clear()
-            else:
-                for script in [s for s, (res, _) in st.facts.items() if res in touched]:
+            elif touched:
+                # `unless` probes are arbitrary commands: any change may alter their answer
+                for script in [s for s, (res, _) in st.facts.items() if res in touched or res.startswith("unless:")]:
                     del st.facts[script]
 
     def _prefetch(self, st: _HostState, role: Role) -> None:
@@ -363,7 +364,9 @@ class Runner:
             module = get_module(task.module, task.where)
             args = module.validate(self._prepare_args(task, r), task.where)
             queries = module.facts(args)
-            if batch.changes and ("*" in batch.touched or {q.resource for q in queries} & batch.touched):
+            resources = {q.resource for q in queries}
+            if batch.changes and ("*" in batch.touched or resources & batch.touched
+                                  or any(r.startswith("unless:") for r in resources)):
                 notified = self._flush(st, batch)    # its facts depend on a queued change: apply those first
                 batch.notified_early.update(notified)
                 if st.dead is not None:
@@ -578,13 +581,23 @@ class Runner:
             if isinstance(decision, Skip):
                 return Status.SKIPPED, {**base, "skipped": True, "msg": decision.msg}, decision.msg, ""
             assert isinstance(decision, Change)
-            runs_in_check = task.check_mode == "run" or module.read_only
+            # wait_for is read-only but waits for what earlier changes would have brought up: not in plan
+            runs_in_check = (task.check_mode == "run" or module.read_only) and task.module != "wait_for"
             if self.options.check and not runs_in_check and task.changed_when is False:
                 # the task declares it never changes anything (e.g. daemon-reload): nothing to plan
                 return Status.OK, {**base, "check_mode": True, "msg": decision.msg}, "", ""
             if self.options.check and not runs_in_check:
                 data = {**base, "changed": True, "check_mode": True, "msg": decision.msg}
                 return Status.CHANGED, data, f"would {decision.msg}", decision.diff
+            if self.options.check:
+                try:
+                    status, data = self._apply(target, task, module, args, decision, variables)
+                except TaskError as exc:
+                    # a read-only query that cannot answer before apply (e.g. `containerd --version` on a
+                    # fresh host): the plan goes on; later tasks see a failed, skipped result
+                    data = {**base, "failed": True, "skipped": True, "check_mode": True, "msg": exc.message}
+                    return Status.SKIPPED, data, f"cannot be evaluated before apply: {exc.message}", ""
+                break
             status, data = self._apply(target, task, module, args, decision, variables)
             if task.until is None or attempt + 1 >= attempts:
                 break

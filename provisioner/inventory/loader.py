@@ -37,6 +37,8 @@ GROUP_KEYS = {"hosts", "vars"}
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+REGISTRY_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?)$")
+MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 
 DEFAULT_CLUSTER = {
@@ -275,7 +277,15 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
     mirrors = runtime.get("registry_mirrors") or {}
     v.expect(mirrors, dict, "cluster.container_runtime.registry_mirrors")
     for reg, urls in mirrors.items():
-        v.expect(urls, list, f"cluster.container_runtime.registry_mirrors.{reg}", "give a list of mirror URLs")
+        where = f"cluster.container_runtime.registry_mirrors.{reg}"
+        if not isinstance(reg, str) or not REGISTRY_RE.match(reg):
+            raise v.fail(where, f"invalid registry name {reg!r}",
+                         "use a registry host like docker.io, registry.example.com:5000, or _default")
+        v.expect(urls, list, where, "give a list of mirror URLs")
+        for j, url in enumerate(urls):
+            if not isinstance(url, str) or not MIRROR_URL_RE.match(url):
+                raise v.fail(f"{where}[{j}]", f"invalid mirror URL {url!r}",
+                             "use http(s)://host[:port][/path] without spaces or quotes")
     cvars = c.get("vars") or {}
     v.expect(cvars, dict, "cluster.vars")
     return Cluster(
@@ -331,7 +341,13 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
         raise v.fail(f"{where}.address", f"invalid address {address!r}", "use an IP address or a DNS name")
     if "node_ip" in h and h["node_ip"] is not None:
         node_ip = v.ip(h["node_ip"], f"{where}.node_ip")
+        if ":" in node_ip:
+            raise v.fail(f"{where}.node_ip", f"IPv6 node_ip {node_ip} is not supported yet",
+                         "kprov builds IPv4 single-stack clusters: give the host's IPv4 address")
     else:
+        if _is_ip(address) and ":" in address:
+            raise v.fail(where, f"host {name!r} has an IPv6 address and no node_ip",
+                         "kprov builds IPv4 single-stack clusters: set node_ip: to the host's IPv4 address")
         try:
             node_ip = str(ipaddress.ip_address(address))
         except ValueError:

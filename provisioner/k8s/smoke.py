@@ -106,7 +106,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                 return fail(f"deployment hello did not become ready with {replicas} replicas: "
                             f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}")
             for h in inv.hosts:
-                url = f"http://{h.address}:{port}/"
+                url = f"http://[{h.address}]:{port}/" if ":" in h.address else f"http://{h.address}:{port}/"
                 deadline = time.monotonic() + 90
                 while True:  # kube-proxy programs rules asynchronously: retry briefly
                     status, ms, detail = http_probe(url)

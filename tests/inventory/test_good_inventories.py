@@ -33,8 +33,9 @@ CASES = [
     ("dns address with node_ip", "cluster: {name: demo}\nhosts:\n"
      "  - {name: cp1, address: cp1.example.com, node_ip: 10.1.0.11, roles: [control_plane]}\n",
      {"cp1.address": "cp1.example.com", "cp1.node_ip": "10.1.0.11"}),
-    ("ipv6 address", "cluster: {name: demo}\nhosts:\n"
-     "  - {name: cp1, address: 'fd00::11', roles: [control_plane]}\n", {"cp1.node_ip": "fd00::11"}),
+    ("ipv6 address, IPv4 node_ip", "cluster: {name: demo}\nhosts:\n"
+     "  - {name: cp1, address: 'fd00::11', node_ip: 10.0.0.11, roles: [control_plane]}\n",
+     {"cp1.address": "fd00::11", "cp1.node_ip": "10.0.0.11"}),
     ("relative paths resolve against the file", "cluster: {name: demo, kubernetes_source: bundle, bundle: b/k.tar}\n"
      "defaults: {ssh_key: keys/id, known_hosts: kh}\nhosts:\n" + CP,
      {"cluster.bundle": "{dir}/b/k.tar", "cp1.ssh_key": "{dir}/keys/id", "cp1.known_hosts": "{dir}/kh"}),
