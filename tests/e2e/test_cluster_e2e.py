@@ -1,6 +1,6 @@
 """End to end on the lab: a real kubeadm cluster built, smoke-tested, re-run, grown, reset and rebuilt.
 
-lab up (3 nspawn nodes) -> kprov up with the offline lab bundle (1 control plane, 2 workers, bridge CNI)
+plan on fresh nodes (changes nothing) -> kprov up (3 nspawn nodes created on demand) with the offline lab bundle (1 control plane, 2 workers, bridge CNI)
 -> every node Ready, system pods Running -> smoke test through all 3 nodes -> second up reports 0 changed
 -> add-node of a 4th node -> smoke through 4 nodes -> reset (nothing of Kubernetes left; a second reset
 changes nothing) -> up again -> lab down.
@@ -105,7 +105,13 @@ def cluster_inventory(tmp_path_factory):
 def test_full_lifecycle(cluster_inventory: Path) -> None:
     inv = cluster_inventory
 
-    # 1. up: lab nodes created on demand, cluster built, smoke test through every node
+    # 0. plan on fresh nodes (created on demand): a full plan, and nothing changes on the hosts
+    plan = kprov("plan", "-i", str(inv), "--log-format", "json")
+    assert [e for e in events(plan.stdout) if e["changed"]], "plan on fresh hosts found nothing to do"
+    fresh = node_sh(f"{LAB}-1", "ls /etc/containerd /etc/kubernetes 2>/dev/null | wc -l; dpkg -l containerd 2>/dev/null | grep -c '^ii' || true")
+    assert fresh.stdout.split() == ["0", "0"], fresh.stdout
+
+    # 1. up: cluster built, smoke test through every node
     up = kprov("up", "-i", str(inv))
     assert "smoke test passed" in up.stdout, up.stdout[-3000:]
     assert up.stdout.count(" 200 ") >= 6, up.stdout[-3000:]   # 3 nodes x (2 replicas, one per node)
