@@ -92,30 +92,41 @@ def _marker() -> str:
     return "__KPROV_" + _secrets.token_hex(6)
 
 
+def framed(marker: str, i: int, body: str, stderr: str = "/dev/null", after: str = "") -> str:
+    """Section i of a batch script: its output between markers, then its exit status.
+
+    stdin is /dev/null: a section must never read the rest of the batch script from our stdin."""
+    return (f"echo '{marker} {i} BEGIN'\n( {body}\n) </dev/null 2>{stderr}\nrc=$?\necho \"\"\n"
+            f"echo \"{marker} {i} END $rc\"{after}")
+
+
+def section(out: str, marker: str, i: int) -> tuple[int, str] | None:
+    """(exit status, output) of section i of a framed batch; None when the output stops before it."""
+    begin, end_tag = f"{marker} {i} BEGIN\n", f"\n{marker} {i} END "
+    start = out.find(begin)
+    end = out.find(end_tag, start)
+    if start < 0 or end < 0:
+        return None
+    body = out[start + len(begin):end]
+    body = body[:-1] if body.endswith("\n") else body   # the echo "" we added
+    rc_line = out[end + len(end_tag):].split("\n", 1)[0]
+    return (int(rc_line) if rc_line.strip().isdigit() else 1), body
+
+
 def batch_script(queries: Sequence[FactQuery], marker: str) -> str:
-    parts = []
-    for i, fq in enumerate(queries):
-        # </dev/null: a query must never read the rest of the batch script from our stdin
-        parts.append(f"echo '{marker} {i} BEGIN'\n( {fq.script}\n) </dev/null 2>/dev/null\necho \"\"\necho \"{marker} {i} END $?\"")
-    return "\n".join(parts) + "\n"
+    return "\n".join(framed(marker, i, fq.script) for i, fq in enumerate(queries)) + "\n"
 
 
 def parse_batch(out: str, queries: Sequence[FactQuery], marker: str, stderr: str = "") -> list[Any]:
     results: list[Any] = []
     for i, fq in enumerate(queries):
-        begin = f"{marker} {i} BEGIN\n"
-        start = out.find(begin)
-        end_tag = f"\n{marker} {i} END "
-        end = out.find(end_tag, start)
-        if start < 0 or end < 0:
+        found = section(out, marker, i)
+        if found is None:
             tail = "\n".join((stderr.strip() or out.strip()).splitlines()[-10:])
             raise TaskError(f"fact gathering output was cut short (query {fq.name}: {fq.script[:120]!r})",
                             hint="the host closed the session early; check its shell and disk space",
                             detail=tail or None)
-        body = out[start + len(begin):end]
-        body = body[:-1] if body.endswith("\n") else body   # the echo "" we added
-        rc_line = out[end + len(end_tag):].split("\n", 1)[0]
-        rc = int(rc_line) if rc_line.strip().isdigit() else 1
+        rc, body = found
         results.append(fq.parse(body, rc))
     return results
 
@@ -394,10 +405,9 @@ class Runner:
         if changes:
             assert st.transport is not None
             marker = _marker()
-            parts = []
-            for i, q in enumerate(changes):
-                parts.append(f"echo '{marker} {i} BEGIN'\n( set -e\n{q.decision.script}\n) </dev/null 2>&1\n"
-                             f"rc=$?\necho \"\"\necho \"{marker} {i} END $rc\"\n[ $rc -eq 0 ] || exit 0")
+            # each change in its own section, output and errors together; stop at the first failure
+            parts = [framed(marker, i, f"set -e\n{q.decision.script}", stderr="&1",
+                            after="\n[ $rc -eq 0 ] || exit 0") for i, q in enumerate(changes)]
             try:
                 res = st.transport.script("\n".join(parts) + "\n")
             except HostConnectionError as exc:
@@ -408,14 +418,11 @@ class Runner:
                 st.dead = Status.FAILED
                 self._emit(st, changes[0].task, Status.FAILED, changes[0].t0, exc.message, stderr_tail=exc.detail or "")
                 return notified
-            for i in range(len(changes)):
-                start = res.stdout.find(f"{marker} {i} BEGIN\n")
-                end = res.stdout.find(f"\n{marker} {i} END ", start)
-                if start < 0 or end < 0:
+            for i, q in enumerate(changes):
+                found = section(res.stdout, marker, i)
+                if found is None:
                     break
-                rc_text = res.stdout[end + len(f"\n{marker} {i} END "):].split("\n", 1)[0]
-                body = res.stdout[start + len(f"{marker} {i} BEGIN\n"):end]
-                results[id(changes[i])] = (int(rc_text) if rc_text.strip().isdigit() else 1, body)
+                results[id(q)] = found
         for q in items:
             if st.dead is not None:
                 break
@@ -541,11 +548,16 @@ class Runner:
     def _register(self, st: _HostState, task: Task, data: Mapping[str, Any]) -> None:
         if task.register:
             if task.no_log:
-                for key in ("stdout", "stderr"):
-                    self.redactor.add(str(data.get(key) or ""))
-                    for line in str(data.get(key) or "").splitlines():
-                        self.redactor.add(line.strip())
+                self._remember_secrets(data)
             st.vars[task.register] = dict(data)
+
+    def _remember_secrets(self, data: Mapping[str, Any]) -> None:
+        """The output of a no_log task is secret wherever it shows up later (whole, or a line of it)."""
+        for key in ("stdout", "stderr"):
+            text = str(data.get(key) or "")
+            self.redactor.add(text)
+            for line in text.splitlines():
+                self.redactor.add(line.strip())
 
     def _target(self, st: _HostState, task: Task, r: Renderer) -> _HostState:
         if not task.delegate_to:
@@ -637,9 +649,7 @@ class Runner:
                                 "stdout_lines": res.stdout.splitlines(), "msg": change.msg}
         data.update(module.result_data(args, change, res.rc, res.stdout, res.stderr))
         if task.no_log and task.register:
-            self._register(target, Task(name="", module="", args={}, role="", where="", no_log=True,
-                                        register="__scrub__"), data)
-            target.vars.pop("__scrub__", None)
+            self._remember_secrets(data)
         local = {**variables, "result": data}
         if task.register:
             local[task.register] = data
