@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner.cli.common import Common, run_options
-from provisioner.cli.run import execute
+from provisioner.cli.run import execute, run_plays
 from provisioner.engine.roles import Play, load_plays
 from provisioner.errors import ExitStatus, InputError, SmokeFailed
 from provisioner.inventory.loader import load_inventory
@@ -117,16 +117,10 @@ def status(common: Common) -> int:
         console.print(f"[yellow]cannot query the API server: {exc}[/yellow]")
     finally:
         kubectl.close()
-    from provisioner.engine.runner import Runner
     from provisioner.reporting.sinks import JsonSink
 
-    redactor = Redactor()
-    runner = Runner(inv, common.run_options(check=True), JsonSink(open(os.devnull, "w")), redactor=redactor,
-                    base_vars=cluster_vars(inv, redactor))
-    try:
-        report = runner.run(load_plays())
-    finally:
-        runner.close()
+    with open(os.devnull, "w", encoding="utf-8") as devnull:
+        report = run_plays(common, inv, load_plays(), JsonSink(devnull), check=True)
     table = Table(title=f"STATUS {inv.cluster.name}", title_justify="left", show_edge=False)
     for col in ("node", "roles", "kubelet", "ready", "drift"):
         table.add_column(col)

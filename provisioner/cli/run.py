@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any, Sequence
 
 import click
 
 from provisioner.cli.common import Common, check_limit, finish, run_options
+from provisioner.engine.events import RunReport
 from provisioner.engine.roles import Play, load_plays
 from provisioner.engine.runner import Runner
 from provisioner.inventory.loader import load_inventory
@@ -20,6 +22,11 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
     inv = inventory or load_inventory(common.inventory)
     check_limit(common, [h.name for h in inv.hosts])
     sink = common.sink()
+    return finish(run_plays(common, inv, plays, sink, check=check), sink, title)
+
+
+def run_plays(common: Common, inv: Inventory, plays: Sequence[Play], sink: Any, *, check: bool = False) -> RunReport:
+    """One Runner for these plays: the run options, --roles-dir and the cluster-wide computed vars."""
     redactor = Redactor()
     dirs = {}
     if common.roles_dir:
@@ -30,10 +37,9 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
     runner = Runner(inv, common.run_options(check=check), sink, redactor=redactor,
                     base_vars=cluster_vars(inv, redactor), **dirs)
     try:
-        report = runner.run(plays)
+        return runner.run(plays)
     finally:
         runner.close()
-    return finish(report, sink, title)
 
 
 @click.command()
