@@ -28,7 +28,7 @@ import yaml
 REPO = Path(__file__).resolve().parents[2]
 KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
 BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
-LAB = "kpe"
+LAB = "kpe" + os.environ.get("KPROV_TEST_TAG", "")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 

@@ -10,6 +10,7 @@ runs a role on them over SSH. Then the cluster is destroyed.
 
 from __future__ import annotations
 
+import os
 import ipaddress
 import json
 import shlex
@@ -24,7 +25,7 @@ from tests.providers.helpers import PUBLIC_KEY, cluster_state
 
 pytestmark = pytest.mark.netns
 
-SUBNET = "10.238.77"  # no route of this machine uses it (checked in the fixture)
+SUBNET = f"10.238.{77 + sum(map(ord, os.environ.get('KPROV_TEST_TAG', ''))) % 150}"  # no route of this machine uses it (checked in the fixture)
 PROBE_ROLE = """\
 - name: probe | who am i
   command: {argv: [hostname]}
@@ -49,7 +50,7 @@ def stand_in_hosts():
     if f"{SUBNET}." in routes:
         pytest.skip(f"{SUBNET}.0/24 is already routed on this machine")
     network = ipaddress.IPv4Network(f"{SUBNET}.0/24")
-    fleet = NetnsFleet(prefix="kpc", subnet=SUBNET)
+    fleet = NetnsFleet(prefix="kpc" + os.environ.get("KPROV_TEST_TAG", ""), subnet=SUBNET)
     conftest.LAB_NETWORKS.append(network)
     try:
         fleet.up(2)
