@@ -11,6 +11,7 @@ from typing import Any, Callable, Mapping
 from provisioner.errors import InventoryError
 from provisioner.inventory.model import (
     CNIS,
+    DEFAULT_MAX_SESSIONS,
     KUBERNETES_SOURCES,
     PROVIDERS,
     ROLES,
@@ -29,7 +30,7 @@ CLUSTER_KEYS = {
     "kubernetes_source", "bundle", "container_runtime", "vars",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
-CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion"}
+CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
 HOST_KEYS = CONNECTION_KEYS | {"name", "address", "node_ip", "roles", "labels", "vars"}
 BASTION_KEYS = {"address", "port", "user", "ssh_key"}
 GROUP_KEYS = {"hosts", "vars"}
@@ -320,7 +321,17 @@ def _check_connection(v: _Validator, conn: Mapping[str, Any], where: str, base: 
             v.expect(conn[key], str, f"{where}.{key}")
     if "become" in conn:
         v.expect(conn["become"], bool, f"{where}.become")
+    if "max_sessions" in conn:
+        _max_sessions(v, conn["max_sessions"], f"{where}.max_sessions")
     _bastion(v, conn.get("bastion"), f"{where}.bastion", base)
+
+
+def _max_sessions(v: _Validator, value: Any, where: str) -> int:
+    """Concurrent SSH channels kprov opens on one connection: at most the host's sshd MaxSessions."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise v.fail(where, f"max_sessions must be an integer from 1 to 64, got {value!r}",
+                     "set it at or below the host's sshd MaxSessions (OpenSSH's default is 10)")
+    return value
 
 
 def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> Host:
@@ -376,6 +387,7 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
         ssh_key=_resolve_path(base, key), become=become, roles=tuple(dict.fromkeys(roles)),
         labels=frozen_map({str(k): str(val) for k, val in labels.items()}), vars=frozen_map(hvars),
         known_hosts=_resolve_path(base, known), bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
+        max_sessions=_max_sessions(v, h.get("max_sessions", DEFAULT_MAX_SESSIONS), f"{where}.max_sessions"),
     )
 
 

@@ -11,6 +11,8 @@ ROLES = ("control_plane", "worker")
 CNIS = ("flannel", "calico", "bridge")
 PROVIDERS = ("static", "lab", "ec2", "vagrant")
 KUBERNETES_SOURCES = ("pkgs", "bundle")
+#: concurrent SSH channels per connection; OpenSSH's sshd allows 10 (MaxSessions) by default
+DEFAULT_MAX_SESSIONS = 8
 
 
 def frozen_map(data: Mapping[str, Any] | None) -> Mapping[str, Any]:
@@ -40,6 +42,7 @@ class Host:
     known_hosts: str | None = None
     bastion: Bastion | None = None
     groups: tuple[str, ...] = ()
+    max_sessions: int = DEFAULT_MAX_SESSIONS
 
     @property
     def is_control_plane(self) -> bool:
