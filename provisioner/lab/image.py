@@ -24,7 +24,7 @@ PACKAGES = (
     "socat", "ethtool", "iputils-ping",
 )  # fmt: skip
 # Bump when prepare() changes: an older cached image is re-prepared in place.
-PREP_VERSION = 3
+PREP_VERSION = 4
 MARKER = ".kprov-image.json"
 
 # --- files the base image gets (lab-independent; per-node identity is written at node creation) ---
@@ -81,7 +81,8 @@ USER_AT_DROPIN = "[Service]\nTimeoutStopSec=3s\n"
 # Bounded journal in /run: /run is tmpfs, i.e. memory, times 30 nodes.
 JOURNALD_CONF = "[Journal]\nStorage=volatile\nRuntimeMaxUse=16M\n"
 # One host key type (ed25519), made per node in-process; RSA generation costs ~0.5 s a node.
-SSHD_CONF = "HostKey /etc/ssh/ssh_host_ed25519_key\nMaxStartups 200:30:400\nUseDNS no\n"
+# sshd keeps its distribution defaults otherwise (MaxSessions 10, MaxStartups 10:30:100), as users' hosts do
+SSHD_CONF = "HostKey /etc/ssh/ssh_host_ed25519_key\nUseDNS no\n"
 
 
 @dataclass(frozen=True)

@@ -64,7 +64,8 @@ class NetnsFleet:
                 f"Port 22\nListenAddress {addr}\nHostKey {hdir / 'host_key'}\n"
                 f"AuthorizedKeysFile {self.workdir / 'authorized_keys'}\nPidFile {hdir / 'sshd.pid'}\n"
                 "PermitRootLogin prohibit-password\nPasswordAuthentication no\nUsePAM no\nStrictModes no\n"
-                "MaxStartups 200:30:400\nMaxSessions 100\nSubsystem sftp internal-sftp\nLogLevel ERROR\n")
+                # the distribution's MaxSessions/MaxStartups defaults, as users' hosts have
+                "Subsystem sftp internal-sftp\nLogLevel ERROR\n")
             ns = name
             self._sh("ip", "netns", "add", ns)
             self._sh("ip", "link", "add", f"{name}h", "type", "veth", "peer", "name", "eth0", "netns", ns)
