@@ -21,6 +21,12 @@ def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool
             inventory: Inventory | None = None) -> int:
     inv = inventory or load_inventory(common.inventory)
     check_limit(common, [h.name for h in inv.hosts])
+    if any(p.role == "kubernetes" for p in plays):
+        # a Kubernetes version change goes through `kprov upgrade`, never through up/apply/plan
+        from provisioner.actions.versions import guard_version_unchanged
+
+        guard_version_unchanged(inv, [h for h in inv.hosts if not common.limit or h.name in common.limit],
+                                common.run_options().connect)
     sink = common.sink()
     return finish(run_plays(common, inv, plays, sink, check=check), sink, title)
 
