@@ -1,0 +1,103 @@
+"""Day-two commands: `kprov certs check|renew`, `kprov etcd snapshot|restore`, `kprov upgrade`.
+
+Each parses its arguments, calls a function of provisioner/actions/ and renders the report it returns.
+"""
+
+from __future__ import annotations
+
+import json
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from provisioner.cli.common import Common, run_options
+from provisioner.errors import ExitStatus
+from provisioner.inventory.loader import load_inventory
+from provisioner.k8s.context import kubeconfig_path
+
+
+def _console(common: Common) -> Console:
+    # with --log-format json, stdout carries only JSON lines: the human view goes to stderr
+    return Console(stderr=common.log_format == "json")
+
+
+# --- certs ----------------------------------------------------------------------------------------------
+
+@click.group()
+def certs() -> None:
+    """Certificates of the cluster: check expiry, renew."""
+
+
+@certs.command("check")
+@click.option("--warn-days", default=30, show_default=True, type=int,
+              help="Exit 1 when a certificate expires within this many days.")
+@run_options
+def certs_check(common: Common, warn_days: int) -> int:
+    """Per control plane, every kubeadm certificate with its expiry and days left; kubelet rotation per node."""
+    from provisioner.actions.certs import check_certs
+
+    inv = load_inventory(common.inventory)
+    report = check_certs(inv, common.run_options().connect, warn_days=warn_days, limit=common.limit)
+    console = _console(common)
+    if common.log_format == "json":
+        for c in report.certs:
+            click.echo(json.dumps({"host": c.host, "certificate": c.name, "expires": c.expires.isoformat(),
+                                   "days_left": c.days_left(report.now), "authority": c.authority or None,
+                                   "ca": c.is_ca, "externally_managed": c.externally_managed,
+                                   "expiring": c.days_left(report.now) < warn_days}))
+        for k in report.kubelets:
+            click.echo(json.dumps({"host": k.host, "kubelet_rotate_certificates": k.rotate,
+                                   "kubelet_client_certificate": k.client_cert or None}))
+        for host, (msg, _rc) in report.errors.items():
+            click.echo(json.dumps({"host": host, "error": msg}))
+    table = Table(title=f"CERTIFICATES {inv.cluster.name}", title_justify="left", show_edge=False)
+    for col in ("control plane", "certificate", "expires", "days left", "signed by"):
+        table.add_column(col)
+    for c in sorted(report.certs, key=lambda c: (c.host, c.is_ca, c.name)):
+        days = c.days_left(report.now)
+        shown = f"[red]{days}[/red]" if days < warn_days else str(days)
+        table.add_row(c.host, c.name + (" (CA)" if c.is_ca else ""), c.expires.strftime("%Y-%m-%d %H:%M UTC"),
+                      shown, c.authority or ("-" if c.is_ca else "ca (kubeconfig)"))
+    console.print(table)
+    for k in report.kubelets:
+        state = {True: "[green]on[/green]", False: "[red]off[/red]", None: "not joined"}[k.rotate]
+        console.print(f"kubelet client certificate rotation on {k.host}: {state}")
+    for host, (msg, _rc) in report.errors.items():
+        console.print(f"[red]{host}: {msg}[/red]")
+    if report.nearest is not None:
+        n = report.nearest
+        console.print(f"nearest expiry: {n.name} on {n.host}, {n.expires:%Y-%m-%d %H:%M UTC} "
+                      f"({n.days_left(report.now)} days)")
+    if report.errors:
+        return max(rc for _m, rc in report.errors.values())
+    if report.expiring:
+        console.print(f"[red]{len(report.expiring)} certificate(s) expire within {warn_days} days: "
+                      f"run `kprov certs renew -i {common.inventory}`[/red]")
+        return int(ExitStatus.TASK_FAILED)
+    if report.rotation_off:
+        console.print(f"[red]kubelet certificate rotation is off on {', '.join(report.rotation_off)}: "
+                      "set rotateCertificates: true (kubelet_extra_config)[/red]")
+        return int(ExitStatus.TASK_FAILED)
+    return int(ExitStatus.SUCCESS)
+
+
+@certs.command("renew")
+@run_options
+def certs_renew(common: Common) -> int:
+    """kubeadm certs renew all, one control plane at a time (static pods restarted, API healthy before the
+    next), then the admin kubeconfig re-fetched (0600)."""
+    from provisioner.actions.certs import renew_certs
+
+    inv = load_inventory(common.inventory)
+    console = _console(common)
+    report = renew_certs(inv, common.run_options().connect, limit=common.limit,
+                         kubeconfig_dest=str(kubeconfig_path(inv)),
+                         progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"))
+    for s in report.steps:
+        if common.log_format == "json":
+            click.echo(json.dumps({"host": s.host, "renewed": list(s.renewed), "seconds": s.seconds}))
+        console.print(f"{s.host}: {len(s.renewed)} certificate(s) renewed, static pods restarted, "
+                      f"API server healthy ({s.seconds:.0f} s)")
+    console.print(f"admin kubeconfig re-fetched: {report.kubeconfig} (0600)")
+    return int(ExitStatus.SUCCESS)
