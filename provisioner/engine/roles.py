@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.resources
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -11,8 +12,23 @@ from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.modules.base import REGISTRY, get_module
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
-ROLES_DIR = PROJECT_ROOT / "roles"
-TEMPLATES_DIR = PROJECT_ROOT / "templates"
+#: where an installed wheel carries roles/ and templates/ (copied there at build time by setup.py)
+PACKAGE_DATA = "_data"
+
+
+def _data_dir(name: str) -> Path:
+    """roles/ or templates/: the checkout's top-level directory (the source of truth) when running from
+    the repository (also an editable install), else the copy shipped inside the installed package."""
+    in_checkout = PROJECT_ROOT / name
+    if (PROJECT_ROOT / "pyproject.toml").is_file() and in_checkout.is_dir():
+        return in_checkout
+    shipped = importlib.resources.files("provisioner").joinpath(PACKAGE_DATA, name)
+    # wheels install as plain files, so the resource is a real directory (jinja2 and the runner need paths)
+    return Path(str(shipped))
+
+
+ROLES_DIR = _data_dir("roles")
+TEMPLATES_DIR = _data_dir("templates")
 
 TASK_KEYS = {
     "name", "when", "register", "notify", "tags", "loop", "loop_var", "changed_when", "failed_when",
@@ -139,9 +155,14 @@ def load_role(name: str, roles_dir: Path = ROLES_DIR) -> Role:
 def load_plays(path: Path | None = None) -> tuple[Play, ...]:
     """The `up` sequence: roles/site.yaml, a list of {role, hosts}."""
     path = path or ROLES_DIR / "site.yaml"
-    if not path.exists():
-        return ()
+    if not path.is_file():
+        # an empty plan that exits 0 would hide a broken install: say so loudly
+        raise RoleError(f"no plays: {path} does not exist",
+                        hint="reinstall kprov from a wheel or the repository (`pip install .`); "
+                             "the package ships roles/ and templates/")
     doc = load_yaml_file(path).data or []
+    if not isinstance(doc, list) or not doc:
+        raise RoleError(f"no plays in {path}", hint="list plays as - {role: NAME, hosts: PATTERN}")
     plays = []
     for i, p in enumerate(doc):
         if not isinstance(p, dict) or "role" not in p:
