@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import yaml
@@ -12,6 +13,42 @@ KUBERNETES_VERSION = "1.20.2"  # what Debian bookworm's kubernetes source packag
 POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 API_PORT = 6443
+BUNDLE_DIR = "/var/cache/kprov/bundles"  # scripts/build-lab-bundle's default output directory
+
+#: The lab's workarounds, the same as `cluster.vars` of inventories/lab.yaml (a test keeps the two equal);
+#: each one is explained there and in docs/lab.md, "Kubernetes on the lab".
+LAB_VARS: dict = {
+    # nspawn nodes lack CAP_SYS_RESOURCE: containerd must clamp oom_score_adj instead of failing
+    "containerd_restrict_oom_score_adj": True,
+    # nf_conntrack_max is not writable from a node's network namespace
+    "kube_proxy_extra_config": {"conntrack": {"maxPerCore": 0}},
+    # all nodes share the machine's DMI product_uuid (machine-id and MAC are still unique)
+    "preflight_check_unique_product_uuid": False,
+    # smoke test: the bundle's busybox httpd image (never pulled: there is no registry)
+    "smoke_image": "docker.io/kprov/hello:1.0",
+    "smoke_image_pull_policy": "Never",
+    "smoke_command": [
+        "/bin/sh", "-c",
+        'mkdir -p /www && echo "hello from $POD_NAME on $NODE_NAME" > /www/index.html && exec httpd -f -p 8080 -h /www',
+    ],
+    "smoke_args": None,
+    # from inside a pod: the service name through cluster DNS (kprov-dns), then its ClusterIP (kube-proxy).
+    # busybox-static's wget crashes in static glibc's NSS, hence nslookup + nc.
+    "smoke_in_cluster_probe": [
+        "sh", "-c",
+        "a=$(busybox nslookup hello.kprov-smoke.svc.cluster.local | awk '/^Address/ {a=$NF} END {print a}') && "
+        "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 \"$a\" 80 | grep hello",
+    ],
+}
+
+
+def bundle_path() -> str:
+    """The offline lab bundle (scripts/build-lab-bundle): $KPROV_LAB_BUNDLE, else its default location."""
+    explicit = os.environ.get("KPROV_LAB_BUNDLE")
+    if explicit:
+        return str(Path(explicit).resolve())
+    directory = os.environ.get("KPROV_BUNDLE_DIR") or BUNDLE_DIR
+    return str(Path(directory) / f"kubernetes-{KUBERNETES_VERSION}-lab-amd64.tar")
 
 
 def roles_for(index: int, control_planes: int) -> list[str]:
@@ -36,8 +73,11 @@ def document(lab: str, hosts: list[dict], key: Path, known_hosts: Path) -> dict:
             "pod_cidr": POD_CIDR,
             "service_cidr": SERVICE_CIDR,
             "cni": "bridge",
+            "kubernetes_source": "bundle",
+            "bundle": bundle_path(),
             # required by the format when there are several control planes: the first one's API
             "control_plane_endpoint": f"{control[0]['address']}:{API_PORT}" if len(control) > 1 else None,
+            "vars": LAB_VARS,
         },
         "defaults": connection_defaults(key, known_hosts),
         "hosts": hosts,
