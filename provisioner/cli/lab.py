@@ -11,7 +11,7 @@ from rich.logging import RichHandler
 from rich.table import Table
 
 from provisioner.errors import InputError
-from provisioner.lab import DEFAULT_NAME, Lab, Node
+from provisioner.lab import DEFAULT_NAME, Lab, Node, network
 
 _name_option = click.option(
     "--name", "name", default=DEFAULT_NAME, show_default=True, help="Lab name (1-8 chars a-z0-9)."
@@ -86,9 +86,8 @@ def inventory(name: str) -> None:
     the_lab = Lab(name)
     if not the_lab.exists():
         raise InputError(f"lab {name!r} does not exist", hint=f"create it: kprov lab up --name {name}")
-    if not the_lab.inventory_path.exists():
-        the_lab.write_inventory()
-    click.echo(str(the_lab.inventory_path))
+    # always rewritten from the state: an inventory written by an older kprov gets the current lab settings
+    click.echo(str(the_lab.write_inventory()))
 
 
 @lab.command(context_settings={"ignore_unknown_options": True})
@@ -125,5 +124,10 @@ def start(name: str, nodes: tuple[str, ...]) -> None:
 @_name_option
 def down(name: str) -> None:
     """Remove the lab: nodes, overlays, bridge, proxy, cgroups, mounts, state (keeps the base image)."""
-    Lab(name).down()
-    click.echo(f"lab {name} removed")
+    the_lab = Lab(name)
+    present = the_lab.exists() or the_lab.paths.root.exists() or bool(network.lab_links(name))
+    the_lab.down()  # also when absent: idempotent, and it clears leftovers of a lab killed mid-way
+    if present:
+        click.echo(f"lab {name} removed")
+    else:
+        click.echo(f"lab {name} does not exist: nothing to remove")
