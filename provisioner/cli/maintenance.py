@@ -101,3 +101,55 @@ def certs_renew(common: Common) -> int:
                       f"API server healthy ({s.seconds:.0f} s)")
     console.print(f"admin kubeconfig re-fetched: {report.kubeconfig} (0600)")
     return int(ExitStatus.SUCCESS)
+
+
+# --- etcd -----------------------------------------------------------------------------------------------
+
+@click.group()
+def etcd() -> None:
+    """etcd snapshot and restore (kubeadm's stacked etcd)."""
+
+
+@etcd.command("snapshot")
+@click.option("--output", type=click.Path(file_okay=False), help="Directory (default ~/.kprov/snapshots/<cluster>).")
+@click.option("--keep", type=int, help="Keep only the N newest snapshots of this cluster in the directory.")
+@run_options
+def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
+    """A consistent snapshot from a healthy member, copied here 0600 with its sha256 and a JSON of metadata."""
+    from pathlib import Path
+
+    from provisioner.actions.etcd import snapshot
+
+    inv = load_inventory(common.inventory)
+    report = snapshot(inv, common.run_options().connect, output=Path(output) if output else None, keep=keep)
+    if common.log_format == "json":
+        click.echo(json.dumps({**report.metadata, "path": str(report.path), "seconds": report.seconds,
+                               "pruned": [str(p) for p in report.pruned]}))
+    console = _console(common)
+    console.print(f"snapshot of {inv.cluster.name} from member {report.member} (revision {report.revision}): "
+                  f"{report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:16]}..., {report.seconds:.1f} s)")
+    for p in report.pruned:
+        console.print(f"pruned {p}")
+    return int(ExitStatus.SUCCESS)
+
+
+@etcd.command("restore")
+@click.option("--from", "source", required=True, type=click.Path(dir_okay=False), help="Snapshot file (.db).")
+@click.option("--yes", is_flag=True, help="Confirm: everything written to the cluster after the snapshot is lost.")
+@run_options
+def etcd_restore(common: Common, source: str, yes: bool) -> int:
+    """Verify the checksum, stop the control planes, restore every member (new cluster token), start, wait."""
+    from pathlib import Path
+
+    from provisioner.actions.etcd import restore
+
+    inv = load_inventory(common.inventory)
+    console = _console(common)
+    report = restore(inv, common.run_options().connect, source=Path(source), yes=yes,
+                     progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"))
+    if common.log_format == "json":
+        click.echo(json.dumps({"restored": str(report.snapshot), "members": list(report.members),
+                               "seconds": report.seconds, "old_data_dir_suffix": report.kept_aside}))
+    console.print(f"restored {report.snapshot.name} on {', '.join(report.members)} in {report.seconds:.0f} s; "
+                  f"API server healthy; the previous data directory is kept as /var/lib/etcd{report.kept_aside}")
+    return int(ExitStatus.SUCCESS)
