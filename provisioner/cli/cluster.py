@@ -7,10 +7,10 @@ import os
 from pathlib import Path
 
 import click
-import yaml
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.actions import kubeconfig as kc
 from provisioner.cli.common import Common, run_options
 from provisioner.cli.run import execute, run_plays
 from provisioner.engine.roles import Play, load_plays
@@ -137,48 +137,61 @@ def status(common: Common) -> int:
 
 
 @click.command()
-@click.option("-i", "--inventory", required=True, type=click.Path(dir_okay=False))
-@click.option("--merge", is_flag=True, help="Merge into ~/.kube/config (entries named kprov-<cluster>).")
-@click.option("--use", "use_context", is_flag=True, help="With --merge: also switch the current context.")
-def kubeconfig(inventory: str, merge: bool, use_context: bool) -> int:
-    """Print the path of the cluster's kubeconfig; --merge adds it to ~/.kube/config."""
+@click.option("-i", "--inventory", required=True, type=click.Path(dir_okay=False), help="Inventory YAML file.")
+@click.option("--merge", is_flag=True,
+              help="Merge into your kubeconfig ($KUBECONFIG's first existing file, else ~/.kube/config) as "
+                   "context kprov-<cluster>.")
+@click.option("--use", "use_context", is_flag=True, help="With --merge: also make it the current context.")
+@click.option("--print", "print_config", is_flag=True, help="Print the kubeconfig itself on stdout.")
+@click.option("--remove", is_flag=True, help="Remove the merged kprov-<cluster> entries from your kubeconfig.")
+def kubeconfig(inventory: str, merge: bool, use_context: bool, print_config: bool, remove: bool) -> int:
+    """Print the path of the cluster's admin kubeconfig (or, with --print, the kubeconfig itself).
+
+    --merge follows kubectl's rules: an existing entry is updated where it is, a new one goes to the first
+    existing file of $KUBECONFIG (else ~/.kube/config); the current context changes only with --use or
+    when none is set; symlinks and file modes are kept. Status messages go to stderr.
+    """
+    if use_context and not merge:
+        raise InputError("--use needs --merge", hint="kprov kubeconfig -i INVENTORY --merge --use")
+    if remove and merge:
+        raise InputError("--remove and --merge exclude each other", hint="give one of them")
     inv = load_inventory(inventory, resolve=False)
     path = kubeconfig_path(inv)
+    if remove:
+        removed = kc.remove(inv.cluster.name)
+        _status_removed(removed)
+        return 0
     if not path.is_file():
         raise InputError(f"no kubeconfig for cluster {inv.cluster.name} at {path}",
                          hint="run `kprov up` first (it fetches the admin kubeconfig)")
     if merge:
-        target = Path(os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or Path.home() / ".kube" / "config")
-        merge_kubeconfig(path, target, inv.cluster.name, use_context)
-        click.echo(f"merged context kprov-{inv.cluster.name} into {target}")
-    click.echo(str(path))
+        report = kc.merge(path, inv.cluster.name, use=use_context)
+        where = ", ".join(str(f) for f in report.written) or "your kubeconfig (already up to date)"
+        note = ("now the current context" if report.switched
+                else f"current context stays {report.current_context}" if report.current_context != report.context
+                else "the current context")
+        click.echo(f"merged context {report.context} into {where}; {note}", err=True)
+        for f in report.readable_by_others:
+            click.secho(f"warning: {f} is readable by other users; it now holds cluster-admin credentials "
+                        f"(chmod 600 {f})", fg="yellow", err=True)
+    if print_config:
+        click.echo(path.read_text(encoding="utf-8"), nl=False)
+    else:
+        click.echo(str(path))
     return 0
 
 
+def _status_removed(report: kc.RemoveReport) -> None:
+    if not report.written:
+        click.echo(f"no context {report.context} in your kubeconfig: nothing to remove", err=True)
+        return
+    note = "; it was the current context: none is set now" if report.was_current else ""
+    click.echo(f"removed context {report.context} from {', '.join(map(str, report.written))}{note}", err=True)
+
+
 def merge_kubeconfig(source: Path, target: Path, cluster: str, use_context: bool = False) -> None:
-    """Add the cluster to target under unique names; other entries are kept; written atomically 0600."""
-    src = yaml.safe_load(source.read_text()) or {}
-    name = f"kprov-{cluster}"
-    try:
-        c = src["clusters"][0]["cluster"]
-        u = src["users"][0]["user"]
-    except (KeyError, IndexError, TypeError):
-        raise InputError(f"{source} is not a kubeconfig with a cluster and a user", hint="rerun `kprov up`") from None
-    dst = yaml.safe_load(target.read_text()) if target.is_file() else None
-    dst = dst or {"apiVersion": "v1", "kind": "Config", "preferences": {}, "clusters": [], "users": [], "contexts": []}
-    for key, entry in (("clusters", {"name": name, "cluster": c}), ("users", {"name": f"{name}-admin", "user": u}),
-                       ("contexts", {"name": name, "context": {"cluster": name, "user": f"{name}-admin"}})):
-        items = [e for e in (dst.get(key) or []) if e.get("name") != entry["name"]]
-        items.append(entry)
-        dst[key] = items
-    if use_context or not dst.get("current-context"):
-        dst["current-context"] = name
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(f".{target.name}.kprov-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        yaml.safe_dump(dst, fh, sort_keys=False)
-    os.replace(tmp, target)
+    """Merge into one given kubeconfig file (see provisioner.actions.kubeconfig.merge)."""
+    kc.merge(source, cluster, use=use_context, files=[target])
 
 
 def _with_vars(common: Common, **extra: object) -> Common:

@@ -1,4 +1,4 @@
-"""`kprov kubeconfig --merge`: entries under unique names, other entries kept, file mode 0600."""
+"""`kprov kubeconfig --merge`: entries under unique names, other entries kept, new files 0600."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ def test_merge(tmp_path: Path, existing: dict | None, use: bool, expected_curren
                "users": [{"name": "other", "user": {}}], "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
                **existing}
         target.write_text(yaml.safe_dump(doc))
+        target.chmod(0o640)
     merge_kubeconfig(src, target, "demo", use)
     merge_kubeconfig(src, target, "demo", use)   # idempotent: no duplicates
     doc = yaml.safe_load(target.read_text())
@@ -44,7 +45,8 @@ def test_merge(tmp_path: Path, existing: dict | None, use: bool, expected_curren
     assert doc["current-context"] == expected_current
     if existing is not None:
         assert "other" in [c["name"] for c in doc["clusters"]]
-    assert stat.S_IMODE(target.stat().st_mode) == 0o600
+    # a new file is private; an existing one keeps its mode, as with kubectl (tests/cli/test_kubeconfig.py)
+    assert stat.S_IMODE(target.stat().st_mode) == (0o600 if existing is None else 0o640)
 
 
 def test_merge_rejects_non_kubeconfig(tmp_path: Path) -> None:
