@@ -31,6 +31,9 @@ from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
 
 log = logging.getLogger(__name__)
 
+#: a fact batch is read-only queries: minutes mean the host is in trouble
+FACT_TIMEOUT_S = 300
+
 
 class Transport(Protocol):
     def connect(self) -> None: ...
@@ -194,8 +197,13 @@ class Runner:
     def connect(self, hosts: Sequence[Host]) -> None:
         """Open connections in parallel; unreachable hosts are marked, the rest go on."""
         todo = [s for s in self._live(hosts) if s.transport is None]
+        list(self._pool.map(self._connect_one, todo))
 
-        def one(st: _HostState) -> None:
+    def _connect_one(self, st: _HostState) -> None:
+        """Connect one host (once, whichever thread asks first); failure marks it unreachable."""
+        with st.lock:
+            if st.transport is not None or st.dead is not None:
+                return
             t0 = time.monotonic()
             transport = self.connector(st.host)
             try:
@@ -205,8 +213,6 @@ class Runner:
                 self._mark(st, Status.UNREACHABLE, "connect", "ssh connect", exc.message, t0, exc.hint or "")
             except Exception as exc:  # noqa: BLE001 - one host's oddity must not stop the others
                 self._mark(st, Status.UNREACHABLE, "connect", "ssh connect", f"{type(exc).__name__}: {exc}", t0)
-
-        list(self._pool.map(one, todo))
 
     def close(self) -> None:
         for st in self.states.values():
@@ -278,7 +284,7 @@ class Runner:
             if missing:
                 assert st.transport is not None
                 marker = _marker()
-                res = st.transport.script(batch_script(missing, marker))
+                res = st.transport.script(batch_script(missing, marker), timeout=FACT_TIMEOUT_S)
                 if res.rc != 0 and marker not in res.stdout:
                     raise TaskError(f"fact gathering failed (rc={res.rc})", hint="check the host's shell",
                                     detail=res.stderr_tail())
@@ -569,9 +575,10 @@ class Runner:
         if target.dead is not None:
             raise TaskError(f"delegate host {name} is {target.dead.value}", hint="fix that host first")
         if target.transport is None:
-            self.connect([target.host])
+            # in this worker thread: a nested map on the shared pool could wait for itself
+            self._connect_one(target)
             if target.transport is None:
-                raise HostConnectionError(f"delegate host {name} is unreachable", hint="check that host")
+                raise TaskError(f"delegate host {name} is unreachable", hint="check that host")
         return target
 
     def _run_single(self, st: _HostState, task: Task, r: Renderer,
@@ -579,6 +586,19 @@ class Runner:
         module = get_module(task.module, task.where)
         args = module.validate(self._prepare_args(task, r), task.where)
         target = self._target(st, task, r)
+        if target is st:
+            return self._run_on(st, target, task, module, args, variables)
+        try:
+            return self._run_on(st, target, task, module, args, variables)
+        except HostConnectionError as exc:
+            # the delegate's connection failed, not ours: that host is unreachable, this task failed
+            self._mark(target, Status.UNREACHABLE, task.role, f"{task.name} (delegated by {st.host.name})",
+                       exc.message, time.monotonic(), exc.hint or "")
+            raise TaskError(f"delegate host {target.host.name} became unreachable: {exc.message}",
+                            hint=exc.hint) from None
+
+    def _run_on(self, st: _HostState, target: _HostState, task: Task, module: Any, args: Mapping[str, Any],
+                variables: dict[str, Any]) -> tuple[Status, dict[str, Any], str, str]:
         attempts = 1 + max(0, task.retries)
         for attempt in range(attempts):
             facts = self.gather(target, module.facts(args))

@@ -29,6 +29,33 @@ log = logging.getLogger(__name__)
 STDERR_TAIL_LINES = 20
 #: after a command's exit-status, how long a silence ends the wait for the rest of its output (EOF)
 EOF_GRACE_S = 1.0
+#: a refused channel open (sshd's MaxSessions reached by another client) is retried this many times
+CHANNEL_OPEN_ATTEMPTS = 6
+#: exit status of a guarded script whose time ran out (GNU timeout's)
+TIMED_OUT_RC = 124
+#: the guarded script could not be delivered whole
+NOT_DELIVERED_RC = 125
+
+# Runs a script sent on stdin so that nothing outlives kprov's interest in it. The script is read
+# into a private mktemp directory (its exact length, $1), then run under `timeout` (its own process
+# group: on expiry the whole group gets TERM, KILL 10 s later). The channel's stdin stays open while
+# kprov waits; EOF on it means kprov is gone (killed, Ctrl-C, network) and the group is terminated.
+GUARD = r"""set -u
+d=$(mktemp -d) || exit 125
+trap 'rm -rf "$d"' EXIT
+head -c "$1" > "$d/s"
+[ "$(wc -c < "$d/s")" -eq "$1" ] || { echo "kprov: the script did not arrive whole" >&2; exit 125; }
+exec 3<&0
+timeout -k 10 "$2" sh "$d/s" </dev/null 3<&- &
+p=$!
+( cat <&3 >/dev/null 2>&1; kill -TERM "$p" 2>/dev/null ) >/dev/null 2>&1 &
+w=$!
+exec 3<&-
+wait "$p"
+rc=$?
+kill "$w" 2>/dev/null
+exit "$rc"
+"""
 
 
 def kprov_known_hosts() -> Path:
@@ -59,6 +86,8 @@ class ConnectOptions:
     connect_retries: int = 2
     retry_delay: float = 1.0
     accept_new_host_keys: bool = False
+    #: seconds a remote step may run when the caller gives no limit of its own
+    command_timeout: float = 1800.0
 
 
 class _TofuPolicy(paramiko.MissingHostKeyPolicy):
@@ -121,6 +150,10 @@ class SSHHost:
         self.redactor = redactor or Redactor()
         self._conn: Connection | None = None
         self._gateway: Connection | None = None
+        # sshd refuses channels beyond its MaxSessions: never ask for more at once (delegations from
+        # many hosts to one control plane queue here instead)
+        self._channels = threading.BoundedSemaphore(max(1, host.max_sessions))
+        self._connect_lock = threading.Lock()
 
     # -- connection -------------------------------------------------------------------------
     def _make_connection(self, address: str, port: int, user: str, key: str | None,
@@ -152,6 +185,11 @@ class SSHHost:
 
     def connect(self) -> None:
         """Open the connection (with bounded retries for transient network errors only)."""
+        with self._connect_lock:
+            if self._conn is None:
+                self._connect()
+
+    def _connect(self) -> None:
         h = self.host
         attempts = 1 + max(0, self.options.connect_retries)
         last: Exception | None = None
@@ -210,67 +248,100 @@ class SSHHost:
             return "sudo -n -H -- sh -c " + shlex.quote(command)
         return command
 
-    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
-             become: bool | None = None) -> CommandResult:
-        """Run a shell command line (already quoted) and collect its output."""
+    def _transport(self) -> paramiko.Transport:
         if self._conn is None:
             self.connect()
         assert self._conn is not None
         transport = self._conn.client.get_transport()
         if transport is None or not transport.is_active():
             raise HostConnectionError(f"{self.host.name}: connection lost", hint="check the host and rerun")
-        start = time.monotonic()
-        try:
-            chan = transport.open_session(timeout=self.options.connect_timeout)
-            chan.exec_command(self._wrap(command, become))
-            out, err = bytearray(), bytearray()
-            if stdin is not None:
-                view = memoryview(stdin)
-                while view:
-                    sent = chan.send(view[:32768])
-                    view = view[sent:]
-                    self._drain(chan, out, err)
-                chan.shutdown_write()
-            # Read until EOF, not until exit-status: OpenSSH may send the status before the last output
-            # (under load this cut fact batches short). But a background child that keeps stdout open
-            # (`daemon &`) delays EOF until it exits: once the status is in, stop after EOF_GRACE_S
-            # without new output. poll() sleeps on the pipe paramiko sets for new output, EOF or close,
-            # instead of a sleep loop (30 such threads cost CPU on busy hosts); exit-status does not
-            # wake it, hence the 0.2 s bound.
-            waiter = select.poll()
-            waiter.register(chan.fileno(), select.POLLIN)
-            quiet_until: float | None = None
-            deadline = start + timeout if timeout else None
-            while not (chan.eof_received or chan.closed):
-                if deadline is not None and time.monotonic() > deadline and not chan.exit_status_ready():
-                    chan.close()   # ends the remote command's session (sshd sends it SIGHUP)
-                    raise CommandTimedOut(f"{self.host.name}: command timed out after {timeout:g}s",
-                                          hint="the host may be overloaded; raise the task's timeout",
-                                          detail=err.decode("utf-8", "replace")[-2000:] or None)
-                if quiet_until is None and chan.exit_status_ready():
-                    quiet_until = time.monotonic() + EOF_GRACE_S
-                if quiet_until is not None and time.monotonic() >= quiet_until:
-                    break
-                waiter.poll(200)
-                received = len(out) + len(err)
-                self._drain(chan, out, err)
-                if quiet_until is not None and len(out) + len(err) > received:
-                    quiet_until = time.monotonic() + EOF_GRACE_S
-            self._drain(chan, out, err)
-            rc = chan.recv_exit_status()
-            chan.close()
-        except socket.timeout:
-            raise HostConnectionError(f"{self.host.name}: command timed out after {timeout}s",
-                                      hint="the host may be overloaded; raise the task's timeout") from None
-        except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostConnectionError(f"{self.host.name}: connection failed during a command: {exc}",
-                                      hint="check the host and rerun; kprov resumes idempotently") from None
+        return transport
+
+    def _open_channel(self) -> paramiko.Channel:
+        """A new session channel; a refusal (sshd's MaxSessions, shared with other clients) is retried."""
+        transport = self._transport()
+        for attempt in range(CHANNEL_OPEN_ATTEMPTS):
+            try:
+                return transport.open_session(timeout=self.options.connect_timeout)
+            except paramiko.ChannelException as exc:
+                if attempt + 1 == CHANNEL_OPEN_ATTEMPTS:
+                    raise HostConnectionError(
+                        f"{self.host.name}: sshd refused a new session {attempt + 1} times ({exc.text})",
+                        hint=f"lower max_sessions for this host (now {self.host.max_sessions}) below its sshd "
+                             "MaxSessions, or raise MaxSessions") from None
+                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+        raise AssertionError("unreachable")
+
+    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
+             become: bool | None = None, keep_stdin_open: bool = False, grace: float = 0.0) -> CommandResult:
+        """Run a shell command line (already quoted) and collect its output.
+
+        Every wait is bounded: `timeout` (default: the connection's command_timeout) ends the command.
+        With `keep_stdin_open` the channel's stdin is not closed after `stdin` was sent (see GUARD)."""
+        limit = timeout or self.options.command_timeout
+        with self._channels:
+            start = time.monotonic()
+            chan: paramiko.Channel | None = None
+            try:
+                chan = self._open_channel()
+                chan.settimeout(self.options.connect_timeout + 30)   # a send that stalls this long: gone
+                chan.exec_command(self._wrap(command, become))
+                out, err = bytearray(), bytearray()
+                if stdin is not None:
+                    view = memoryview(stdin)
+                    while view:
+                        sent = chan.send(view[:32768])
+                        view = view[sent:]
+                        self._drain(chan, out, err)
+                if not keep_stdin_open:
+                    chan.shutdown_write()
+                rc = self._wait(chan, out, err, start + limit + grace, limit)
+            except socket.timeout:
+                raise HostConnectionError(f"{self.host.name}: the connection stalled during a command",
+                                          hint="check the host and the network path, then rerun") from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise HostConnectionError(f"{self.host.name}: connection failed during a command: {exc}",
+                                          hint="check the host and rerun; kprov resumes idempotently") from None
+            finally:
+                # whatever happened, the session ends here: no `sh -s` left waiting for a script
+                if chan is not None:
+                    chan.close()
         return CommandResult(
             rc=rc,
             stdout=out.decode("utf-8", "replace"),
             stderr=err.decode("utf-8", "replace"),
             duration_ms=int((time.monotonic() - start) * 1000),
         )
+
+    def _wait(self, chan: paramiko.Channel, out: bytearray, err: bytearray, deadline: float, limit: float) -> int:
+        # Read until EOF, not until exit-status: OpenSSH may send the status before the last output
+        # (under load this cut fact batches short). But a background child that keeps stdout open
+        # (`daemon &`) delays EOF until it exits: once the status is in, stop after EOF_GRACE_S
+        # without new output. poll() sleeps on the pipe paramiko sets for new output, EOF or close,
+        # instead of a sleep loop (30 such threads cost CPU on busy hosts); exit-status does not
+        # wake it, hence the 0.2 s bound.
+        waiter = select.poll()
+        waiter.register(chan.fileno(), select.POLLIN)
+        quiet_until: float | None = None
+        while not (chan.eof_received or chan.closed):
+            if time.monotonic() > deadline and not chan.exit_status_ready():
+                raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s",
+                                      hint="the host may be overloaded; raise the task's timeout",
+                                      detail=err.decode("utf-8", "replace")[-2000:] or None)
+            if quiet_until is None and chan.exit_status_ready():
+                quiet_until = time.monotonic() + EOF_GRACE_S
+            if quiet_until is not None and time.monotonic() >= quiet_until:
+                break
+            waiter.poll(200)
+            received = len(out) + len(err)
+            self._drain(chan, out, err)
+            if quiet_until is not None and len(out) + len(err) > received:
+                quiet_until = time.monotonic() + EOF_GRACE_S
+        self._drain(chan, out, err)
+        if not chan.exit_status_ready() and chan.closed:
+            raise HostConnectionError(f"{self.host.name}: the session closed before the command ended",
+                                      hint="check the host (sshd restarted? out of memory?) and rerun")
+        return chan.recv_exit_status()
 
     @staticmethod
     def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
@@ -279,13 +350,29 @@ class SSHHost:
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
 
-    def run(self, argv: Sequence[str], **kw: object) -> CommandResult:
-        """Run an argv list: quoted once, here."""
-        return self.exec(shlex.join(argv), **kw)  # type: ignore[arg-type]
+    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
+            become: bool | None = None) -> CommandResult:
+        """Run an argv list: quoted once, here; `timeout` ends it (and its process group) on the host too."""
+        limit = timeout or self.options.command_timeout
+        return self.exec(shlex.join(["timeout", "-k", "10", f"{limit:g}", *argv]), stdin=stdin, timeout=limit,
+                         become=become, grace=15)
 
-    def script(self, script: str, **kw: object) -> CommandResult:
-        """Run a POSIX sh script sent on stdin: one round trip whatever its length."""
-        return self.exec("sh -s", stdin=script.encode(), **kw)  # type: ignore[arg-type]
+    def script(self, script: str, *, timeout: float | None = None, become: bool | None = None) -> CommandResult:
+        """Run a POSIX sh script: one round trip whatever its length, bounded by `timeout`, and killed
+        (its whole process group) on the host when it times out or kprov goes away (GUARD)."""
+        limit = timeout or self.options.command_timeout
+        body = script.encode()
+        # the guard ends the script itself at `limit`; the local bound 15 s later is the backstop
+        res = self.exec(shlex.join(["sh", "-c", GUARD, "kprov", str(len(body)), f"{limit:g}"]),
+                        stdin=body, timeout=limit, become=become, keep_stdin_open=True, grace=15)
+        if res.rc == NOT_DELIVERED_RC and "did not arrive whole" in res.stderr:
+            raise HostConnectionError(f"{self.host.name}: the script did not arrive whole",
+                                      hint="check the host and the network path, then rerun")
+        if res.rc == TIMED_OUT_RC and res.duration_ms >= (limit - 1) * 1000:
+            raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s and was stopped",
+                                  hint="the host may be overloaded; raise the task's timeout",
+                                  detail=res.stderr_tail() or None)
+        return res
 
     def fetch(self, remote_path: str, *, become: bool | None = None) -> bytes:
         """Read a remote file (via cat, so it works with sudo)."""
@@ -311,32 +398,38 @@ class SSHHost:
 
     def put_stream(self, remote_path: str, fh, *, offset: int = 0, chunk: int = 1 << 20) -> int:
         """Append a local file object from `offset` to remote_path (resumable big uploads)."""
-        if self._conn is None:
-            self.connect()
-        assert self._conn is not None
-        transport = self._conn.client.get_transport()
-        assert transport is not None
-        chan = transport.open_session(timeout=self.options.connect_timeout)
+        from provisioner.errors import CommandFailed
+
         q = shlex.quote(remote_path)
         redirect = ">>" if offset else ">"
-        chan.exec_command(self._wrap(f"cat {redirect} {q}", None))
-        fh.seek(offset)
         sent_total = 0
-        while True:
-            data = fh.read(chunk)
-            if not data:
-                break
-            chan.sendall(data)
-            sent_total += len(data)
-        chan.shutdown_write()
-        rc = chan.recv_exit_status()
-        err = b""
-        while chan.recv_stderr_ready():
-            err += chan.recv_stderr(65536)
-        chan.close()
+        with self._channels:
+            chan: paramiko.Channel | None = None
+            try:
+                chan = self._open_channel()
+                chan.settimeout(self.options.connect_timeout + 30)
+                chan.exec_command(self._wrap(f"cat {redirect} {q}", None))
+                fh.seek(offset)
+                while True:
+                    data = fh.read(chunk)
+                    if not data:
+                        break
+                    chan.sendall(data)
+                    sent_total += len(data)
+                chan.shutdown_write()
+                out, err = bytearray(), bytearray()
+                rc = self._wait(chan, out, err, time.monotonic() + self.options.command_timeout,
+                                self.options.command_timeout)
+            except socket.timeout:
+                raise HostConnectionError(f"{self.host.name}: the connection stalled during an upload",
+                                          hint="check the host and the network path, then rerun (uploads resume)") from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise HostConnectionError(f"{self.host.name}: connection failed during an upload: {exc}",
+                                          hint="check the host and rerun; the upload resumes") from None
+            finally:
+                if chan is not None:
+                    chan.close()
         if rc != 0:
-            from provisioner.errors import CommandFailed
-
             raise CommandFailed(f"{self.host.name}: upload to {remote_path} failed", rc=rc,
                                 stderr_tail=err.decode("utf-8", "replace"))
         return sent_total
