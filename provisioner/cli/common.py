@@ -111,7 +111,9 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
                 accept_new_host_keys: bool, connect_timeout: float, roles_dir: str | None, **kwargs: Any) -> Any:
         if verbose:
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr)
-            logging.getLogger("paramiko").setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+            paramiko_log = logging.getLogger("paramiko")
+            paramiko_log.setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
+            paramiko_log.propagate = True   # silenced by default (cli.main.quiet_library_loggers)
         common = Common(
             inventory=inventory, limit=tuple(_split(limit)) or None, tags=frozenset(_split(tags)),
             skip_tags=frozenset(_split(skip_tags)), extra_vars=parse_extra_vars(extra), forks=forks,

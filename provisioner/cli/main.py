@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import importlib
+import logging
+import os
+import signal
 import sys
+import threading
 import traceback as tb
 
 import click
@@ -93,10 +97,36 @@ def report_error(exc: KprovError) -> None:
         click.echo(f"hint: {exc.hint}", err=True)
 
 
+def quiet_library_loggers() -> None:
+    """paramiko logs whole tracebacks for banner and socket errors ("Exception (client): Error reading SSH
+    protocol banner") through logging's last-resort handler; kprov reports those failures itself, in one
+    line. Its records reach stderr only with -v (run_options turns propagation back on)."""
+    lg = logging.getLogger("paramiko")
+    if not any(isinstance(h, logging.NullHandler) for h in lg.handlers):
+        lg.addHandler(logging.NullHandler())
+    lg.propagate = False
+
+
+def _exit_on_second_interrupt() -> None:
+    """After the first Ctrl-C the run winds down (connections closed, worker threads joined); a second one
+    ends the process at once, without the interpreter's "Exception ignored" noise from joining threads."""
+
+    def now(signum: int, frame: object) -> None:
+        try:
+            sys.stderr.write("interrupted again: exiting now\n")
+            sys.stderr.flush()
+        finally:
+            os._exit(int(ExitStatus.INTERRUPTED))
+
+    if threading.current_thread() is threading.main_thread():   # signal handlers live in the main thread
+        signal.signal(signal.SIGINT, now)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the CLI inside the one error boundary."""
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = _want_traceback(argv)
+    quiet_library_loggers()
     try:
         rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False)
     except KprovError as exc:
@@ -104,11 +134,9 @@ def main(argv: list[str] | None = None) -> None:
             tb.print_exc()
         report_error(exc)
         sys.exit(int(exc.exit_status))
-    except click.exceptions.Abort:
-        click.echo("interrupted", err=True)
-        sys.exit(int(ExitStatus.INTERRUPTED))
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        _exit_on_second_interrupt()
+        click.echo("interrupted (press Ctrl-C again to exit at once)", err=True)
         sys.exit(int(ExitStatus.INTERRUPTED))
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

@@ -338,10 +338,15 @@ class SSHHost:
             if quiet_until is not None and len(out) + len(err) > received:
                 quiet_until = time.monotonic() + EOF_GRACE_S
         self._drain(chan, out, err)
-        if not chan.exit_status_ready() and chan.closed:
-            raise HostConnectionError(f"{self.host.name}: the session closed before the command ended",
+        # EOF without an exit status: the session was cut (sshd killed, host going down), the outcome
+        # of the command is unknown. paramiko reports that as -1, which no real command returns.
+        chan.status_event.wait(EOF_GRACE_S + 5)
+        rc = chan.recv_exit_status() if chan.status_event.is_set() else -1
+        if rc == -1:
+            raise HostConnectionError(f"{self.host.name}: the session ended before the command did "
+                                      "(its outcome on the host is unknown)",
                                       hint="check the host (sshd restarted? out of memory?) and rerun")
-        return chan.recv_exit_status()
+        return rc
 
     @staticmethod
     def _drain(chan: paramiko.Channel, out: bytearray, err: bytearray) -> None:
@@ -369,7 +374,8 @@ class SSHHost:
             raise HostConnectionError(f"{self.host.name}: the script did not arrive whole",
                                       hint="check the host and the network path, then rerun")
         if res.rc == TIMED_OUT_RC and res.duration_ms >= (limit - 1) * 1000:
-            raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s and was stopped",
+            raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s and was stopped "
+                                  "(what it changed before is unknown)",
                                   hint="the host may be overloaded; raise the task's timeout",
                                   detail=res.stderr_tail() or None)
         return res
