@@ -18,8 +18,10 @@ from provisioner.k8s.context import kubeconfig_path
 
 
 def _console(common: Common) -> Console:
-    # with --log-format json, stdout carries only JSON lines: the human view goes to stderr
-    return Console(stderr=common.log_format == "json")
+    # with --log-format json, stdout carries only JSON lines: the human view goes to stderr; piped output
+    # (CI logs) gets room for a whole table row instead of rich's 80 columns
+    console = Console(stderr=common.log_format == "json")
+    return console if console.is_terminal else Console(stderr=common.log_format == "json", width=120)
 
 
 # --- certs ----------------------------------------------------------------------------------------------
@@ -52,12 +54,12 @@ def certs_check(common: Common, warn_days: int) -> int:
         for host, (msg, _rc) in report.errors.items():
             click.echo(json.dumps({"host": host, "error": msg}))
     table = Table(title=f"CERTIFICATES {inv.cluster.name}", title_justify="left", show_edge=False)
-    for col in ("control plane", "certificate", "expires", "days left", "signed by"):
-        table.add_column(col)
+    for col in ("control plane", "certificate", "expires (UTC)", "days left", "signed by"):
+        table.add_column(col, no_wrap=True)
     for c in sorted(report.certs, key=lambda c: (c.host, c.is_ca, c.name)):
         days = c.days_left(report.now)
         shown = f"[red]{days}[/red]" if days < warn_days else str(days)
-        table.add_row(c.host, c.name + (" (CA)" if c.is_ca else ""), c.expires.strftime("%Y-%m-%d %H:%M UTC"),
+        table.add_row(c.host, c.name + (" (CA)" if c.is_ca else ""), c.expires.strftime("%Y-%m-%d %H:%M"),
                       shown, c.authority or ("-" if c.is_ca else "ca (kubeconfig)"))
     console.print(table)
     for k in report.kubelets:
