@@ -1,0 +1,244 @@
+"""Day two on the lab: ONE cluster (1 control plane + 1 worker, Kubernetes 1.20.2 from the lab bundle) shared by
+ordered steps:
+
+version guard refuses a silent version change (up and plan, exit 2, nothing touched) -> certs check lists every
+certificate -> certs renew moves every leaf certificate's expiry and the cluster stays healthy -> etcd snapshot
+-> delete an app's namespace -> restore refused without --yes -> etcd restore -> the namespace and its
+Deployment are back and Ready.
+
+Prints the figures: snapshot size, snapshot and restore wall time, renew time.
+etcdctl: the lab's etcd image (Debian's etcd-server) has no etcdctl, so the test installs Debian's etcd-client
+on the control plane through the lab's apt proxy, as an operator would (docs/maintenance.md).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+import subprocess
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
+BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+LAB = "kpmt" + os.environ.get("KPROV_TEST_TAG", "")
+CP, WORKER = f"{LAB}-1", f"{LAB}-2"
+APP_NS = "kprov-day2"
+LEAVES = {"admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
+          "etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf"}
+
+pytestmark = [pytest.mark.e2e, pytest.mark.lab]
+
+APP = f"""
+apiVersion: v1
+kind: Namespace
+metadata: {{name: {APP_NS}}}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {{name: hello, namespace: {APP_NS}}}
+spec:
+  replicas: 1
+  selector: {{matchLabels: {{app: hello}}}}
+  template:
+    metadata: {{labels: {{app: hello}}}}
+    spec:
+      containers:
+        - name: hello
+          image: docker.io/kprov/hello:1.0
+          imagePullPolicy: Never
+          command: [/bin/sh, -c, 'mkdir -p /www && echo day2 > /www/index.html && exec httpd -f -p 8080 -h /www']
+"""
+
+
+def _skip_reason() -> str | None:
+    if os.geteuid() != 0:
+        return "needs root (nspawn lab)"
+    if not shutil.which("systemd-nspawn"):
+        return "needs systemd-nspawn (scripts/setup installs it)"
+    if not BUNDLE.is_file():
+        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
+    if not shutil.which("kubectl"):
+        return "needs kubectl on the operator machine"
+    return None
+
+
+def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def kubectl(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
+    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
+                          timeout=180, input=stdin)
+    assert not check or proc.returncode == 0, proc.stderr
+    return proc
+
+
+def node_sh(node: str, script: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
+    return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=timeout)
+
+
+def json_lines(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def wait_until(what: str, probe, timeout: float = 300, every: float = 3) -> None:
+    deadline = time.monotonic() + timeout
+    while not probe():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(every)
+
+
+def nodes_ready() -> bool:
+    res = kubectl("get", "nodes", "-o", "json", check=False)
+    if res.returncode != 0:
+        return False
+    items = json.loads(res.stdout)["items"]
+    return len(items) == 2 and all(any(c["type"] == "Ready" and c["status"] == "True"
+                                       for c in n["status"]["conditions"]) for n in items)
+
+
+def app_ready() -> bool:
+    res = kubectl("get", "deployment", "hello", "-n", APP_NS, "-o", "json", check=False)
+    return res.returncode == 0 and json.loads(res.stdout).get("status", {}).get("readyReplicas", 0) >= 1
+
+
+def certs(inv: Path) -> dict[str, datetime]:
+    res = kprov("certs", "check", "-i", str(inv), "--log-format", "json")
+    return {r["certificate"]: datetime.fromisoformat(r["expires"]) for r in json_lines(res.stdout) if "certificate" in r}
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    reason = _skip_reason()
+    if reason:
+        pytest.skip(reason)
+    d = tmp_path_factory.mktemp("day2")
+    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
+    doc["lab"] = {"name": LAB, "nodes": 2, "control_planes": 1}
+    doc["cluster"]["name"] = LAB
+    doc["cluster"]["bundle"] = str(BUNDLE)
+    inv = d / "day2.yaml"
+    inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    kprov("lab", "down", "--name", LAB, check=False)
+    figures: dict[str, object] = {}
+    try:
+        t0 = time.monotonic()
+        kprov("up", "-i", str(inv), "--no-smoke")
+        figures["up_s"] = round(time.monotonic() - t0, 1)
+        wait_until("both nodes Ready", nodes_ready)
+        kubectl("apply", "-f", "-", stdin=APP)
+        wait_until("the app Ready", app_ready)
+        yield {"inv": inv, "doc": doc, "dir": d, "figures": figures}
+    finally:
+        print(f"\nDAY-TWO FIGURES: {json.dumps(figures)}")
+        kprov("lab", "down", "--name", LAB, check=False)
+        (Path.home() / ".kube" / f"kprov-{LAB}.conf").unlink(missing_ok=True)
+
+
+def test_version_guard_refuses_a_silent_version_change(cluster) -> None:
+    bumped = dict(cluster["doc"], cluster={**cluster["doc"]["cluster"], "kubernetes_version": "1.20.3-lab.0"})
+    inv = cluster["dir"] / "bumped.yaml"
+    inv.write_text(yaml.safe_dump(bumped, sort_keys=False))
+    before = node_sh(CP, "stat -c %Y /usr/bin/kubelet /usr/bin/kubeadm").stdout
+    for cmd in ("up", "plan", "apply"):
+        args = [cmd, "-i", str(inv)] + (["kubernetes"] if cmd == "apply" else [])
+        res = kprov(*args, check=False)
+        lines = res.stderr.strip().splitlines()
+        assert res.returncode == 2, (cmd, res.stdout[-2000:], res.stderr)
+        assert len(lines) == 2 and "runs Kubernetes 1.20.2" in lines[0] and "wants 1.20.3-lab.0" in lines[0], res.stderr
+        assert "kprov upgrade" in lines[1], res.stderr
+    assert node_sh(CP, "stat -c %Y /usr/bin/kubelet /usr/bin/kubeadm").stdout == before
+    # the unchanged inventory still converges: nothing to do
+    again = kprov("plan", "-i", str(cluster["inv"]), "--log-format", "json")
+    assert not [e for e in json_lines(again.stdout) if e.get("changed")], again.stdout[-2000:]
+
+
+def test_certs_check_lists_every_certificate(cluster) -> None:
+    res = kprov("certs", "check", "-i", str(cluster["inv"]), "--log-format", "json")
+    rows = json_lines(res.stdout)
+    names = {r["certificate"] for r in rows if "certificate" in r and not r["ca"]}
+    cas = {r["certificate"] for r in rows if "certificate" in r and r["ca"]}
+    assert names == LEAVES and cas == {"ca", "etcd-ca", "front-proxy-ca"}, rows
+    assert all(r["host"] == CP and 360 <= r["days_left"] <= 366 for r in rows if "certificate" in r and not r["ca"])
+    rotation = {r["host"]: r["kubelet_rotate_certificates"] for r in rows if "kubelet_rotate_certificates" in r}
+    assert rotation == {CP: True, WORKER: True}, rows
+    # the table, and exit 1 when a certificate expires within --warn-days
+    warn = kprov("certs", "check", "-i", str(cluster["inv"]), "--warn-days", "400", check=False)
+    assert warn.returncode == 1 and "apiserver" in warn.stdout and "kprov certs renew" in warn.stdout, warn.stdout
+
+
+def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
+    inv = cluster["inv"]
+    before = certs(inv)
+    # kubeadm shows expiry to the minute: let the clock pass the minute the certificates were issued in
+    issued = max(v for k, v in before.items() if k in LEAVES)
+    wait_until("a new minute after issuance",
+               lambda: datetime.now(timezone.utc).replace(year=issued.year) >= issued.replace(second=0) + (
+                   datetime(2000, 1, 1, 0, 1) - datetime(2000, 1, 1)), timeout=90, every=2)
+    kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
+    old_kubeconfig = kubeconfig.read_bytes()
+    t0 = time.monotonic()
+    kprov("certs", "renew", "-i", str(inv))
+    cluster["figures"]["certs_renew_s"] = round(time.monotonic() - t0, 1)
+    after = certs(inv)
+    moved = {k for k in LEAVES if after[k] > before[k]}
+    assert moved == LEAVES, {k: (before[k], after[k]) for k in LEAVES}
+    assert all(after[k] == before[k] for k in ("ca", "etcd-ca", "front-proxy-ca"))
+    # the admin kubeconfig was re-fetched (new client certificate), 0600, and works
+    assert kubeconfig.read_bytes() != old_kubeconfig
+    assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
+    wait_until("both nodes Ready after the renewal", nodes_ready, timeout=180)
+    assert app_ready()
+
+
+def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> None:
+    inv, d = cluster["inv"], cluster["dir"] / "snapshots"
+    # etcdctl on the control plane (not in the lab's etcd image): Debian's etcd-client via the lab's apt proxy
+    res = node_sh(CP, "command -v etcdctl || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+                      "apt-get install -y -qq etcd-client >/dev/null && command -v etcdctl)", timeout=600)
+    assert res.returncode == 0, res.stdout + res.stderr
+
+    t0 = time.monotonic()
+    snap = json_lines(kprov("etcd", "snapshot", "-i", str(inv), "--output", str(d), "--log-format", "json").stdout)[-1]
+    cluster["figures"].update(snapshot_s=round(time.monotonic() - t0, 1), snapshot_bytes=snap["size"])
+    path = Path(snap["path"])
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600 and path.stat().st_size == snap["size"] > 0
+    assert (d / (path.name + ".sha256")).read_text().split()[0] == hashlib.sha256(path.read_bytes()).hexdigest()
+    meta = json.loads((d / (path.stem + ".json")).read_text())
+    assert meta["cluster"] == LAB and meta["kubernetes_version"] == "1.20.2" and meta["revision"] > 0
+    assert meta["member"] == CP and meta["etcd_version"]
+    # a second snapshot with --keep 1 prunes the first
+    second = json_lines(kprov("etcd", "snapshot", "-i", str(inv), "--output", str(d), "--keep", "1",
+                              "--log-format", "json").stdout)[-1]
+    assert second["pruned"] == [str(path)] and not path.exists()
+    path = Path(second["path"])
+
+    kubectl("delete", "namespace", APP_NS, "--wait=true", "--timeout=180s")
+    assert kubectl("get", "namespace", APP_NS, check=False).returncode != 0
+
+    refused = kprov("etcd", "restore", "-i", str(inv), "--from", str(path), check=False)
+    assert refused.returncode == 2 and "everything written after it is lost" in refused.stderr, refused.stderr
+    assert kubectl("get", "namespace", APP_NS, check=False).returncode != 0
+
+    t0 = time.monotonic()
+    kprov("etcd", "restore", "-i", str(inv), "--from", str(path), "--yes")
+    cluster["figures"]["restore_s"] = round(time.monotonic() - t0, 1)
+    wait_until("the namespace back", lambda: kubectl("get", "namespace", APP_NS, check=False).returncode == 0)
+    wait_until("the app Ready again", app_ready, timeout=300)
+    wait_until("both nodes Ready after the restore", nodes_ready, timeout=180)
+    cluster["figures"]["restore_to_app_ready_s"] = round(time.monotonic() - t0, 1)
