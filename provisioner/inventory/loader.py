@@ -10,7 +10,9 @@ from typing import Any, Callable, Mapping
 
 from provisioner.errors import InventoryError
 from provisioner.inventory.model import (
+    API_ENDPOINTS,
     CNIS,
+    DEFAULT_API_PORTS,
     DEFAULT_MAX_SESSIONS,
     KUBERNETES_SOURCES,
     PROVIDERS,
@@ -27,7 +29,7 @@ from provisioner.inventory.yamlsource import Located, load_yaml_file
 TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
 CLUSTER_KEYS = {
     "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
-    "kubernetes_source", "bundle", "container_runtime", "vars",
+    "kubernetes_source", "bundle", "container_runtime", "vars", "api_endpoint", "api_vip", "api_port",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
 CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
@@ -51,6 +53,12 @@ DEFAULT_CLUSTER = {
     "kubernetes_source": "pkgs",
     "bundle": None,
 }
+
+#: ports the built-in balancer must leave alone: Kubernetes' own (and sshd); NodePorts are 30000-32767
+RESERVED_PORTS = {22: "sshd", 2379: "etcd", 2380: "etcd peers", 6443: "kube-apiserver", 10248: "kubelet healthz",
+                  10249: "kube-proxy metrics", 10250: "kubelet", 10256: "kube-proxy healthz",
+                  10257: "kube-controller-manager", 10259: "kube-scheduler"}
+NODE_PORTS = range(30000, 32768)
 
 _TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list"}
 
@@ -289,11 +297,61 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
                              "use http(s)://host[:port][/path] without spaces or quotes")
     cvars = c.get("vars") or {}
     v.expect(cvars, dict, "cluster.vars")
+    mode, vip, prefix, api_port, endpoint = _api_endpoint(v, c, endpoint)
     return Cluster(
         name=name, kubernetes_version=version, pod_cidr=str(pod), service_cidr=str(svc), cni=cni,
         control_plane_endpoint=endpoint, kubernetes_source=source,
         bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
+        api_endpoint=mode, api_vip=vip, api_vip_prefix=prefix, api_port=api_port,
     )
+
+
+def _api_endpoint(v: _Validator, c: Mapping[str, Any], endpoint: str | None
+                  ) -> tuple[str, str | None, int | None, int | None, str | None]:
+    """`cluster.api_endpoint` and its settings -> (mode, vip, vip prefix, balancer port, control_plane_endpoint).
+
+    With `vip` and `local` kprov runs the balancer, so the endpoint every node and kubeadm use is derived:
+    `<api_vip>:<api_port>` and `127.0.0.1:<api_port>` (docs/ha.md)."""
+    mode = c.get("api_endpoint", "external")
+    v.expect(mode, str, "cluster.api_endpoint", f"use one of: {', '.join(API_ENDPOINTS)}")
+    if mode not in API_ENDPOINTS:
+        raise v.fail("cluster.api_endpoint", f"unknown api_endpoint {mode!r}", f"use one of: {', '.join(API_ENDPOINTS)}")
+    raw_vip, raw_port = c.get("api_vip"), c.get("api_port")
+    if mode == "external":
+        for key, value, modes in (("api_vip", raw_vip, "vip"), ("api_port", raw_port, "vip or local")):
+            if value is not None:
+                raise v.fail(f"cluster.{key}", f"{key} is only used with api_endpoint: {modes}",
+                             f"set api_endpoint: {modes.split()[0]}, or remove {key}")
+        return mode, None, None, None, endpoint
+    if endpoint is not None:
+        raise v.fail("cluster.control_plane_endpoint", f"control_plane_endpoint is set by kprov with api_endpoint: {mode}",
+                     "remove control_plane_endpoint, or use api_endpoint: external for your own balancer")
+    port = DEFAULT_API_PORTS[mode] if raw_port is None else v.port(raw_port, "cluster.api_port")
+    if port in RESERVED_PORTS or port in NODE_PORTS:
+        user = RESERVED_PORTS.get(port, "Kubernetes NodePorts (30000-32767)")
+        raise v.fail("cluster.api_port", f"port {port} is in use on the nodes by {user}",
+                     f"pick a free port for the balancer, e.g. {DEFAULT_API_PORTS[mode]}")
+    if mode == "local":
+        if raw_vip is not None:
+            raise v.fail("cluster.api_vip", "api_vip is only used with api_endpoint: vip",
+                         "remove api_vip, or set api_endpoint: vip")
+        return mode, None, None, port, f"127.0.0.1:{port}"
+    if raw_vip is None:
+        raise v.fail("cluster.api_vip", "api_endpoint: vip needs cluster.api_vip",
+                     "set api_vip to a free address in the control planes' subnet, e.g. 10.0.0.250 (or 10.0.0.250/24)")
+    v.expect(raw_vip, str, "cluster.api_vip", "write the address as a string, e.g. 10.0.0.250")
+    try:
+        iface = ipaddress.ip_interface(raw_vip if "/" in raw_vip else f"{raw_vip}/24")
+    except ValueError:
+        raise v.fail("cluster.api_vip", f"invalid api_vip {raw_vip!r}",
+                     "give an IPv4 address, optionally with the subnet's prefix, e.g. 10.0.0.250/24") from None
+    if iface.version != 4 or not 8 <= iface.network.prefixlen <= 30:
+        raise v.fail("cluster.api_vip", f"invalid api_vip {raw_vip!r}",
+                     "give an IPv4 address with a prefix from /8 to /30, e.g. 10.0.0.250/24")
+    if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
+        raise v.fail("cluster.api_vip", f"api_vip {iface.ip} is the network or broadcast address of {iface.network}",
+                     "pick a free host address in the control planes' subnet")
+    return mode, str(iface.ip), iface.network.prefixlen, port, f"{iface.ip}:{port}"
 
 
 def _bastion(v: _Validator, raw: Any, where: str, base: Path) -> Bastion | None:
@@ -419,9 +477,26 @@ def _check_hosts(v: _Validator, hosts: list[Host], cluster: Cluster) -> None:
     cps = [h for h in hosts if h.is_control_plane]
     if not cps:
         raise v.fail("hosts", "no control plane", "give at least one host roles: [control_plane]")
+    if cluster.api_endpoint == "vip":
+        _check_vip(v, hosts, cps, cluster)
     if len(cps) > 1 and not cluster.control_plane_endpoint:
         raise v.fail("cluster.control_plane_endpoint", f"{len(cps)} control planes need a control_plane_endpoint",
                      "set cluster.control_plane_endpoint to a load balancer or VIP host:port")
+
+
+def _check_vip(v: _Validator, hosts: list[Host], cps: list[Host], cluster: Cluster) -> None:
+    """The VIP moves between the control planes by VRRP: it must be on their L2 subnet and nobody's address."""
+    vip = ipaddress.ip_address(cluster.api_vip)
+    for h in hosts:
+        if str(vip) in (h.node_ip, h.address):
+            raise v.fail("cluster.api_vip", f"api_vip {vip} is already the address of host {h.name!r}",
+                         "pick an unused address in the control planes' subnet")
+    for h in cps:
+        net = ipaddress.ip_network(f"{h.node_ip}/{cluster.api_vip_prefix}", strict=False)
+        if vip not in net:
+            raise v.fail("cluster.api_vip", f"api_vip {vip} is outside {net}, the subnet of control plane "
+                         f"{h.name!r} ({h.node_ip})",
+                         "pick a free address in the control planes' subnet (give its prefix as api_vip: A.B.C.D/NN)")
 
 
 def _groups(v: _Validator, raw: Any, hosts: list[Host]) -> dict[str, Group]:

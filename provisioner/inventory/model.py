@@ -11,6 +11,11 @@ ROLES = ("control_plane", "worker")
 CNIS = ("flannel", "calico", "bridge")
 PROVIDERS = ("static", "lab", "ec2", "vagrant")
 KUBERNETES_SOURCES = ("pkgs", "bundle")
+#: how nodes and users reach the API servers (docs/ha.md): the user's balancer, a keepalived VIP + haproxy
+#: on the control planes, or a proxy on 127.0.0.1 of every node
+API_ENDPOINTS = ("external", "vip", "local")
+#: the built-in balancer's port when the inventory gives none (6443 is the API servers' own)
+DEFAULT_API_PORTS = {"vip": 8443, "local": 6444}
 #: concurrent SSH channels per connection; OpenSSH's sshd allows 10 (MaxSessions) by default
 DEFAULT_MAX_SESSIONS = 8
 
@@ -73,6 +78,10 @@ class Cluster:
     bundle: str | None
     container_runtime: Mapping[str, Any]
     vars: Mapping[str, Any]
+    api_endpoint: str = "external"
+    api_vip: str | None = None
+    api_vip_prefix: int | None = None
+    api_port: int | None = None
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -85,6 +94,10 @@ class Cluster:
             "kubernetes_source": self.kubernetes_source,
             "bundle": self.bundle,
             "container_runtime": {"version": None, "registry_mirrors": {}, **dict(self.container_runtime)},
+            "api_endpoint": self.api_endpoint,
+            "api_vip": self.api_vip,
+            "api_vip_prefix": self.api_vip_prefix,
+            "api_port": self.api_port,
         }
 
 
