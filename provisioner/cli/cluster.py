@@ -96,6 +96,11 @@ def add_node(common: Common, names: tuple[str, ...]) -> int:
     # new node IP) and labels the new node; with the bridge CNI every node needs a route to its pod subnet
     cni_hosts = "all" if inv.cluster.cni == "bridge" else f"{inv.control_planes[0].name},{pattern}"
     plays = [p if p.role != "cni" else Play("cni", cni_hosts) for p in plays]
+    # a new control plane is a new backend of the built-in balancer (docs/ha.md): haproxy reloads on every
+    # control plane (vip) or every node (local); the API servers are not restarted
+    if any(known[n].is_control_plane for n in names) and inv.cluster.api_endpoint in ("vip", "local"):
+        lb_hosts = "control_plane" if inv.cluster.api_endpoint == "vip" else "all"
+        plays = [p if p.role != "loadbalancer" else Play("loadbalancer", lb_hosts) for p in plays]
     return execute(common, plays, inventory=inv, title="ADD-NODE")
 
 

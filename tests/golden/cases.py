@@ -94,6 +94,23 @@ ROLE_DEFAULTS: dict[str, Any] = {
     "smoke_args": ["netexec", "--http-port=8080"],
     "smoke_container_port": 8080,
     "smoke_node_port": 30080,
+    # loadbalancer (api_endpoint: vip | local, docs/ha.md)
+    "loadbalancer_mode": "vip",
+    "loadbalancer_bind_address": "*",
+    "loadbalancer_port": 8443,
+    "loadbalancer_backends": [h for h in HOSTS if "control_plane" in h["roles"]],
+    "loadbalancer_apiserver_port": 6443,
+    "loadbalancer_check_inter_ms": 2000,
+    "loadbalancer_check_fall": 2,
+    "loadbalancer_check_rise": 2,
+    "keepalived_vip": "10.215.0.250",
+    "keepalived_vip_prefix": 24,
+    "keepalived_virtual_router_id": 250,
+    "keepalived_priority": 150,
+    "keepalived_interface": "host0",
+    "keepalived_unicast_src": "10.215.0.11",
+    "keepalived_unicast_peers": ["10.215.0.12", "10.215.0.13"],
+    "keepalived_advert_int": 1,
 }
 
 LOOP_VARS = {"item"}  # set by a task's loop, e.g. one hosts.toml per registry
@@ -127,6 +144,7 @@ def host_vars(k8s: str = "1.31.2", host_index: int = 0, hosts: list[dict] | None
             "kubernetes_source": "packages",
             "bundle": None,
             "container_runtime": {"version": "1.7.24", "registry_mirrors": mirrors or {}},
+            "api_endpoint": "vip", "api_vip": "10.215.0.250", "api_vip_prefix": 24, "api_port": 8443,
         },
     }
     variables.update(copy.deepcopy(ROLE_DEFAULTS))
@@ -264,6 +282,19 @@ def _cases() -> list[Case]:
     add("pod-routes-4-peers", "cni/kprov-pod-routes.sh.j2", cni="bridge", cni_pod_routes=routes)
     add("pod-routes-4-peers", "cni/kprov-pod-routes.service.j2", cni="bridge", cni_pod_routes=routes)
     add("pod-routes-single-node", "cni/kprov-pod-routes.sh.j2", cni="bridge", cni_pod_routes=[])
+
+    # API endpoint balancers: vip (keepalived + haproxy on the control planes), local (haproxy on 127.0.0.1)
+    lb, ka = "loadbalancer/haproxy.cfg.j2", "loadbalancer/keepalived.conf.j2"
+    add("lb-vip-3-control-planes", lb)
+    add("lb-vip-3-control-planes", ka)
+    add("lb-vip-cp3-eth1-16", ka, host_index=2, keepalived_priority=148, keepalived_interface="eth1",
+        keepalived_unicast_src="10.215.0.13", keepalived_unicast_peers=["10.215.0.11", "10.215.0.12"],
+        keepalived_vip="10.215.7.7", keepalived_vip_prefix=16, keepalived_virtual_router_id=7)
+    add("lb-vip-1-control-plane", lb, hosts=HOSTS[:1] + HOSTS[3:], loadbalancer_backends=HOSTS[:1],
+        loadbalancer_port=9443)
+    add("lb-vip-1-control-plane", ka, hosts=HOSTS[:1] + HOSTS[3:], keepalived_unicast_peers=[])
+    add("lb-local-worker", lb, host_index=3, loadbalancer_mode="local", loadbalancer_bind_address="127.0.0.1",
+        loadbalancer_port=6444)
 
     # smoke
     add("smoke-agnhost", "smoke/hello.yaml.j2")

@@ -103,6 +103,7 @@ def _runtime_facts(k8s: str, hosts: list[dict[str, Any]], me: dict[str, Any]) ->
         "join_token": "abcdef.0123456789abcdef",
         "join_ca_cert_hash": "sha256:" + "ab" * 32,
         "join_certificate_key": "cd" * 32,
+        "keepalived_interface": "host0",
     }
 
 
