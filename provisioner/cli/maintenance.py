@@ -155,3 +155,74 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     console.print(f"restored {report.snapshot.name} on {', '.join(report.members)} in {report.seconds:.0f} s; "
                   f"API server healthy; the previous data directory is kept as /var/lib/etcd{report.kept_aside}")
     return int(ExitStatus.SUCCESS)
+
+
+# --- upgrade --------------------------------------------------------------------------------------------
+
+@click.command()
+@click.option("--to", "target", help="Target version (default: the inventory's kubernetes_version).")
+@click.option("--serial", default=1, show_default=True, type=int, help="Workers upgraded at a time.")
+@click.option("--drain-timeout", default=300, show_default=True, type=int, help="Seconds a drain may take.")
+@click.option("--yes", is_flag=True, help="Upgrade (without it: preflight and plan only, nothing changed).")
+@run_options
+def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool) -> int:
+    """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
+    --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon)."""
+    from dataclasses import replace
+
+    from provisioner.actions.upgrade import UpgradeOptions, prepare, run
+    from provisioner.cli.run import run_plays
+    from provisioner.engine.roles import Play, load_role
+
+    inv = load_inventory(common.inventory)
+    console = _console(common)
+    apt_base = str(common.extra_vars.get("kubernetes_apt_base")
+                   or inv.cluster.vars.get("kubernetes_apt_base")
+                   or load_role("kubernetes").defaults.get("kubernetes_apt_base", ""))
+    opts = UpgradeOptions(target=target, serial=serial, drain_timeout_s=drain_timeout, apt_base=apt_base)
+    plan = prepare(inv, common.run_options().connect, opts)
+    table = Table(title=f"UPGRADE PLAN {inv.cluster.name}: {plan.running} -> {plan.target} ({plan.source})",
+                  title_justify="left", show_edge=False)
+    for col in ("#", "node", "step", "version", "drain evicts", "blocking PDBs"):
+        table.add_column(col)
+    for i, n in enumerate(plan.nodes, 1):
+        what = "done" if n.done and not n.uncordon_only else ("uncordon" if n.uncordon_only else
+                                                              ("kubeadm upgrade apply" if n.kind == "first-control-plane"
+                                                               else "kubeadm upgrade node"))
+        table.add_row(str(i), n.host, what, f"{n.from_version} -> {n.to_version}",
+                      ", ".join(n.evictions) or "-", ", ".join(n.blocking_pdbs) or "-")
+    console.print(table)
+    for note in plan.notes:
+        console.print(f"note: {note}")
+    if common.log_format == "json":
+        for n in plan.nodes:
+            click.echo(json.dumps({"host": n.host, "kind": n.kind, "from": n.from_version, "to": n.to_version,
+                                   "done": n.done, "steps": list(n.steps), "evictions": list(n.evictions),
+                                   "blocking_pdbs": list(n.blocking_pdbs)}))
+    if not plan.pending:
+        console.print(f"every node runs {plan.target}: nothing to do")
+        return int(ExitStatus.SUCCESS)
+    if not yes:
+        console.print("nothing changed: rerun with --yes to upgrade")
+        return int(ExitStatus.SUCCESS)
+
+    def install_role(tinv, host: str) -> bool:
+        c = replace(common, limit=(host,))
+        report = run_plays(c, tinv, [Play("kubernetes", host)], c.sink())
+        return int(report.exit_status()) == 0
+
+    report = run(inv, common.run_options().connect, plan, opts, install_role=install_role,
+                 progress=lambda m: console.print(f"[dim]upgrade: {m}[/dim]"))
+    recap = Table(title="UPGRADE RECAP", title_justify="left", show_edge=False)
+    for col in ("node", "version", "status", "wall time", "message"):
+        recap.add_column(col)
+    for r in report.nodes:
+        color = {"failed": "red", "not started": "yellow"}.get(r.status, "green")
+        recap.add_row(r.host, f"{r.from_version} -> {r.to_version}", f"[{color}]{r.status}[/{color}]",
+                      f"{r.seconds:.0f} s", r.message)
+        if common.log_format == "json":
+            click.echo(json.dumps({"upgrade": r.host, "from": r.from_version, "to": r.to_version, "status": r.status,
+                                   "seconds": r.seconds, "msg": r.message}))
+    console.print(recap)
+    return int(ExitStatus.TASK_FAILED) if report.failed else int(ExitStatus.SUCCESS)
+
