@@ -92,3 +92,7 @@ class CloudError(KprovError):
 
 class SmokeFailed(KprovError):
     """The smoke test could not reach the app through every node."""
+
+
+class LockHeld(InputError):
+    """Another kprov run holds the cluster (locally) or a host (on the host) for changes."""

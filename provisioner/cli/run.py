@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -9,6 +10,7 @@ import click
 
 from provisioner.cli.common import Common, check_limit, finish, run_options
 from provisioner.engine.events import RunReport
+from provisioner.engine.lock import cluster_lock
 from provisioner.engine.roles import Play, load_plays
 from provisioner.engine.runner import Runner
 from provisioner.inventory.loader import load_inventory
@@ -40,12 +42,15 @@ def run_plays(common: Common, inv: Inventory, plays: Sequence[Play], sink: Any, 
         dirs["roles_dir"] = roles_dir
         if (roles_dir.parent / "templates").is_dir():
             dirs["templates_dir"] = roles_dir.parent / "templates"
-    runner = Runner(inv, common.run_options(check=check), sink, redactor=redactor,
-                    base_vars=cluster_vars(inv, redactor), **dirs)
-    try:
-        return runner.run(plays)
-    finally:
-        runner.close()
+    with contextlib.ExitStack() as stack:
+        if not check:   # a plan never changes a host: it may run beside a run that does
+            stack.enter_context(cluster_lock(inv.cluster.name))
+        runner = Runner(inv, common.run_options(check=check), sink, redactor=redactor,
+                        base_vars=cluster_vars(inv, redactor), **dirs)
+        try:
+            return runner.run(plays)
+        finally:
+            runner.close()
 
 
 @click.command()

@@ -21,7 +21,8 @@ import threading
 from provisioner.engine.events import Event, NullSink, RunReport, Sink, Status
 from provisioner.engine.roles import PROJECT_ROOT, ROLES_DIR, TEMPLATES_DIR, Play, Role, Task, load_role
 from provisioner.engine.templating import Renderer, make_env, resolve_vars
-from provisioner.errors import HostConnectionError, InputError, KprovError, RoleError
+from provisioner.engine.lock import owner_record
+from provisioner.errors import HostConnectionError, HostKeyError, InputError, KprovError, LockHeld, RoleError
 from provisioner.inventory.loader import host_vars_layers
 from provisioner.inventory.model import Host, Inventory
 from provisioner.modules.base import Change, FactQuery, NoChange, Skip, get_module
@@ -42,6 +43,7 @@ class Transport(Protocol):
              become: bool | None = None) -> CommandResult: ...
     def script(self, script: str, **kw: Any) -> CommandResult: ...
     def put_stream(self, remote_path: str, fh: Any, *, offset: int = 0) -> int: ...
+    def hold_lock(self, owner: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -162,6 +164,9 @@ class Runner:
         self.states = {h.name: _HostState(h) for h in inventory.hosts}
         self._roles: dict[str, Role] = {}
         self._pool = ThreadPoolExecutor(max_workers=max(1, options.forks), thread_name_prefix="kprov")
+        #: who we are, for a run that finds a host locked (engine/lock.py)
+        self._owner = owner_record(f"kprov run on cluster {inventory.cluster.name}")
+        self._locked: list[LockHeld] = []
 
     # -- hosts ------------------------------------------------------------------------------
     def select(self, pattern: str) -> list[Host]:
@@ -208,7 +213,18 @@ class Runner:
             transport = self.connector(st.host)
             try:
                 transport.connect()
+                if not self.options.check:
+                    try:
+                        transport.hold_lock(self._owner)
+                    except LockHeld as exc:
+                        transport.close()
+                        self._locked.append(exc)
+                        st.dead = Status.FAILED
+                        return
                 st.transport = transport
+            except HostKeyError as exc:
+                # reachable, but not the host we know (or not known yet): a trust failure, not a network one
+                self._mark(st, Status.FAILED, "connect", "ssh host key", exc.message, t0, exc.hint or "")
             except KprovError as exc:
                 self._mark(st, Status.UNREACHABLE, "connect", "ssh connect", exc.message, t0, exc.hint or "")
             except Exception as exc:  # noqa: BLE001 - one host's oddity must not stop the others
@@ -231,6 +247,12 @@ class Runner:
         for play in plays:  # load every role first: a broken role is bad input before any host is touched
             self.role(play.role)
         try:
+            if not self.options.check:
+                # every host the plays change is locked before the first change: a concurrent run
+                # (from another machine) is found before anything is touched
+                self.connect([h for play in plays for h in self.select(play.hosts)])
+                if self._locked:
+                    raise self._locked[0]
             for play in plays:
                 self.run_play(play)
         finally:

@@ -385,9 +385,10 @@ def _check_connection(v: _Validator, conn: Mapping[str, Any], where: str, base: 
 
 
 def _max_sessions(v: _Validator, value: Any, where: str) -> int:
-    """Concurrent SSH channels kprov opens on one connection: at most the host's sshd MaxSessions."""
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise v.fail(where, f"max_sessions must be an integer from 1 to 64, got {value!r}",
+    """Concurrent SSH channels kprov opens on one connection: at most the host's sshd MaxSessions
+    (one of them holds the host's kprov lock for the whole run)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 64:
+        raise v.fail(where, f"max_sessions must be an integer from 2 to 64, got {value!r}",
                      "set it at or below the host's sshd MaxSessions (OpenSSH's default is 10)")
     return value
 

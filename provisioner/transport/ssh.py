@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Sequence
 
 import paramiko
+from fabric import Config as FabricConfig
 from fabric import Connection
 
 from provisioner.errors import CommandTimedOut, HostConnectionError, HostKeyError
@@ -154,6 +155,7 @@ class SSHHost:
         # many hosts to one control plane queue here instead)
         self._channels = threading.BoundedSemaphore(max(1, host.max_sessions))
         self._connect_lock = threading.Lock()
+        self._lock_chan: paramiko.Channel | None = None
 
     # -- connection -------------------------------------------------------------------------
     def _make_connection(self, address: str, port: int, user: str, key: str | None,
@@ -166,8 +168,12 @@ class SSHHost:
         }
         if key:
             connect_kwargs["key_filename"] = [key]
+        # The inventory is the whole truth about how to reach a host: ~/.ssh/config is not read, so a
+        # ProxyJump there can never make Fabric build a gateway that trusts any key (use `bastion:`,
+        # verified like every host).
         conn = Connection(host=address, port=port, user=user, connect_kwargs=connect_kwargs,
-                          gateway=gateway, connect_timeout=self.options.connect_timeout)
+                          gateway=gateway or False, connect_timeout=self.options.connect_timeout,
+                          config=FabricConfig(overrides={"load_ssh_configs": False}))
         client = conn.client
         # Fabric trusts any key by default; kprov verifies: system + kprov + inventory known_hosts.
         client._host_keys = paramiko.HostKeys()  # noqa: SLF001 - reset Fabric's implicit loads
@@ -229,7 +235,59 @@ class SSHHost:
             hint="check the address, that sshd runs and the network path (or a bastion)",
         )
 
+    def hold_lock(self, owner: str) -> None:
+        """Take this host's kprov lock for as long as the connection lives (see engine/lock.py).
+
+        One session (and one of the host's channel slots) holds it; closing the connection, or kprov
+        dying, releases it on the host. LockHeld (exit 2) when another run holds it."""
+        from provisioner.engine.lock import HOST_LOCK_SCRIPT, describe_owner
+        from provisioner.errors import KprovError, LockHeld
+
+        if self._lock_chan is not None:
+            return
+        self._channels.acquire()
+        chan: paramiko.Channel | None = None
+        try:
+            chan = self._open_channel()
+            chan.settimeout(self.options.connect_timeout + 30)
+            chan.exec_command(self._wrap(shlex.join(["sh", "-c", HOST_LOCK_SCRIPT, "kprov", self.host.name, owner]),
+                                         None))
+            line = bytearray()
+            while not line.endswith(b"\n") and len(line) < 8192:
+                data = chan.recv(1)
+                if not data:
+                    break
+                line += data
+            status = line.decode("utf-8", "replace").strip()
+            if status == "KPROV-LOCK-OK":
+                self._lock_chan, chan = chan, None
+                return
+            if status.startswith("KPROV-LOCK-HELD"):
+                holder = describe_owner(status.removeprefix("KPROV-LOCK-HELD").strip())
+                raise LockHeld(f"{self.host.name} is locked by {holder}",
+                               hint="another kprov run is changing this host: wait for it to finish")
+            err = chan.recv_stderr(4096).decode("utf-8", "replace").strip() if chan.recv_stderr_ready() else ""
+            raise KprovError(f"{self.host.name}: cannot take the kprov lock: {status or err or 'no answer'}",
+                             hint="kprov needs flock (util-linux) and a writable /run on the host")
+        except socket.timeout:
+            raise HostConnectionError(f"{self.host.name}: no answer while taking the kprov lock",
+                                      hint="check the host and rerun") from None
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            raise HostConnectionError(f"{self.host.name}: connection failed while taking the lock: {exc}",
+                                      hint="check the host and rerun") from None
+        finally:
+            if chan is not None:
+                chan.close()
+                self._channels.release()
+
     def close(self) -> None:
+        if self._lock_chan is not None:
+            try:
+                self._lock_chan.close()
+            except Exception:  # noqa: BLE001 - closing must not hide the run's result
+                pass
+            self._lock_chan = None
+            self._channels.release()
         for c in (self._conn, self._gateway):
             if c is not None:
                 try:

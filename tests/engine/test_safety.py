@@ -176,3 +176,20 @@ def test_a_dead_delegate_is_reported_against_itself(fleet, workdir):
     (ev,) = out.events(H1)
     assert ev.status is Status.FAILED and "delegate host ghost is unreachable" in ev.msg
     assert [e.status for e in out.events("ghost")] == [Status.UNREACHABLE]
+
+
+def test_user_ssh_config_is_not_read(fleet, tmp_path, monkeypatch):
+    """A ProxyJump (or any rewrite) in ~/.ssh/config never changes how kprov reaches a host: the
+    inventory is the whole truth, and a jump host is a `bastion:` verified like any host."""
+    inv = fleet.inventory()
+    host = inv.host(H1)
+    (tmp_path / ".ssh").mkdir()
+    (tmp_path / ".ssh" / "config").write_text(
+        f"Host {host.address}\n  ProxyJump root@127.0.0.1:1\n  Port 2\n  User nobody\n")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    ssh = SSHHost(host, ConnectOptions(connect_timeout=5, connect_retries=0))
+    try:
+        ssh.connect()
+        assert ssh.script("echo direct").stdout.strip() == "direct"
+    finally:
+        ssh.close()
