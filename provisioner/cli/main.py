@@ -25,6 +25,7 @@ _SUBCOMMANDS = {
     "certs": "provisioner.cli.maintenance:certs",
     "etcd": "provisioner.cli.maintenance:etcd",
     "upgrade": "provisioner.cli.maintenance:upgrade",
+    "remove-node": "provisioner.cli.remove_node:remove_node",
 }
 
 
