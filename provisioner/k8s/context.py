@@ -38,6 +38,7 @@ def cluster_vars(inv: Inventory, redactor: Redactor) -> dict[str, Any]:
         "kprov_kubeconfig": str(kubeconfig_path(inv)),
         "bundle_path": None, "bundle_sha256": None, "bundle_sums": "", "bundle_binaries": [],
         "bundle_image_files": [], "bundle_images": {},
+        "bundle_files": [], "bundle_cp_only_paths": [], "bundle_worker_bytes": 0, "bundle_full_bytes": 0,
     }
     if c.kubernetes_source != "bundle":
         return out
@@ -73,4 +74,7 @@ def cluster_vars(inv: Inventory, redactor: Redactor) -> dict[str, Any]:
         "bundle_skipped": [{"what": s.what, "why": s.why} for s in manifest.skipped],
         "kubeadm_image_repository": manifest.image_repository,
     })
+    from provisioner.bundle.distribution import distribution_vars
+
+    out.update(distribution_vars(path, manifest))   # bundle distribution between nodes (docs/bundle.md)
     return out
