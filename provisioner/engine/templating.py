@@ -5,14 +5,20 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import logging
 import re
+import shlex
+import threading
 from pathlib import Path
 from typing import Any, Mapping
 
 import jinja2
+import jinja2.sandbox
 import yaml
 
 from provisioner.errors import TemplateError
+
+log = logging.getLogger(__name__)
 
 _WHOLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
@@ -99,25 +105,84 @@ def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
     return [{"registry": k, "mirrors": list(v or [])} for k, v in sorted(dict(mirrors or {}).items())]
 
 
+#: a Kubernetes node name (DNS-1123 subdomain): anything else is not a name the API server accepts
+_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
+_WARNED: set[str] = set()
+_WARNED_LOCK = threading.Lock()
+
+
+def _warn_once(text: str) -> None:
+    with _WARNED_LOCK:
+        if text in _WARNED:
+            return
+        _WARNED.add(text)
+    log.warning("%s", text)
+
+
+def _valid_ip(value: str) -> str | None:
+    """A plain IPv4/IPv6 address in canonical form, or None (no scope ids, no spaces, nothing else)."""
+    try:
+        ip = ipaddress.ip_address(value)
+    except ValueError:
+        return None
+    return None if "%" in value else str(ip)
+
+
+def _valid_cidr(value: str) -> str | None:
+    try:
+        return str(ipaddress.ip_network(value, strict=True))
+    except ValueError:
+        return None
+
+
 def _nodes_table(text: Any) -> list[dict[str, Any]]:
-    """`kubectl get nodes -o json` -> [{name, pod_cidr, ip, ready}] ([] when not JSON yet)."""
+    """`kubectl get nodes -o json` -> [{name, pod_cidr, ip, ready}] ([] when not JSON yet).
+
+    Cluster data is untrusted (any node can set its own status): a row whose name is not a node name,
+    whose InternalIP is not an IP address or whose podCIDR is not a network is dropped with a warning,
+    and every value kept is in canonical form (it lands in a script that runs as root on every node)."""
     try:
         doc = json.loads(str(text))
     except ValueError:
         return []
+    if not isinstance(doc, dict) or not isinstance(doc.get("items", []), list):
+        return []
     rows = []
     for item in doc.get("items", []):
-        status = item.get("status", {})
-        ip = next((a.get("address", "") for a in status.get("addresses", []) if a.get("type") == "InternalIP"), "")
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
-        rows.append({"name": item.get("metadata", {}).get("name", ""),
-                     "pod_cidr": item.get("spec", {}).get("podCIDR", "") or "", "ip": ip, "ready": ready})
+        if not isinstance(item, dict):
+            continue
+        status = item.get("status") or {}
+        name = str((item.get("metadata") or {}).get("name", ""))
+        addresses = status.get("addresses") or [] if isinstance(status, dict) else []
+        raw_ip = next((str(a.get("address", "")) for a in addresses
+                       if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
+        raw_cidr = str((item.get("spec") or {}).get("podCIDR", "") or "")
+        conditions = status.get("conditions") or [] if isinstance(status, dict) else []
+        ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
+                    for c in conditions)
+        ip = _valid_ip(raw_ip) if raw_ip else ""
+        cidr = _valid_cidr(raw_cidr) if raw_cidr else ""
+        problems = []
+        if not (len(name) <= 253 and _NODE_NAME.fullmatch(name)):
+            problems.append(f"name {name!r}")
+        if ip is None:
+            problems.append(f"InternalIP {raw_ip!r}")
+        if cidr is None:
+            problems.append(f"podCIDR {raw_cidr!r}")
+        if problems:
+            _warn_once(f"ignoring node {name[:80]!r} from the cluster: invalid {', '.join(problems)}")
+            continue
+        rows.append({"name": name, "pod_cidr": cidr, "ip": ip, "ready": ready})
     return rows
+
+
+class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
+    """Inventory and -e values are rendered too: no attribute walk out of Jinja2 into Python."""
 
 
 def make_env(template_dir: Path | None = None) -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(template_dir)) if template_dir else None
-    env = jinja2.Environment(
+    env = _Sandbox(
         loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
         trim_blocks=True, lstrip_blocks=True, autoescape=False,
     )
@@ -133,7 +198,7 @@ def make_env(template_dir: Path | None = None) -> jinja2.Environment:
         "ip_in": _ip_in,
         "regex_replace": lambda s, pat, rep: re.sub(pat, rep, str(s)),
         "basename": lambda p: str(p).rsplit("/", 1)[-1],
-        "quote": lambda s: __import__("shlex").quote(str(s)),
+        "quote": lambda s: shlex.quote(str(s)),
         "regex_search": _regex_search,
         "kv_parse": _kv_parse,
         "mirror_items": _mirror_items,

@@ -3,6 +3,16 @@
 #   (no argument)  add missing routes
 #   --check        exit 1 when a route is missing or points elsewhere; change nothing
 #   --remove       delete these routes (kprov reset)
+# Subnets and addresses come from the cluster (validated as networks/addresses by kprov) and are
+# still quoted: they are data, never code.
 set -e
 mode=${1:-apply}
+route() {
+  if [ "$mode" = --remove ]; then
+    if ip route show exact "$1" | grep -q .; then ip route del "$1" && echo "removed $1"; fi
+  elif ! ip route show exact "$1" | grep -qF "via $2 "; then
+    [ "$mode" = --check ] && exit 1
+    ip route replace "$1" via "$2"
+  fi
+}
 exit 0
