@@ -120,13 +120,15 @@ class WaitForModule(Module):
         else:
             probe = join(args["argv"]) if args["argv"] else f"sh -c {q(args['shell'])}"
             what = join(args["argv"]) if args["argv"] else args["shell"]
-        # whole seconds only in sh: give up when the clock is *past* the end, so at least `timeout` seconds pass
-        script = (f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
-                  f"while ! {probe} >/tmp/.kprov-wait.$$ 2>&1 </dev/null; do\n"
-                  f"  if [ $(date +%s) -gt $end ]; then tail -n 20 /tmp/.kprov-wait.$$ >&2; rm -f /tmp/.kprov-wait.$$;"
+        # whole seconds only in sh: give up when the clock is *past* the end, so at least `timeout` seconds pass.
+        # The last attempt's output goes to a private mktemp file (a fixed /tmp name is a symlink trap for root).
+        script = (f"out=$(mktemp) || exit 1\n"
+                  f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
+                  f"while ! {probe} >\"$out\" 2>&1 </dev/null; do\n"
+                  f"  if [ $(date +%s) -gt $end ]; then tail -n 20 \"$out\" >&2; rm -f \"$out\";"
                   f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
                   f" exit 1; fi\n"
-                  f"  sleep {args['interval']}\ndone\nrm -f /tmp/.kprov-wait.$$")
+                  f"  sleep {q(str(args['interval']))}\ndone\nrm -f \"$out\"")
         return Change(f"wait for {what}", script, data={"reports_changed": False})
 
 

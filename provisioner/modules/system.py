@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from typing import Any, Mapping
 
 from provisioner.errors import RoleError
@@ -128,6 +130,14 @@ class AptRepositoryModule(Module):
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args["name"]):
+            raise RoleError(f"{where}: apt_repository name {args['name']!r} is not a plain file name",
+                            hint="letters, digits, '.', '_' and '-'")
+        for key in ("uri", "suites", "components", "key_url"):
+            if any(c in args[key] for c in "\n\r\0"):
+                # one line of a deb822 file each: a line break would add fields of the caller's choosing
+                raise RoleError(f"{where}: apt_repository {key} {args[key]!r} has a line break",
+                                hint="one line each: uri, suites, components, key_url")
         args["keyring"] = args["keyring"] or f"/etc/apt/keyrings/{args['name']}.gpg"
         args["file"] = f"/etc/apt/sources.list.d/{args['name']}.sources"
         return args
@@ -156,11 +166,20 @@ class AptRepositoryModule(Module):
             return Change(f"remove repository {args['name']}", f"rm -f -- {q(args['file'])} {q(args['keyring'])}")
         want = self.render(args)
         steps, msgs = [], []
-        if not key.is_file:
+        if not key.is_file or not key.size:
+            # download and dearmor into temp files next to the keyring, check, then rename: a failed
+            # download never leaves an empty keyring behind (an empty one counts as missing anyway)
             kr = q(args["keyring"])
             steps.append(f"mkdir -p -m 0755 \"$(dirname -- {kr})\"\n"
-                         f"curl -fsSL --retry 3 {q(args['key_url'])} | gpg --batch --yes --dearmor -o {kr}\n"
-                         f"chmod 0644 {kr}")
+                         f"kdl=$(mktemp \"$(dirname -- {kr})/.kprov-key.XXXXXX\")\n"
+                         f"kgpg=$(mktemp \"$(dirname -- {kr})/.kprov-key.XXXXXX\")\n"
+                         f"trap 'rm -f \"$kdl\" \"$kgpg\"' EXIT\n"
+                         f"curl -fsSL --retry 3 --max-time 120 -o \"$kdl\" -- {q(args['key_url'])}\n"
+                         f"[ -s \"$kdl\" ] || {{ echo 'kprov: empty key download from '{q(args['key_url'])} >&2; exit 1; }}\n"
+                         f"gpg --batch --yes --dearmor -o \"$kgpg\" \"$kdl\"\n"
+                         f"[ -s \"$kgpg\" ] || {{ echo 'kprov: the downloaded key is not a PGP key' >&2; exit 1; }}\n"
+                         f"chmod 0644 \"$kgpg\"\n"
+                         f"mv -f -- \"$kgpg\" {kr}")
             msgs.append(f"fetch key {args['key_url']}")
         if lst.content != want:
             steps.append(write_file_script(args["file"], want, "644", None, None))
