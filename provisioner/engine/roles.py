@@ -33,6 +33,7 @@ TEMPLATES_DIR = _data_dir("templates")
 TASK_KEYS = {
     "name", "when", "register", "notify", "tags", "loop", "loop_var", "changed_when", "failed_when",
     "ignore_errors", "no_log", "delegate_to", "check_mode", "timeout", "retries", "delay", "until",
+    "run_once",
 }
 
 
@@ -58,6 +59,8 @@ class Task:
     timeout: int | None = None
     retries: int = 0
     delay: float = 5
+    #: run on the first host that reaches it (per delegate target and run); every other host gets its result
+    run_once: bool = False
     until: Any = None
 
 
@@ -109,7 +112,7 @@ def parse_task(raw: Any, role: str, where: str) -> Task:
         ignore_errors=bool(raw.get("ignore_errors", False)), no_log=bool(raw.get("no_log", False)),
         delegate_to=raw.get("delegate_to"), check_mode=str(raw.get("check_mode", "check")),
         timeout=raw.get("timeout"), retries=int(raw.get("retries", 0)), delay=float(raw.get("delay", 5)),
-        until=raw.get("until"),
+        until=raw.get("until"), run_once=bool(raw.get("run_once", False)),
     )
 
 

@@ -167,6 +167,11 @@ class Runner:
         #: who we are, for a run that finds a host locked (engine/lock.py)
         self._owner = owner_record(f"kprov run on cluster {inventory.cluster.name}")
         self._locked: list[LockHeld] = []
+        #: run_once results, and read-only delegated commands in flight (shared by identical asks)
+        self._once: dict[str, tuple[str, tuple[Status, dict[str, Any], str, str]]] = {}
+        self._once_locks: dict[str, threading.Lock] = {}
+        self._shared: dict[tuple[str, str], tuple[threading.Event, list[Any]]] = {}
+        self._shared_lock = threading.Lock()
 
     # -- hosts ------------------------------------------------------------------------------
     def select(self, pattern: str) -> list[Host]:
@@ -390,7 +395,7 @@ class Runner:
         return (not self.options.check and task.loop is None and task.register is None and task.until is None
                 and task.changed_when is None and task.failed_when is None and not task.retries
                 and task.delegate_to is None and not task.ignore_errors and not task.no_log
-                and task.timeout is None and task.module not in self._UNBATCHABLE_MODULES)
+                and task.timeout is None and not task.run_once and task.module not in self._UNBATCHABLE_MODULES)
 
     def _decide_into_batch(self, role: Role, st: _HostState, task: Task, batch: "_Batch") -> bool:
         """Decide a task from (cached) facts and queue its outcome. False: run it the normal way."""
@@ -608,6 +613,8 @@ class Runner:
         module = get_module(task.module, task.where)
         args = module.validate(self._prepare_args(task, r), task.where)
         target = self._target(st, task, r)
+        if task.run_once:
+            return self._run_once(st, target, task, module, args, variables)
         if target is st:
             return self._run_on(st, target, task, module, args, variables)
         try:
@@ -618,6 +625,59 @@ class Runner:
                        exc.message, time.monotonic(), exc.hint or "")
             raise TaskError(f"delegate host {target.host.name} became unreachable: {exc.message}",
                             hint=exc.hint) from None
+
+    def _run_once(self, st: _HostState, target: _HostState, task: Task, module: Any, args: Mapping[str, Any],
+                  variables: dict[str, Any]) -> tuple[Status, dict[str, Any], str, str]:
+        """`run_once`: the first host runs the task, the others get its result (e.g. one bootstrap
+        token for every node joining in this run, instead of one token per node)."""
+        key = f"{task.where}@{target.host.name}"
+        with self._shared_lock:
+            lock = self._once_locks.setdefault(key, threading.Lock())
+        with lock:
+            if key in self._once:
+                runner_host, (status, data, msg, diff) = self._once[key]
+                shared = f"result of {runner_host}" + (f": {msg}" if msg else "")
+                return (Status.OK if status is Status.CHANGED else status), dict(data), shared, ""
+            if target is st:
+                outcome = self._run_on(st, target, task, module, args, variables)
+            else:
+                try:
+                    outcome = self._run_on(st, target, task, module, args, variables)
+                except HostConnectionError as exc:
+                    self._mark(target, Status.UNREACHABLE, task.role, f"{task.name} (delegated by {st.host.name})",
+                               exc.message, time.monotonic(), exc.hint or "")
+                    raise TaskError(f"delegate host {target.host.name} became unreachable: {exc.message}",
+                                    hint=exc.hint) from None
+            self._once[key] = (st.host.name, outcome)
+            return outcome
+
+    def _shared_script(self, target: _HostState, script: str, timeout: float | None) -> CommandResult:
+        """A read-only command many hosts delegate to one target at the same moment (`kubectl get
+        nodes` from every node) runs once; the asks that arrive while it runs share its answer."""
+        assert target.transport is not None
+        key = (target.host.name, script)
+        with self._shared_lock:
+            entry = self._shared.get(key)
+            leader = entry is None
+            if leader:
+                entry = (threading.Event(), [])
+                self._shared[key] = entry
+        done, box = entry
+        if not leader:
+            done.wait()
+            if isinstance(box[0], BaseException):
+                raise box[0]
+            return box[0]
+        try:
+            box.append(target.transport.script(script, timeout=timeout))
+        except BaseException as exc:
+            box.append(exc)
+            raise
+        finally:
+            with self._shared_lock:
+                del self._shared[key]   # later asks (retries) get a fresh answer
+            done.set()
+        return box[0]
 
     def _run_on(self, st: _HostState, target: _HostState, task: Task, module: Any, args: Mapping[str, Any],
                 variables: dict[str, Any]) -> tuple[Status, dict[str, Any], str, str]:
@@ -645,14 +705,17 @@ class Runner:
                 return Status.CHANGED, data, f"would {decision.msg}", decision.diff
             if self.options.check:
                 try:
-                    status, data = self._apply(target, task, module, args, decision, variables)
+                    status, data = self._apply(target, task, module, args, decision, variables,
+                                               shared=target is not st)
                 except TaskError as exc:
                     # a read-only query that cannot answer before apply (e.g. `containerd --version` on a
                     # fresh host): the plan goes on; later tasks see a failed, skipped result
                     data = {**base, "failed": True, "skipped": True, "check_mode": True, "msg": exc.message}
                     return Status.SKIPPED, data, f"cannot be evaluated before apply: {exc.message}", ""
                 break
-            status, data = self._apply(target, task, module, args, decision, variables)
+            # a read-only query delegated to another host: identical asks at the same moment share one run
+            status, data = self._apply(target, task, module, args, decision, variables,
+                                       shared=target is not st and runs_in_check)
             if task.until is None or attempt + 1 >= attempts:
                 break
             variables = {**variables, "result": data}
@@ -672,7 +735,7 @@ class Runner:
             decision.diff if status is Status.CHANGED else ""
 
     def _apply(self, target: _HostState, task: Task, module: Any, args: Mapping[str, Any], change: Change,
-               variables: dict[str, Any]) -> tuple[Status, dict[str, Any]]:
+               variables: dict[str, Any], shared: bool = False) -> tuple[Status, dict[str, Any]]:
         assert target.transport is not None
         reports_changed = change.data.get("reports_changed", True)
         if "local_write" in change.data:
@@ -684,7 +747,11 @@ class Runner:
         else:
             # one compound command, parsed whole before it runs, with stdin from /dev/null: nothing in
             # the change (ctr, kubeadm, ...) can swallow the rest of the script we send on stdin
-            res = target.transport.script("{\nset -e\n" + change.script + "\n} </dev/null\n", timeout=task.timeout)
+            script = "{\nset -e\n" + change.script + "\n} </dev/null\n"
+            if shared:
+                res = self._shared_script(target, script, task.timeout)
+            else:
+                res = target.transport.script(script, timeout=task.timeout)
         self.invalidate(target, module.touches(args))
         data: dict[str, Any] = {"changed": reports_changed, "failed": res.rc != 0, "skipped": False,
                                 "rc": res.rc, "stdout": res.stdout.rstrip("\n"), "stderr": res.stderr.rstrip("\n"),

@@ -193,3 +193,30 @@ def test_user_ssh_config_is_not_read(fleet, tmp_path, monkeypatch):
         assert ssh.script("echo direct").stdout.strip() == "direct"
     finally:
         ssh.close()
+
+
+def test_run_once_runs_on_one_host_and_shares_its_result(crowd):
+    crowd.netns.hosts  # noqa: B018 - the crowd is up
+    target = "kpe-1"
+    workdir = f"/tmp/once-{_token()}"
+    crowd.sh(target, f"mkdir -p {workdir}")
+    out = crowd.run("once", hosts=",".join(crowd.all_names), extra_vars={"target": target, "dir": workdir})
+    assert out.exit_status == 0, [(e.host, e.msg) for e in out.sink.events if e.status is Status.FAILED]
+    minted = crowd.read(target, f"{workdir}/minted").splitlines()
+    assert len(minted) == 1                      # minted once for 13 hosts
+    got = {crowd.read(target, f"{workdir}/got-{n}") for n in crowd.all_names}
+    assert got == {minted[0]}                    # and every host got that one result
+    first = out.events(task="once | mint something on the first host, once for everybody")
+    assert sum(e.changed for e in first) == 1 and minted[0] not in " ".join(e.msg for e in first)
+
+
+def test_identical_read_only_asks_to_one_host_share_one_run(crowd):
+    target = "kpe-1"
+    workdir = f"/tmp/asking-{_token()}"
+    crowd.sh(target, f"mkdir -p {workdir}")
+    out = crowd.run("asking", hosts=",".join(crowd.all_names), extra_vars={"target": target, "dir": workdir})
+    assert out.exit_status == 0, [(e.host, e.msg) for e in out.sink.events if e.status is Status.FAILED]
+    runs = len(crowd.read(target, f"{workdir}/asked").splitlines())
+    # 13 asks arriving together ran far fewer times than 13 (once, unless a host arrived after the first
+    # answer: then it asks again, which is what a retry must do)
+    assert 1 <= runs <= 4, runs
