@@ -77,9 +77,23 @@ def plan(common: Common) -> int:
 @run_options
 def up(common: Common, no_smoke: bool) -> int:
     """Provision the whole cluster (all roles in roles/site.yaml), then run the smoke test."""
-    rc = execute(common, load_plays())
+    inv = load_inventory(common.inventory)
+    rc = execute(common, load_plays(), inventory=inv)
+    if rc == 0:
+        warn_unknown_nodes(common, inv)
     if rc == 0 and not no_smoke:
         from provisioner.cli.cluster import run_smoke
 
         rc = run_smoke(common)
     return rc
+
+
+def warn_unknown_nodes(common: Common, inv: Inventory) -> None:
+    """`up` works only on the inventory's hosts: say which Nodes of the cluster it does not list."""
+    from provisioner.actions.remove_node import unknown_nodes
+
+    extra = unknown_nodes(inv, common.run_options().connect)
+    if extra:
+        click.secho(f"warning: Node(s) in cluster {inv.cluster.name} but not in {common.inventory}: {', '.join(extra)} "
+                    f"(up never re-adds them; `kprov remove-node -i {common.inventory} --host NAME` removes one "
+                    "from the cluster)", fg="yellow", err=True)
