@@ -26,7 +26,8 @@ CORE_IMAGES = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "k
 #: images that may be absent (then null in Manifest.images and listed in Manifest.skipped)
 OPTIONAL_IMAGES = ("coredns", "smoke")
 
-_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+#: MAJOR.MINOR.PATCH with an optional pre-release label (the lab's upgrade rehearsal target is 1.20.3-lab.0)
+_VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z][0-9A-Za-z.]*)?$")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _MODE_RE = re.compile(r"^0[0-7]{3}$")
 _ARCH_RE = re.compile(r"^[a-z0-9_]+$")
@@ -51,7 +52,7 @@ def normalize_version(version: str) -> str:
             f"bad Kubernetes version {version!r}: expected MAJOR.MINOR.PATCH",
             hint="e.g. --kubernetes-version 1.20.2 (a leading 'v' is accepted)",
         )
-    return ".".join(m.groups())
+    return ".".join(m.groups()[:3]) + (m.group(4) or "")
 
 
 def safe_member_path(path: str) -> str:

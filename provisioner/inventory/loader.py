@@ -39,7 +39,8 @@ GROUP_KEYS = {"hosts", "vars"}
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 HOSTNAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
-VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)$")
+#: MAJOR.MINOR.PATCH, optionally a pre-release label (the lab's upgrade rehearsal target is 1.20.3-lab.0)
+VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z][0-9A-Za-z.]*)?$")
 REGISTRY_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?)$")
 MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
