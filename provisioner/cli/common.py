@@ -6,6 +6,7 @@ import functools
 import logging
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import click
@@ -14,6 +15,7 @@ import yaml
 from provisioner.engine.events import RunReport
 from provisioner.engine.runner import RunOptions
 from provisioner.errors import InputError
+from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.reporting.sinks import ConsoleSink, JsonSink, TeeSink
 from provisioner.transport.ssh import ConnectOptions
 
@@ -24,12 +26,10 @@ def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for item in items:
         if item.startswith("@"):
-            try:
-                data = yaml.safe_load(open(item[1:], encoding="utf-8")) or {}
-            except OSError as exc:
-                raise InputError(f"-e {item}: cannot read: {exc}", hint="give -e @path/to/vars.yaml") from None
-            except yaml.YAMLError:
-                raise InputError(f"-e {item}: invalid YAML", hint="the file must be a YAML mapping") from None
+            try:  # bounded like an inventory: regular file, size, depth, aliases, UTF-8 (yamlsource)
+                data = load_yaml_file(Path(item[1:]), "-e vars", "give -e @path/to/vars.yaml").data or {}
+            except InputError as exc:
+                raise InputError(f"-e {item}: {exc.message}", hint=exc.hint) from None
             if not isinstance(data, dict):
                 raise InputError(f"-e {item}: expected a mapping", hint="key: value lines")
             out.update(data)

@@ -159,7 +159,8 @@ def load_inventory(
     if not isinstance(raw, dict):
         raise v.fail("", f"expected a mapping at the top level, got {type(raw).__name__}",
                      "an inventory is a mapping with cluster:, hosts:, ... keys")
-    v.keys(raw, TOP_KEYS, "")
+    # top-level `x-...` keys are ignored: a place for &anchors that `<<: *anchor` merges elsewhere
+    v.keys({k: val for k, val in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}, TOP_KEYS, "")
     base = path.resolve().parent
 
     provider = raw.get("provider", "static")

@@ -13,9 +13,8 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from provisioner.errors import InventoryError
+from provisioner.inventory.yamlsource import load_yaml_file
 
 FILE_KEY = "__file__"
 CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
@@ -24,19 +23,8 @@ CLUSTER_NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,38}[a-z0-9])?$")
 def load_raw_inventory(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Read an inventory YAML file into a plain dict, with `__file__` set to its absolute path."""
     file = Path(path).expanduser()
-    try:
-        text = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise InventoryError(f"{file}: no such inventory file", hint="pass --inventory PATH to an existing YAML file") from None
-    except OSError as exc:
-        raise InventoryError(f"{file}: cannot read inventory: {exc.strerror}") from None
-    try:
-        data = yaml.safe_load(text)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f":{mark.line + 1}" if mark is not None else ""
-        problem = getattr(exc, "problem", None) or "invalid YAML"
-        raise InventoryError(f"{file}{where}: YAML syntax error: {problem}", hint="fix the YAML syntax") from None
+    # the same bounded reader as the inventory loader: regular file, size, depth, aliases, UTF-8, `<<`
+    data = load_yaml_file(file, "inventory", "pass --inventory PATH to an existing YAML file").data
     if not isinstance(data, dict):
         raise InventoryError(f"{file}: expected a mapping at the top level", hint="see docs/inventory.md")
     data = dict(data)

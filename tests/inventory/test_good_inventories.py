@@ -51,6 +51,13 @@ CASES = [
      "  - {name: w1, address: 10.1.0.12, labels: {disk: ssd, zone: 1}}\n"
      "groups:\n  gpu: {hosts: [w1], vars: {gpu: true}}\n  worker: {vars: {w: 1}}\n  empty:\n",
      {"w1.groups": ("all", "worker", "gpu"), "w1.labels": {"disk": "ssd", "zone": "1"}}),
+    ("merge key: explicit keys win, earlier sources win, anchors under x- keys",
+     "x-conn: &conn {user: admin, port: 2222, become: true}\nx-lab: &lab {port: 2200, labels: {zone: a}}\n"
+     "cluster: {name: demo}\nhosts:\n"
+     "  - {<<: *conn, name: cp1, address: 10.1.0.11, roles: [control_plane], user: root}\n"
+     "  - {<<: [*conn, *lab], name: w1, address: 10.1.0.12}\n",
+     {"cp1.user": "root", "cp1.port": 2222, "cp1.become": True, "w1.user": "admin", "w1.port": 2222,
+      "w1.labels": {"zone": "a"}}),
     ("bastion from defaults", "cluster: {name: demo}\n"
      "defaults: {bastion: {address: jump.example.com, user: jump}}\nhosts:\n" + CP,
      {"cp1.bastion.address": "jump.example.com", "cp1.bastion.user": "jump", "cp1.bastion.port": 22}),
