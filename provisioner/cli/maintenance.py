@@ -172,7 +172,7 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
 
     from provisioner.actions.upgrade import UpgradeOptions, prepare, run
     from provisioner.cli.run import run_plays
-    from provisioner.engine.roles import Play, load_role
+    from provisioner.engine.roles import Play, load_plays, load_role
 
     inv = load_inventory(common.inventory)
     console = _console(common)
@@ -207,8 +207,10 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
         return int(ExitStatus.SUCCESS)
 
     def install_role(tinv, host: str) -> bool:
+        # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install)
+        plays = [Play(p.role, host) for p in load_plays() if p.role in ("bundle", "kubernetes")]
         c = replace(common, limit=(host,))
-        report = run_plays(c, tinv, [Play("kubernetes", host)], c.sink())
+        report = run_plays(c, tinv, plays, c.sink())
         return int(report.exit_status()) == 0
 
     report = run(inv, common.run_options().connect, plan, opts, install_role=install_role,
