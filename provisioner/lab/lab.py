@@ -129,7 +129,7 @@ class Lab:
         """Remove everything of the lab except the cached base image and apt cache; idempotent,
         and works on a lab whose processes were killed from outside."""
         host.require(DOWN_PROGRAMS)
-        with self._locked(remove_lock=True):
+        with self._locked(removing=True):
             st = self.state()
             specs = self._specs(st) if st else []
             known = {s.name for s in specs}
@@ -197,17 +197,19 @@ class Lab:
 
     # ---- internals ----
     @contextlib.contextmanager
-    def _locked(self, remove_lock: bool = False) -> Iterator[None]:
-        """One lab operation at a time (two `kprov lab up` in parallel would race on mounts)."""
+    def _locked(self, removing: bool = False) -> Iterator[None]:
+        """One lab operation at a time (two `kprov lab up` in parallel would race on mounts).
+
+        The lock file (`<state dir>/.<lab>.lock`, empty) is never unlinked: a process waiting on the
+        old file would get a lock nobody else checks, while the next one locks a new file — two holders."""
         self.paths.lock.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.paths.lock, "w") as fh:
+        with open(self.paths.lock, "a") as fh:  # "a": never truncate a file another process holds
             fcntl.flock(fh, fcntl.LOCK_EX)
             try:
                 yield
             finally:
-                # a lab that does not exist (down, or an up refused for bad input) leaves no files
-                if remove_lock or not self.paths.state.exists():
-                    self.paths.lock.unlink(missing_ok=True)
+                # a lab that does not exist (down, or an up refused for bad input) leaves only its lock file
+                if removing or not self.paths.state.exists():
                     with contextlib.suppress(OSError):
                         self.paths.root.rmdir()
 

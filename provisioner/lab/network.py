@@ -170,10 +170,28 @@ def ensure_guard_rules(lab: str) -> None:
             run(["iptables", "-w", "-I", "FORWARD", *spec])
 
 
+def rule_comment(line: str) -> str | None:
+    """The `--comment` of one `iptables -S` line (unquoted), None if it has none or cannot be parsed."""
+    try:
+        args = shlex.split(line)
+    except ValueError:
+        return None
+    for i, arg in enumerate(args[:-1]):
+        if arg == "--comment":
+            return args[i + 1]
+    return None
+
+
+def select_lab_rules(lines: Iterable[str], lab: str) -> list[str]:
+    """The lines whose comment is exactly the lab's token: lab `a` never selects lab `ab`'s rules."""
+    token = _comment(lab)
+    return [line for line in lines if rule_comment(line) == token]
+
+
 def lab_rules(lab: str) -> list[str]:
     """`iptables -S` lines (any chain of the filter table) that carry the lab's comment."""
     proc = run(["iptables", "-w", "-S"], check=False)
-    return [line for line in proc.stdout.splitlines() if _comment(lab) in line]
+    return select_lab_rules(proc.stdout.splitlines(), lab)
 
 
 def remove_guard_rules(lab: str) -> None:

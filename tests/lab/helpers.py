@@ -28,7 +28,8 @@ def leftovers(name: str) -> dict[str, list[str]]:
         # zombies are not processes of the lab: this host's PID 1 does not always reap orphans
         "processes": [f"{p} {' '.join(proc.cmdline(p))}" for p in proc.find(lambda argv: any(root in a for a in argv))],
         "cgroups": [str(d) for d in cgroups.find_lab_dirs(name)],
-        "state": [str(p) for p in (paths.root, paths.lock) if p.exists()],
+        # the empty lock file stays on purpose: unlinking a lock others may wait on breaks mutual exclusion
+        "state": [str(p) for p in (paths.root,) if p.exists()],
         "iptables": [line for line in run(["iptables", "-w", "-S"]).stdout.splitlines() if f"kprov-lab:{name}" in line],
     }
 

@@ -170,3 +170,118 @@ def test_missing_program_names_the_debian_package(monkeypatch, missing, package)
     with pytest.raises(PrerequisiteMissing) as err:
         host.require(root=False)
     assert missing in err.value.message and err.value.hint == f"apt-get install -y {package}"
+
+
+# ---- guard rules matched by their exact comment token (issue 10 item 9) ----
+IPTABLES_S = """\
+-P FORWARD ACCEPT
+-A FORWARD -i kprov-a ! -o kprov-a -m comment --comment kprov-lab:a -j DROP
+-A FORWARD ! -i kprov-a -o kprov-a -m comment --comment kprov-lab:a -j DROP
+-A FORWARD -i kprov-ab ! -o kprov-ab -m comment --comment kprov-lab:ab -j DROP
+-A FORWARD -i kprov-lab ! -o kprov-lab -m comment --comment kprov-lab:lab -j DROP
+-A FORWARD -i kprov-lab2 ! -o kprov-lab2 -m comment --comment kprov-lab:lab2 -j DROP
+-A FORWARD -i docker0 -m comment --comment "mentions kprov-lab:a in passing" -j ACCEPT
+-A FORWARD -i x -m comment --comment "kprov-lab:a" -j DROP
+-A FORWARD -m comment --comment 'unbalanced -j DROP
+"""
+
+
+@pytest.mark.parametrize(("lab", "kept_comments"), [
+    ("a", 3), ("ab", 1), ("lab", 1), ("lab2", 1), ("b", 0), ("la", 0),
+])  # fmt: skip
+def test_guard_rules_are_selected_by_exact_comment(lab, kept_comments):
+    chosen = network.select_lab_rules(IPTABLES_S.splitlines(), lab)
+    assert len(chosen) == kept_comments
+    assert all(network.rule_comment(line) == f"kprov-lab:{lab}" for line in chosen)
+
+
+def _netns_skip_reason() -> str | None:
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "needs root (a private network namespace)"
+    missing = [p for p in ("iptables", "unshare") if shutil.which(p) is None]
+    return f"missing: {', '.join(missing)}" if missing else None
+
+
+def test_lab_down_rules_leave_other_labs_rules_in_a_private_netns():
+    """Real iptables, in a network namespace of its own (the machine's rules are never touched)."""
+    import subprocess
+    import sys
+
+    if reason := _netns_skip_reason():
+        pytest.skip(reason)
+    script = (
+        "import json, subprocess\n"
+        "from provisioner.lab import network\n"
+        "for lab in ('a', 'ab', 'lab', 'lab2'):\n"
+        "    network.ensure_guard_rules(lab)\n"
+        "network.ensure_guard_rules('a')\n"  # idempotent: still two rules
+        "network.remove_guard_rules('a')\n"
+        "network.remove_guard_rules('lab')\n"
+        "out = subprocess.run(['iptables', '-w', '-S', 'FORWARD'], capture_output=True, text=True, check=True)\n"
+        "print(json.dumps([network.rule_comment(l) for l in out.stdout.splitlines() if network.rule_comment(l)]))\n"
+    )
+    proc = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", script],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(json.loads(proc.stdout)) == ["kprov-lab:ab", "kprov-lab:ab", "kprov-lab:lab2", "kprov-lab:lab2"]
+
+
+# ---- the lab lock: one holder, also across `lab down` (issue 10 item 9) ----
+def _wait_for_lock_waiter(path, bound: float = 60.0) -> None:
+    """Block until some open file description waits for a flock on `path` (/proc/locks shows `->`)."""
+    import os
+    import time
+
+    ino = os.stat(path).st_ino
+    deadline = time.monotonic() + bound
+    while time.monotonic() < deadline:
+        for line in open("/proc/locks").read().splitlines():
+            fields = line.split()
+            if "->" in fields and any(f.endswith(f":{ino}") for f in fields):
+                return
+        time.sleep(0.01)
+    raise AssertionError(f"nobody ever waited for {path}")
+
+
+def test_lab_lock_has_one_holder_when_down_releases_it(tmp_path):
+    """`down` holds the lock while another `up` waits; once `down` is done, the waiter holds the lock
+    that a third process sees (the lock file was not unlinked, so the third cannot lock a fresh file)."""
+    import fcntl
+    import threading
+
+    from provisioner.lab.lab import Lab
+
+    lab = Lab("i", state_dir=tmp_path)
+    down_in, down_go, up_in, up_go = (threading.Event() for _ in range(4))
+
+    def down_like() -> None:
+        with lab._locked(removing=True):
+            down_in.set()
+            down_go.wait()
+
+    def up_like() -> None:
+        with lab._locked():
+            up_in.set()
+            up_go.wait()
+
+    t1 = threading.Thread(target=down_like)
+    t1.start()
+    down_in.wait()
+    t2 = threading.Thread(target=up_like)
+    t2.start()
+    _wait_for_lock_waiter(lab.paths.lock)  # the "up" waits on the lock down holds
+    down_go.set()
+    t1.join()
+    up_in.wait()
+    try:
+        with open(lab.paths.lock, "a") as probe:  # a third `kprov lab up` arriving now
+            with pytest.raises(BlockingIOError):
+                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    finally:
+        up_go.set()
+        t2.join()
+    assert lab.paths.lock.exists() and lab.paths.lock.stat().st_size == 0
+    assert not lab.paths.root.exists()
