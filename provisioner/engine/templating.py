@@ -101,8 +101,27 @@ def _kv_parse(text: Any) -> dict[str, str]:
 
 
 def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
-    """{registry: [urls]} -> [{registry, mirrors}] (one hosts.toml per registry)."""
-    return [{"registry": k, "mirrors": list(v or [])} for k, v in sorted(dict(mirrors or {}).items())]
+    """{registry: [urls]} -> [{registry, mirrors}] (one hosts.toml per registry).
+
+    The same rules as the inventory loader's: `-e containerd_registry_mirrors=...` bypasses the loader,
+    and a registry name becomes a directory name on the host."""
+    from provisioner.inventory.loader import MIRROR_URL_RE, REGISTRY_RE
+
+    if not isinstance(mirrors or {}, dict):
+        raise TemplateError(f"registry mirrors: expected a mapping, got {type(mirrors).__name__}",
+                            hint="{registry: [mirror URLs]}, e.g. {docker.io: ['http://mirror:5000']}")
+    out = []
+    for reg, urls in sorted(dict(mirrors or {}).items(), key=lambda kv: str(kv[0])):
+        if not isinstance(reg, str) or not REGISTRY_RE.fullmatch(reg):
+            raise TemplateError(f"registry mirrors: invalid registry name {reg!r}",
+                                hint="use a registry host like docker.io, registry.example.com:5000, or _default")
+        urls = list(urls or [])
+        for url in urls:
+            if not isinstance(url, str) or not MIRROR_URL_RE.fullmatch(url):
+                raise TemplateError(f"registry mirrors: {reg}: invalid mirror URL {url!r}",
+                                    hint="use http(s)://host[:port][/path] without spaces or quotes")
+        out.append({"registry": reg, "mirrors": urls})
+    return out
 
 
 #: a Kubernetes node name (DNS-1123 subdomain): anything else is not a name the API server accepts
