@@ -55,7 +55,8 @@ def setup_logging(verbose: bool) -> None:
         logger.addHandler(handler)
 
 
-def load_ec2_config(inventory_path: str, ssh_cidrs: tuple[str, ...] = ()) -> tuple[Ec2Config, dict[str, Any]]:
+def load_ec2_config(inventory_path: str, ssh_cidrs: tuple[str, ...] = (), *,
+                    allow_world_ssh: bool = False) -> tuple[Ec2Config, dict[str, Any]]:
     """Read the inventory's `cluster:` and `ec2:` sections (the one place the EC2 commands do it)."""
     raw = load_raw_inventory(inventory_path)
     provider_name = raw.get("provider", "static")
@@ -64,7 +65,7 @@ def load_ec2_config(inventory_path: str, ssh_cidrs: tuple[str, ...] = ()) -> tup
             f"{inventory_path}: expected provider: ec2 with an ec2: section (found provider: {provider_name})",
             hint="see inventories/ec2-example.yaml and docs/ec2.md",
         )
-    return provider.load_config(raw["ec2"], raw, ssh_cidrs=ssh_cidrs), raw
+    return provider.load_config(raw["ec2"], raw, ssh_cidrs=ssh_cidrs, allow_world_ssh=allow_world_ssh), raw
 
 
 def console(stderr: bool = False) -> Console:
@@ -94,14 +95,17 @@ def ec2() -> None:
 @ec2.command("create")
 @inventory_option
 @ssh_cidr_option
+@click.option("--allow-world-ssh", is_flag=True,
+              help="Allow a /0 ssh_cidr: SSH and the API server open to the whole internet (as ec2.allow_world_ssh).")
 @click.option("--wait-ssh/--no-wait-ssh", default=True, show_default=True, help="Wait until every instance answers on SSH.")
 @timeout_option
 @poll_option
 @click.option("-v", "--verbose", is_flag=True)
-def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], wait_ssh: bool, timeout: float, poll: float, verbose: bool) -> None:
+def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], allow_world_ssh: bool, wait_ssh: bool, timeout: float,
+               poll: float, verbose: bool) -> None:
     """Create what is missing of the cluster (idempotent) and print its instances."""
     setup_logging(verbose)
-    config, _ = load_ec2_config(inventory_path, ssh_cidrs)
+    config, _ = load_ec2_config(inventory_path, ssh_cidrs, allow_world_ssh=allow_world_ssh)
     report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
     out = console()
     out.print(instance_table(report.instances, f"cluster {config.cluster} ({len(report.created)} created)", report.created))
@@ -111,6 +115,10 @@ def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], wait_ssh: bool, 
                   f"AMI {report.image_id}, subnet {report.subnet_id}")
     if report.extra:
         out.print(f"[yellow]left alone (beyond the configured counts): {', '.join(report.extra)}[/yellow]")
+    lb = report.load_balancer
+    if lb is not None:
+        out.print(f"API load balancer {lb.name} ({'created' if lb.created else 'exists'}): {lb.endpoint} -> "
+                  f"{', '.join(f'{ip}:6443' for ip in lb.targets) or 'no control planes'}")
 
 
 @ec2.command("destroy")
@@ -126,10 +134,10 @@ def destroy_cmd(inventory_path: str, timeout: float, poll: float, verbose: bool)
 
 
 def _print_destroy(report: provider.DestroyReport, config: Ec2Config) -> None:
-    if not (report.terminated or report.security_groups or report.key_pairs):
+    if not (report.terminated or report.security_groups or report.key_pairs or report.load_balancers):
         click.echo(f"cluster {config.cluster}: nothing to destroy")
-    for what, items in (("terminated", report.terminated), ("deleted security group", report.security_groups),
-                        ("deleted key pair", report.key_pairs)):
+    for what, items in (("deleted", report.load_balancers), ("terminated", report.terminated),
+                        ("deleted security group", report.security_groups), ("deleted key pair", report.key_pairs)):
         for item in items:
             click.echo(f"{what}: {item}")
     for item in report.left_alone:

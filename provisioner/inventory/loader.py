@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import ipaddress
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
@@ -198,6 +199,13 @@ def load_inventory(
                 conn_defaults = getattr(module, "connection_defaults", None)
                 if conn_defaults is not None:
                     defaults = {**conn_defaults(section), **defaults}
+                # a provider that runs the API's balancer itself (ec2.load_balancer) gives the endpoint
+                resolve_endpoint = getattr(module, "resolve_endpoint", None)
+                if resolve_endpoint is not None and cluster.api_endpoint == "external" \
+                        and cluster.control_plane_endpoint is None:
+                    endpoint = resolve_endpoint(section, raw_doc)
+                    if endpoint is not None:
+                        cluster = replace(cluster, control_plane_endpoint=endpoint)
             raw_hosts = _merge_provider_hosts(v, resolved, raw_hosts)
         else:
             raw_hosts = [h for h in raw_hosts if isinstance(h, dict) and "address" in h]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.errors import CloudError, InputError, KprovError
+from provisioner.providers import ec2_nlb
 from provisioner.providers.ec2_aws import aws_errors, ec2_client, error_code
 from provisioner.providers.ec2_config import (
     ROLE_CONTROL_PLANE,
@@ -43,6 +44,27 @@ MANAGED_BY = "kprov"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 NOT_TERMINATED = LIVE_STATES + ("shutting-down",)
+
+
+def owns(tags: Mapping[str, str], cluster: str) -> bool:
+    """The one ownership rule, for create and destroy alike: a resource is the cluster's only if it carries
+    `kprov:cluster=<cluster>` and `kprov:managed-by=kprov`. Anything else is never adopted, changed or deleted."""
+    return tags.get(TAG_CLUSTER) == cluster and tags.get(TAG_MANAGED) == MANAGED_BY
+
+
+def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
+    """An AWS resource's `Tags` list as a mapping."""
+    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
+
+
+def not_owned(kind: str, what: str, tags: Mapping[str, str], cluster: str) -> CloudError:
+    """The error for a same-named resource `create` found but does not own (destroy leaves those alone)."""
+    found = ", ".join(f"{k}={tags[k]}" for k in (TAG_CLUSTER, TAG_MANAGED) if k in tags) or "no kprov tags"
+    return CloudError(
+        f"{kind} {what} exists but is not owned by cluster {cluster} ({found}); kprov will not modify it",
+        hint=f"kprov adopts only resources tagged {TAG_CLUSTER}={cluster} and {TAG_MANAGED}={MANAGED_BY}: "
+             "delete or rename that one, or use another cluster.name",
+    )
 
 
 @dataclass(frozen=True)
@@ -77,6 +99,7 @@ class CreateReport:
     key_imported: bool
     image_id: str
     subnet_id: str
+    load_balancer: ec2_nlb.LoadBalancer | None = None   # the API NLB (ec2.load_balancer)
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,7 @@ class DestroyReport:
     security_groups: tuple[str, ...]
     key_pairs: tuple[str, ...]
     left_alone: tuple[str, ...]      # same-named resources without the cluster's tags
+    load_balancers: tuple[str, ...] = ()  # the API NLB and its target group
 
 
 # --------------------------------------------------------------------------- provider contract
@@ -103,6 +127,20 @@ def resolve_hosts(section: dict, inventory: dict) -> list[dict]:
             hint=f"create them first: kprov ec2 create --inventory {inventory.get('__file__', 'FILE')}",
         )
     return hosts_from_instances(instances, config)
+
+
+def resolve_endpoint(section: dict, inventory: dict) -> str | None:
+    """`control_plane_endpoint` of an EC2 cluster with ec2.load_balancer: the NLB's DNS name and 6443."""
+    config = load_config(section, inventory)
+    if not config.load_balancer:
+        return None
+    lb = ec2_nlb.find(config)
+    if lb is None:
+        raise CloudError(
+            f"cluster {config.cluster} has ec2.load_balancer but no API load balancer {ec2_nlb.aws_name(config.cluster)}",
+            hint=f"create it: kprov ec2 create --inventory {inventory.get('__file__', 'FILE')}",
+        )
+    return lb.endpoint
 
 
 def hosts_from_instances(instances: list[Instance] | tuple[Instance, ...], config: Ec2Config) -> list[dict]:
@@ -156,7 +194,7 @@ def _find_instances(ec2: Any, cluster: str, states: tuple[str, ...]) -> list[Ins
             for raw in reservation.get("Instances", []):
                 inst = _instance(raw)
                 # Never trust the filter alone: act only on what really carries this cluster's tags.
-                if inst.tags.get(TAG_CLUSTER) == cluster and inst.tags.get(TAG_MANAGED) == MANAGED_BY:
+                if owns(inst.tags, cluster):
                     found.append(inst)
     return found
 
@@ -212,8 +250,12 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
         vpc_id, subnet = _network(ec2, config)
     with aws_errors("resolve the AMI"):
         image = _resolve_image(ec2, config.ami)
+    api_cidrs: tuple[str, ...] = ()
+    if config.load_balancer:
+        with aws_errors("find the VPC's address range"):
+            api_cidrs = (ec2.describe_vpcs(VpcIds=[vpc_id])["Vpcs"][0]["CidrBlock"],)
     with aws_errors("set up the security group"):
-        group_id, group_created, changes = _ensure_security_group(ec2, config, vpc_id, done)
+        group_id, group_created, changes = _ensure_security_group(ec2, config, vpc_id, done, api_cidrs)
     with aws_errors("set up the key pair"):
         key_imported = _ensure_key_pair(ec2, config)
     if key_imported:
@@ -256,6 +298,12 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
             (i for i in _find_instances(ec2, config.cluster, LIVE_STATES) if i.instance_id in ids),
             key=_instance_order,
         ))
+    load_balancer = None
+    if config.load_balancer:
+        cp_ips = [i.private_ip for i in instances if i.role == ROLE_CONTROL_PLANE and i.private_ip]
+        load_balancer = ec2_nlb.ensure(config, vpc_id=vpc_id, subnet_id=subnet["SubnetId"], control_plane_ips=cp_ips)
+        if load_balancer.created:
+            done.append(f"load balancer {load_balancer.name}")
     if wait_ssh:
         endpoints = [Endpoint(i.name, i.address(config.address) or "") for i in instances if i.address(config.address)]
         wait_for_ssh(endpoints, timeout=timeout, poll=poll)
@@ -272,6 +320,7 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
         key_imported=key_imported,
         image_id=image["ImageId"],
         subnet_id=subnet["SubnetId"],
+        load_balancer=load_balancer,
     )
 
 
@@ -340,7 +389,8 @@ def _resolve_image(ec2: Any, ami: AmiSpec) -> dict[str, Any]:
     return newest
 
 
-def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[str]) -> tuple[str, bool, Any]:
+def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[str],
+                           api_cidrs: tuple[str, ...] = ()) -> tuple[str, bool, Any]:
     name = config.security_group_name
     groups = ec2.describe_security_groups(
         Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
@@ -348,13 +398,8 @@ def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[
     created = False
     if groups:
         group = groups[0]
-        tags = {t["Key"]: t["Value"] for t in group.get("Tags", [])}
-        if tags.get(TAG_CLUSTER) != config.cluster:
-            raise CloudError(
-                f"security group {name} ({group['GroupId']}) exists but is not tagged {TAG_CLUSTER}={config.cluster}; "
-                "kprov will not modify it",
-                hint="delete or rename that group, or use another cluster.name",
-            )
+        if not owns(tags_of(group), config.cluster):  # never adopt (and revoke the rules of) another's group
+            raise not_owned("security group", f"{name} ({group['GroupId']})", tags_of(group), config.cluster)
         group_id, permissions = group["GroupId"], group.get("IpPermissions", [])
     else:
         group_id = ec2.create_security_group(
@@ -365,7 +410,8 @@ def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[
         )["GroupId"]
         created, permissions = True, []
         done.append(f"security group {group_id}")
-    changes = reconcile_ingress(ec2, group_id, permissions, desired_rules(config.ssh_cidrs, config.cni, config.nodeport_cidrs))
+    changes = reconcile_ingress(ec2, group_id, permissions,
+                                desired_rules(config.ssh_cidrs, config.cni, config.nodeport_cidrs, api_cidrs))
     return group_id, created, changes
 
 
@@ -435,6 +481,9 @@ def _launch(ec2: Any, config: Ec2Config, name: str, role: str, instance_type: st
 def destroy(config: Ec2Config, *, timeout: float = 600.0, poll: float = 5.0, client: Any = None) -> DestroyReport:
     """Terminate the cluster's instances, then delete its security group and imported key pair."""
     ec2 = client or ec2_client(config)
+    left_alone: list[str] = []
+    # the API load balancer first: it is looked up by name and tags whether or not ec2.load_balancer is set now
+    load_balancers = ec2_nlb.remove(config, left_alone, timeout=timeout, poll=poll)
     with aws_errors("list the cluster's instances"):
         instances = _find_instances(ec2, config.cluster, NOT_TERMINATED)
     if instances:
@@ -442,7 +491,6 @@ def destroy(config: Ec2Config, *, timeout: float = 600.0, poll: float = 5.0, cli
             ids = [inst.instance_id for inst in instances]
             ec2.terminate_instances(InstanceIds=ids)
             ec2.get_waiter("instance_terminated").wait(InstanceIds=ids, WaiterConfig=_waiter(timeout, poll))
-    left_alone: list[str] = []
     with aws_errors("delete the security group"):
         groups = _tagged_groups(ec2, config, left_alone)
         deadline = time.monotonic() + timeout
@@ -459,12 +507,12 @@ def destroy(config: Ec2Config, *, timeout: float = 600.0, poll: float = 5.0, cli
         security_groups=tuple(g["GroupId"] for g in groups),
         key_pairs=tuple(k["KeyName"] for k in keys),
         left_alone=tuple(left_alone),
+        load_balancers=load_balancers,
     )
 
 
 def _is_ours(resource: dict[str, Any], cluster: str) -> bool:
-    tags = {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-    return tags.get(TAG_CLUSTER) == cluster and tags.get(TAG_MANAGED) == MANAGED_BY
+    return owns(tags_of(resource), cluster)
 
 
 def _tagged_groups(ec2: Any, config: Ec2Config, left_alone: list[str]) -> list[dict[str, Any]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -46,8 +47,9 @@ ROLE_GROUPS = (
 )
 
 SECTION_KEYS = (
-    "region", "profile", "ssh_cidr", "nodeport_cidr", "key_name", "public_key", "ssh_key", "ssh_user",
+    "region", "profile", "ssh_cidr", "allow_world_ssh", "nodeport_cidr", "key_name", "public_key", "ssh_key", "ssh_user",
     "ami", "control_plane", "workers", "root_volume_gb", "subnet_id", "vpc_id", "address", "tags",
+    "load_balancer",
 )
 
 
@@ -93,6 +95,10 @@ class Ec2Config:
     address: str                       # "public" | "private"
     cni: str
     tags: Mapping[str, str] = field(default_factory=dict)
+    #: ssh_cidr may be a /0 (SSH and the API server open to the whole internet): ec2.allow_world_ssh / --allow-world-ssh
+    allow_world_ssh: bool = False
+    #: a network load balancer on 6443 in front of the control planes (providers/ec2_nlb.py, docs/ha.md)
+    load_balancer: bool = False
 
     @property
     def security_group_name(self) -> str:
@@ -119,6 +125,10 @@ def validate_section(section: dict, where: str = "ec2") -> None:
     check.string("address", choices=("public", "private"))
     check.integer("root_volume_gb", minimum=8, maximum=16384)
     check.string_map("tags")
+    if section.get("allow_world_ssh") is not None and not isinstance(section["allow_world_ssh"], bool):
+        check.fail("allow_world_ssh", f"expected true or false, got {section['allow_world_ssh']!r}")
+    if section.get("load_balancer") is not None and not isinstance(section["load_balancer"], bool):
+        check.fail("load_balancer", f"expected true or false, got {section['load_balancer']!r}")
     for key, value in (section.get("tags") or {}).items():
         if key.startswith(("aws:", "kprov:")) or key == "Name":
             check.fail(f"tags.{key}", "reserved tag key (aws:*, kprov:* and Name are set by kprov)")
@@ -161,10 +171,12 @@ def _validate_group(check: SectionChecker, key: str, group: Any) -> None:
         check.fail(f"{key}.instance_type", f"expected an instance type such as t3.medium, got {itype!r}")
 
 
-def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = ()) -> Ec2Config:
+def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = (),
+                allow_world_ssh: bool = False) -> Ec2Config:
     """Validate the `ec2:` section and turn it into an Ec2Config (defaults filled in).
 
-    `ssh_cidrs` (from the command line) overrides `ec2.ssh_cidr`.
+    `ssh_cidrs` (from the command line) overrides `ec2.ssh_cidr`; `allow_world_ssh` (--allow-world-ssh)
+    does what `ec2.allow_world_ssh: true` does.
     """
     validate_section(section, "ec2")
     name = cluster_name(inventory)
@@ -205,6 +217,10 @@ def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = 
         address=section.get("address", "public"),
         cni=str(cni),
         tags={str(k): str(v) for k, v in (section.get("tags") or {}).items()},
+        allow_world_ssh=allow_world_ssh or section.get("allow_world_ssh") is True,
+        # by default only an HA cluster gets one: several control planes need a shared endpoint
+        load_balancer=section["load_balancer"] if section.get("load_balancer") is not None
+        else groups[0].count > 1,
     )
 
 
@@ -220,9 +236,24 @@ def _ami_spec(ami: Any) -> tuple[AmiSpec, str]:
 
 
 def require_ssh_cidrs(config: Ec2Config) -> None:
-    """`ec2 create` refuses to guess who may reach port 22."""
+    """`ec2 create` refuses to guess who may reach port 22, and to open it to everyone unless told so."""
     if not config.ssh_cidrs:
         raise InventoryError(
             "ec2.ssh_cidr: required to create the security group (who may reach SSH and the API server)",
             hint=f"set ec2.ssh_cidr: <your public IP>/32 in the inventory, or pass --ssh-cidr / set {SSH_CIDR_ENV}",
         )
+    world = [c for c in config.ssh_cidrs if is_world(c)]
+    if world and not config.allow_world_ssh:
+        raise InventoryError(
+            f"ec2.ssh_cidr: {world[0]} would open SSH (22) and the API server (6443) to the whole internet",
+            hint="give your own address, e.g. 203.0.113.7/32; to open them to everyone on purpose, "
+                 "pass --allow-world-ssh or set ec2.allow_world_ssh: true",
+        )
+
+
+def is_world(cidr: str) -> bool:
+    """0.0.0.0/0 or ::/0 (any network with a /0 prefix)."""
+    try:
+        return ipaddress.ip_network(cidr, strict=False).prefixlen == 0
+    except ValueError:
+        return False

@@ -44,9 +44,13 @@ _CNI_PORTS = {
 }
 
 
-def desired_rules(ssh_cidrs: Iterable[str], cni: str, nodeport_cidrs: Iterable[str] = ()) -> list[Rule]:
-    """Exactly the ingress rules of a kubeadm cluster: SSH/API from the operator, the rest in-group."""
+def desired_rules(ssh_cidrs: Iterable[str], cni: str, nodeport_cidrs: Iterable[str] = (),
+                  api_cidrs: Iterable[str] = ()) -> list[Rule]:
+    """Exactly the ingress rules of a kubeadm cluster: SSH/API from the operator, the rest in-group
+    (`api_cidrs`: the VPC, where the API load balancer's connections and health checks come from)."""
     rules = []
+    for cidr in api_cidrs:
+        rules.append(Rule("tcp", 6443, 6443, cidr, "kube-apiserver from the API load balancer"))
     for cidr in ssh_cidrs:
         rules.append(Rule("tcp", 22, 22, cidr, "SSH from the operator"))
         rules.append(Rule("tcp", 6443, 6443, cidr, "kube-apiserver from the operator"))
