@@ -21,18 +21,6 @@ class Status(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class TaskResult:
-    status: Status
-    msg: str = ""
-    diff: str = ""
-    stderr_tail: str = ""
-
-    @property
-    def changed(self) -> bool:
-        return self.status is Status.CHANGED
-
-
-@dataclass(frozen=True)
 class Event:
     host: str
     role: str

@@ -72,10 +72,6 @@ class CommandResult:
     stderr: str
     duration_ms: int
 
-    @property
-    def ok(self) -> bool:
-        return self.rc == 0
-
     def stderr_tail(self, lines: int = STDERR_TAIL_LINES) -> str:
         text = self.stderr.strip() or self.stdout.strip()
         return "\n".join(text.splitlines()[-lines:])
@@ -295,10 +291,6 @@ class SSHHost:
                 except Exception:  # noqa: BLE001 - closing must not hide the run's result
                     pass
         self._conn = self._gateway = None
-
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None and self._conn.is_connected
 
     # -- commands ---------------------------------------------------------------------------
     def _wrap(self, command: str, become: bool | None) -> str:
