@@ -42,6 +42,24 @@ class SmokeResult:
         return not self.error and bool(self.probes) and all(p.ok for p in self.probes)
 
 
+#: the label on the namespace the smoke test creates: no other namespace is ever deleted
+SMOKE_LABEL = "kprov.io/smoke"
+
+
+def _smoke_labelled(namespace_json: str) -> bool:
+    try:
+        labels = (json.loads(namespace_json).get("metadata") or {}).get("labels") or {}
+    except (ValueError, AttributeError):
+        return False
+    return labels.get(SMOKE_LABEL) == "true"
+
+
+def _ours(ns: str) -> list[str]:
+    """kubectl selectors for "namespace ns, and only if the smoke test labelled it" (a name and a label
+    selector cannot be combined: the name goes into a field selector)."""
+    return ["--field-selector", f"metadata.name={ns}", "-l", f"{SMOKE_LABEL}=true"]
+
+
 def smoke_vars(inv: Inventory, base_vars: Mapping[str, Any], extra_vars: Mapping[str, Any]) -> dict[str, Any]:
     defaults = load_yaml_file(ROLES_DIR / "smoke" / "defaults.yaml").data or {}
     merged = {**defaults, **base_vars, **inv.cluster.vars, **extra_vars,
@@ -85,10 +103,20 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
         if res.rc != 0:
             return SmokeResult((), f"cannot talk to the API server ({kubectl.where}): {res.stderr_tail(2)}",
                                "is the cluster up? `kprov up` builds it and fetches its kubeconfig")
-        # a namespace left by an interrupted run (or still terminating) would refuse new objects
-        res = k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=180s", t=200)
+        # only a namespace the smoke test made (it carries SMOKE_LABEL) is ever deleted or written to
+        res = k("get", "namespace", ns, "--ignore-not-found", "-o", "json", t=60)
         if res.rc != 0:
-            return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
+            return SmokeResult((), f"cannot look up namespace {ns}: {res.stderr_tail(2)}")
+        if res.stdout.strip() and not _smoke_labelled(res.stdout):
+            return SmokeResult((), f"namespace {ns} exists and was not made by kprov's smoke test "
+                                   f"(no label {SMOKE_LABEL}=true): left untouched",
+                               "set smoke_namespace to a namespace of its own (the default is kprov-smoke)")
+        if res.stdout.strip():
+            # left by an interrupted run (or still terminating): it would refuse new objects
+            res = k("delete", "namespace", *_ours(ns), "--ignore-not-found", "--wait=true",
+                    "--timeout=180s", t=200)
+            if res.rc != 0:
+                return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
         touched = True
         progress(f"deploying the hello app into namespace {ns} ({kubectl.where})")
         res = k("apply", "-f", "-", stdin=render_manifest(variables))
@@ -137,7 +165,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
         return SmokeResult(tuple(probes))
     finally:
         if not keep and touched:
-            k("delete", "namespace", ns, "--ignore-not-found", "--wait=true", "--timeout=120s", t=150)
+            k("delete", "namespace", *_ours(ns), "--ignore-not-found", "--wait=true", "--timeout=120s", t=150)
 
 
 def diagnostics(kubectl: Kubectl, ns: str) -> str:
