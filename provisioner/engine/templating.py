@@ -271,6 +271,8 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
         for key in pending:
             try:
                 value = Renderer(env, out, "vars").render(out[key])
+            except UnsafeTemplate as exc:
+                raise UnsafeTemplate(f"variable {key!r}: {exc.message.split(': ', 1)[-1]}", hint=exc.hint) from None
             except Exception as exc:  # noqa: BLE001 - unresolved for now
                 errors[key] = getattr(exc, "message", None) or str(exc)
                 continue
@@ -286,6 +288,16 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
             out[key] = env.undefined(hint=f"variable {key!r} cannot be rendered: {err.split(': cannot render ')[-1]}",
                                      name=key)
     return out
+
+
+class UnsafeTemplate(TemplateError):
+    """A template that tried to reach Python internals: refused outright (never "not resolvable yet")."""
+
+
+def _unsafe(where: str, what: str, exc: Exception) -> UnsafeTemplate:
+    return UnsafeTemplate(f"{where}: refused to render {what}: {getattr(exc, 'message', None) or exc}",
+                          hint="templates in inventories and -e values may use variables and filters, "
+                               "not Python attributes (names starting with '_')")
 
 
 class Renderer:
@@ -314,6 +326,8 @@ class Renderer:
                         str(result)  # raises UndefinedError with the variable's name
                     return result
                 return _compiled(self.env, "tmpl", value).render(**self.vars)
+            except jinja2.sandbox.SecurityError as exc:
+                raise _unsafe(self.where, repr(value), exc) from None
             except jinja2.UndefinedError as exc:
                 raise self._fail(repr(value), exc) from None
             except jinja2.TemplateError as exc:
@@ -340,6 +354,8 @@ class Renderer:
             text = m.group("expr")
         try:
             value = _compiled(self.env, "expr", text)(**self.vars)
+        except jinja2.sandbox.SecurityError as exc:
+            raise _unsafe(self.where, f"condition {expr!r}", exc) from None
         except jinja2.UndefinedError as exc:
             raise self._fail(f"condition {expr!r}", exc) from None
         except jinja2.TemplateError as exc:
@@ -353,6 +369,8 @@ class Renderer:
     def render_file(self, name: str) -> str:
         try:
             return self.env.get_template(name).render(**self.vars)
+        except jinja2.sandbox.SecurityError as exc:
+            raise _unsafe(self.where, f"template {name}", exc) from None
         except jinja2.TemplateNotFound:
             raise TemplateError(f"{self.where}: template {name!r} not found",
                                 hint="templates live in the top-level templates/<role>/ directory") from None
