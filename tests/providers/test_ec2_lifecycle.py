@@ -182,7 +182,7 @@ def test_untagged_lookalikes_are_never_touched(kprov, ec2, tmp_path):
     rc, _, err = kprov("ec2", "create", "-i", inv, "--no-wait-ssh", "--poll", "0.1")
     assert rc == 1
     assert f"error: security group kprov-foreign ({foreign}) exists" in err
-    assert "not tagged kprov:cluster=foreign; kprov will not modify it" in err and "Traceback" not in err
+    assert "not owned by cluster foreign (no kprov tags); kprov will not modify it" in err and "Traceback" not in err
 
     rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1")
     assert rc == 0, err
