@@ -108,19 +108,40 @@ def quiet_library_loggers() -> None:
     lg.propagate = False
 
 
-def _exit_on_second_interrupt() -> None:
-    """After the first Ctrl-C the run winds down (connections closed, worker threads joined); a second one
-    ends the process at once, without the interpreter's "Exception ignored" noise from joining threads."""
+class _CtrlC:
+    """SIGINT handler. First Ctrl-C: KeyboardInterrupt, so the run winds down (finally blocks run,
+    connections close). Second: exit at once, also while threads are being joined, and without the
+    interpreter's "Exception ignored" noise."""
 
-    def now(signum: int, frame: object) -> None:
-        try:
-            sys.stderr.write("interrupted again: exiting now\n")
+    def __init__(self) -> None:
+        self.pressed = 0
+
+    def __call__(self, signum: int, frame: object) -> None:
+        self.pressed += 1
+        if self.pressed == 1:
+            sys.stderr.write("\ninterrupted: stopping (press Ctrl-C again to exit at once)\n")
             sys.stderr.flush()
-        finally:
-            os._exit(int(ExitStatus.INTERRUPTED))
+            raise KeyboardInterrupt
+        os.write(2, b"interrupted again: exiting now\n")
+        os._exit(int(ExitStatus.INTERRUPTED))
 
-    if threading.current_thread() is threading.main_thread():   # signal handlers live in the main thread
-        signal.signal(signal.SIGINT, now)
+
+def _install_ctrl_c() -> _CtrlC | None:
+    if threading.current_thread() is not threading.main_thread():   # handlers live in the main thread
+        return None
+    handler = _CtrlC()
+    signal.signal(signal.SIGINT, handler)
+    return handler
+
+
+def _exit_interrupted(ctrl_c: _CtrlC | None) -> None:
+    if ctrl_c is None or not ctrl_c.pressed:   # an aborted prompt, or no handler of ours
+        click.echo("interrupted", err=True)
+        sys.exit(int(ExitStatus.INTERRUPTED))
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # every finally block has run; do not wait for worker threads still blocked on the network
+    os._exit(int(ExitStatus.INTERRUPTED))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -128,6 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
     show_tb = _want_traceback(argv)
     quiet_library_loggers()
+    ctrl_c = _install_ctrl_c()
     try:
         rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False)
     except KprovError as exc:
@@ -136,9 +158,7 @@ def main(argv: list[str] | None = None) -> None:
         report_error(exc)
         sys.exit(int(exc.exit_status))
     except (click.exceptions.Abort, KeyboardInterrupt):
-        _exit_on_second_interrupt()
-        click.echo("interrupted (press Ctrl-C again to exit at once)", err=True)
-        sys.exit(int(ExitStatus.INTERRUPTED))
+        _exit_interrupted(ctrl_c)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)
     except click.UsageError as exc:

@@ -1,0 +1,130 @@
+"""No traceback without --traceback, and Ctrl-C twice exits at once (issue 15, Output people can follow).
+
+The "SSH servers" here are real loopback sockets that misbehave the way broken hosts do: one sends a
+non-SSH banner, one closes at once, one never says anything. paramiko logs a whole traceback for each
+(`Exception (client): Error reading SSH protocol banner`); kprov must show one line per host instead.
+"""
+
+from __future__ import annotations
+
+import signal
+import socket
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.cli.helpers import KPROV, kprov
+
+NOISE = ("Traceback", "Exception (client)", "Exception ignored", "paramiko.")
+
+
+class FakeHost:
+    """A TCP listener on 127.0.0.1 that treats each connection with `behave(conn)`."""
+
+    def __init__(self, behave: Callable[[socket.socket], None]) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.accepted = threading.Event()
+        self._conns: list[socket.socket] = []
+        self._behave = behave
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self._conns.append(conn)
+            self.accepted.set()
+            self._behave(conn)
+
+    def close(self) -> None:
+        self.sock.close()
+        for c in self._conns:
+            c.close()
+
+
+def _garbage(conn: socket.socket) -> None:
+    conn.sendall(b"HTTP/1.1 400 Bad Request\r\n\r\n" * 20)
+    conn.close()
+
+
+def _close(conn: socket.socket) -> None:
+    conn.close()
+
+
+def _silent(conn: socket.socket) -> None:
+    pass
+
+
+def inventory(tmp_path: Path, port: int) -> Path:
+    key = tmp_path / "id_ed25519"
+    if not key.exists():
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (tmp_path / "known_hosts").touch()
+    doc = {
+        "cluster": {"name": "fake", "kubernetes_version": "1.20.2", "cni": "bridge"},
+        "defaults": {"user": "root", "port": port, "ssh_key": str(key), "known_hosts": str(tmp_path / "known_hosts")},
+        "hosts": [{"name": "h1", "address": "127.0.0.1", "roles": ["control_plane"]}],
+    }
+    path = tmp_path / "inv.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+@pytest.fixture
+def fake_host() -> Iterator[Callable[[Callable[[socket.socket], None]], FakeHost]]:
+    made: list[FakeHost] = []
+
+    def make(behave: Callable[[socket.socket], None]) -> FakeHost:
+        made.append(FakeHost(behave))
+        return made[-1]
+
+    yield make
+    for h in made:
+        h.close()
+
+
+@pytest.mark.parametrize("behave", [_garbage, _close, _silent], ids=["non-ssh banner", "closed at once", "silent"])
+def test_ssh_failures_are_one_line_without_traceback(tmp_path: Path, fake_host, behave) -> None:
+    host = fake_host(behave)
+    res = kprov("plan", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "1")
+    assert host.accepted.is_set()
+    assert res.returncode != 0
+    assert "h1" in res.stdout + res.stderr
+    for noise in NOISE:
+        assert noise not in res.stderr, res.stderr
+
+
+def test_verbose_shows_the_ssh_library_log(tmp_path: Path, fake_host) -> None:
+    host = fake_host(_garbage)
+    res = kprov("plan", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "1", "-v")
+    assert res.returncode != 0
+    assert "paramiko" in res.stderr
+
+
+def test_second_ctrl_c_exits_at_once(tmp_path: Path, fake_host) -> None:
+    host = fake_host(_silent)   # the connection waits for a banner that never comes (60 s)
+    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "60"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert host.accepted.wait(60), "kprov never connected"
+        proc.send_signal(signal.SIGINT)
+        first = ""
+        while not first.strip():   # click writes an empty line first
+            first = proc.stderr.readline()   # type: ignore[union-attr]
+        assert first.startswith("interrupted"), first
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        _, rest = proc.communicate(timeout=30)   # a guard against hanging, not a speed assertion
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130
+    for noise in NOISE:
+        assert noise not in first + rest, first + rest
