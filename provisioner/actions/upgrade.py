@@ -59,8 +59,15 @@ class UpgradeReport:
         return tuple(n for n in self.nodes if n.status in ("failed", "not started"))
 
 
-def target_inventory(inv: Inventory, target: str) -> Inventory:
-    return dataclasses.replace(inv, cluster=dataclasses.replace(inv.cluster, kubernetes_version=target))
+def target_inventory(inv: Inventory, target: str, only: str | None = None) -> Inventory:
+    """The inventory at the target version; with `only`, reduced to that one host (the binaries of one node are
+    installed as if it were the only node: nothing is sent to, or asked of, the nodes still waiting their turn)."""
+    cluster = dataclasses.replace(inv.cluster, kubernetes_version=target)
+    if only is None:
+        return dataclasses.replace(inv, cluster=cluster)
+    groups = {name: dataclasses.replace(g, hosts=tuple(h for h in g.hosts if h == only))
+              for name, g in inv.groups.items()}
+    return dataclasses.replace(inv, cluster=cluster, hosts=(inv.host(only),), groups=groups)
 
 
 def _kubectl(ssh: SSHHost, *args: str, timeout: float = 120) -> str:
@@ -136,7 +143,6 @@ def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: Upgrad
         progress: Callable[[str], None] = lambda _m: None) -> UpgradeReport:
     """Carry the plan out: control planes one by one, then workers `serial` at a time. A failed node stops
     the upgrade before any further node is touched; a rerun resumes from the facts."""
-    tinv = target_inventory(inv, plan.target)
     cp1 = inv.control_planes[0]
     k = ["kubectl", "--kubeconfig", ADMIN_CONF]
 
@@ -178,7 +184,7 @@ def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: Upgrad
                     checked(ssh, ssh.script(script, timeout=1800), "package upgrade")
                 else:
                     progress(f"{n.host}: binaries and images of {plan.target} from the bundle")
-                    if not install_role(tinv, n.host):
+                    if not install_role(target_inventory(inv, plan.target, only=n.host), n.host):
                         raise TaskFailed(f"{n.host}: installing {plan.target} from the bundle failed: not upgraded",
                                          hint="see the task output above; rerun `kprov upgrade` (it resumes)")
                     # resumable: an API server already at the target was applied by an interrupted run
