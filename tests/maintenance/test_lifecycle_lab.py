@@ -132,6 +132,9 @@ def cluster(tmp_path_factory):
     doc["lab"] = {"name": LAB, "nodes": 2, "control_planes": 1}
     doc["cluster"]["name"] = LAB
     doc["cluster"]["bundle"] = str(BUNDLE)
+    # no registry: an image kubelet's garbage collector removes is gone for good, and this machine's disk sits
+    # near kubelet's 85 % threshold (measured here: images of the next version vanished before kubeadm used them)
+    doc["cluster"]["vars"]["kubelet_extra_config"] = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
     inv = d / "day2.yaml"
     inv.write_text(yaml.safe_dump(doc, sort_keys=False))
     kprov("lab", "down", "--name", LAB, check=False)
@@ -167,6 +170,29 @@ def test_version_guard_refuses_a_silent_version_change(cluster) -> None:
     again = kprov("plan", "-i", str(cluster["inv"]), "--log-format", "json", check=False)
     assert again.returncode != 2 and "never change the Kubernetes version" not in again.stderr, again.stderr
     assert json_lines(again.stdout), again.stdout[-2000:]
+
+
+@pytest.mark.parametrize("target,needle,hint", [
+    ("1.22.0", "skips a minor version", "1.21.x first"),
+    ("1.19.7", "never downgrades", "keep kubernetes_version at 1.20.2"),
+    ("1.20.1", "never downgrades", "etcd snapshot"),
+    ("1.21.0", "is a bundle of 1.20.2, not of the target 1.21.0", "bundle of 1.21.0"),
+])
+def test_upgrade_refuses_bad_steps_before_any_change(cluster, target: str, needle: str, hint: str) -> None:
+    res = kprov("upgrade", "-i", str(cluster["inv"]), "--to", target, "--yes", check=False)
+    lines = res.stderr.strip().splitlines()
+    assert res.returncode == 2 and len(lines) == 2, res.stderr
+    assert needle in lines[0] and hint in lines[1], res.stderr
+    assert nodes_ready() and "SchedulingDisabled" not in kubectl("get", "nodes").stdout
+
+
+def test_upgrade_at_the_running_version_plans_nothing_and_previews_the_drain(cluster) -> None:
+    res = kprov("upgrade", "-i", str(cluster["inv"]), "--log-format", "json")
+    plan = {r["host"]: r for r in json_lines(res.stdout) if "kind" in r}
+    assert [plan[CP]["kind"], plan[WORKER]["kind"]] == ["first-control-plane", "worker"]
+    assert all(r["done"] for r in plan.values()) and "nothing to do" in res.stderr, res.stderr
+    evicted = plan[CP]["evictions"] + plan[WORKER]["evictions"]
+    assert any(e.startswith(f"{APP_NS}/hello-") for e in evicted), plan
 
 
 def test_certs_check_lists_every_certificate(cluster) -> None:
