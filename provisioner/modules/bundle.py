@@ -53,6 +53,11 @@ class BundleServeModule(Module):
         return Change(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
                       data={"reports_changed": False})
 
+    def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
+        # the server's summary (bytes served, to whom, why it stopped) is what the run reports
+        out = stdout.strip()
+        return {"stdout": out, "stdout_lines": out.splitlines(), "rc": rc, "msg": out or change.msg}
+
 
 @register
 class BundlePullModule(Module):
@@ -101,5 +106,5 @@ class BundlePullModule(Module):
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         out = stdout.strip()
-        return {"stdout": out, "stdout_lines": out.splitlines(), "rc": rc,
+        return {"stdout": out, "stdout_lines": out.splitlines(), "rc": rc, "msg": out or change.msg,
                 "pulled": "pulled:" in out, "fallback": "fallback:" in out}

@@ -176,3 +176,39 @@ def _is_server(pid: str, port: int) -> bool:
             f" {port} " in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return False
+
+
+SERVE = {"root": "/opt/kprov/bundle/x", "bind": "10.0.0.1", "port": 4000, "token": "abc123", "peers": "n2 n3"}
+
+
+@pytest.mark.parametrize("args, decided, text", [
+    ({}, "Change", "serve the bundle on 10.0.0.1:4000 to 2 nodes"),
+    ({"peers": ""}, "NoChange", "no other node needs the bundle"),
+    ({"port": 0, "token": "", "unavailable": "no python3 on the seed"}, "NoChange", "not served (no python3 on the seed)"),
+])
+def test_serve_decision(args, decided, text) -> None:
+    from provisioner.modules.base import get_module
+
+    m = get_module("bundle_serve", "t")
+    d = m.check(m.validate({**SERVE, **args}, "t"), {})
+    assert type(d).__name__ == decided and d.msg.startswith(text)
+
+
+@pytest.mark.parametrize("present, url, decided, text", [
+    (True, "http://10.0.0.1:4000/abc", "NoChange", "/b present"),
+    (False, "http://10.0.0.1:4000/abc", "Change", "pull "),
+    (False, "", "Change", "upload directly: no seed serves the bundle in this run"),
+])
+def test_pull_decision(seeded, present, url, decided, text) -> None:
+    from provisioner.modules.base import get_module
+
+    _, v, _ = seeded
+    m = get_module("bundle_pull", "t")
+    args = m.validate({"dest": "/b", "url": url, "files": v["bundle_files"], "control_plane": False, "peer": "n2"},
+                      "t")
+    assert {f["path"] for f in args["files"]}.isdisjoint(CP_IMAGES)
+    d = m.check(args, {"present": present})
+    assert type(d).__name__ == decided and d.msg.startswith(text), d.msg
+    if not url and not present:
+        res = sh(d.script)
+        assert res.stdout.strip() == "fallback: no seed serves the bundle in this run"
