@@ -5,18 +5,20 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import click
 import yaml
 
 from provisioner.engine.events import RunReport
+from provisioner.engine.roles import Play
 from provisioner.engine.runner import RunOptions
 from provisioner.errors import InputError
+from provisioner.inventory.model import Inventory
 from provisioner.inventory.yamlsource import load_yaml_file
-from provisioner.reporting.sinks import ConsoleSink, JsonSink, TeeSink
+from provisioner.reporting.sinks import ConsoleSink, JsonSink, TeeSink, open_log_file
 from provisioner.transport.ssh import ConnectOptions
 
 DEFAULT_FORKS = 128
@@ -34,13 +36,21 @@ def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
                 raise InputError(f"-e {item}: expected a mapping", hint="key: value lines")
             out.update(data)
             continue
+        if item.lstrip().startswith("{"):
+            # Ansible's rule: a JSON/YAML mapping gives typed values, key=value gives strings
+            try:
+                data = yaml.safe_load(item)
+            except yaml.YAMLError:
+                raise InputError(f"-e {item!r}: invalid JSON/YAML mapping", hint='e.g. -e \'{"a": 1}\'') from None
+            if not isinstance(data, dict):
+                raise InputError(f"-e {item!r}: expected a mapping", hint='e.g. -e \'{"a": 1}\'')
+            out.update(data)
+            continue
         key, sep, value = item.partition("=")
         if not sep or not key.strip() or not key.strip().isidentifier():
             raise InputError(f"-e {item!r}: expected key=value", hint="e.g. -e containerd_version=1.7.24-1")
-        try:
-            out[key.strip()] = yaml.safe_load(value) if value else ""
-        except yaml.YAMLError:
-            out[key.strip()] = value
+        # always a string (tag=1.10 stays "1.10", pin=010 stays "010"); typed values: -e '{...}' or -e @file
+        out[key.strip()] = value
     return out
 
 
@@ -63,6 +73,9 @@ class Common:
     connect_timeout: float
     log_file: str | None
     roles_dir: str | None = None
+    list_hosts: bool = False
+    list_tasks: bool = False
+    list_tags: bool = False
 
     def run_options(self, check: bool = False) -> RunOptions:
         return RunOptions(
@@ -78,51 +91,151 @@ class Common:
         else:
             main = ConsoleSink(verbose=self.verbose, show_diff=self.diff)
         if self.log_file:
-            try:
-                fh = open(self.log_file, "a", encoding="utf-8")  # noqa: SIM115 - lives for the process
-            except OSError as exc:
-                raise InputError(f"--log-file {self.log_file}: {exc.strerror}",
-                                 hint="give a writable file path") from None
-            return TeeSink(main, JsonSink(fh))
+            return TeeSink(main, JsonSink(open_log_file(self.log_file)))  # 0600, lives for the process
         return main
 
 
-def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """Decorate a click command with the common run options; passes `common: Common`."""
+def _complete_roles(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    from provisioner.engine.roles import ROLES_DIR
 
-    @click.option("-i", "--inventory", required=True, type=click.Path(dir_okay=False), help="Inventory YAML file.")
-    @click.option("-l", "--limit", multiple=True, help="Only these hosts (comma-separated, repeatable).")
-    @click.option("-t", "--tags", multiple=True, help="Only tasks with these tags.")
-    @click.option("--skip-tags", multiple=True, help="Skip tasks with these tags.")
-    @click.option("-e", "--extra-vars", "extra", multiple=True, help="key=value (YAML value) or @file.yaml.")
-    @click.option("-f", "--forks", default=DEFAULT_FORKS, show_default=True, type=click.IntRange(1, 1024),
-                  help="Hosts worked on in parallel.")
-    @click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True)
-    @click.option("--log-file", type=click.Path(dir_okay=False), help="Also append JSON events to this file.")
-    @click.option("-v", "--verbose", count=True, help="Show ok/skipped tasks and diffs.")
-    @click.option("--diff", is_flag=True, help="Show diffs of changed files.")
-    @click.option("--accept-new-host-keys", is_flag=True, help="Trust unknown SSH host keys on first use.")
-    @click.option("--connect-timeout", default=10.0, show_default=True, type=float)
-    @click.option("--roles-dir", type=click.Path(file_okay=False, exists=True),
-                  help="Use roles from this directory (its sibling templates/ holds their templates).")
+    roles_dir = Path(ctx.params.get("roles_dir") or ROLES_DIR)
+    try:
+        return sorted(p.name for p in roles_dir.iterdir() if (p / "tasks.yaml").is_file() and p.name.startswith(incomplete))
+    except OSError:
+        return []
+
+
+def _complete_hosts(ctx: click.Context, param: click.Parameter, incomplete: str) -> list[str]:
+    """Host and group names of the inventory given before (-i, or $KPROV_INVENTORY); never connects."""
+    import os
+
+    from provisioner.inventory.loader import load_inventory
+
+    path = ctx.params.get("inventory") or os.environ.get("KPROV_INVENTORY")
+    if not path:
+        return []
+    try:
+        inv = load_inventory(path, resolve=False)
+    except Exception:  # noqa: BLE001 - completion must never fail loudly
+        return []
+    head, _, last = incomplete.rpartition(",")
+    prefix = f"{head}," if head else ""
+    bang = "!" if last.startswith("!") else ""
+    names = [h.name for h in inv.hosts] + sorted(inv.group_members())
+    return [f"{prefix}{bang}{n}" for n in dict.fromkeys(names) if n.startswith(last.lstrip("!"))]
+
+
+complete_roles = _complete_roles
+
+_inventory_option = click.option(
+    "-i", "--inventory", required=True, type=click.Path(dir_okay=False), envvar="KPROV_INVENTORY",
+    help="Inventory YAML file [env: KPROV_INVENTORY].")
+#: options of commands that run roles (up, apply, plan, reset, add-node, ...), in --help order
+_TASK_OPTIONS = (
+    click.option("-l", "--limit", multiple=True, shell_complete=_complete_hosts,
+                 help="Only hosts matching these patterns: host, group, glob (lab-*), !exclude, &intersect, "
+                      "group[0], group[1:]; comma-separated, repeatable."),
+    click.option("-t", "--tags", multiple=True, help="Only tasks with these tags (every task is tagged with its role)."),
+    click.option("--skip-tags", multiple=True, help="Skip tasks with these tags."),
+    click.option("--list-hosts", is_flag=True, help="Print the hosts each play would run on, then exit."),
+    click.option("--list-tasks", is_flag=True, help="Print the tasks each play would run, then exit."),
+    click.option("--list-tags", is_flag=True, help="Print the tags of each play, then exit."),
+    click.option("-f", "--forks", default=DEFAULT_FORKS, show_default=True, type=click.IntRange(1, 1024),
+                 help="Hosts worked on in parallel."),
+    click.option("--diff", is_flag=True, help="Show diffs of changed files."),
+    click.option("--roles-dir", type=click.Path(file_okay=False, exists=True),
+                 help="Use roles from this directory (its sibling templates/ holds their templates)."),
+)
+_CONNECTION_OPTIONS = (
+    click.option("-e", "--extra-vars", "extra", multiple=True,
+                 help="key=value (a string), a JSON/YAML mapping (typed values) or @file.yaml; repeatable."),
+    click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True),
+    click.option("--log-file", type=click.Path(dir_okay=False), help="Also append JSON events to this file."),
+    click.option("-v", "--verbose", count=True, help="Show ok/skipped tasks and diffs; -vvv: SSH library log."),
+    click.option("--accept-new-host-keys", is_flag=True, help="Trust unknown SSH host keys on first use."),
+    click.option("--connect-timeout", default=10.0, show_default=True, type=float),
+)
+
+
+def run_options(func: Callable[..., Any] | None = None, *, tasks: bool = True) -> Any:
+    """Decorate a click command with the run options; passes `common: Common`.
+
+    `tasks=False` (smoke, ...): only the inventory and connection options, so a command never accepts
+    an option it would ignore (`smoke --tags` is a usage error)."""
+    if func is None:
+        return functools.partial(run_options, tasks=tasks)
+
     @functools.wraps(func)
-    def wrapper(inventory: str, limit: tuple[str, ...], tags: tuple[str, ...], skip_tags: tuple[str, ...],
-                extra: tuple[str, ...], forks: int, log_format: str, log_file: str | None, verbose: int, diff: bool,
-                accept_new_host_keys: bool, connect_timeout: float, roles_dir: str | None, **kwargs: Any) -> Any:
+    def wrapper(**kwargs: Any) -> Any:
+        verbose = kwargs.pop("verbose")
         if verbose:
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr)
             paramiko_log = logging.getLogger("paramiko")
             paramiko_log.setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
             paramiko_log.propagate = True   # silenced by default (cli.main.quiet_library_loggers)
+        limit = tuple(_split(kwargs.pop("limit", ())))
         common = Common(
-            inventory=inventory, limit=tuple(_split(limit)) or None, tags=frozenset(_split(tags)),
-            skip_tags=frozenset(_split(skip_tags)), extra_vars=parse_extra_vars(extra), forks=forks,
-            log_format=log_format, verbose=verbose, diff=diff, accept_new_host_keys=accept_new_host_keys,
-            connect_timeout=connect_timeout, log_file=log_file, roles_dir=roles_dir,
+            inventory=kwargs.pop("inventory"), limit=limit or None, tags=frozenset(_split(kwargs.pop("tags", ()))),
+            skip_tags=frozenset(_split(kwargs.pop("skip_tags", ()))), extra_vars=parse_extra_vars(kwargs.pop("extra")),
+            forks=kwargs.pop("forks", DEFAULT_FORKS), log_format=kwargs.pop("log_format"), verbose=verbose,
+            diff=kwargs.pop("diff", False), accept_new_host_keys=kwargs.pop("accept_new_host_keys"),
+            connect_timeout=kwargs.pop("connect_timeout"), log_file=kwargs.pop("log_file"),
+            roles_dir=kwargs.pop("roles_dir", None), list_hosts=kwargs.pop("list_hosts", False),
+            list_tasks=kwargs.pop("list_tasks", False), list_tags=kwargs.pop("list_tags", False),
         )
         return func(common=common, **kwargs)
 
-    return wrapper
+    decorated: Callable[..., Any] = wrapper
+    for option in reversed((_inventory_option, *(_TASK_OPTIONS if tasks else ()), *_CONNECTION_OPTIONS)):
+        decorated = option(decorated)
+    return decorated
+
+
+def prepare(common: Common, inv: Inventory, plays: Sequence[Play]) -> Common:
+    """Before a run: --limit patterns resolved to host names (no match: bad input), --list-* printed
+    (then exit 0), and a warning when --tags/--skip-tags name no known tag or select no task."""
+    from provisioner.actions.selection import known_tags, listing, select_hosts, task_selected
+    from provisioner.engine.roles import ROLES_DIR, load_role
+
+    if common.limit:
+        chosen = tuple(select_hosts(inv, common.limit))
+        if not chosen:
+            raise InputError(f"--limit {','.join(common.limit)} selects no host",
+                             hint=f"hosts: {', '.join(h.name for h in inv.hosts)}")
+        common = replace(common, limit=chosen)
+    roles_dir = Path(common.roles_dir).resolve() if common.roles_dir else ROLES_DIR
+    roles = {p.role: load_role(p.role, roles_dir) for p in plays}
+    listed = listing(inv, plays, roles, common.limit, common.tags, common.skip_tags)
+    if common.list_hosts or common.list_tasks or common.list_tags:
+        _print_listing(listed, common)
+        raise click.exceptions.Exit(0)
+    known = known_tags(roles.values())
+    for flag, chosen_tags in (("--tags", common.tags), ("--skip-tags", common.skip_tags)):
+        unknown = sorted(chosen_tags - known)
+        if unknown:
+            click.secho(f"warning: {flag} {', '.join(unknown)}: no task has this tag; known tags: "
+                        f"{', '.join(sorted(known))}", fg="yellow", err=True)
+    if (common.tags or common.skip_tags) and not any(pl.tasks and pl.hosts for pl in listed):
+        click.secho(f"warning: the tag selection selects no task; known tags: {', '.join(sorted(known))}",
+                    fg="yellow", err=True)
+    return common
+
+
+def _print_listing(listed: list[Any], common: Common) -> None:
+    for i, pl in enumerate(listed, 1):
+        head = f"play #{i} {pl.play.role} ({pl.play.hosts})"
+        if common.list_hosts:
+            click.echo(f"{head}: {len(pl.hosts)} host(s)")
+            for h in pl.hosts:
+                click.echo(f"    {h}")
+        if common.list_tasks:
+            click.echo(f"{head}: {len(pl.tasks)} task(s)")
+            for name, tags in pl.tasks:
+                click.echo(f"    {name}    TAGS: [{', '.join(sorted(tags))}]")
+        if common.list_tags:
+            click.echo(f"{head}    TAGS: [{', '.join(sorted(pl.tags))}]")
+    if common.list_tags:
+        click.echo(f"all tags: [{', '.join(sorted(frozenset().union(*(pl.tags for pl in listed))))}]")
 
 
 def check_limit(common: Common, names: list[str]) -> None:

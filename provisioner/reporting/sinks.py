@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import sys
 import threading
 from typing import IO
@@ -11,6 +13,10 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner.engine.events import Event, RunReport, Status
+from provisioner.errors import InputError
+
+#: the --log-file holds every task's message and host names: readable by its owner only
+LOG_FILE_MODE = 0o600
 
 _STYLE = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
@@ -123,3 +129,24 @@ class TeeSink:
     def recap(self, report: RunReport, title: str = "RECAP") -> None:
         for s in self.sinks:
             s.recap(report, title)  # type: ignore[attr-defined]
+
+
+def open_log_file(path: str) -> IO[str]:
+    """Open `--log-file` for appending, private to its owner.
+
+    A new file is created 0600 (never world-readable, whatever the umask). An existing regular file is
+    tightened to 0600 on the open descriptor (so a rename race cannot redirect the chmod): its earlier
+    lines are as sensitive as the new ones. A FIFO or device (e.g. /dev/stderr) is written as it is."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC | os.O_NOCTTY, LOG_FILE_MODE)
+    except OSError as exc:
+        raise InputError(f"--log-file {path}: {exc.strerror}", hint="give a writable file path") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) != LOG_FILE_MODE:
+            os.fchmod(fd, LOG_FILE_MODE)
+    except OSError as exc:
+        os.close(fd)
+        raise InputError(f"--log-file {path}: cannot make it private (0600): {exc.strerror}",
+                         hint="use a file you own, e.g. in your home directory") from None
+    return os.fdopen(fd, "a", encoding="utf-8")
