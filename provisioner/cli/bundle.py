@@ -102,7 +102,7 @@ def build_cmd(version: str, output: Path, arch: str, from_dir: Path | None, base
 
 
 @bundle.command("verify")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 def verify_cmd(file: Path) -> None:
     """Check every file of a bundle against its manifest (sha256 and size)."""
     manifest = verify(file)
@@ -110,7 +110,7 @@ def verify_cmd(file: Path) -> None:
 
 
 @bundle.command("inspect")
-@click.argument("file", type=click.Path(path_type=Path))
+@click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="Print manifest.json as is.")
 def inspect_cmd(file: Path, as_json: bool) -> None:
     """Show a bundle's table of contents (reads only the manifest; use verify to check the files)."""
