@@ -172,10 +172,10 @@ def test_the_server_is_gone_when_its_session_is(seeded) -> None:
 
 def _is_server(pid: str, port: int) -> bool:
     try:
-        return "kprov-bundle-serve" in Path(f"/proc/{pid}/cmdline").read_text() or \
-            f" {port} " in Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
     except OSError:
         return False
+    return "kprov-bundle-serve" in cmd and f" {port} " in cmd
 
 
 SERVE = {"root": "/opt/kprov/bundle/x", "bind": "10.0.0.1", "port": 4000, "token": "abc123", "peers": "n2 n3"}
