@@ -115,7 +115,7 @@ def etcd() -> None:
 @etcd.command("snapshot")
 @click.option("--output", type=click.Path(file_okay=False), help="Directory (default ~/.kprov/snapshots/<cluster>).")
 @click.option("--keep", type=int, help="Keep only the N newest snapshots of this cluster in the directory.")
-@run_options
+@run_options(tasks=False)
 def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
     """A consistent snapshot from a healthy member, copied here 0600 with its sha256 and a JSON of metadata."""
     from pathlib import Path
@@ -138,7 +138,7 @@ def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
 @etcd.command("restore")
 @click.option("--from", "source", required=True, type=click.Path(dir_okay=False), help="Snapshot file (.db).")
 @click.option("--yes", is_flag=True, help="Confirm: everything written to the cluster after the snapshot is lost.")
-@run_options
+@run_options(tasks=False)
 def etcd_restore(common: Common, source: str, yes: bool) -> int:
     """Verify the checksum, stop the control planes, restore every member (new cluster token), start, wait."""
     from pathlib import Path
