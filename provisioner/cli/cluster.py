@@ -138,7 +138,26 @@ def status(common: Common) -> int:
         ready = "[green]Ready[/green]" if n.get("ready") else ("[red]NotReady[/red]" if n else "not joined")
         table.add_row(h.name, ",".join(h.roles), n.get("kubelet", "-"), ready, drift)
     console.print(table)
+    _print_nearest_cert_expiry(inv, common, console)
     return int(ExitStatus.UNREACHABLE) if report.unreachable_hosts else int(ExitStatus.SUCCESS)
+
+
+def _print_nearest_cert_expiry(inv, common: Common, console: Console) -> None:
+    """The certificate that expires first (`kprov certs check` lists them all)."""
+    from provisioner.actions.certs import check_certs
+    from provisioner.errors import KprovError
+
+    try:
+        report = check_certs(inv, common.run_options().connect)
+    except KprovError as exc:
+        console.print(f"[yellow]certificates not checked: {exc.message}[/yellow]")
+        return
+    n = report.nearest
+    if n is not None:
+        days = n.days_left(report.now)
+        color = "red" if days < 30 else "green"
+        console.print(f"nearest certificate expiry: {n.name} on {n.host}, {n.expires:%Y-%m-%d} "
+                      f"([{color}]{days} days[/{color}]; `kprov certs check` lists all)")
 
 
 @click.command()
