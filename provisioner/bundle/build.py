@@ -17,6 +17,7 @@ from pathlib import Path
 
 from provisioner.bundle import dockerarchive
 from provisioner.bundle.fetch import download
+from provisioner.bundle.sidecar import write_sidecar
 from provisioner.bundle.manifest import (
     CORE_IMAGES,
     IMAGE_KEY_RE,
@@ -351,6 +352,7 @@ def build(spec: BuildSpec, out_path: Path | str) -> Manifest:
             if src.files[entry.path].stat().st_size != entry.size:
                 raise BundleError(f"{src.files[entry.path]} changed while the bundle was written", hint="retry")
         os.replace(out_tmp, out_path)
+        write_sidecar(out_path)  # <bundle>.sha256 travels with it; inventories refuse a bundle without it
         log.info("wrote %s: %d files, %d MiB", out_path, len(entries), manifest.total_size >> 20)
         return manifest
     except OSError as exc:

@@ -9,7 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from provisioner.errors import InventoryError
+from provisioner.errors import BundleError, InventoryError
 from provisioner.inventory.model import (
     API_ENDPOINTS,
     CNIS,
@@ -31,6 +31,7 @@ TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", 
 CLUSTER_KEYS = {
     "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
     "kubernetes_source", "bundle", "container_runtime", "vars", "api_endpoint", "api_vip", "api_port",
+    "allow_unverified_bundle",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
 CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
@@ -288,6 +289,9 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
     if source == "bundle" and bundle is None:
         raise v.fail("cluster.bundle", "kubernetes_source: bundle needs cluster.bundle",
                      "set cluster.bundle to the path of a bundle built by `kprov bundle build`")
+    allow_unverified = v.expect(c.get("allow_unverified_bundle", False), bool, "cluster.allow_unverified_bundle")
+    if source == "bundle":
+        _check_bundle_checksum_file(v, bundle, _resolve_path(base, bundle), allow_unverified)
     runtime = c.get("container_runtime") or {}
     v.expect(runtime, dict, "cluster.container_runtime")
     v.keys(runtime, RUNTIME_KEYS, "cluster.container_runtime")
@@ -313,7 +317,26 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
         control_plane_endpoint=endpoint, kubernetes_source=source,
         bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
         api_endpoint=mode, api_vip=vip, api_vip_prefix=prefix, api_port=api_port,
+        allow_unverified_bundle=allow_unverified,
     )
+
+
+def _check_bundle_checksum_file(v: _Validator, written: str, resolved: str | None, allow_unverified: bool) -> None:
+    """An existing bundle needs its `<bundle>.sha256` (whole-archive checksum, compared with the archive when
+    the run starts: k8s/context.py). A bundle that does not exist yet is reported by the run that needs it."""
+    from provisioner.bundle.sidecar import read_sidecar
+
+    if resolved is None or not Path(resolved).is_file():
+        return
+    try:
+        digest = read_sidecar(resolved, shown_as=written)
+    except BundleError as exc:
+        raise v.fail("cluster.bundle", exc.message, exc.hint or "") from None
+    if digest is None and not allow_unverified:
+        raise v.fail("cluster.bundle", f"{written} has no checksum file {Path(written).name}.sha256: "
+                     "refusing an unverified bundle",
+                     "copy the .sha256 that `kprov bundle build` wrote along with the bundle, "
+                     "or set cluster.allow_unverified_bundle: true to use it unverified")
 
 
 def _api_endpoint(v: _Validator, c: Mapping[str, Any], endpoint: str | None

@@ -82,6 +82,8 @@ class Cluster:
     api_vip: str | None = None
     api_vip_prefix: int | None = None
     api_port: int | None = None
+    #: a bundle without its <bundle>.sha256 is used anyway (a mismatching .sha256 is still refused)
+    allow_unverified_bundle: bool = False
 
     def public_view(self) -> dict[str, Any]:
         return {

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import secrets
 from pathlib import Path
@@ -16,6 +17,8 @@ from provisioner.secrets import Redactor
 BINARY_DEST = {"kubeadm": "/usr/bin/kubeadm", "kubelet": "/usr/bin/kubelet", "kubectl": "/usr/bin/kubectl",
                "crictl": "/usr/local/bin/crictl"}
 CNI_DEST_DIR = "/opt/cni/bin"
+
+log = logging.getLogger(__name__)
 
 
 def default_image_repository(version: str) -> str:
@@ -43,6 +46,7 @@ def cluster_vars(inv: Inventory, redactor: Redactor) -> dict[str, Any]:
     if c.kubernetes_source != "bundle":
         return out
     from provisioner.bundle import read_manifest
+    from provisioner.bundle.sidecar import check_digest, sidecar_path
 
     path = Path(c.bundle or "")
     if not path.is_file():
@@ -52,6 +56,13 @@ def cluster_vars(inv: Inventory, redactor: Redactor) -> dict[str, Any]:
         manifest = read_manifest(path)
     except BundleError as exc:
         raise InputError(f"{path}: {exc.message}", hint=exc.hint or "rebuild the bundle") from None
+    bundle_sha256 = file_sha256(path)
+    try:  # the whole archive against <bundle>.sha256 (the manifest alone can be rewritten with the files)
+        if not check_digest(path, bundle_sha256, allow_missing=c.allow_unverified_bundle):
+            log.warning("%s: no %s: using the bundle unverified (cluster.allow_unverified_bundle)",
+                        path, sidecar_path(path).name)
+    except BundleError as exc:
+        raise InputError(f"{inv.path}: cluster.bundle: {exc.message}", hint=exc.hint) from None
     if manifest.kubernetes_version != c.kubernetes_version:
         raise InputError(
             f"{inv.path}: cluster.kubernetes_version {c.kubernetes_version} does not match the bundle "
@@ -66,7 +77,7 @@ def cluster_vars(inv: Inventory, redactor: Redactor) -> dict[str, Any]:
             binaries.append({"path": f.path, "dest": f"{CNI_DEST_DIR}/{name}"})
     out.update({
         "bundle_path": str(path.resolve()),
-        "bundle_sha256": file_sha256(path),
+        "bundle_sha256": bundle_sha256,
         "bundle_sums": "".join(f"{f.sha256}  {f.path}\n" for f in manifest.files),
         "bundle_binaries": binaries,
         "bundle_image_files": [{"ref": i.ref, "path": i.path} for i in manifest.image_files],

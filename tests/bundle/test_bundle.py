@@ -58,7 +58,8 @@ def test_build_from_dir_then_verify(tmp_path: Path, src_dir: Path, capsys, name:
                                "--label", "unit test", "-o", str(out), "-q"], capsys)
     assert rc == 0, err
     assert f"built {out}" in stdout
-    assert sorted(p.name for p in out.parent.iterdir()) == [name]  # no temp files left
+    # no temp files left; the whole-archive checksum travels beside the bundle
+    assert sorted(p.name for p in out.parent.iterdir()) == [name, f"{name}.sha256"]
 
     m = verify(out)
     assert (m.format, m.kubernetes_version, m.arch, m.label) == (1, "1.20.2", "amd64", "unit test")
