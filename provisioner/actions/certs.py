@@ -157,7 +157,13 @@ def check_certs(inv: Inventory, connect: ConnectOptions, *, warn_days: int = DEF
 
 # --- renew ------------------------------------------------------------------------------------------------
 
-def _restart_static_pods_script(timeout_s: int) -> str:
+def local_server(host: Host) -> str:
+    """This control plane's own API server (admin.conf may point at a load balancer that another one answers)."""
+    ip = host.node_ip
+    return f"https://{'[' + ip + ']' if ':' in ip else ip}:6443"
+
+
+def _restart_static_pods_script(timeout_s: int, server: str) -> str:
     """Move the control-plane manifests out until kubelet has stopped the pods, then back; wait for /healthz.
 
     kubelet only notices manifest changes on its file check (20 s by default), and a pod restarted in place
@@ -176,7 +182,7 @@ while ss -Hltn '( sport = :6443 or sport = :2379 )' | grep -q .; do
   sleep 2
 done
 for p in {pods}; do [ -e "$park/$p.yaml" ] && mv "$park/$p.yaml" "$m/$p.yaml"; done
-until kubectl --kubeconfig {ADMIN_CONF} get --raw=/healthz --request-timeout=5s 2>/dev/null | grep -qx ok; do
+until kubectl --kubeconfig {ADMIN_CONF} --server {server} get --raw=/healthz --request-timeout=5s 2>/dev/null | grep -qx ok; do
   [ "$(date +%s)" -lt "$end" ] || {{ echo "API server not healthy within {timeout_s}s" >&2; exit 1; }}
   sleep 2
 done
@@ -204,8 +210,8 @@ def renew_certs(inv: Inventory, connect: ConnectOptions, *, kubeconfig_dest: str
     cps = select_control_planes(inv, limit)
     # preflight, before any change: every selected control plane is reachable and has a healthy API server
     def healthy(ssh: SSHHost) -> bool:
-        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "get", "--raw=/healthz", "--request-timeout=10s"],
-                      timeout=30)
+        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", local_server(ssh.host), "get",
+                       "--raw=/healthz", "--request-timeout=10s"], timeout=30)
         return res.rc == 0 and res.stdout.strip() == "ok"
 
     pre = on_hosts(cps, connect, healthy)
@@ -225,7 +231,7 @@ def renew_certs(inv: Inventory, connect: ConnectOptions, *, kubeconfig_dest: str
             renewed = tuple(re.findall(r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed",
                                        res.stdout))
             progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
-            checked(ssh, ssh.script(_restart_static_pods_script(timeout_s), timeout=timeout_s + 60),
+            checked(ssh, ssh.script(_restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
                     "restarting the static pods", hint=f"see `journalctl -u kubelet` on {h.name}")
         steps.append(RenewStep(h.name, renewed, round(time.monotonic() - t0, 1)))
     refetch_admin_kubeconfig(inv.control_planes[0], connect, kubeconfig_dest)

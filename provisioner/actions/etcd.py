@@ -10,6 +10,7 @@ Everything written to the cluster after the snapshot is lost.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -147,29 +148,55 @@ echo "status $({etcdctl("snapshot", "status", remote, "-w", "json")})"
 """
         res = checked(ssh, ssh.script(script, timeout=400), "etcdctl snapshot save", hint=ETCDCTL_HINT)
         facts = dict(line.split(" ", 1) for line in res.stdout.splitlines() if " " in line)
+        out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        name = f"{inv.cluster.name}-{stamp}.db"
+        tmp = out_dir / f".{name}.part"
         try:
-            data = ssh.fetch_bytes(remote)
+            sha, size = _fetch_private(ssh, remote, tmp)
         finally:
             ssh.run(["rm", "-f", remote], timeout=60)
         versions = parse_node_versions(ssh.script(PROBE_SCRIPT, timeout=60).stdout)
-    sha = hashlib.sha256(data).hexdigest()
     if sha != facts.get("sha256"):
+        tmp.unlink(missing_ok=True)
         raise KprovError(f"{member.host}: the snapshot changed in transit (sha256 {sha[:12]} != "
                          f"{facts.get('sha256', '?')[:12]})", hint="rerun `kprov etcd snapshot`")
     status = json.loads(facts.get("status") or "{}")
-    name = f"{inv.cluster.name}-{stamp}.db"
     meta = {"cluster": inv.cluster.name, "kubernetes_version": versions.apiserver or versions.kubelet,
             "etcd_version": member.etcd_version, "member": member.name, "host": member.host,
-            "revision": status.get("revision"), "total_keys": status.get("totalKey"), "size": len(data),
+            "revision": status.get("revision"), "total_keys": status.get("totalKey"), "size": size,
             "sha256": sha, "time": stamp, "file": name}
-    out_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
     path = out_dir / name
-    _write_private(path, data)
+    os.replace(tmp, path)
     _write_private(path.with_name(name + ".sha256"), f"{sha}  {name}\n".encode())
     _write_private(path.with_name(name.removesuffix(".db") + ".json"), (json.dumps(meta, indent=2) + "\n").encode())
     pruned = prune(out_dir, inv.cluster.name, keep) if keep else ()
-    return SnapshotReport(path, sha, len(data), member.name, int(status.get("revision") or 0), meta, pruned,
+    return SnapshotReport(path, sha, size, member.name, int(status.get("revision") or 0), meta, pruned,
                           round(time.monotonic() - t0, 1))
+
+
+FETCH_CHUNK = 8 << 20
+
+
+def _fetch_private(ssh: SSHHost, remote: str, dest: Path) -> tuple[str, int]:
+    """Copy a remote file to dest (mode 0600) in bounded chunks; (sha256, size) of what was written."""
+    import base64
+
+    h, size = hashlib.sha256(), 0
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        for i in itertools.count():
+            res = checked(ssh, ssh.run(["sh", "-c", f"dd if={shlex.quote(remote)} bs={FETCH_CHUNK} skip={i} count=1 "
+                                                    "status=none | base64 -w0"], timeout=300), "copying the snapshot")
+            block = base64.b64decode(res.stdout)
+            if not block:
+                break
+            fh.write(block)
+            h.update(block)
+            size += len(block)
+            if len(block) < FETCH_CHUNK:
+                break
+    os.chmod(dest, 0o600)
+    return h.hexdigest(), size
 
 
 def _write_private(path: Path, data: bytes) -> None:

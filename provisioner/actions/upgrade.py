@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from provisioner.actions._remote import checked, on_hosts, session
-from provisioner.actions.certs import ADMIN_CONF
+from provisioner.actions.certs import ADMIN_CONF, local_server
 from provisioner.actions.upgrade_plan import (
     CORDON_ANNOTATION, DRAIN_ARGS, NodeUpgrade, UpgradePlan, build_plan, kubeadm_upgrade, parse_nodes, parse_pdbs,
     parse_pods, pkgs_steps,
@@ -91,10 +91,8 @@ def prepare(inv: Inventory, connect: ConnectOptions, opts: UpgradeOptions) -> Up
         pdbs = parse_pdbs(_kubectl(ssh, "get", "pdb", "-A", "-o", "json"))
     # each control plane's own API server (etcd included in its readiness) answers
     def ready(ssh: SSHHost) -> bool:
-        ip = ssh.host.node_ip
-        server = f"https://{'[' + ip + ']' if ':' in ip else ip}:6443"
-        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", server, "get", "--raw=/readyz",
-                       "--request-timeout=10s"], timeout=30)
+        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", local_server(ssh.host), "get",
+                       "--raw=/readyz", "--request-timeout=10s"], timeout=30)
         return res.rc == 0 and res.stdout.strip() == "ok"
 
     unhealthy = [n for n, ok in on_hosts(cps, connect, ready).items() if ok is not True]
