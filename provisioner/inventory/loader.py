@@ -46,6 +46,14 @@ VERSION_RE = re.compile(r"^v?(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z][0-9A-Za-z.]*)?$")
 REGISTRY_RE = re.compile(r"^(_default|[A-Za-z0-9]([A-Za-z0-9.-]{0,252})(:[0-9]{1,5})?)$")
 MIRROR_URL_RE = re.compile(r"^https?://[A-Za-z0-9.-]+(:[0-9]{1,5})?(/[A-Za-z0-9._~/-]*)?$")
 ADDRESS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
+# Kubernetes label syntax (apimachinery validation.IsQualifiedName / IsValidLabelValue)
+LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
+LABEL_KEY_HINT = ("a label key is [prefix/]name: name 1-63 letters, digits, '-', '_' or '.', starting and ending "
+                  "with a letter or digit; prefix a lowercase DNS name of at most 253 characters")
+LABEL_VALUE_HINT = ("a label value is empty or 1-63 letters, digits, '-', '_' or '.', starting and ending "
+                    "with a letter or digit (quote it in YAML)")
 
 DEFAULT_CLUSTER = {
     "kubernetes_version": "1.31.2",
@@ -467,8 +475,7 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
     for j, role in enumerate(roles):
         if role not in ROLES:
             raise v.fail(f"{where}.roles[{j}]", f"unknown role {role!r}", f"use one of: {', '.join(ROLES)}")
-    labels = h.get("labels") or {}
-    v.expect(labels, dict, f"{where}.labels")
+    labels = _labels(v, h.get("labels") or {}, f"{where}.labels")
     hvars = h.get("vars") or {}
     v.expect(hvars, dict, f"{where}.vars")
     known = h.get("known_hosts")
@@ -477,10 +484,40 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
     return Host(
         name=name, address=address, node_ip=node_ip, port=port, user=user,
         ssh_key=_resolve_path(base, key), become=become, roles=tuple(dict.fromkeys(roles)),
-        labels=frozen_map({str(k): str(val) for k, val in labels.items()}), vars=frozen_map(hvars),
+        labels=frozen_map(labels), vars=frozen_map(hvars),
         known_hosts=_resolve_path(base, known), bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
         max_sessions=_max_sessions(v, h.get("max_sessions", DEFAULT_MAX_SESSIONS), f"{where}.max_sessions"),
     )
+
+
+def _labels(v: _Validator, raw: Any, where: str) -> dict[str, str]:
+    """Node labels checked with Kubernetes' syntax now, so a bad one is bad input before any host is touched
+    (not a failed `kubectl label` at the end of `up`). Numbers become strings, booleans "true"/"false"."""
+    v.expect(raw, dict, where)
+    out: dict[str, str] = {}
+    for key, value in raw.items():
+        if not isinstance(key, str) or not _is_label_key(key):
+            raise v.fail(f"{where}.{key}", f"invalid label key {key!r}", LABEL_KEY_HINT)
+        if isinstance(value, bool):
+            text = "true" if value else "false"
+        elif value is None:
+            text = ""
+        elif isinstance(value, (str, int, float)):
+            text = str(value)
+        else:
+            raise v.fail(f"{where}.{key}", f"label {key!r}: expected a string, got {type(value).__name__}",
+                         LABEL_VALUE_HINT)
+        if not LABEL_VALUE_RE.match(text):
+            raise v.fail(f"{where}.{key}", f"invalid label value {text!r} for {key!r}", LABEL_VALUE_HINT)
+        out[key] = text
+    return out
+
+
+def _is_label_key(key: str) -> bool:
+    prefix, slash, name = key.rpartition("/")
+    if slash and (not prefix or len(prefix) > 253 or not LABEL_PREFIX_RE.match(prefix)):
+        return False
+    return bool(LABEL_NAME_RE.match(name))
 
 
 def _check_hosts(v: _Validator, hosts: list[Host], cluster: Cluster) -> None:

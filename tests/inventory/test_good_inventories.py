@@ -58,6 +58,12 @@ CASES = [
      "  - {<<: [*conn, *lab], name: w1, address: 10.1.0.12}\n",
      {"cp1.user": "root", "cp1.port": 2222, "cp1.become": True, "w1.user": "admin", "w1.port": 2222,
       "w1.labels": {"zone": "a"}}),
+    ("labels: Kubernetes syntax, prefixed keys, booleans as true/false, empty values",
+     "cluster: {name: demo}\nhosts:\n"
+     "  - {name: cp1, address: 10.1.0.11, roles: [control_plane], labels: {example.com/tier: web, "
+     "node.example.io/gpu: true, spot: false, empty: , v: 1.5, A_b.c-D: x_Y.z-1}}\n",
+     {"cp1.labels": {"example.com/tier": "web", "node.example.io/gpu": "true", "spot": "false", "empty": "",
+                     "v": "1.5", "A_b.c-D": "x_Y.z-1"}}),
     ("bastion from defaults", "cluster: {name: demo}\n"
      "defaults: {bastion: {address: jump.example.com, user: jump}}\nhosts:\n" + CP,
      {"cp1.bastion.address": "jump.example.com", "cp1.bastion.user": "jump", "cp1.bastion.port": 22}),
