@@ -59,7 +59,7 @@ def run_smoke(common: Common, keep: bool = False, node_port: int | None = None) 
 @click.command()
 @click.option("--keep", is_flag=True, help="Keep the smoke namespace for inspection.")
 @click.option("--node-port", type=click.IntRange(30000, 32767), help="NodePort to use (default 30080).")
-@run_options
+@run_options(tasks=False)
 def smoke(common: Common, keep: bool, node_port: int | None) -> int:
     """Deploy a hello app, reach its NodePort through every node, scale, check again, clean up."""
     return run_smoke(common, keep=keep, node_port=node_port)

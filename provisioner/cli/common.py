@@ -206,9 +206,6 @@ def prepare(common: Common, inv: Inventory, plays: Sequence[Play]) -> Common:
     roles_dir = Path(common.roles_dir).resolve() if common.roles_dir else ROLES_DIR
     roles = {p.role: load_role(p.role, roles_dir) for p in plays}
     listed = listing(inv, plays, roles, common.limit, common.tags, common.skip_tags)
-    if common.list_hosts or common.list_tasks or common.list_tags:
-        _print_listing(listed, common)
-        raise click.exceptions.Exit(0)
     known = known_tags(roles.values())
     for flag, chosen_tags in (("--tags", common.tags), ("--skip-tags", common.skip_tags)):
         unknown = sorted(chosen_tags - known)
@@ -218,6 +215,9 @@ def prepare(common: Common, inv: Inventory, plays: Sequence[Play]) -> Common:
     if (common.tags or common.skip_tags) and not any(pl.tasks and pl.hosts for pl in listed):
         click.secho(f"warning: the tag selection selects no task; known tags: {', '.join(sorted(known))}",
                     fg="yellow", err=True)
+    if common.list_hosts or common.list_tasks or common.list_tags:
+        _print_listing(listed, common)
+        raise click.exceptions.Exit(0)
     return common
 
 

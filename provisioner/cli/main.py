@@ -83,6 +83,34 @@ def _register_builtin_commands() -> None:
 
 _register_builtin_commands()
 
+#: shown at the end of each command's --help (commands that set their own epilog keep it)
+EXAMPLES = {
+    "up": ["kprov up -i inventories/lab.yaml", "kprov up -i prod.yaml --limit 'worker,!w3' --no-smoke",
+           "KPROV_INVENTORY=prod.yaml kprov up --log-format json > run.jsonl"],
+    "plan": ["kprov plan -i prod.yaml", "kprov plan -i prod.yaml --limit control_plane --diff",
+             "kprov plan -i prod.yaml --list-tasks --tags containerd"],
+    "apply": ["kprov apply -i prod.yaml containerd", "kprov apply -i prod.yaml cni --limit 'worker[1:]'",
+              "kprov apply -i prod.yaml containerd -e containerd_version=1.7.24-1"],
+    "reset": ["kprov reset -i lab.yaml --limit w3", "kprov reset -i lab.yaml --yes   # no prompt (scripts, CI)"],
+    "add-node": ["kprov add-node -i prod.yaml --host w4", "kprov add-node -i prod.yaml --host w4 --host w5"],
+    "status": ["kprov status -i prod.yaml"],
+    "smoke": ["kprov smoke -i prod.yaml", "kprov smoke -i prod.yaml --keep --node-port 30999"],
+    "kubeconfig": ["export KUBECONFIG=$(kprov kubeconfig -i prod.yaml)",
+                   "kprov kubeconfig -i prod.yaml --merge --use   # context kprov-<cluster>",
+                   "kprov kubeconfig -i prod.yaml --print > admin.conf"],
+    "lab": ["kprov lab up --nodes 3", "kprov plan -i \"$(kprov lab inventory | tail -1)\"", "kprov lab down"],
+}
+
+
+def _add_examples(group: click.Group) -> None:
+    for name, lines in EXAMPLES.items():
+        cmd = group.commands.get(name) or KprovGroup._load(name)
+        if cmd is not None and not cmd.epilog:
+            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+
+
+_add_examples(cli)
+
 
 def _want_traceback(argv: list[str]) -> bool:
     return "--traceback" in argv
@@ -150,8 +178,11 @@ def main(argv: list[str] | None = None) -> None:
     show_tb = _want_traceback(argv)
     quiet_library_loggers()
     ctrl_c = _install_ctrl_c()
+    if not argv:
+        argv = ["--help"]   # `kprov` alone: the help, exit 0
     try:
-        rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False)
+        # every option can also come from KPROV_<COMMAND>_<OPTION>; -i also from KPROV_INVENTORY
+        rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False, auto_envvar_prefix="KPROV")
     except KprovError as exc:
         if show_tb:
             tb.print_exc()

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 
 import click
 
-from provisioner.cli.common import Common, check_limit, finish, run_options
+from provisioner.cli.common import Common, complete_roles, finish, prepare, run_options
 from provisioner.engine.events import RunReport
 from provisioner.engine.lock import cluster_lock
 from provisioner.engine.roles import Play, load_plays
@@ -22,7 +22,7 @@ from provisioner.secrets import Redactor
 def execute(common: Common, plays: list[Play] | tuple[Play, ...], *, check: bool = False, title: str = "RECAP",
             inventory: Inventory | None = None) -> int:
     inv = inventory or load_inventory(common.inventory)
-    check_limit(common, [h.name for h in inv.hosts])
+    common = prepare(common, inv, plays)   # --limit patterns, --list-*, tag warnings
     if any(p.role == "kubernetes" for p in plays):
         # a Kubernetes version change goes through `kprov upgrade`, never through up/apply/plan
         from provisioner.actions.versions import guard_version_unchanged
@@ -62,7 +62,7 @@ def apply(common: Common, roles: tuple[str, ...]) -> int:
     return execute(common, plays)
 
 
-apply = click.argument("roles", nargs=-1, required=True)(apply)
+apply = click.argument("roles", nargs=-1, required=True, shell_complete=complete_roles)(apply)
 
 
 @click.command()

@@ -107,7 +107,8 @@ def parse_task(raw: Any, role: str, where: str) -> Task:
     return Task(
         name=str(name), module=module, args=args, role=role, where=f"{where} ({name})",
         when=raw.get("when"), register=raw.get("register"), notify=_as_tuple(raw.get("notify")),
-        tags=frozenset(_as_tuple(raw.get("tags"))), loop=raw.get("loop"), loop_var=raw.get("loop_var", "item"),
+        tags=frozenset(_as_tuple(raw.get("tags"))) | {role},   # the role name is an implicit tag: --tags containerd
+        loop=raw.get("loop"), loop_var=raw.get("loop_var", "item"),
         changed_when=raw.get("changed_when"), failed_when=raw.get("failed_when"),
         ignore_errors=bool(raw.get("ignore_errors", False)), no_log=bool(raw.get("no_log", False)),
         delegate_to=raw.get("delegate_to"), check_mode=str(raw.get("check_mode", "check")),
