@@ -49,7 +49,7 @@ def test_json_log_format(fleet, home):
      [f"{H2}: node_ip {{subnet}}.200 is not an address of any interface"]),
     (["-e", "preflight_min_memory_mb_worker=99999999"], None, None, 1, [f"{H2}: only", "MiB of memory"]),
     (["--limit", H1], None, None, 0, [H1]),
-    (["--limit", "nope"], None, None, 2, ["error: --limit 'nope' is not a host of this inventory"]),
+    (["--limit", "nope"], None, None, 2, ["error: --limit: pattern 'nope' matches no host or group"]),
     (["--tags", "no-such-tag"], None, None, 0, []),
 ], ids=["unreachable-3", "task-failed-1", "extra-vars-1", "limit", "bad-limit-2", "tags"])
 def test_exit_codes_and_recap(fleet, home, args, mutate, extra_hosts, rc, needles):
