@@ -37,15 +37,21 @@ class _BoundedLoader(yaml.SafeLoader):
         self.kprov_name = name
         self.kprov_depth = 0
 
+    def fetch_flow_collection_start(self, token_class: Any) -> None:
+        # the scanner's pending simple keys make deep `[[[[...` quadratic: stop before the composer would
+        if self.flow_level >= MAX_YAML_DEPTH:
+            raise self._too_deep(self.get_mark())
+        super().fetch_flow_collection_start(token_class)
+
+    def _too_deep(self, mark: Any) -> InventoryError:
+        return InventoryError(f"{self.kprov_name}:{mark.line + 1}: nesting deeper than {MAX_YAML_DEPTH} levels",
+                              hint="an inventory is a few levels deep: check the file is the one you meant")
+
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.kprov_depth += 1
         try:
             if self.kprov_depth > MAX_YAML_DEPTH:
-                mark = self.peek_event().start_mark
-                raise InventoryError(
-                    f"{self.kprov_name}:{mark.line + 1}: nesting deeper than {MAX_YAML_DEPTH} levels",
-                    hint="an inventory is a few levels deep: check the file is the one you meant",
-                )
+                raise self._too_deep(self.peek_event().start_mark)
             return super().compose_node(parent, index)
         finally:
             self.kprov_depth -= 1
@@ -97,6 +103,31 @@ class _Budget:
                 f"{self.name}:{node.start_mark.line + 1}: more than {MAX_YAML_NODES} values once aliases are expanded",
                 hint="aliases (*name) must not multiply the document: write the values out or use fewer aliases",
             )
+
+
+def _expanded_size(node: yaml.Node, name: str, memo: dict[int, int], open_: set[int]) -> int:
+    """How many values `node` becomes once aliases are expanded, counted over distinct nodes only (a
+    bomb is refused without being walked); an alias to one of its own ancestors is refused too."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    if key in open_:
+        raise InventoryError(f"{name}:{node.start_mark.line + 1}: an alias refers to a value that contains it",
+                             hint="a value cannot contain itself: write the values out")
+    open_.add(key)
+    size = 1
+    if isinstance(node, yaml.MappingNode):
+        size += sum(_expanded_size(k, name, memo, open_) + _expanded_size(v, name, memo, open_) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size += sum(_expanded_size(item, name, memo, open_) for item in node.value)
+    open_.discard(key)
+    memo[key] = size
+    if size > MAX_YAML_NODES:
+        raise InventoryError(
+            f"{name}:{node.start_mark.line + 1}: more than {MAX_YAML_NODES} values once aliases are expanded",
+            hint="aliases (*name) must not multiply the document: write the values out or use fewer aliases",
+        )
+    return size
 
 
 def _merge_sources(key: yaml.Node, node: yaml.Node, prefix: str, name: str) -> list[yaml.MappingNode]:
@@ -169,6 +200,7 @@ def load_yaml_text(text: str, path: Path | None = None) -> Located:
         node = loader.get_single_node()
         if node is None:
             return Located(None, {}, path)
+        _expanded_size(node, name, {}, set())
         lines: dict[str, int] = {}
         data = _convert(node, "", lines, loader, _Budget(name))
     except yaml.MarkedYAMLError as exc:
