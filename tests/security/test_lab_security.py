@@ -290,3 +290,19 @@ def test_failed_key_download_leaves_no_keyring_and_an_empty_keyring_counts_as_mi
         assert ev.changed and "fetch key" in ev.msg, ev.msg
     finally:
         node.sh(f"rm -rf {kr} {src} /srv/k", check=False)
+
+
+@pytest.mark.parametrize("where", ["-e", "host var"])
+def test_python_escape_in_a_value_is_bad_input_before_anything_runs(node, where):
+    escape = "{{ cycler.__init__.__globals__.os.getpid() }}"
+    node.sh(f"rm -f {CANARY}")
+    inventory = node.inventory
+    extra = {"preflight_min_cpus_control_plane": escape} if where == "-e" else {}
+    if where == "host var":
+        h = inventory.hosts[0]
+        inventory = dataclasses.replace(inventory, hosts=(dataclasses.replace(
+            h, vars={**h.vars, "preflight_min_cpus_control_plane": escape}),))
+    with pytest.raises(KprovError) as err:
+        node.run(["preflight"], check=True, extra_vars=extra, inventory=inventory)
+    assert err.value.exit_status == 2
+    assert "refused to render" in err.value.message and "unsafe" in err.value.message
