@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import click
@@ -11,7 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from provisioner.actions import kubeconfig as kc
-from provisioner.cli.common import Common, run_options
+from provisioner.cli.common import Common, confirm_removal, run_options, yes_option
 from provisioner.cli.run import execute, run_plays
 from provisioner.engine.roles import Play, load_plays
 from provisioner.errors import ExitStatus, InputError, SmokeFailed
@@ -67,11 +68,42 @@ def smoke(common: Common, keep: bool, node_port: int | None) -> int:
 
 @click.command()
 @click.option("--containerd-state", is_flag=True, help="Also wipe containerd's images and containers.")
+@yes_option
 @run_options
-def reset(common: Common, containerd_state: bool) -> int:
-    """Tear Kubernetes down on the hosts (kubeadm reset + leftovers). Idempotent; `up` rebuilds."""
+def reset(common: Common, containerd_state: bool, yes: bool) -> int:
+    """Tear Kubernetes down on the hosts (kubeadm reset + leftovers). Idempotent; `up` rebuilds.
+
+    Asks for confirmation on a terminal (showing the hosts); without one it needs --yes."""
+    inv = load_inventory(common.inventory)
+    plays = [Play(role="reset", hosts="all")]
+    whole_cluster = not common.limit
+    if not (common.list_hosts or common.list_tasks or common.list_tags):
+        from provisioner.actions.selection import select_hosts
+
+        hosts = select_hosts(inv, common.limit) if common.limit else [h.name for h in inv.hosts]
+        wiped = "Kubernetes and containerd's images" if containerd_state else "Kubernetes"
+        confirm_removal(f"reset removes {wiped} from {len(hosts)} host(s) of cluster {inv.cluster.name}",
+                        hosts, yes)
     common = _with_vars(common, reset_containerd_state=containerd_state)
-    return execute(common, [Play(role="reset", hosts="all")], title="RESET")
+    rc = execute(common, plays, inventory=inv, title="RESET")
+    if rc == 0 and whole_cluster:
+        _offer_kubeconfig_removal(inv.cluster.name, common.inventory, yes)
+    return rc
+
+
+def _offer_kubeconfig_removal(cluster: str, inventory: str, yes: bool) -> None:
+    """After a reset of the whole cluster, its merged kubeconfig context points at nothing: offer to drop it."""
+    holders = kc.merged_into(cluster)
+    if not holders:
+        return
+    name = kc.context_name(cluster)
+    where = ", ".join(map(str, holders))
+    if not yes and sys.stdin.isatty() and click.confirm(f"remove context {name} from {where}?", default=False,
+                                                        err=True):
+        _status_removed(kc.remove(cluster))
+        return
+    click.echo(f"context {name} stays in {where}; remove it with: kprov kubeconfig -i {inventory} --remove",
+               err=True)
 
 
 @click.command("add-node")

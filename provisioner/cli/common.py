@@ -15,7 +15,7 @@ import yaml
 from provisioner.engine.events import RunReport
 from provisioner.engine.roles import Play
 from provisioner.engine.runner import RunOptions
-from provisioner.errors import InputError
+from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Inventory
 from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.reporting.sinks import ConsoleSink, JsonSink, TeeSink, open_log_file
@@ -236,6 +236,29 @@ def _print_listing(listed: list[Any], common: Common) -> None:
             click.echo(f"{head}    TAGS: [{', '.join(sorted(pl.tags))}]")
     if common.list_tags:
         click.echo(f"all tags: [{', '.join(sorted(frozenset().union(*(pl.tags for pl in listed))))}]")
+
+
+yes_option = click.option("-y", "--yes", is_flag=True,
+                          help="Do not ask for confirmation (required when there is no terminal to ask on).")
+
+
+class NotConfirmed(KprovError):
+    """The user answered no to a destructive command's question: nothing was changed."""
+
+
+def confirm_removal(what: str, items: Sequence[str], yes: bool) -> None:
+    """Destructive commands: on a terminal show what goes and ask; -y/--yes skips the question;
+    without a terminal --yes is required (a script must say so explicitly)."""
+    if yes:
+        return
+    if not sys.stdin.isatty():
+        raise InputError(f"{what}: not confirmed (no terminal to ask on)",
+                         hint="add --yes (-y) to confirm in scripts and CI")
+    click.echo(f"{what}:", err=True)
+    for item in items:
+        click.echo(f"  - {item}", err=True)
+    if not click.confirm("Continue?", default=False, err=True):
+        raise NotConfirmed("not confirmed: nothing was changed")
 
 
 def check_limit(common: Common, names: list[str]) -> None:

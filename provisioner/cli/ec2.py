@@ -15,6 +15,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.cli.common import confirm_removal, yes_option
 from provisioner.errors import InputError, InventoryError, KprovError, SmokeFailed, TaskFailed
 from provisioner.providers import ci_smoke as pipeline
 from provisioner.providers import ec2 as provider
@@ -126,10 +127,18 @@ def create_cmd(inventory_path: str, ssh_cidrs: tuple[str, ...], allow_world_ssh:
 @timeout_option
 @poll_option
 @click.option("-v", "--verbose", is_flag=True)
-def destroy_cmd(inventory_path: str, timeout: float, poll: float, verbose: bool) -> None:
-    """Terminate the cluster's instances and delete its security group and imported key pair."""
+@yes_option
+def destroy_cmd(inventory_path: str, timeout: float, poll: float, verbose: bool, yes: bool) -> None:
+    """Terminate the cluster's instances and delete its security group and imported key pair.
+
+    Asks for confirmation on a terminal (listing the instances); without one it needs --yes."""
     setup_logging(verbose)
     config, _ = load_ec2_config(inventory_path)
+    if not yes:
+        found = [] if not sys.stdin.isatty() else provider.cluster_instances(config)
+        confirm_removal(f"ec2 destroy terminates {len(found) if found else 'all'} instance(s) of cluster "
+                        f"{config.cluster} and deletes its security group, key pair and load balancer",
+                        [f"{i.name} {i.instance_id} ({i.state})" for i in found], yes)
     _print_destroy(provider.destroy(config, timeout=timeout, poll=poll), config)
 
 

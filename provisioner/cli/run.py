@@ -81,7 +81,9 @@ def up(common: Common, no_smoke: bool) -> int:
     rc = execute(common, load_plays(), inventory=inv)
     if rc == 0:
         warn_unknown_nodes(common, inv)
-    if rc == 0 and not no_smoke:
+    if rc == 0 and not no_smoke and not inv.cluster.smoke:
+        click.echo("smoke test skipped (cluster.smoke: false)", err=True)
+    elif rc == 0 and not no_smoke:
         from provisioner.cli.cluster import run_smoke
 
         rc = run_smoke(common)

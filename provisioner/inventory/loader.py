@@ -31,7 +31,7 @@ TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", 
 CLUSTER_KEYS = {
     "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
     "kubernetes_source", "bundle", "container_runtime", "vars", "api_endpoint", "api_vip", "api_port",
-    "allow_unverified_bundle",
+    "allow_unverified_bundle", "smoke",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
 CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
@@ -319,13 +319,14 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
                              "use http(s)://host[:port][/path] without spaces or quotes")
     cvars = c.get("vars") or {}
     v.expect(cvars, dict, "cluster.vars")
+    smoke = v.expect(c.get("smoke", True), bool, "cluster.smoke", "smoke: false skips the smoke test after `up`")
     mode, vip, prefix, api_port, endpoint = _api_endpoint(v, c, endpoint)
     return Cluster(
         name=name, kubernetes_version=version, pod_cidr=str(pod), service_cidr=str(svc), cni=cni,
         control_plane_endpoint=endpoint, kubernetes_source=source,
         bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
         api_endpoint=mode, api_vip=vip, api_vip_prefix=prefix, api_port=api_port,
-        allow_unverified_bundle=allow_unverified,
+        allow_unverified_bundle=allow_unverified, smoke=smoke,
     )
 
 

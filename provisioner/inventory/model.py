@@ -84,6 +84,8 @@ class Cluster:
     api_port: int | None = None
     #: a bundle without its <bundle>.sha256 is used anyway (a mismatching .sha256 is still refused)
     allow_unverified_bundle: bool = False
+    #: `up` runs the smoke test afterwards (false: e.g. production clusters, no test pods on reruns)
+    smoke: bool = True
 
     def public_view(self) -> dict[str, Any]:
         return {

@@ -149,7 +149,7 @@ def test_full_lifecycle(cluster_inventory: Path) -> None:
     assert smoke4.stdout.count(" 200 ") >= 8, smoke4.stdout[-3000:]
 
     # 4. reset: kubeadm state, CNI config/interfaces, kube iptables chains and kubelet data are gone
-    kprov("reset", "-i", str(inv4))
+    kprov("reset", "-i", str(inv4), "--yes")
     for node in (f"{LAB}-1", f"{LAB}-2", f"{LAB}-4"):
         # /etc/cni/net.d itself stays (containerd watches it), empty
         res = node_sh(node, "(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
@@ -158,7 +158,7 @@ def test_full_lifecycle(cluster_inventory: Path) -> None:
         lines = res.stdout.split()
         assert lines[0] == "0" and "cni0-present" not in lines and lines[1] == "0" and lines[-1] != "active", \
             (node, res.stdout, res.stderr)
-    again_reset = kprov("reset", "-i", str(inv4), "--log-format", "json")
+    again_reset = kprov("reset", "-i", str(inv4), "--log-format", "json", "--yes")
     assert not [e for e in events(again_reset.stdout) if e["changed"]], "second reset changed something"
 
     # 5. up rebuilds a clean cluster (4 nodes now) and passes the smoke test

@@ -74,11 +74,11 @@ def test_create_resolve_destroy(kprov, ec2, elb, tmp_path):  # noqa: F811
     assert loaded.cluster.control_plane_endpoint == f"{lb['DNSName']}:6443"
     assert [h.name for h in loaded.control_planes] == ["hanlb-cp-1", "hanlb-cp-2", "hanlb-cp-3"]
 
-    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert "deleted: load balancer kprov-hanlb" in out and "deleted: target group kprov-hanlb-api" in out
     assert nlb_state(elb, "kprov-hanlb") == {"load_balancers": 0, "target_groups": 0}
-    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert (rc, out.strip()) == (0, "cluster hanlb: nothing to destroy")
 
 
@@ -113,7 +113,7 @@ def test_a_same_named_balancer_of_someone_else_is_left_alone(kprov, ec2, elb, tm
     inv = ec2_inventory(tmp_path, "other", **HA)
     rc, out, err = kprov("ec2", "create", "--inventory", inv, "--no-wait-ssh", "--poll", "0.1")
     assert rc != 0 and "load balancer kprov-other exists but is not tagged kprov:cluster=other" in err
-    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert rc == 0 and "left alone (not tagged for cluster other): load balancer kprov-other" in out, err
     assert elb.describe_load_balancers(LoadBalancerArns=[foreign["LoadBalancerArn"]])["LoadBalancers"]
 

@@ -49,12 +49,12 @@ def test_create_inventory_destroy(kprov, ec2, tmp_path):
     assert hosts[0]["user"] == "ubuntu" and hosts[0]["become"] is True
     assert hosts[0]["ssh_key"] == str(tmp_path / "id_test")
 
-    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert "terminated: demo-cp-1" in out and "deleted key pair: kprov-demo" in out
     assert cluster_state(ec2, "demo") == NOTHING
 
-    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert (rc, out.strip()) == (0, "cluster demo: nothing to destroy")
 
 
@@ -163,7 +163,7 @@ def test_two_clusters_are_isolated_by_tags(kprov, ec2, tmp_path):
     rc, out, _ = kprov("ec2", "inventory", "-i", inv_a)
     assert [h["name"] for h in yaml.safe_load(out)["hosts"]] == ["alpha-cp-1", "alpha-worker-1"]
 
-    assert kprov("ec2", "destroy", "-i", inv_a, "--poll", "0.1")[0] == 0
+    assert kprov("ec2", "destroy", "-i", inv_a, "--poll", "0.1", "--yes")[0] == 0
     assert cluster_state(ec2, "alpha") == NOTHING
     assert cluster_state(ec2, "beta") == {
         "instances": ["beta-cp-1", "beta-worker-1"], "instance_count": 2, "groups": ["kprov-beta"], "keys": ["kprov-beta"]}
@@ -184,7 +184,7 @@ def test_untagged_lookalikes_are_never_touched(kprov, ec2, tmp_path):
     assert f"error: security group kprov-foreign ({foreign}) exists" in err
     assert "not owned by cluster foreign (no kprov tags); kprov will not modify it" in err and "Traceback" not in err
 
-    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert f"left alone (not tagged for cluster foreign): security group kprov-foreign ({foreign})" in out
     assert "left alone (not tagged for cluster foreign): key pair kprov-foreign" in out
@@ -221,7 +221,7 @@ def test_partial_failure_leaves_only_tagged_resources_and_destroy_cleans_up(kpro
     assert cluster_state(ec2, "partial") == {
         "instances": ["partial-cp-1"], "instance_count": 1, "groups": ["kprov-partial"], "keys": ["kprov-partial"]}
 
-    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert cluster_state(ec2, "partial") == NOTHING
 

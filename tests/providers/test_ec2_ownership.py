@@ -46,7 +46,7 @@ def test_a_group_owned_by_another_is_neither_adopted_nor_deleted(kprov, ec2, tmp
     instances = [i for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]]
     assert instances == []  # refused before any launch
 
-    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert f"left alone (not tagged for cluster own): security group kprov-own ({group_id})" in out
     assert ec2.describe_security_groups(GroupIds=[group_id])["SecurityGroups"]
@@ -65,7 +65,7 @@ def test_an_owned_group_is_adopted_and_its_rules_reconciled(kprov, ec2, tmp_path
     rc, _, err = kprov("ec2", "create", "-i", inv, "--no-wait-ssh", "--poll", "0.1")
     assert rc == 0, err
     assert not any(rule[1] == 80 for rule in _rules(ec2, group_id))  # a stray rule on kprov's own group goes
-    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1")
+    rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
     assert f"deleted security group: {group_id}" in out
     assert cluster_state(ec2, "mine") == NOTHING

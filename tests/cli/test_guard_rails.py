@@ -1,0 +1,95 @@
+"""Guard rails (issue 15): destructive commands confirm on a terminal, -y/--yes skips the question,
+without a terminal they need --yes; `cluster.smoke: false`.
+
+The hosts are a loopback listener that records whether kprov connected at all: a refused or declined
+reset must not touch any host.
+"""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from provisioner.inventory.loader import load_inventory
+from tests.cli.helpers import KPROV, REPO
+from tests.cli.test_errors import FakeHost, _close, inventory
+
+
+@pytest.fixture
+def host():
+    h = FakeHost(_close)
+    yield h
+    h.close()
+
+
+def run_with_terminal(argv: list[str], answer: str | None) -> tuple[int, str]:
+    """Run kprov with a pseudo-terminal as stdin; type `answer` at the prompt."""
+    master, slave = pty.openpty()
+    try:
+        proc = subprocess.Popen([str(KPROV), *argv], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                text=True)
+        os.close(slave)
+        if answer is not None:
+            os.write(master, answer.encode() + b"\n")
+        out, err = proc.communicate(timeout=300)
+    finally:
+        os.close(master)
+    return proc.returncode, out + err
+
+
+def test_reset_without_a_terminal_needs_yes(tmp_path: Path, host: FakeHost) -> None:
+    proc = subprocess.run([str(KPROV), "reset", "-i", str(inventory(tmp_path, host.port))], stdin=subprocess.DEVNULL,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert proc.stderr.splitlines() == [
+        "error: reset removes Kubernetes from 1 host(s) of cluster fake: not confirmed (no terminal to ask on)",
+        "hint: add --yes (-y) to confirm in scripts and CI"]
+    assert not host.accepted.is_set(), "a refused reset connected to a host"
+
+
+@pytest.mark.parametrize("answer,yes,rc,connected", [
+    ("n", False, 1, False),       # declined: nothing touched
+    ("", False, 1, False),        # the default is no
+    ("y", False, 3, True),        # confirmed: it runs (the fake host is unreachable: exit 3)
+    (None, True, 3, True),        # --yes: no question
+])
+def test_reset_on_a_terminal_shows_the_hosts_and_asks(tmp_path: Path, host: FakeHost, answer: str | None, yes: bool,
+                                                     rc: int, connected: bool) -> None:
+    argv = ["reset", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "1"] + (["-y"] if yes else [])
+    code, output = run_with_terminal(argv, answer)
+    assert code == rc, output
+    assert host.accepted.is_set() == connected
+    assert ("  - h1" in output and "Continue? [y/N]" in output) == (not yes)
+    if not connected:
+        assert "not confirmed: nothing was changed" in output
+
+
+def test_ec2_destroy_without_a_terminal_needs_yes() -> None:
+    proc = subprocess.run([str(KPROV), "ec2", "destroy", "-i", str(REPO / "inventories" / "ec2-example.yaml")],
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2
+    assert "not confirmed (no terminal to ask on)" in proc.stderr and "--yes" in proc.stderr
+
+
+@pytest.mark.parametrize("value,expected", [(None, True), (True, True), (False, False)])
+def test_cluster_smoke_switch(tmp_path: Path, value: bool | None, expected: bool) -> None:
+    path = inventory(tmp_path, 22)
+    doc = yaml.safe_load(path.read_text())
+    if value is not None:
+        doc["cluster"]["smoke"] = value
+    path.write_text(yaml.safe_dump(doc))
+    assert load_inventory(path, resolve=False).cluster.smoke is expected
+
+
+def test_cluster_smoke_must_be_a_boolean(tmp_path: Path) -> None:
+    path = inventory(tmp_path, 22)
+    doc = yaml.safe_load(path.read_text())
+    doc["cluster"]["smoke"] = "no"
+    path.write_text(yaml.safe_dump(doc))
+    proc = subprocess.run([str(KPROV), "plan", "-i", str(path)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "cluster.smoke" in proc.stderr
