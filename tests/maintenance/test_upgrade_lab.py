@@ -90,9 +90,12 @@ def inventories(tmp_path_factory):
     doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
     doc["lab"] = {"name": LAB, "nodes": 2, "control_planes": 1}
     doc["cluster"].update(name=LAB, bundle=str(BUNDLE))
-    # no registry: an image kubelet's garbage collector removes is gone for good, and this machine's disk sits
-    # near kubelet's 85 % threshold (measured here: images of the next version vanished before kubeadm used them)
-    doc["cluster"]["vars"]["kubelet_extra_config"] = {"imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99}
+    # the nodes' disk is this machine's shared disk, which other work fills to near kubelet's thresholds; with no
+    # registry an image kubelet's garbage collector removes is gone for good (measured: the next version's images
+    # vanished before kubeadm used them), and a DiskPressure eviction took the app's pods off a node mid-upgrade
+    doc["cluster"]["vars"]["kubelet_extra_config"] = {
+        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
     old = d / "old.yaml"
     old.write_text(yaml.safe_dump(doc, sort_keys=False))
     doc["cluster"].update(kubernetes_version=TARGET, bundle=str(REHEARSAL))
