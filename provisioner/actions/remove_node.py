@@ -277,6 +277,8 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
             elif why_not:
                 refusals.append(why_not)
         balancer = _balancer(inv, name)
+    elif str(getattr(inv.cluster, "api_endpoint", "") or "") == "local":
+        balancer = BalancerChange("local", (), f"balancer (local): stop {name}'s own API proxy (no other node changes)")
     if not reachable:
         warnings.append(f"{name}: {why or 'not in the inventory'}: the host is not cleaned "
                         "(kubelet, containers and files stay on it if it ever comes back: run `kprov reset` on it)")
@@ -348,6 +350,11 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
                 ssh.run(["rm", "-f", ETCD_MANIFEST], timeout=60)
         if _drop_cluster_status(api, name):
             step("kubeadm ClusterStatus entry", "done")
+    if plan.balancer is not None and plan.balancer.mode in BALANCED_MODES and plan.reachable:
+        # keepalived first: the VIP moves to a remaining control plane before this one's haproxy goes
+        with session(inv.host(name), opts.connect) as ssh:
+            out = ssh.script(_STOP_BALANCER, timeout=120).stdout
+        step("balancer on the host", "done" if "stopped" in out else "already done", "keepalived/haproxy disabled")
     if plan.balancer is not None and plan.balancer.hosts:
         rest = inventory_without(inv, name)
         plays = [Play(p.role, ",".join(h for h in plan.balancer.hosts
@@ -358,7 +365,7 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
                              f"{', '.join(report.failed_hosts + report.unreachable_hosts)}",
                              hint="fix it and rerun remove-node: it resumes")
         step("balancer", "done" if report.changed else "already done", plan.balancer.note)
-    elif plan.balancer is not None:
+    elif plan.balancer is not None and plan.control_plane:
         warnings.append(plan.balancer.note)
 
     if plan.node_exists:
@@ -384,6 +391,16 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
     else:
         step("host cleanup", "skipped", plan.unreachable_why or "not in the inventory")
     return RemovalReport(name, tuple(steps), tuple(warnings), round(time.monotonic() - t0, 1))
+
+
+_STOP_BALANCER = """
+for s in keepalived haproxy; do
+  if systemctl is-enabled -q "$s" 2>/dev/null || systemctl is-active -q "$s" 2>/dev/null; then
+    systemctl disable --now "$s" >/dev/null 2>&1 && echo "stopped $s"
+  fi
+done
+true
+"""
 
 
 def _select(inv: Inventory, pattern: str) -> list[str]:

@@ -67,6 +67,7 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
     """
     from provisioner.actions import remove_node as rn
     from provisioner.cli.run import run_plays
+    from provisioner.engine.lock import cluster_lock
     from provisioner.inventory.loader import load_inventory
 
     inv = load_inventory(common.inventory)
@@ -99,15 +100,16 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
             sink.recap(report, "REMOVE-NODE " + ", ".join(p.role for p in plays).upper())
             return report
 
-        report = rn.remove_node(inv, opts, plan, api, run_role,
-                                progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]"))
+        with cluster_lock(inv.cluster.name, f"kprov remove-node --host {name}"):
+            report = rn.remove_node(inv, opts, plan, api, run_role,
+                                    progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]"))
     finally:
         ssh.close()
     if common.log_format == "json":
         click.echo(json.dumps({"removed": report.host, "seconds": report.seconds, "warnings": list(report.warnings),
                                "steps": [{"step": s.name, "outcome": s.outcome, "detail": s.detail}
                                          for s in report.steps]}))
-    for w in report.warnings:
+    for w in (w for w in report.warnings if w not in plan.warnings):   # the plan's were shown above
         console.print(f"[yellow]warning: {w}[/yellow]")
     console.print(f"[green]{name} removed from cluster {inv.cluster.name} ({report.changed} step(s) changed, "
                   f"{report.seconds:.0f} s): now remove it from {common.inventory}[/green]")

@@ -154,3 +154,59 @@ def test_nodes_not_in_the_inventory() -> None:
     assert nodes_not_in(nodes, ["rdev-1", "rdev-2"]) == []
     assert nodes_not_in(nodes, ["rdev-1"]) == ["rdev-2"]
     assert nodes_not_in("", ["x"]) == []
+
+
+# --- the plan as the preview shows it, and what is refused -----------------------------------------------
+
+from provisioner.actions.remove_node import BalancerChange, EtcdChange, RemovalPlan, check_allowed  # noqa: E402
+from provisioner.errors import InputError  # noqa: E402
+
+_MEMBERS = tuple(em.EtcdMember(str(i), f"cp-{i}", (f"https://10.0.0.{i}:2380",), (), True) for i in (1, 2, 3))
+
+
+def _plan(**kw) -> RemovalPlan:
+    base = dict(host="w-3", in_inventory=True, control_plane=False, reachable=True, unreachable_why="", api_via="cp-1",
+                node_exists=True, cordoned=False, drain=drain_plan("rdev-3", WORKER_PODS, PDBS, force=True), etcd=None,
+                balancer=None, refusals=(), blockers=(), warnings=())
+    return RemovalPlan(**{**base, **kw})
+
+
+@pytest.mark.parametrize("plan,expected", [
+    (_plan(), ["cordon Node w-3", "drain w-3: evict 4 pod(s), 1 held by a PodDisruptionBudget until replacements are Ready",
+               "stop kubelet on w-3 (it would register the Node again)", "delete Node w-3",
+               "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
+    (_plan(reachable=False, unreachable_why="unreachable (no route)", cordoned=True),
+     ["cordon Node w-3 (already cordoned)",
+      "no drain (host unreachable): its 4 pod(s) go with the Node and their controllers recreate them elsewhere",
+      "delete Node w-3", "skip the host cleanup of w-3: unreachable (no route)"]),
+    (_plan(node_exists=False, drain=None),
+     ["Node w-3: not in the cluster (already deleted)",
+      "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
+    (_plan(host="cp-3", control_plane=True, drain=None, node_exists=False,
+           etcd=EtcdChange("cp-1", _MEMBERS, _MEMBERS[2]),
+           balancer=BalancerChange("vip", ("cp-1", "cp-2"), "balancer (vip): re-render on cp-1, cp-2")),
+     ["Node cp-3: not in the cluster (already deleted)", "remove etcd member cp-3 (3) via cp-1: 3 -> 2 members",
+      "balancer (vip): re-render on cp-1, cp-2",
+      "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
+    (_plan(host="cp-3", control_plane=True, drain=None, node_exists=False, etcd=EtcdChange("cp-1", _MEMBERS[:2], None)),
+     ["Node cp-3: not in the cluster (already deleted)", "etcd: cp-3 is not a member (already removed)",
+      "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
+])
+def test_plan_steps(plan: RemovalPlan, expected: list[str]) -> None:
+    assert plan.steps() == expected
+
+
+@pytest.mark.parametrize("refusals,blockers,force,refused", [
+    ((), (), False, None),
+    (("etcd has 2 members",), (), False, "etcd has 2 members"),
+    (("etcd has 2 members",), (), True, None),
+    ((), ("cp-1 is the last control plane",), True, "last control plane"),
+])
+def test_check_allowed(refusals, blockers, force: bool, refused: str | None) -> None:
+    plan = _plan(refusals=refusals, blockers=blockers)
+    if refused is None:
+        check_allowed(plan, force)
+    else:
+        with pytest.raises(InputError) as exc:
+            check_allowed(plan, force)
+        assert refused in exc.value.message and exc.value.hint
