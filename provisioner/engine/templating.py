@@ -154,6 +154,10 @@ def _valid_cidr(value: str) -> str | None:
         return None
 
 
+def _mapping(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
 def _nodes_table(text: Any) -> list[dict[str, Any]]:
     """`kubectl get nodes -o json` -> [{name, pod_cidr, ip, ready}] ([] when not JSON yet).
 
@@ -170,13 +174,13 @@ def _nodes_table(text: Any) -> list[dict[str, Any]]:
     for item in doc.get("items", []):
         if not isinstance(item, dict):
             continue
-        status = item.get("status") or {}
-        name = str((item.get("metadata") or {}).get("name", ""))
-        addresses = status.get("addresses") or [] if isinstance(status, dict) else []
+        status = _mapping(item.get("status"))
+        name = str(_mapping(item.get("metadata")).get("name", ""))
+        addresses = status.get("addresses") if isinstance(status.get("addresses"), list) else []
         raw_ip = next((str(a.get("address", "")) for a in addresses
                        if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
-        raw_cidr = str((item.get("spec") or {}).get("podCIDR", "") or "")
-        conditions = status.get("conditions") or [] if isinstance(status, dict) else []
+        raw_cidr = str(_mapping(item.get("spec")).get("podCIDR", "") or "")
+        conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
         ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
                     for c in conditions)
         ip = _valid_ip(raw_ip) if raw_ip else ""

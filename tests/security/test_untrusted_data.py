@@ -219,3 +219,13 @@ def test_hostile_registry_mirrors_are_bad_input(mirrors):
     with pytest.raises(TemplateError) as err:
         Renderer(env, {"m": mirrors}, "containerd").render("{{ m | mirror_items }}")
     assert err.value.exit_status == ExitStatus.BAD_INPUT
+
+
+@pytest.mark.parametrize("doc", [
+    "[1, 2]", '{"items": 3}', '{"items": [1, "x", null]}',
+    '{"items": [{"metadata": [], "spec": "x", "status": {"addresses": {"a": 1}, "conditions": 5}}]}',
+    '{"items": [{"metadata": {"name": "w1"}, "spec": {"podCIDR": 7}, "status": []}]}',
+])
+def test_malformed_node_lists_give_no_rows_instead_of_an_internal_error(doc):
+    rows = _nodes_table(doc)
+    assert all(r["name"] and r["pod_cidr"] == "" and r["ip"] == "" for r in rows)
