@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import ipaddress
 import re
 from dataclasses import replace
@@ -16,7 +15,6 @@ from provisioner.inventory.model import (
     DEFAULT_API_PORTS,
     DEFAULT_MAX_SESSIONS,
     KUBERNETES_SOURCES,
-    PROVIDERS,
     ROLES,
     Bastion,
     Cluster,
@@ -25,7 +23,9 @@ from provisioner.inventory.model import (
     Inventory,
     frozen_map,
 )
+from provisioner.inventory.check import Check
 from provisioner.inventory.yamlsource import Located, load_yaml_file
+from provisioner.providers.base import get_provider, provider_names
 
 TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
 CLUSTER_KEYS = {
@@ -71,32 +71,14 @@ RESERVED_PORTS = {22: "sshd", 2379: "etcd", 2380: "etcd peers", 6443: "kube-apis
                   10257: "kube-controller-manager", 10259: "kube-scheduler"}
 NODE_PORTS = range(30000, 32768)
 
-_TYPE_NAMES = {str: "a string", int: "an integer", bool: "true or false", dict: "a mapping", list: "a list"}
-
-
-class _Validator:
+class _Validator(Check):
     """Walks the raw document; every complaint names file, line, path, expectation and a hint."""
 
     def __init__(self, doc: Located) -> None:
-        self.doc = doc
+        super().__init__(doc)
 
     def fail(self, where: str, problem: str, hint: str) -> InventoryError:
-        return InventoryError(f"{self.doc.where(where)}: {problem}", hint=hint)
-
-    def expect(self, value: Any, kind: type, where: str, hint: str | None = None) -> Any:
-        ok = isinstance(value, kind) and not (kind is int and isinstance(value, bool))
-        if not ok:
-            got = "nothing" if value is None else f"{type(value).__name__} {value!r}"
-            raise self.fail(where, f"expected {_TYPE_NAMES[kind]}, got {got}",
-                            hint or "fix the value's type in the inventory")
-        return value
-
-    def keys(self, mapping: Mapping[str, Any], allowed: set[str], where: str) -> None:
-        for key in mapping:
-            if key not in allowed:
-                path = f"{where}.{key}" if where else str(key)
-                raise self.fail(path, f"unknown key {key!r}",
-                                f"allowed keys here: {', '.join(sorted(allowed))}")
+        return self.error(where, problem, hint)
 
     def cidr(self, value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
         self.expect(value, str, where)
@@ -136,19 +118,6 @@ def _resolve_path(base: Path, value: str | None) -> str | None:
     return str(p if p.is_absolute() else (base / p).resolve())
 
 
-def _provider_module(provider: str) -> Any:
-    modules = {
-        "lab": "provisioner.lab.provider",
-        "ec2": "provisioner.providers.ec2",
-        "vagrant": "provisioner.providers.vagrant",
-    }
-    try:
-        return importlib.import_module(modules[provider])
-    except ModuleNotFoundError:
-        raise InventoryError(f"provider {provider!r} is not available in this build of kprov",
-                             hint="use provider: static with an explicit hosts list") from None
-
-
 def load_inventory(
     path: str | Path,
     *,
@@ -170,13 +139,15 @@ def load_inventory(
         raise v.fail("", f"expected a mapping at the top level, got {type(raw).__name__}",
                      "an inventory is a mapping with cluster:, hosts:, ... keys")
     # top-level `x-...` keys are ignored: a place for &anchors that `<<: *anchor` merges elsewhere
-    v.keys({k: val for k, val in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}, TOP_KEYS, "")
-    base = path.resolve().parent
-
     provider = raw.get("provider", "static")
     v.expect(provider, str, "provider")
-    if provider not in PROVIDERS:
-        raise v.fail("provider", f"unknown provider {provider!r}", f"use one of: {', '.join(PROVIDERS)}")
+    known = ("static", *provider_names())
+    if provider not in known:
+        raise v.fail("provider", f"unknown provider {provider!r}", f"use one of: {', '.join(known)}")
+    # `<provider>:` is the section of the provider in use (a registered one's too)
+    top_keys = TOP_KEYS | {provider} - {"static"}
+    v.keys({k: val for k, val in raw.items() if not (isinstance(k, str) and k.startswith("x-"))}, top_keys, "")
+    base = path.resolve().parent
 
     cluster = _cluster(v, raw.get("cluster"), base)
     defaults = raw.get("defaults") or {}
@@ -194,25 +165,19 @@ def load_inventory(
                          f"add a {provider}: mapping (see docs/{provider}.md)")
         v.expect(section, dict, provider)
         provider_section = section
-        module = _provider_module(provider)
-        validate = getattr(module, "validate_section", None)
-        if validate is not None:
-            validate(section, provider)
+        impl = get_provider(provider)
+        impl.validate_section(section, provider, v)   # errors name file:line like the loader's own
         if resolve:
             raw_doc = dict(raw)
             raw_doc["__file__"] = str(path.resolve())
             if host_resolver is not None:
                 resolved = host_resolver(provider, section, raw_doc)
             else:
-                resolved = module.resolve_hosts(section, raw_doc)
-                conn_defaults = getattr(module, "connection_defaults", None)
-                if conn_defaults is not None:
-                    defaults = {**conn_defaults(section), **defaults}
+                resolved = impl.resolve_hosts(section, raw_doc)
+                defaults = {**impl.connection_defaults(section), **defaults}
                 # a provider that runs the API's balancer itself (ec2.load_balancer) gives the endpoint
-                resolve_endpoint = getattr(module, "resolve_endpoint", None)
-                if resolve_endpoint is not None and cluster.api_endpoint == "external" \
-                        and cluster.control_plane_endpoint is None:
-                    endpoint = resolve_endpoint(section, raw_doc)
+                if cluster.api_endpoint == "external" and cluster.control_plane_endpoint is None:
+                    endpoint = impl.resolve_endpoint(section, raw_doc)
                     if endpoint is not None:
                         cluster = replace(cluster, control_plane_endpoint=endpoint)
             raw_hosts = _merge_provider_hosts(v, resolved, raw_hosts)

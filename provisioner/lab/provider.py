@@ -9,33 +9,33 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from provisioner.errors import InventoryError, KprovError
+from provisioner.errors import KprovError
+from provisioner.inventory.check import Check
 from provisioner.lab import inventory as inv
 from provisioner.lab.lab import DEFAULT_NAME, DEFAULT_NODES, Lab
 from provisioner.lab.state import validate_counts, validate_name
+from provisioner.providers._common import SectionChecker
 
 SECTION_KEYS = {"name", "nodes", "control_planes", "subnet"}
+HINT = "see docs/lab.md: lab: {name, nodes, control_planes, subnet}"
 
 
-def validate_section(section: Mapping[str, Any], provider: str = "lab") -> None:
+def validate_section(section: Mapping[str, Any], provider: str = "lab", located: Check | None = None) -> None:
     """Check the `lab:` mapping without touching the machine."""
-    unknown = sorted(set(section) - SECTION_KEYS)
-    if unknown:
-        raise InventoryError(
-            f"{provider}.{unknown[0]}: unknown key", hint=f"allowed keys: {', '.join(sorted(SECTION_KEYS))}"
-        )
+    check = SectionChecker(section, provider, SECTION_KEYS, HINT, located)
     for key in ("nodes", "control_planes"):
         value = section.get(key)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool)):
-            raise InventoryError(f"{provider}.{key}: expected an integer, got {value!r}", hint="e.g. nodes: 3")
-    for key in ("name", "subnet"):
-        if section.get(key) is not None and not isinstance(section[key], str):
-            raise InventoryError(f"{provider}.{key}: expected a string, got {section[key]!r}")
-    try:
-        validate_name(section.get("name", DEFAULT_NAME))
-        validate_counts(section.get("nodes", DEFAULT_NODES), section.get("control_planes", 1))
-    except KprovError as exc:
-        raise InventoryError(f"{provider}: {exc.message}", hint=exc.hint) from exc
+            check.fail(key, f"expected an integer, got {value!r}", "e.g. nodes: 3")
+    check.string("name")
+    check.string("subnet")
+    checks = (("name", lambda: validate_name(section.get("name", DEFAULT_NAME))),
+              ("nodes", lambda: validate_counts(section.get("nodes", DEFAULT_NODES), section.get("control_planes", 1))))
+    for key, test in checks:
+        try:
+            test()
+        except KprovError as exc:
+            check.fail(key, exc.message, exc.hint)
 
 
 def _lab(section: Mapping[str, Any]) -> Lab:
@@ -57,3 +57,24 @@ def connection_defaults(section: Mapping[str, Any]) -> dict[str, Any]:
     """`defaults:` for the lab's hosts: {user, ssh_key, known_hosts} (no machine access)."""
     lab = _lab(section)
     return inv.connection_defaults(lab.key_path, lab.known_hosts_path)
+
+
+class LabProvider:
+    """`provider: lab` (providers/base.py): the nodes of a local lab, brought up on demand."""
+
+    name = "lab"
+
+    def validate_section(self, section: Mapping[str, Any], where: str, check: Check) -> None:
+        validate_section(section, where, check)
+
+    def resolve_hosts(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return resolve_hosts(section, inventory)
+
+    def connection_defaults(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        return connection_defaults(section)
+
+    def resolve_endpoint(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> str | None:
+        return None
+
+
+PROVIDER = LabProvider()

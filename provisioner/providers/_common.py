@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import InventoryError
+from provisioner.inventory.check import Check
 from provisioner.inventory.yamlsource import load_yaml_file
 
 FILE_KEY = "__file__"
@@ -59,11 +60,13 @@ def resolve_path(value: str, inventory: Mapping[str, Any]) -> Path:
 
 
 class SectionChecker:
-    """Small type checks for a raw provider section; every error names the key path."""
+    """Small type checks for a raw provider section; every error names the key path (and file:line when
+    `check` carries the parsed inventory: the loader passes its own)."""
 
-    def __init__(self, section: Any, where: str, known: Iterable[str], hint: str) -> None:
+    def __init__(self, section: Any, where: str, known: Iterable[str], hint: str, check: Check | None = None) -> None:
         self.where = where
         self.hint = hint
+        self.check = check or Check()
         if not isinstance(section, Mapping):
             self.fail("", "expected a mapping")
         self.section: Mapping[str, Any] = section
@@ -71,9 +74,9 @@ class SectionChecker:
         if unknown:
             self.fail(unknown[0], f"unknown key (known: {', '.join(sorted(known))})")
 
-    def fail(self, key: str, what: str) -> None:
+    def fail(self, key: str, what: str, hint: str | None = None) -> None:
         path = f"{self.where}.{key}" if key else self.where
-        raise InventoryError(f"{path}: {what}", hint=self.hint)
+        raise self.check.error(path, what, hint or self.hint)
 
     def string(self, key: str, *, choices: Iterable[str] | None = None, pattern: re.Pattern[str] | None = None) -> None:
         value = self.section.get(key)

@@ -553,3 +553,24 @@ def _delete_group(ec2: Any, group_id: str, deadline: float, poll: float) -> None
                 raise
             log.info("security group %s still in use; retrying", group_id)
             time.sleep(poll)
+
+
+class Ec2Provider:
+    """`provider: ec2` (providers/base.py): the cluster's running instances, found by tags."""
+
+    name = "ec2"
+
+    def validate_section(self, section: Mapping[str, Any], where: str, check: Any) -> None:
+        validate_section(dict(section), where, check)
+
+    def resolve_hosts(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return resolve_hosts(dict(section), dict(inventory))
+
+    def connection_defaults(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        return {}  # each host entry carries its user and key
+
+    def resolve_endpoint(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> str | None:
+        return resolve_endpoint(dict(section), dict(inventory))
+
+
+PROVIDER = Ec2Provider()

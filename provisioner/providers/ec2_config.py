@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from provisioner.errors import InputError, InventoryError
+from provisioner.inventory.check import Check
 from provisioner.providers._common import (
     SectionChecker,
     as_list,
@@ -108,9 +109,9 @@ class Ec2Config:
         return {name: group for group in self.groups for name in group.names(self.cluster)}
 
 
-def validate_section(section: dict, where: str = "ec2") -> None:
-    """Check the raw `ec2:` mapping; raise InventoryError naming the first bad key path."""
-    check = SectionChecker(section, where, SECTION_KEYS, HINT)
+def validate_section(section: dict, where: str = "ec2", located: Check | None = None) -> None:
+    """Check the raw `ec2:` mapping; raise InventoryError naming the first bad key path (file:line with `located`)."""
+    check = SectionChecker(section, where, SECTION_KEYS, HINT, located)
     check.string("region", pattern=REGION_RE)
     check.string("profile")
     check.cidrs("ssh_cidr")

@@ -22,6 +22,7 @@ from typing import Any
 import yaml
 
 from provisioner.errors import InventoryError, PrerequisiteMissing
+from provisioner.inventory.check import Check
 from provisioner.providers._common import SectionChecker, resolve_path
 
 __all__ = [
@@ -217,9 +218,9 @@ def select_node_ip(addresses: list[str], *, expected: str | None = None, ssh_add
 
 # --------------------------------------------------------------------------- provider contract
 
-def validate_section(section: dict, where: str = "vagrant") -> None:
-    """Check the raw `vagrant:` mapping; raise InventoryError naming the first bad key path."""
-    check = SectionChecker(section, where, SECTION_KEYS, HINT)
+def validate_section(section: dict, where: str = "vagrant", located: Check | None = None) -> None:
+    """Check the raw `vagrant:` mapping; raise InventoryError naming the first bad key path (file:line with `located`)."""
+    check = SectionChecker(section, where, SECTION_KEYS, HINT, located)
     check.string("dir")
     check.string("settings")
     check.string("node_ip", choices=("settings", "query"))
@@ -318,3 +319,24 @@ def run_vagrant(directory: Path, args: list[str]) -> str:
             detail=(proc.stderr or proc.stdout).strip()[-2000:] or None,
         )
     return proc.stdout
+
+
+class VagrantProvider:
+    """`provider: vagrant` (providers/base.py): the VMs of a Vagrant project."""
+
+    name = "vagrant"
+
+    def validate_section(self, section: Mapping[str, Any], where: str, check: Check) -> None:
+        validate_section(dict(section), where, check)
+
+    def resolve_hosts(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
+        return resolve_hosts(dict(section), dict(inventory))
+
+    def connection_defaults(self, section: Mapping[str, Any]) -> dict[str, Any]:
+        return {}  # ssh-config gives each host its own user, port and key
+
+    def resolve_endpoint(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> str | None:
+        return None
+
+
+PROVIDER = VagrantProvider()
