@@ -103,7 +103,10 @@ class RemovalPlan:
                        f"via {self.etcd.via}: {len(self.etcd.members)} -> {len(self.etcd.members) - 1} members"
                        if self.etcd.member else f"etcd: {self.host} is not a member (already removed)")
         if self.balancer is not None:
-            out.append(self.balancer.note)
+            if self.balancer.mode in BALANCED_MODES and self.reachable:
+                out.append(f"stop and disable keepalived/haproxy on {self.host}")
+            if self.balancer.hosts or self.control_plane:
+                out.append(self.balancer.note)
         if self.node_exists:
             if self.reachable:
                 out.append(f"stop kubelet on {self.host} (it would register the Node again)")

@@ -186,7 +186,7 @@ def _plan(**kw) -> RemovalPlan:
            etcd=EtcdChange("cp-1", _MEMBERS, _MEMBERS[2]),
            balancer=BalancerChange("vip", ("cp-1", "cp-2"), "balancer (vip): re-render on cp-1, cp-2")),
      ["Node cp-3: not in the cluster (already deleted)", "remove etcd member cp-3 (3) via cp-1: 3 -> 2 members",
-      "balancer (vip): re-render on cp-1, cp-2",
+      "stop and disable keepalived/haproxy on cp-3", "balancer (vip): re-render on cp-1, cp-2",
       "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
     (_plan(host="cp-3", control_plane=True, drain=None, node_exists=False, etcd=EtcdChange("cp-1", _MEMBERS[:2], None)),
      ["Node cp-3: not in the cluster (already deleted)", "etcd: cp-3 is not a member (already removed)",
