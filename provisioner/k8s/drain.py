@@ -16,8 +16,9 @@ from __future__ import annotations
 
 import enum
 import json
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 

@@ -9,8 +9,21 @@ from pathlib import Path
 
 import pytest
 
+from provisioner.actions.remove_node import (
+    BalancerChange,
+    EtcdChange,
+    RemovalPlan,
+    check_allowed,
+)
+from provisioner.errors import InputError
 from provisioner.k8s import etcd_members as em
-from provisioner.k8s.drain import PodAction, drain_plan, nodes_not_in, parse_budgets, selector_matches
+from provisioner.k8s.drain import (
+    PodAction,
+    drain_plan,
+    nodes_not_in,
+    parse_budgets,
+    selector_matches,
+)
 
 DATA = Path(__file__).parent / "data" / "remove-node"
 WORKER_PODS = (DATA / "pods-worker-1.20.json").read_text()
@@ -158,16 +171,15 @@ def test_nodes_not_in_the_inventory() -> None:
 
 # --- the plan as the preview shows it, and what is refused -----------------------------------------------
 
-from provisioner.actions.remove_node import BalancerChange, EtcdChange, RemovalPlan, check_allowed  # noqa: E402
-from provisioner.errors import InputError  # noqa: E402
 
 _MEMBERS = tuple(em.EtcdMember(str(i), f"cp-{i}", (f"https://10.0.0.{i}:2380",), (), True) for i in (1, 2, 3))
 
 
 def _plan(**kw) -> RemovalPlan:
-    base = dict(host="w-3", in_inventory=True, control_plane=False, reachable=True, unreachable_why="", api_via="cp-1",
-                node_exists=True, cordoned=False, drain=drain_plan("rdev-3", WORKER_PODS, PDBS, force=True), etcd=None,
-                balancer=None, refusals=(), blockers=(), warnings=())
+    base = {"host": "w-3", "in_inventory": True, "control_plane": False, "reachable": True, "unreachable_why": "",
+            "api_via": "cp-1", "node_exists": True, "cordoned": False,
+            "drain": drain_plan("rdev-3", WORKER_PODS, PDBS, force=True), "etcd": None, "balancer": None,
+            "refusals": (), "blockers": (), "warnings": ()}
     return RemovalPlan(**{**base, **kw})
 
 
