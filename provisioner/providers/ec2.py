@@ -18,6 +18,7 @@ from typing import Any
 from provisioner.errors import CloudError, InputError, KprovError
 from provisioner.providers import ec2_nlb
 from provisioner.providers.ec2_aws import aws_errors, ec2_client, error_code
+from provisioner.providers.ec2_owner import MANAGED_BY, TAG_CLUSTER, TAG_MANAGED, not_owned, owns, tags_of
 from provisioner.providers.ec2_config import (
     ROLE_CONTROL_PLANE,
     ROLE_WORKER,
@@ -37,34 +38,10 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 
-TAG_CLUSTER = "kprov:cluster"
 TAG_ROLE = "kprov:role"
-TAG_MANAGED = "kprov:managed-by"
-MANAGED_BY = "kprov"
 
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 NOT_TERMINATED = LIVE_STATES + ("shutting-down",)
-
-
-def owns(tags: Mapping[str, str], cluster: str) -> bool:
-    """The one ownership rule, for create and destroy alike: a resource is the cluster's only if it carries
-    `kprov:cluster=<cluster>` and `kprov:managed-by=kprov`. Anything else is never adopted, changed or deleted."""
-    return tags.get(TAG_CLUSTER) == cluster and tags.get(TAG_MANAGED) == MANAGED_BY
-
-
-def tags_of(resource: Mapping[str, Any]) -> dict[str, str]:
-    """An AWS resource's `Tags` list as a mapping."""
-    return {t["Key"]: t["Value"] for t in resource.get("Tags", [])}
-
-
-def not_owned(kind: str, what: str, tags: Mapping[str, str], cluster: str) -> CloudError:
-    """The error for a same-named resource `create` found but does not own (destroy leaves those alone)."""
-    found = ", ".join(f"{k}={tags[k]}" for k in (TAG_CLUSTER, TAG_MANAGED) if k in tags) or "no kprov tags"
-    return CloudError(
-        f"{kind} {what} exists but is not owned by cluster {cluster} ({found}); kprov will not modify it",
-        hint=f"kprov adopts only resources tagged {TAG_CLUSTER}={cluster} and {TAG_MANAGED}={MANAGED_BY}: "
-             "delete or rename that one, or use another cluster.name",
-    )
 
 
 @dataclass(frozen=True)

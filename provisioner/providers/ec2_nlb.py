@@ -21,13 +21,11 @@ from typing import Any
 from provisioner.errors import CloudError
 from provisioner.providers.ec2_aws import aws_errors, error_code
 from provisioner.providers.ec2_config import Ec2Config
+from provisioner.providers.ec2_owner import MANAGED_BY, TAG_CLUSTER, TAG_MANAGED, not_owned, owns, tag_map
 
 log = logging.getLogger(__name__)
 
 API_PORT = 6443
-TAG_CLUSTER = "kprov:cluster"
-TAG_MANAGED = "kprov:managed-by"
-MANAGED_BY = "kprov"
 
 
 @dataclass(frozen=True)
@@ -72,10 +70,13 @@ def _tags(config: Ec2Config, name: str) -> list[dict[str, str]]:
     return [{"Key": k, "Value": v} for k, v in tags.items()]
 
 
-def _is_ours(elb: Any, arn: str, cluster: str) -> bool:
+def _tags_of(elb: Any, arn: str) -> dict[str, str]:
     described = elb.describe_tags(ResourceArns=[arn])["TagDescriptions"]
-    tags = {t["Key"]: t["Value"] for d in described for t in d.get("Tags", [])}
-    return tags.get(TAG_CLUSTER) == cluster and tags.get(TAG_MANAGED) == MANAGED_BY
+    return tag_map(t for d in described for t in d.get("Tags", []))
+
+
+def _is_ours(elb: Any, arn: str, cluster: str) -> bool:
+    return owns(_tags_of(elb, arn), cluster)   # the rule of every EC2 resource (ec2_owner.py)
 
 
 def _find_lb(elb: Any, name: str) -> dict[str, Any] | None:
@@ -98,9 +99,8 @@ def _find_tg(elb: Any, name: str) -> dict[str, Any] | None:
     return found[0] if found else None
 
 
-def _not_ours(what: str, name: str, cluster: str) -> CloudError:
-    return CloudError(f"{what} {name} exists but is not tagged {TAG_CLUSTER}={cluster}; kprov will not modify it",
-                      hint="delete or rename it, or use another cluster.name")
+def _not_ours(elb: Any, arn: str, what: str, name: str, cluster: str) -> CloudError:
+    return not_owned(what, name, _tags_of(elb, arn), cluster)
 
 
 def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips: Sequence[str],
@@ -118,7 +118,7 @@ def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips:
                 Tags=_tags(config, tg_name),
             )["TargetGroups"][0]
         elif not _is_ours(elb, tg["TargetGroupArn"], config.cluster):
-            raise _not_ours("target group", tg_name, config.cluster)
+            raise _not_ours(elb, tg["TargetGroupArn"], "target group", tg_name, config.cluster)
         tg_arn = tg["TargetGroupArn"]
         _reconcile_targets(elb, tg_arn, control_plane_ips)
     with aws_errors("set up the API load balancer"):
@@ -132,7 +132,7 @@ def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips:
             )["LoadBalancers"][0]
             log.info("created network load balancer %s (%s)", lb_name, lb["DNSName"])
         elif not _is_ours(elb, lb["LoadBalancerArn"], config.cluster):
-            raise _not_ours("load balancer", lb_name, config.cluster)
+            raise _not_ours(elb, lb["LoadBalancerArn"], "load balancer", lb_name, config.cluster)
         listeners = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
         if not any(li.get("Port") == API_PORT for li in listeners):
             elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=API_PORT,

@@ -112,7 +112,7 @@ def test_a_same_named_balancer_of_someone_else_is_left_alone(kprov, ec2, elb, tm
                                        Tags=[{"Key": "owner", "Value": "someone"}])["LoadBalancers"][0]
     inv = ec2_inventory(tmp_path, "other", **HA)
     rc, out, err = kprov("ec2", "create", "--inventory", inv, "--no-wait-ssh", "--poll", "0.1")
-    assert rc != 0 and "load balancer kprov-other exists but is not tagged kprov:cluster=other" in err
+    assert rc != 0 and "load balancer kprov-other exists but is not owned by cluster other (no kprov tags)" in err
     rc, out, err = kprov("ec2", "destroy", "--inventory", inv, "--poll", "0.1", "--yes")
     assert rc == 0 and "left alone (not tagged for cluster other): load balancer kprov-other" in out, err
     assert elb.describe_load_balancers(LoadBalancerArns=[foreign["LoadBalancerArn"]])["LoadBalancers"]
