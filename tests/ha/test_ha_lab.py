@@ -188,9 +188,16 @@ def ha(tmp_path_factory) -> HA:
 
 
 def test_1_up_behind_the_vip(ha: HA) -> None:
-    up = kprov("up", "-i", str(ha.path))
-    assert "smoke test passed" in up.stdout, up.stdout[-3000:]
-    assert up.stdout.count(" 200 ") >= 2 * NODES, up.stdout[-3000:]
+    kprov("up", "-i", str(ha.path), "--no-smoke")
+    # smoke through every node; on a loaded machine a node's kube-proxy can lag the first attempt's 90 s probe
+    # window (seen on the first control plane with load averages of 50-90 on 2 cores): one more try, reported
+    smoke = kprov("smoke", "-i", str(ha.path), check=False)
+    if smoke.returncode != 0:
+        print(f"\nfirst smoke attempt failed (retrying once):\n{smoke.stdout[-2000:]}{smoke.stderr[-1000:]}",
+              file=sys.stderr)
+        smoke = kprov("smoke", "-i", str(ha.path))
+    assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
+    assert smoke.stdout.count(" 200 ") >= 2 * NODES, smoke.stdout[-3000:]
 
     # the fetched kubeconfig points at the VIP, and the API answers there (certificates carry the VIP)
     server = yaml.safe_load(ha.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
@@ -266,3 +273,118 @@ def test_3_the_stopped_node_rejoins(ha: HA) -> None:
     changed = [(e["host"], e["task"]) for e in events(again.stdout) if e["changed"]]
     assert not changed, f"second up changed: {changed}"
     ha.kubectl("delete", "namespace", "kprov-ha", "--wait=false")
+
+
+# --- issue 13 steps 3-5 on this cluster: kprov remove-node (tag r) ----------------------------------------
+
+RM_WORKLOAD = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: kprov-rm}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: docker.io/kprov/hello:1.0
+        imagePullPolicy: Never
+        command: [/bin/sh, -c, 'mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www']
+---
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: kprov-rm}
+spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+"""
+
+
+def static_inventory(ha: HA, without: tuple[str, ...] = ()) -> Path:
+    """This cluster as a static inventory (a `provider: lab` one cannot shrink the lab), without some hosts."""
+    source = kprov("lab", "inventory", "--name", LAB).stdout.strip().splitlines()[-1]
+    doc = yaml.safe_load(Path(source).read_text())
+    doc["cluster"] = yaml.safe_load(ha.path.read_text())["cluster"]
+    doc["hosts"] = [h for h in doc["hosts"] if h["name"] not in without]
+    path = ha.path.with_name(f"static-without-{'-'.join(without) or 'none'}.yaml")
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def rm_report(proc: subprocess.CompletedProcess[str]) -> dict:
+    return next(d for d in (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{"))
+                if "removed" in d)
+
+
+def test_4_remove_the_worker_with_a_pdb(ha: HA) -> None:
+    # the control planes are tainted: both replicas start on the worker; untainted afterwards, so they can move
+    ha.kubectl("create", "namespace", "kprov-rm")
+    proc = subprocess.run(["kubectl", "--kubeconfig", str(ha.kubeconfig), "apply", "-f", "-"], input=RM_WORKLOAD,
+                          text=True, capture_output=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    ha.kubectl("-n", "kprov-rm", "rollout", "status", "deployment/web", "--timeout=240s", timeout=300)
+    for cp in ha.control_planes:
+        ha.kubectl("taint", "nodes", cp, "node-role.kubernetes.io/master-", check=False)
+    pods = json.loads(ha.kubectl("-n", "kprov-rm", "get", "pods", "-o", "json").stdout)["items"]
+    assert {p["spec"]["nodeName"] for p in pods} == {ha.worker}
+
+    inv = static_inventory(ha)
+    dry = kprov("remove-node", "-i", str(inv), "--host", ha.worker, "--dry-run", "--log-format", "json")
+    plan = next(json.loads(line) for line in dry.stdout.splitlines() if line.startswith('{"remove_node"'))
+    webs = [p["action"] for p in plan["pods"] if p["pod"].startswith("kprov-rm/web-")]
+    assert len(webs) == 2 and all("PodDisruptionBudget kprov-rm/web" in a for a in webs), plan
+
+    t0 = time.monotonic()
+    out = kprov("remove-node", "-i", str(inv), "--host", ha.worker, "--yes", "--log-format", "json")
+    ha.notes["remove_worker_s"] = round(time.monotonic() - t0, 1)
+    assert all(s["outcome"] == "done" for s in rm_report(out)["steps"]), out.stdout[-2000:]
+    assert ha.worker not in ready_nodes(ha)
+    pods = json.loads(ha.kubectl("-n", "kprov-rm", "get", "pods", "-o", "json").stdout)["items"]
+    assert len(pods) == 2 and {p["spec"]["nodeName"] for p in pods} <= set(ha.control_planes)
+    ha.kubectl("-n", "kprov-rm", "rollout", "status", "deployment/web", "--timeout=120s")
+    res = ha.sh(ha.worker, "systemctl is-active kubelet || true; ip -o link | grep -cE 'cni0|veth' || true; "
+                           "iptables-save | grep -cE 'KUBE-|CNI-' || true")
+    assert res.stdout.split() == ["inactive", "0", "0"], res.stdout
+    smoke = kprov("smoke", "-i", str(static_inventory(ha, (ha.worker,))))
+    assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
+
+
+def test_5_remove_a_control_plane(ha: HA) -> None:
+    gone = ha.control_planes[-1]
+    rest = [cp for cp in ha.control_planes if cp != gone]
+    inv = static_inventory(ha, (ha.worker,))
+    t0 = time.monotonic()
+    out = kprov("remove-node", "-i", str(inv), "--host", gone, "--yes", "--log-format", "json")
+    ha.notes["remove_cp_s"] = round(time.monotonic() - t0, 1)
+    steps = {s["step"]: s["outcome"] for s in rm_report(out)["steps"]}
+    assert steps["etcd member"] == "done" and steps["balancer"] == "done", steps
+    ha.notes["removed_cp"] = gone
+    assert etcd_members(ha, via=rest[0]) == rest
+    for node in rest:
+        backends = wait_for(f"2 backends UP on {node}",
+                            lambda n=node: (b := haproxy_backends(ha, n)) and set(b.values()) == {"UP"} and b,
+                            timeout=60)
+        assert sorted(backends) == rest, backends
+    assert wait_for("the API through the VIP", lambda: api_answers(ha), timeout=60)
+    assert gone not in ready_nodes(ha)
+    assert ha.sh(gone, "systemctl is-active keepalived haproxy kubelet || true").stdout.split() == ["inactive"] * 3
+
+    # a second control plane: etcd would be left with one member, no spare: refused, nothing changed
+    inv2 = static_inventory(ha, (ha.worker, gone))
+    refused = kprov("remove-node", "-i", str(inv2), "--host", rest[-1], "--yes", check=False)
+    assert refused.returncode == 2 and "2 members" in refused.stderr, refused.stderr
+    assert etcd_members(ha, via=rest[0]) == rest
+    print(f"\nREMOVE-NODE: worker {ha.notes.get('remove_worker_s')}s, control plane {ha.notes['remove_cp_s']}s",
+          file=sys.stderr)
+
+
+def test_6_add_the_worker_back(ha: HA) -> None:
+    gone = ha.notes["removed_cp"]
+    inv = static_inventory(ha, (gone,))
+    kprov("add-node", "-i", str(inv), "--host", ha.worker)
+    wait_for("the worker Ready again", lambda: ready_nodes(ha).get(ha.worker), timeout=300, interval=3)
+    kubelet_conf = ha.sh(ha.worker, "grep server: /etc/kubernetes/kubelet.conf").stdout
+    assert ha.vip in kubelet_conf, kubelet_conf
+    smoke = kprov("smoke", "-i", str(inv))
+    assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
