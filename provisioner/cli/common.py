@@ -18,7 +18,7 @@ from provisioner.engine.runner import RunOptions
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Inventory
 from provisioner.inventory.yamlsource import load_yaml_file
-from provisioner.reporting.sinks import ConsoleSink, JsonSink, TeeSink, open_log_file
+from provisioner.reporting.sinks import JsonSink, TeeSink, open_log_file
 from provisioner.transport.ssh import ConnectOptions
 
 DEFAULT_FORKS = 128
@@ -89,7 +89,9 @@ class Common:
         if self.log_format == "json":
             main: Any = JsonSink(sys.stdout)
         else:
-            main = ConsoleSink(verbose=self.verbose, show_diff=self.diff)
+            from provisioner.reporting.console import ProgressConsole
+
+            main = ProgressConsole(verbose=self.verbose, show_diff=self.diff)
         if self.log_file:
             return TeeSink(main, JsonSink(open_log_file(self.log_file)))  # 0600, lives for the process
         return main

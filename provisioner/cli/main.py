@@ -116,9 +116,14 @@ def _want_traceback(argv: list[str]) -> bool:
     return "--traceback" in argv
 
 
+def _error_line(text: str) -> None:
+    """The `error:` line: red on a terminal unless NO_COLOR is set (https://no-color.org)."""
+    click.secho(text, fg="red", err=True, color=False if os.environ.get("NO_COLOR") else None)
+
+
 def report_error(exc: KprovError) -> None:
     """Print a KprovError as one line (+ detail lines, + hint) on stderr."""
-    click.secho(f"error: {exc.message}", fg="red", err=True)
+    _error_line(f"error: {exc.message}")
     if exc.detail:
         for line in exc.detail.rstrip().splitlines()[-20:]:
             click.echo(f"  | {line}", err=True)
@@ -195,16 +200,16 @@ def main(argv: list[str] | None = None) -> None:
     except click.UsageError as exc:
         # the same one-line + hint shape as every other error
         where = exc.ctx.command_path if exc.ctx is not None else "kprov"
-        click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+        _error_line(f"error: {exc.format_message()}")
         click.echo(f"hint: see `{where} --help`", err=True)
         sys.exit(int(ExitStatus.BAD_INPUT))
     except click.ClickException as exc:
-        click.secho(f"error: {exc.format_message()}", fg="red", err=True)
+        _error_line(f"error: {exc.format_message()}")
         sys.exit(int(ExitStatus.BAD_INPUT))
     except Exception as exc:  # noqa: BLE001 - the boundary: never a raw traceback for users
         if show_tb:
             tb.print_exc()
-        click.secho(f"error: internal error: {type(exc).__name__}: {exc}", fg="red", err=True)
+        _error_line(f"error: internal error: {type(exc).__name__}: {exc}")
         click.echo("hint: rerun with --traceback and report it", err=True)
         sys.exit(int(ExitStatus.TASK_FAILED))
     sys.exit(int(rc or 0))

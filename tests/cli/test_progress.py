@@ -1,0 +1,127 @@
+"""Console output people can follow (issue 15): heartbeats without a terminal, grouped diffs, a recap
+with wall times, no hard wrapping in logs, NO_COLOR on the error line.
+
+The sink is fed real Event values, as the engine emits them, and writes to an in-memory console.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import time
+
+import pytest
+from rich.console import Console
+
+from provisioner.engine.events import Event, RunReport, Status
+from provisioner.reporting.console import ProgressConsole, group_diffs, make_console
+from tests.cli.helpers import KPROV
+
+DIFF = "--- a\n+++ b\n-old\n+new\n"
+
+
+def _console() -> tuple[Console, io.StringIO]:
+    buf = io.StringIO()
+    return Console(file=buf, width=80, soft_wrap=True, no_color=True, force_terminal=False), buf
+
+
+def ev(host: str, task: str, status: Status = Status.CHANGED, diff: str = "", ms: int = 1500) -> Event:
+    return Event(host=host, role="containerd", task=task, status=status, changed=status is Status.CHANGED,
+                 duration_ms=ms, diff=diff)
+
+
+def test_identical_diffs_are_printed_once_with_their_hosts() -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, show_diff=True, live=False)
+    sink.play_start("containerd", ["h1", "h2", "h3"])
+    for h in ("h1", "h2", "h3"):
+        sink.emit(ev(h, "containerd | config", diff=DIFF if h != "h3" else DIFF.replace("new", "other")))
+    sink.play_end("containerd", 1.0)
+    sink.recap(RunReport())
+    out = buf.getvalue()
+    assert "diff of containerd | config on 2 host(s): h1, h2" in out
+    assert "diff of containerd | config on 1 host(s): h3" in out
+    assert out.count("+new") == 1 and out.count("+other") == 1
+
+
+@pytest.mark.parametrize("events,expected", [
+    ([ev("a", "t", diff="x"), ev("b", "t", diff="x")], [("t", "x", ["a", "b"])]),
+    ([ev("a", "t", diff="x"), ev("b", "t", diff="y")], [("t", "x", ["a"]), ("t", "y", ["b"])]),
+    ([ev("a", "t", diff="x"), ev("a", "u", diff="x")], [("t", "x", ["a"]), ("u", "x", ["a"])]),
+    ([ev("a", "t")], []),
+])
+def test_group_diffs(events: list[Event], expected: list) -> None:
+    assert group_diffs(events) == expected
+
+
+def test_recap_has_per_host_and_total_wall_time() -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False)
+    report = RunReport()
+    sink.play_start("containerd", ["h1", "h2"])
+    for e in (ev("h1", "a", ms=1500), ev("h1", "b", ms=2500), ev("h2", "a", Status.OK, ms=700)):
+        report.record(e)
+        sink.emit(e)
+    sink.play_end("containerd", 4.2)
+    report.role_times["containerd"] = 4.2
+    report.finished = report.started + 4.25
+    sink.recap(report)
+    lines = buf.getvalue().splitlines()
+    assert any(line.split()[:1] == ["h1"] and line.rstrip().endswith("4.0s") for line in lines), lines
+    assert any(line.split()[:1] == ["h2"] and line.rstrip().endswith("0.7s") for line in lines), lines
+    assert "total wall time: 4.2s" in buf.getvalue()
+    assert "wall time per role: containerd 4.2s" in buf.getvalue()
+
+
+def test_heartbeat_names_what_still_runs_without_a_terminal() -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False, heartbeat_s=1)
+    sink.play_start("kubernetes", ["h1", "h2", "h3"])
+    sink.emit(ev("h1", "kubernetes | unpack bundle", Status.OK))
+    sink.emit(ev("h3", "kubernetes | unpack bundle", Status.FAILED))
+    deadline = time.monotonic() + 30   # a guard, not a speed assertion
+    while "still running" not in buf.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    sink.play_end("kubernetes", 1.0)
+    sink.recap(RunReport())
+    beat = next(line for line in buf.getvalue().splitlines() if "still running" in line)
+    assert beat.startswith("... still running: kubernetes on 2 host(s): h1 (after kubernetes | unpack bundle), "
+                           "h2 (starting)")
+
+
+def test_log_lines_are_never_hard_wrapped() -> None:
+    buf = io.StringIO()
+    console = make_console()
+    console.file = buf
+    sink = ProgressConsole(console, live=False)
+    task = "containerd | " + "a-very-long-task-name " * 12
+    sink.play_start("containerd", ["h1"])
+    sink.emit(ev("h1", task.strip()))
+    sink.play_end("containerd", 0.1)
+    assert any(task.strip() in line for line in buf.getvalue().splitlines())
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_error_line_honours_no_color(no_color: bool) -> None:
+    # a terminal is needed for colours at all: run kprov under `script`-like pty
+    import pty
+    import subprocess
+
+    env = {**os.environ, "NO_COLOR": "1"} if no_color else {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(KPROV), "plan", "-i", "/nonexistent.yaml"], stdin=slave, stdout=slave, stderr=slave,
+                            env=env)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=120)
+    os.close(master)
+    assert b"error: " in out
+    assert (b"\x1b[" in out) is (not no_color)
