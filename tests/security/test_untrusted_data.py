@@ -229,3 +229,36 @@ def test_hostile_registry_mirrors_are_bad_input(mirrors):
 def test_malformed_node_lists_give_no_rows_instead_of_an_internal_error(doc):
     rows = _nodes_table(doc)
     assert all(r["name"] and r["pod_cidr"] == "" and r["ip"] == "" for r in rows)
+
+
+def _containerd_prune_task() -> dict:
+    tasks = yaml.safe_load((ROLES_DIR / "containerd" / "tasks.yaml").read_text())
+    (task,) = [t for t in tasks if "remove mirror configs" in t["name"]]
+    return task["command"]
+
+
+@pytest.mark.parametrize("kept", [
+    {"docker.io": ["http://m:5000"], "reg.example:5000": ["https://m2"]},
+    {"docker.io'$(touch CANARY)'": ["http://m"], "a\" b $(touch CANARY)": []},
+])
+def test_mirror_pruning_keeps_listed_registries_and_runs_no_name(kept, tmp_path):
+    """The real task's script and its unless probe, run by sh on a scratch config directory."""
+    canary = tmp_path / "pwned"   # the scripts run in tmp_path: `touch pwned` would create it
+    kept = {k.replace("CANARY", "pwned"): v for k, v in kept.items()}
+    certs = tmp_path / "certs.d"
+    for name in [*kept, "stale.example"]:
+        (certs / name).mkdir(parents=True)
+    task = _containerd_prune_task()
+    r = Renderer(make_env(TEMPLATES_DIR), {"containerd_registry_mirrors": kept,
+                                           "containerd_registry_config_path": str(certs)}, "test")
+
+    def sh(script: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, cwd=tmp_path)
+
+    assert sh(r.render(task["unless"])).returncode != 0, "a stale registry directory went unnoticed"
+    out = sh(r.render(task["shell"]))
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["removed", "stale.example"]
+    assert sorted(p.name for p in certs.iterdir()) == sorted(kept)
+    assert sh(r.render(task["unless"])).returncode == 0
+    assert not canary.exists()
