@@ -21,12 +21,13 @@ from provisioner.k8s.context import cluster_vars, kubeconfig_path
 from provisioner.k8s.kubectl import Kubectl
 from provisioner.k8s.smoke import run_smoke as _run_smoke
 from provisioner.k8s.smoke import smoke_vars
+from provisioner.reporting.console import make_console
 from provisioner.secrets import Redactor
 
 
 def run_smoke(common: Common, keep: bool = False, node_port: int | None = None) -> int:
     inv = load_inventory(common.inventory)
-    console = Console(stderr=common.log_format == "json")
+    console = make_console(stderr=common.log_format == "json")
     redactor = Redactor()
     variables = smoke_vars(inv, cluster_vars(inv, redactor), common.extra_vars)
     if node_port is not None:

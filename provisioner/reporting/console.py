@@ -63,7 +63,8 @@ class ProgressConsole(ConsoleSink):
         self._done: set[str] = set()
         self._diffs: list[Event] = []
         self._last_output = time.monotonic()
-        self._host_time: dict[str, float] = {}
+        #: host -> [first play it was in started, its last event]: the host's wall time in the run
+        self._host_span: dict[str, list[float]] = {}
         self._stop = threading.Event()
         self._live: Live | None = None
         self._thread: threading.Thread | None = None
@@ -74,13 +75,16 @@ class ProgressConsole(ConsoleSink):
             self._role, self._role_started = role, time.monotonic()
             self._running = {h: "" for h in hosts}
             self._done = set()
+            for h in hosts:
+                self._host_span.setdefault(h, [self._role_started, self._role_started])
         super().play_start(role, hosts)
         self._touch()
         self._start_ticker()
 
     def emit(self, ev: Event) -> None:
         with self._lock:
-            self._host_time[ev.host] = self._host_time.get(ev.host, 0.0) + ev.duration_ms / 1000
+            now = time.monotonic()
+            self._host_span.setdefault(ev.host, [now - ev.duration_ms / 1000, now])[1] = now
             if ev.host in self._running:
                 self._running[ev.host] = ev.task
             if ev.status in (Status.FAILED, Status.UNREACHABLE):
@@ -115,7 +119,7 @@ class ProgressConsole(ConsoleSink):
             table.add_column(col, justify="left" if col == "host" else "right")
         for host, r in sorted(report.hosts.items()):
             table.add_row(host, str(r.ok), _count(r.changed, "yellow"), _count(r.failed, "red"), str(r.skipped),
-                          _count(r.unreachable, "magenta"), f"{self._host_time.get(host, 0.0):.1f}s")
+                          _count(r.unreachable, "magenta"), self._wall(host))
         self.console.print(table)
         if report.role_times:
             times = "  ".join(f"{role} {secs:.1f}s" for role, secs in report.role_times.items())
@@ -125,6 +129,10 @@ class ProgressConsole(ConsoleSink):
         for host, r in sorted(report.hosts.items()):
             if r.first_error:
                 self.console.print(f"[red]{host}: {_escape(r.first_error)}[/red]", soft_wrap=True)
+
+    def _wall(self, host: str) -> str:
+        span = self._host_span.get(host)
+        return f"{span[1] - span[0]:.1f}s" if span else "-"
 
     # -- progress -------------------------------------------------------------------------------
     def _touch(self) -> None:
