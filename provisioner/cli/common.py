@@ -185,12 +185,29 @@ def run_options(func: Callable[..., Any] | None = None, *, tasks: bool = True) -
             roles_dir=kwargs.pop("roles_dir", None), list_hosts=kwargs.pop("list_hosts", False),
             list_tasks=kwargs.pop("list_tasks", False), list_tags=kwargs.pop("list_tags", False),
         )
+        _refuse_ansible_inventory(common.inventory)
         return func(common=common, **kwargs)
 
     decorated: Callable[..., Any] = wrapper
     for option in reversed((_inventory_option, *(_TASK_OPTIONS if tasks else ()), *_CONNECTION_OPTIONS)):
         decorated = option(decorated)
     return decorated
+
+
+def _refuse_ansible_inventory(path: str) -> None:
+    """An Ansible inventory given to -i: say so and point at the importer (instead of a key error)."""
+    from provisioner.actions.inventory_import import looks_like_ansible
+
+    p = Path(path)
+    try:
+        if not p.is_file() or p.stat().st_size > 1 << 20:
+            return
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return   # the loader reports unreadable files
+    if looks_like_ansible(text):
+        raise InputError(f"{path} is an Ansible inventory, not a kprov one",
+                         hint=f"convert it: kprov inventory import {path} -o kprov-inventory.yaml")
 
 
 def prepare(common: Common, inv: Inventory, plays: Sequence[Play]) -> Common:

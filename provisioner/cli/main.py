@@ -22,6 +22,7 @@ _SUBCOMMANDS = {
     "ec2": "provisioner.cli.ec2:ec2",
     "vagrant": "provisioner.cli.vagrant:vagrant",
     "ci-smoke": "provisioner.cli.ec2:ci_smoke",
+    "inventory": "provisioner.cli.inventory:inventory",
     "certs": "provisioner.cli.maintenance:certs",
     "etcd": "provisioner.cli.maintenance:etcd",
     "upgrade": "provisioner.cli.maintenance:upgrade",
