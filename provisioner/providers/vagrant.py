@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import paramiko
 import yaml
 
 from provisioner.errors import InventoryError, PrerequisiteMissing
@@ -147,38 +148,27 @@ def machines(settings: VagrantSettings) -> list[Machine]:
 # --------------------------------------------------------------------------- parsers (pure)
 
 def parse_ssh_config(text: str) -> list[SshEntry]:
-    """Parse `vagrant ssh-config` output (OpenSSH client config syntax) into one entry per Host."""
-    entries: list[SshEntry] = []
-    current: dict[str, Any] | None = None
+    """Parse `vagrant ssh-config` output into one entry per Host, in the order given.
 
-    def close() -> None:
-        if current is not None:
-            entries.append(SshEntry(
-                name=current["host"],
-                hostname=current.get("hostname", current["host"]),
-                port=int(current.get("port", 22)),
-                user=current.get("user", "vagrant"),
-                identity_files=tuple(current.get("identityfile", [])),
-            ))
-
-    for raw_line in text.splitlines():
-        line = raw_line.strip()
-        if not line or line.startswith("#"):
-            continue
-        match = re.match(r"^(\S+?)(?:\s*=\s*|\s+)(.*)$", line)
-        if not match:
-            continue
-        key, value = match.group(1).lower(), _unquote(match.group(2).strip())
-        if key == "host":
-            close()
-            current = {"host": value}
-        elif current is None:
-            continue
-        elif key == "identityfile":
-            current.setdefault("identityfile", []).append(value)
-        elif key in ("hostname", "port", "user"):
-            current[key] = value
-    close()
+    paramiko.SSHConfig does the parsing (OpenSSH syntax: `key value` or `key=value`, any key case,
+    quotes, `Host *` defaults merged in), so it reads the file the way ssh itself would."""
+    config = paramiko.SSHConfig.from_text(text)
+    names: list[str] = []
+    for match in re.finditer(r"(?im)^[ \t]*host(?:[ \t]*=[ \t]*|[ \t]+)(.+)$", text):
+        for name in match.group(1).split():
+            name = _unquote(name)
+            if not any(c in name for c in "*?!") and name not in names:
+                names.append(name)
+    entries = []
+    for name in names:
+        found = config.lookup(name)
+        entries.append(SshEntry(
+            name=name,
+            hostname=found.get("hostname", name),
+            port=int(found.get("port", 22)),
+            user=found.get("user", "vagrant"),
+            identity_files=tuple(found.get("identityfile", [])),
+        ))
     return entries
 
 
