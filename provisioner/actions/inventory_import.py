@@ -51,9 +51,11 @@ def looks_like_ansible(text: str) -> bool:
     """An Ansible inventory rather than a kprov one (used to point `plan -i ansible.ini` at the importer)."""
     if re.search(r"^\s*\[[^\]]+\]\s*$", text, re.M) and "hosts:" not in text:
         return True
+    if not (re.search(r"^all\s*:", text, re.M) or '"_meta"' in text):
+        return False   # cheap: hostile or broken YAML is left to the inventory loader's bounded reader
     try:
         doc = yaml.safe_load(text)
-    except yaml.YAMLError:
+    except Exception:  # noqa: BLE001 - any parse problem: not ours to report, the loader says what is wrong
         return False
     if not isinstance(doc, dict):
         return False
