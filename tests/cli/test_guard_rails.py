@@ -93,3 +93,25 @@ def test_cluster_smoke_must_be_a_boolean(tmp_path: Path) -> None:
     path.write_text(yaml.safe_dump(doc))
     proc = subprocess.run([str(KPROV), "plan", "-i", str(path)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "cluster.smoke" in proc.stderr
+
+
+def test_after_a_whole_cluster_reset_the_merged_context_is_offered_for_removal(tmp_path: Path, monkeypatch,
+                                                                               capsys) -> None:
+    """Without a terminal nothing is removed unasked: the hint names the command that removes it."""
+    from provisioner.actions import kubeconfig as kc
+    from provisioner.cli.cluster import _offer_kubeconfig_removal
+
+    admin = tmp_path / "admin.conf"
+    admin.write_text(yaml.safe_dump({"clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443"}}],
+                                     "users": [{"name": "a", "user": {"token": "t"}}]}))
+    config = tmp_path / "config"
+    monkeypatch.setenv("KUBECONFIG", str(config))
+    monkeypatch.setattr("sys.stdin", open(os.devnull))   # no terminal
+    kc.merge(admin, "demo")
+    before = config.read_text()
+    _offer_kubeconfig_removal("demo", "inv.yaml", yes=False)
+    assert config.read_text() == before
+    assert capsys.readouterr().err.strip() == (
+        f"context kprov-demo stays in {config}; remove it with: kprov kubeconfig -i inv.yaml --remove")
+    _offer_kubeconfig_removal("other", "inv.yaml", yes=False)   # nothing merged: nothing said
+    assert capsys.readouterr().err == ""
