@@ -189,15 +189,7 @@ def ha(tmp_path_factory) -> HA:
 
 def test_1_up_behind_the_vip(ha: HA) -> None:
     kprov("up", "-i", str(ha.path), "--no-smoke")
-    # smoke through every node; on a loaded machine a node's kube-proxy can lag the first attempt's 90 s probe
-    # window (seen on the first control plane with load averages of 50-90 on 2 cores): one more try, reported
-    smoke = kprov("smoke", "-i", str(ha.path), check=False)
-    if smoke.returncode != 0:
-        print(f"\nfirst smoke attempt failed (retrying once):\n{smoke.stdout[-2000:]}{smoke.stderr[-1000:]}",
-              file=sys.stderr)
-        smoke = kprov("smoke", "-i", str(ha.path))
-    assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
-    assert smoke.stdout.count(" 200 ") >= 2 * NODES, smoke.stdout[-3000:]
+    ha.notes["up"] = True
 
     # the fetched kubeconfig points at the VIP, and the API answers there (certificates carry the VIP)
     server = yaml.safe_load(ha.kubeconfig.read_text())["clusters"][0]["cluster"]["server"]
@@ -223,8 +215,26 @@ def test_1_up_behind_the_vip(ha: HA) -> None:
     assert "inactive" in ha.sh(ha.worker, "systemctl is-active haproxy keepalived || true").stdout
 
 
+def test_1b_smoke_through_every_node(ha: HA) -> None:
+    """A test of its own: the failover steps below do not depend on it (run the module without -x)."""
+    if not ha.notes.get("up"):
+        pytest.skip("the cluster was not built")
+    # on a loaded machine a node's kube-proxy can lag the first attempt's 90 s probe window (seen on the first
+    # control plane with load averages of 50-90 on 2 cores): one more try, reported
+    smoke = kprov("smoke", "-i", str(ha.path), check=False)
+    if smoke.returncode != 0:
+        print(f"\nfirst smoke attempt failed (retrying once):\n{smoke.stdout[-2000:]}{smoke.stderr[-1000:]}",
+              file=sys.stderr)
+        smoke = kprov("smoke", "-i", str(ha.path))
+    assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
+    assert smoke.stdout.count(" 200 ") >= 2 * NODES, smoke.stdout[-3000:]
+
+
 def test_2_losing_the_vip_holder(ha: HA) -> None:
     from provisioner.lab import Lab
+
+    if not ha.notes.get("up"):
+        pytest.skip("the cluster was not built")
 
     holder = vip_holder(ha)
     assert holder, "nobody holds the VIP"
@@ -259,7 +269,8 @@ def test_3_the_stopped_node_rejoins(ha: HA) -> None:
     from provisioner.lab import Lab
 
     stopped = ha.notes.get("stopped") or []
-    assert stopped, "test_2 did not stop a node"
+    if not stopped:
+        pytest.skip("test_2 did not stop a node")
     Lab(LAB).start(stopped)
     ha.notes["stopped"] = []
     wait_for("every node Ready again", lambda: (r := ready_nodes(ha)) and len(r) == NODES and all(r.values()),
