@@ -8,16 +8,13 @@ lab bundle); the tests run in file order and each one builds on the previous one
      printed), `kubectl get nodes` works, a new Deployment rolls out;
   3. start it again: it rejoins with no kprov action, and a second `up` reports 0 changed.
 
-TODO (remove-node, tag r): issue 13 "Proof on the lab" steps 3-5 belong in this module, on this cluster, appended
-after test_3 as test_4_..., test_5_... (the fixture `ha` gives the inventory, the lab and helpers):
-  4. `kprov remove-node` of the worker (`ha.worker`) with a running Deployment and a PodDisruptionBudget: pods move,
+Then `kprov remove-node` (issue 13 steps 3-5, tag r):
+  4. the worker, with a Deployment and a PodDisruptionBudget on it: pods move to the (untainted) control planes,
      the Node is gone, the host is clean (no kubelet, no CNI links, no kube iptables chains), smoke passes;
-  5. `kprov remove-node` of one control plane: etcd has 2 members (`etcd_members(ha)`), haproxy has 2 backends on
-     the remaining control planes (`haproxy_backends(ha, node)`), the API answers through the VIP; removing a second
-     control plane without `--force` is refused (quorum);
+  5. one control plane: etcd has 2 members, haproxy has 2 backends UP on the remaining control planes, the API
+     answers through the VIP, keepalived/haproxy/kubelet are stopped on it; a second one is refused (2 members);
   6. `add-node` the worker back: it joins through the VIP; smoke passes.
-The inventory lists 4 nodes; write a copy without the removed host for remove-node's later `up` runs
-(`write_inventory(ha.path, ..., nodes=...)`).
+remove-node runs on static copies of the inventory (`static_inventory`): a `provider: lab` one cannot shrink the lab.
 """
 
 from __future__ import annotations
