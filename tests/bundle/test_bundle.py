@@ -213,18 +213,18 @@ def test_verify_errors(case: str, tmp_path: Path, good_bundle: Path, capsys) -> 
         verify(bad)
 
 
-@pytest.mark.parametrize("case, content, needle", [
-    ("not found", None, "bundle not found"),
-    ("not a tar", b"hello, this is not an archive" * 100, "not a readable tar"),
-    ("empty file", b"", "not a readable tar"),
+@pytest.mark.parametrize("case, content, needle, code", [
+    ("not found", None, "does not exist", 2),   # a missing file is bad input, for every command
+    ("not a tar", b"hello, this is not an archive" * 100, "not a readable tar", 1),
+    ("empty file", b"", "not a readable tar", 1),
 ])
-def test_verify_unreadable(case: str, content: bytes | None, needle: str, tmp_path: Path, capsys) -> None:
+def test_verify_unreadable(case: str, content: bytes | None, needle: str, code: int, tmp_path: Path, capsys) -> None:
     path = tmp_path / "b.tar"
     if content is not None:
         path.write_bytes(content)
     for cmd in ("verify", "inspect"):
         rc, _, err = run_cli(["bundle", cmd, str(path)], capsys)
-        assert_one_line_error(rc, err, 1, needle)
+        assert_one_line_error(rc, err, code, needle)
 
 
 def test_truncated_bundle(tmp_path: Path, good_bundle: Path, capsys) -> None:
@@ -341,8 +341,9 @@ def test_real_process_exit_codes(tmp_path: Path, good_bundle: Path) -> None:
     assert ok.returncode == 0 and ok.stdout.startswith("ok: ")
     missing = subprocess.run([str(KPROV), "bundle", "verify", str(tmp_path / "nope.tar")],
                              capture_output=True, text=True)
-    assert missing.returncode == 1
-    assert missing.stderr.startswith("error: bundle not found") and "Traceback" not in missing.stderr
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("error: ") and "does not exist" in missing.stderr
+    assert "Traceback" not in missing.stderr
     bad = subprocess.run([str(KPROV), "bundle", "build", "--kubernetes-version", "x", "-o", str(tmp_path / "o.tar"),
                           "--from-dir", str(tmp_path)], capture_output=True, text=True)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and not (tmp_path / "o.tar").exists()

@@ -136,7 +136,7 @@ def test_bundle_sent_once_pulled_by_the_others_verified_everywhere(inventory) ->
     blocked, pulling = workers[0], workers[1]
     seed_ip = inv.control_planes[0].node_ip or inv.control_planes[0].address
     for h in (blocked, pulling):
-        node_sh(lab, h.name, f"rm -rf /opt/kprov/bundle/* /var/cache/kprov/bundle-*")
+        node_sh(lab, h.name, "rm -rf /opt/kprov/bundle/* /var/cache/kprov/bundle-*")
     node_sh(lab, blocked.name, f"iptables -I OUTPUT -d {seed_ip} -p tcp -j REJECT")
     try:
         third, counts3, _ = run(inv, PLAYS[2:], bundle_pull_wait=30, bundle_serve_idle=10)

@@ -23,6 +23,6 @@ def test_role_loads_and_its_templates_exist(name: str) -> None:
 
 def test_site_plays_name_real_roles() -> None:
     plays = load_plays()
-    assert [p.role for p in plays][:4] == ["preflight", "prerequisites", "containerd", "kubernetes"]
+    assert [p.role for p in plays][:5] == ["preflight", "prerequisites", "containerd", "bundle", "kubernetes"]
     for play in plays:
         assert play.role in ROLES

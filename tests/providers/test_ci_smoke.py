@@ -186,7 +186,7 @@ def test_a_failing_teardown_is_reported_with_what_to_do(kprov, ec2, aws, tmp_pat
         iam.create_user(UserName="no-terminate")
         iam.put_user_policy(UserName="no-terminate", PolicyName="p", PolicyDocument=json.dumps({
             "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": "ec2:*", "Resource": "*"},
+            "Statement": [{"Effect": "Allow", "Action": ["ec2:*", "elasticloadbalancing:*"], "Resource": "*"},
                           {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"}],
         }))
         key = iam.create_access_key(UserName="no-terminate")["AccessKey"]

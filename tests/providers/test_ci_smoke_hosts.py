@@ -15,7 +15,6 @@ import ipaddress
 import json
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
 import yaml
