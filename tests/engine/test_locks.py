@@ -39,7 +39,7 @@ def test_a_second_run_is_refused_while_the_first_holds_the_cluster(fleet, tmp_pa
     home1 = tmp_path / "home1"
     # another control machine: its own ~/.kprov, so only the lock on the host can stop it
     home2 = home1 if same_machine else tmp_path / "home2"
-    first = _kprov(inv, home1, "hold")
+    first = _kprov(inv, home1, "hold", "-e", "hold_s=25")   # long enough for a slow second start
     try:
         _wait_for_lock(home1 / "locks" / "nstest.lock")
         time.sleep(1.5)   # the host lock is taken right after the local one
