@@ -31,7 +31,7 @@ STDERR_TAIL_LINES = 20
 #: after a command's exit-status, how long a silence ends the wait for the rest of its output (EOF)
 EOF_GRACE_S = 1.0
 #: a refused channel open (sshd's MaxSessions reached by another client) is retried this many times
-CHANNEL_OPEN_ATTEMPTS = 6
+CHANNEL_OPEN_ATTEMPTS = 10
 #: exit status of a guarded script whose time ran out (GNU timeout's)
 TIMED_OUT_RC = 124
 #: the guarded script could not be delivered whole
@@ -313,10 +313,16 @@ class SSHHost:
         for attempt in range(CHANNEL_OPEN_ATTEMPTS):
             try:
                 return transport.open_session(timeout=self.options.connect_timeout)
-            except paramiko.ChannelException as exc:
+            except paramiko.SSHException as exc:
+                # A refusal is a ChannelException, but paramiko keeps one exception slot per transport:
+                # with concurrent opens another thread may take it, and this one sees a bare "Unable to
+                # open channel." Both are refusals (sshd may still count channels we just closed).
+                refused = isinstance(exc, paramiko.ChannelException) or "Unable to open channel" in str(exc)
+                if not refused or not transport.is_active():
+                    raise
                 if attempt + 1 == CHANNEL_OPEN_ATTEMPTS:
                     raise HostConnectionError(
-                        f"{self.host.name}: sshd refused a new session {attempt + 1} times ({exc.text})",
+                        f"{self.host.name}: sshd refused a new session {attempt + 1} times ({exc})",
                         hint=f"lower max_sessions for this host (now {self.host.max_sessions}) below its sshd "
                              "MaxSessions, or raise MaxSessions") from None
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
