@@ -6,6 +6,7 @@ whole change (several commands + file writes) costs one round trip.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import select
@@ -15,7 +16,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import paramiko
 from fabric import Config as FabricConfig
@@ -328,6 +329,28 @@ class SSHHost:
                 time.sleep(min(2.0, 0.1 * 2 ** attempt))
         raise AssertionError("unreachable")
 
+    @contextlib.contextmanager
+    def _session(self, command: str, what: str, hints: tuple[str, str]) -> Iterator[paramiko.Channel]:
+        """One channel running `command`, within the host's channel bound; network failures become
+        HostConnectionError ("... during <what>", hints for a stall and for a failure); the channel is
+        always closed, so no remote command is left waiting for input that will never come."""
+        with self._channels:
+            chan: paramiko.Channel | None = None
+            try:
+                chan = self._open_channel()
+                chan.settimeout(self.options.connect_timeout + 30)   # a send that stalls this long: gone
+                chan.exec_command(command)
+                yield chan
+            except socket.timeout:
+                raise HostConnectionError(f"{self.host.name}: the connection stalled during {what}",
+                                          hint=hints[0]) from None
+            except (paramiko.SSHException, OSError, EOFError) as exc:
+                raise HostConnectionError(f"{self.host.name}: connection failed during {what}: {exc}",
+                                          hint=hints[1]) from None
+            finally:
+                if chan is not None:
+                    chan.close()
+
     def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
              become: bool | None = None, keep_stdin_open: bool = False, grace: float = 0.0) -> CommandResult:
         """Run a shell command line (already quoted) and collect its output.
@@ -335,33 +358,20 @@ class SSHHost:
         Every wait is bounded: `timeout` (default: the connection's command_timeout) ends the command.
         With `keep_stdin_open` the channel's stdin is not closed after `stdin` was sent (see GUARD)."""
         limit = timeout or self.options.command_timeout
-        with self._channels:
-            start = time.monotonic()
-            chan: paramiko.Channel | None = None
-            try:
-                chan = self._open_channel()
-                chan.settimeout(self.options.connect_timeout + 30)   # a send that stalls this long: gone
-                chan.exec_command(self._wrap(command, become))
-                out, err = bytearray(), bytearray()
-                if stdin is not None:
-                    view = memoryview(stdin)
-                    while view:
-                        sent = chan.send(view[:32768])
-                        view = view[sent:]
-                        self._drain(chan, out, err)
-                if not keep_stdin_open:
-                    chan.shutdown_write()
-                rc = self._wait(chan, out, err, start + limit + grace, limit)
-            except socket.timeout:
-                raise HostConnectionError(f"{self.host.name}: the connection stalled during a command",
-                                          hint="check the host and the network path, then rerun") from None
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise HostConnectionError(f"{self.host.name}: connection failed during a command: {exc}",
-                                          hint="check the host and rerun; kprov resumes idempotently") from None
-            finally:
-                # whatever happened, the session ends here: no `sh -s` left waiting for a script
-                if chan is not None:
-                    chan.close()
+        start = time.monotonic()
+        with self._session(self._wrap(command, become), "a command",
+                           ("check the host and the network path, then rerun",
+                            "check the host and rerun; kprov resumes idempotently")) as chan:
+            out, err = bytearray(), bytearray()
+            if stdin is not None:
+                view = memoryview(stdin)
+                while view:
+                    sent = chan.send(view[:32768])
+                    view = view[sent:]
+                    self._drain(chan, out, err)
+            if not keep_stdin_open:
+                chan.shutdown_write()
+            rc = self._wait(chan, out, err, start + limit + grace, limit)
         return CommandResult(
             rc=rc,
             stdout=out.decode("utf-8", "replace"),
@@ -465,32 +475,20 @@ class SSHHost:
         q = shlex.quote(remote_path)
         redirect = ">>" if offset else ">"
         sent_total = 0
-        with self._channels:
-            chan: paramiko.Channel | None = None
-            try:
-                chan = self._open_channel()
-                chan.settimeout(self.options.connect_timeout + 30)
-                chan.exec_command(self._wrap(f"cat {redirect} {q}", None))
-                fh.seek(offset)
-                while True:
-                    data = fh.read(chunk)
-                    if not data:
-                        break
-                    chan.sendall(data)
-                    sent_total += len(data)
-                chan.shutdown_write()
-                out, err = bytearray(), bytearray()
-                rc = self._wait(chan, out, err, time.monotonic() + self.options.command_timeout,
-                                self.options.command_timeout)
-            except socket.timeout:
-                raise HostConnectionError(f"{self.host.name}: the connection stalled during an upload",
-                                          hint="check the host and the network path, then rerun (uploads resume)") from None
-            except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise HostConnectionError(f"{self.host.name}: connection failed during an upload: {exc}",
-                                          hint="check the host and rerun; the upload resumes") from None
-            finally:
-                if chan is not None:
-                    chan.close()
+        with self._session(self._wrap(f"cat {redirect} {q}", None), "an upload",
+                           ("check the host and the network path, then rerun (uploads resume)",
+                            "check the host and rerun; the upload resumes")) as chan:
+            fh.seek(offset)
+            while True:
+                data = fh.read(chunk)
+                if not data:
+                    break
+                chan.sendall(data)
+                sent_total += len(data)
+            chan.shutdown_write()
+            out, err = bytearray(), bytearray()
+            rc = self._wait(chan, out, err, time.monotonic() + self.options.command_timeout,
+                            self.options.command_timeout)
         if rc != 0:
             raise CommandFailed(f"{self.host.name}: upload to {remote_path} failed", rc=rc,
                                 stderr_tail=err.decode("utf-8", "replace"))
