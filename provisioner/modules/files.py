@@ -12,7 +12,8 @@ from provisioner.errors import RoleError
 from provisioner.hashing import file_sha256
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, fail_on_apply, q, register, text_diff, write_file_script,
+    ArgRenderer, Decision, FactQuery, LocalWrite, Module, NoChange, Param, RemoteScript, Upload, fail_on_apply, q,
+    register, text_diff, write_file_script,
 )
 
 
@@ -101,22 +102,22 @@ class FileModule(Module):
             if facts["link"] == "<directory>":
                 # ln -sfn would put the link *inside* the directory, and change again on every run
                 raise RoleError(f"{path} is a directory, not a link", hint="remove it first (state: absent) or pick another path")
-            return Change(f"link {path} -> {args['src']}",
+            return RemoteScript(f"link {path} -> {args['src']}",
                           f"mkdir -p -- \"$(dirname -- {q(path)})\"\nln -sfn -- {q(args['src'])} {q(path)}")
         st: FileState = facts["file"]
         if state == "absent":
             if not st.exists:
                 return NoChange(f"{path} already absent")
-            return Change(f"remove {path}", f"rm -rf -- {q(path)}", diff=f"--- {path}\n+++ /dev/null\n")
+            return RemoteScript(f"remove {path}", f"rm -rf -- {q(path)}", diff=f"--- {path}\n+++ /dev/null\n")
         mode, owner, group = args["mode"], args["owner"], args["group"]
         if state == "directory":
             if st.is_dir:
                 diffs = _attrs_differ(st, mode, owner, group)
                 if not diffs:
                     return NoChange(f"directory {path} present")
-                return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+                return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
             script = f"mkdir -p -- {q(path)}\n" + self._attr_script(path, mode, owner, group)
-            return Change(f"create directory {path}", script)
+            return RemoteScript(f"create directory {path}", script)
         content = args["content"]
         if content is None:
             if not st.exists:
@@ -125,19 +126,19 @@ class FileModule(Module):
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} attributes ok")
-            return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+            return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
         data = _content_bytes(content)
         want_sha = hashlib.sha256(data).hexdigest()
         if st.is_file and st.sha256 == want_sha:
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} up to date")
-            return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+            return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
         if st.exists and not st.is_file:
             raise RoleError(f"{path} exists and is a {st.kind}, not a file", hint="remove it or change the task's path")
         verb = "update" if st.exists else "create"
         mode = mode or (st.mode if st.exists else "644")
-        return Change(f"{verb} {path}", write_file_script(path, data, mode, owner, group),
+        return RemoteScript(f"{verb} {path}", write_file_script(path, data, mode, owner, group),
                       diff=text_diff(path, st.content if st.exists else None, data))
 
     @staticmethod
@@ -170,6 +171,11 @@ class TemplateModule(FileModule):
         out = FileModule.normalize(self, file_args, where)
         out["template"] = args["src"]
         return out
+
+    def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
+        args = r.render(dict(raw))
+        args["content"] = r.render_file(str(args.get("src")))
+        return args
 
 
 @register
@@ -251,7 +257,7 @@ class LineModule(Module):
             return NoChange(f"{path} already as wanted")
         data = new.encode()
         mode = args["mode"] or (st.mode if st.exists else "644")
-        return Change(f"edit {path}", write_file_script(path, data, mode, st.owner or None, st.group or None),
+        return RemoteScript(f"edit {path}", write_file_script(path, data, mode, st.owner or None, st.group or None),
                       diff=text_diff(path, st.content if st.exists else None, data))
 
 
@@ -260,6 +266,7 @@ class FetchModule(Module):
     """Copy a remote file back to the operator's machine (e.g. the admin kubeconfig)."""
 
     name = "fetch"
+    batchable = False
     params = {
         "src": Param(str, required=True),
         "dest": Param(str, required=True),
@@ -295,20 +302,8 @@ class FetchModule(Module):
         if local is not None and local == content and mode_ok:
             return NoChange(f"{dest} up to date")
         # the content came with the facts: nothing to run on the host, the engine writes locally
-        return Change(f"fetch {args['src']} -> {dest}", "true", diff=f"local file {dest} updated",
-                      data={"local_write": {"path": str(dest), "content": content, "mode": args["mode"]}})
-
-
-def write_local_file(path: str, content: bytes, mode: str) -> None:
-    """Atomic local write with mode (used by fetch)."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.kprov-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(mode, 8))
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-    os.chmod(tmp, int(mode, 8))
-    os.replace(tmp, dest)
+        return LocalWrite(f"fetch {args['src']} -> {dest}", str(dest), content, args["mode"],
+                          diff=f"local file {dest} updated")
 
 
 @register
@@ -316,6 +311,7 @@ class UploadModule(Module):
     """Upload a (large) local file: skipped when the host already has it, resumable, checksum-verified."""
 
     name = "upload"
+    batchable = False
     params = {
         "src": Param(str, required=True),
         "dest": Param(str, required=True),
@@ -353,6 +349,5 @@ class UploadModule(Module):
         size = os.path.getsize(args["src"])
         offset = int(part) if part.isdigit() and int(part) <= size else 0
         note = f", resuming at {offset} bytes" if offset else ""
-        return Change(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}", "true",
-                      data={"upload": {"src": args["src"], "dest": args["dest"], "offset": offset,
-                                       "sha256": args["sha256"], "mode": args["mode"]}})
+        return Upload(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}",
+                      src=args["src"], dest=args["dest"], sha256=args["sha256"], mode=args["mode"], offset=offset)
