@@ -22,7 +22,7 @@ from provisioner.engine.hosts import HostState
 from provisioner.engine.roles import Task
 from provisioner.engine.templating import Renderer
 from provisioner.errors import HostConnectionError, KprovError
-from provisioner.modules.base import Change, Module
+from provisioner.modules.base import Change, Module, RemoteScript
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import CommandResult
 
@@ -100,27 +100,31 @@ class Executor:
               shared: bool = False) -> list[CommandResult | None]:
         """Apply the items' changes on `target`, in order; one result per item (None: did not run).
 
-        One change applies itself (its own timeout; `shared`: a read-only ask identical asks to the same
-        host at the same moment share). Several changes go in one script, each in its own section with
-        output and errors together, stopping at the first failure. Transport errors propagate."""
+        One change applies itself (a batch of one: its own timeout; with `shared`, identical read-only
+        asks to the same host at the same moment share one run). Several changes must be batchable
+        scripts: they go in one script, each in its own section with output and errors together,
+        stopping at the first failure. Transport errors propagate."""
         assert target.transport is not None
-        changes = [i for i in items if i.change is not None]
+        changes = [(i, i.change) for i in items if i.change is not None]
         results: dict[int, CommandResult] = {}
         if len(changes) == 1:
+            (item, change), = changes
             io = _SharedIO(self, target) if shared else target.transport
-            results[id(changes[0])] = changes[0].change.apply(io, timeout=timeout)  # type: ignore[union-attr]
+            results[id(item)] = change.apply(io, timeout=timeout)
         elif changes:
+            scripts = [c for _, c in changes if isinstance(c, RemoteScript) and c.batchable]
+            assert len(scripts) == len(changes), "only batchable scripts share a round trip"
             mark = marker()
-            parts = [framed(mark, i, f"set -e\n{item.change.script}", stderr="&1",  # type: ignore[union-attr]
-                            after="\n[ $rc -eq 0 ] || exit 0") for i, item in enumerate(changes)]
+            parts = [framed(mark, i, f"set -e\n{c.script}", stderr="&1", after="\n[ $rc -eq 0 ] || exit 0")
+                     for i, c in enumerate(scripts)]
             res = target.transport.script("\n".join(parts) + "\n")
-            for i, item in enumerate(changes):
+            for i, (item, _) in enumerate(changes):
                 found = section(res.stdout, mark, i)
                 if found is None:
                     break
                 results[id(item)] = CommandResult(found[0], found[1], "", 0)
         with target.lock:
-            for item in changes:
+            for item, _ in changes:
                 target.facts.invalidate(item.touches)
         return [results.get(id(i)) for i in items]
 

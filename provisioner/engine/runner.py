@@ -275,7 +275,7 @@ class Runner:
         except KprovError:
             return False   # let the normal path report it with its full context
         if isinstance(decision, Change):
-            if not decision.batchable:     # uploads, local writes, waits: applied on their own
+            if not decision.batchable:     # uploads, local writes, changes that report ok: on their own
                 return False
             batch.add(Decided(task, t0, Status.CHANGED, decision.msg, decision, module, args))
         elif isinstance(decision, SetVars):
