@@ -582,3 +582,70 @@ def test_select_hosts_unknown_pattern_is_bad_input(tmp_path):
                                         "hosts": [{"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]}]}))
     with pytest.raises(InputError, match="matches no group or host"):
         select_hosts(load_inventory(inv_path), "nope")
+
+
+# == the fact cache ===================================================================================
+
+def _query(name: str, resource: str, body: str):
+    from provisioner.modules.base import FactQuery
+
+    return FactQuery(name, resource, body, lambda out, rc: out.strip())
+
+
+@pytest.mark.parametrize("touched, regathered", [
+    (set(), set()),
+    ({"file:/a"}, {"a", "probe"}),          # an `unless` probe may depend on anything a change did
+    ({"file:/zzz"}, {"probe"}),
+    ({"*"}, {"a", "b", "probe"}),
+])
+def test_fact_cache_asks_once_and_forgets_only_what_a_change_touched(touched, regathered):
+    from provisioner.engine.facts import FactCache
+
+    fake = FakeHost("a", files={"/a": b"", "/b": b""})
+    transport = FakeTransport(fake)
+    queries = [_query("a", "file:/a", "[ -e /a ] && echo yes || echo no"),
+               _query("b", "file:/b", "[ -e /b ] && echo yes || echo no"),
+               _query("probe", "unless:say ok", "{ say ok\n} >/dev/null 2>&1 </dev/null && echo yes || echo no")]
+    cache = FactCache()
+    assert cache.gather(transport, queries) == {"a": "yes", "b": "yes", "probe": "yes"}
+    assert cache.gather(transport, queries[:1]) == {"a": "yes"} and len(fake.sent) == 1
+    cache.invalidate(touched)
+    cache.gather(transport, queries)
+    asked = {q.name for q in queries if q.script in (fake.sent[1] if len(fake.sent) > 1 else "")}
+    assert asked == regathered and len(fake.sent) == (2 if regathered else 1)
+
+
+def test_fact_output_cut_short_is_a_task_error_with_the_hosts_last_words():
+    from provisioner.engine.facts import TaskError, parse_batch
+
+    queries = [_query("a", "file:/a", "true"), _query("b", "file:/b", "true")]
+    out = "__KPROV_1 0 BEGIN\nyes\n\n__KPROV_1 0 END 0\n"
+    with pytest.raises(TaskError, match="cut short \\(query b"):
+        parse_batch(out, queries, "__KPROV_1", stderr="disk full")
+
+
+# == variables ========================================================================================
+
+@pytest.mark.parametrize("extra, run_vars, expected", [
+    ({}, {}, {"v": "host", "d": "default-unit", "r": "role"}),
+    ({"v": "extra"}, {}, {"v": "extra"}),
+    ({}, {"v": "registered"}, {"v": "registered"}),
+    ({"v": "extra"}, {"v": "registered"}, {"v": "extra"}),                  # -e wins over set_fact
+    ({}, {"out": "{{ not rendered }}"}, {"out": "{{ not rendered }}"}),    # registered output is data
+])
+def test_variable_precedence_and_rendering(tmp_path, extra, run_vars, expected):
+    from provisioner.engine.vars import merge_host_vars
+
+    inv_path = tmp_path / "inventory.yaml"
+    inv_path.write_text(yaml.safe_dump({
+        "cluster": {"name": "unit", "vars": {"v": "cluster"}}, "defaults": {"user": "root"},
+        "groups": {"worker": {"vars": {"v": "group"}}},
+        "hosts": [{"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]},
+                  {"name": "b", "address": "127.0.0.3", "roles": ["worker"], "vars": {"v": "host"}}]}))
+    inv = load_inventory(inv_path)
+    merged = merge_host_vars(make_env(None), inv, inv.host("b"), role_name="r",
+                             role_defaults={"v": "role", "d": "default-{{ cluster.name }}", "r": "role"},
+                             base_vars={}, extra_vars=extra, run_vars=run_vars, all_run_vars={"b": run_vars},
+                             check=False)
+    assert {k: merged[k] for k in expected} == expected
+    assert merged["inventory_hostname"] == "b" and merged["hostvars"]["b"]["name"] == "b"
