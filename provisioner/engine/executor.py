@@ -22,7 +22,7 @@ from provisioner.engine.hosts import HostState
 from provisioner.engine.roles import Task
 from provisioner.engine.templating import Renderer
 from provisioner.errors import HostConnectionError, KprovError
-from provisioner.modules.base import Change, Module, RemoteScript
+from provisioner.modules.base import Change, Effect, Module
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import CommandResult
 
@@ -41,7 +41,7 @@ class Decided:
     t0: float
     status: Status
     msg: str
-    change: Change | None = None
+    change: Effect | None = None
     module: Module | None = None
     args: Mapping[str, Any] = field(default_factory=dict)
 
@@ -112,7 +112,7 @@ class Executor:
             io = _SharedIO(self, target) if shared else target.transport
             results[id(item)] = change.apply(io, timeout=timeout)
         elif changes:
-            scripts = [c for _, c in changes if isinstance(c, RemoteScript) and c.batchable]
+            scripts = [c for _, c in changes if isinstance(c, Change) and c.batchable]
             assert len(scripts) == len(changes), "only batchable scripts share a round trip"
             mark = marker()
             parts = [framed(mark, i, f"set -e\n{c.script}", stderr="&1", after="\n[ $rc -eq 0 ] || exit 0")
@@ -167,7 +167,8 @@ class Executor:
         data = registered(changed=change.reports_changed, failed=res.rc != 0, rc=res.rc,
                           stdout=res.stdout.rstrip("\n"), stderr=res.stderr.rstrip("\n"),
                           stdout_lines=res.stdout.splitlines(), msg=change.msg)
-        if item.module is not None:
+        if item.module is not None and isinstance(change, Change):
+            # what the script printed, as the module reads it (uploads and local writes add nothing)
             data.update(item.module.result_data(item.args, change, res.rc, res.stdout, res.stderr))
         if task.no_log and task.register:
             self.remember_secrets(data)

@@ -31,7 +31,7 @@ from provisioner.engine.templating import Renderer, make_env
 from provisioner.engine.vars import merge_host_vars
 from provisioner.errors import HostConnectionError, HostKeyError, KprovError, LockHeld, RoleError
 from provisioner.inventory.model import Host, Inventory
-from provisioner.modules.base import Change, FactQuery, Module, NoChange, SetVars, Skip, get_module
+from provisioner.modules.base import Effect, FactQuery, Module, NoChange, SetVars, Skip, get_module
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
@@ -274,7 +274,7 @@ class Runner:
             decision = module.check(args, self.gather(st, queries))
         except KprovError:
             return False   # let the normal path report it with its full context
-        if isinstance(decision, Change):
+        if isinstance(decision, Effect):
             if not decision.batchable:     # uploads, local writes, changes that report ok: on their own
                 return False
             batch.add(Decided(task, t0, Status.CHANGED, decision.msg, decision, module, args))

@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from provisioner.errors import RoleError
 from provisioner.modules.decisions import (  # noqa: F401 - the decisions modules return, imported from here
-    Change, Decision, LocalWrite, NoChange, RemoteScript, SetVars, Skip, Upload,
+    Change, Decision, Effect, LocalWrite, NoChange, SetVars, Skip, Upload,
 )
 
 
@@ -163,7 +163,7 @@ def fail_on_apply(msg: str, reason: str) -> Change:
 
     Check mode reports it (an earlier task of the same run may create the input), a real run fails on
     the host with `reason` on stderr."""
-    return RemoteScript(msg, f"echo {q(reason)} >&2\nexit 1")
+    return Change(msg, f"echo {q(reason)} >&2\nexit 1")
 
 
 def text_diff(path: str, old: bytes | None, new: bytes) -> str:

@@ -11,7 +11,7 @@ from typing import Any, Mapping
 from provisioner.bundle.distribution import needed_files, pull_script, serve_script
 from provisioner.bundle.manifest import MANIFEST_NAME
 from provisioner.errors import RoleError
-from provisioner.modules.base import Change, Decision, FactQuery, Module, NoChange, Param, RemoteScript, q, register
+from provisioner.modules.base import Change, Decision, FactQuery, Module, NoChange, Param, q, register
 
 
 def _peers(value: Any) -> list[str]:
@@ -50,7 +50,7 @@ class BundleServeModule(Module):
             return NoChange(f"not served ({args['unavailable'] or 'no port'}): the other nodes upload directly")
         script = serve_script(args["root"], args["bind"], args["port"], args["token"], args["peers"],
                               args["idle"], args["deadline"])
-        return RemoteScript(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
+        return Change(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
                       reports_changed=False)
 
 
@@ -94,10 +94,10 @@ class BundlePullModule(Module):
             return NoChange(f"{args['dest']} present")
         if not args["url"]:
             why = args["why_not"] or "no seed serves the bundle in this run"
-            return RemoteScript(f"upload directly: {why}", f"echo {q('fallback: ' + why)}", reports_changed=False)
+            return Change(f"upload directly: {why}", f"echo {q('fallback: ' + why)}", reports_changed=False)
         size = sum(int(f["size"]) for f in args["files"])
         script = pull_script(args["dest"], args["url"], args["files"], args["peer"], args["wait"])
-        return RemoteScript(f"pull {len(args['files'])} files ({size // 1048576} MiB) from {args['url']}", script)
+        return Change(f"pull {len(args['files'])} files ({size // 1048576} MiB) from {args['url']}", script)
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         out = stdout.strip()

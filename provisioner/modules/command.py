@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from provisioner.errors import RoleError
 from provisioner.modules.base import (
-    ArgRenderer, Change, Decision, FactQuery, Module, NoChange, Param, RemoteScript, SetVars, Skip, join, q, register,
+    ArgRenderer, Change, Decision, FactQuery, Module, NoChange, Param, SetVars, Skip, join, q, register,
 )
 
 
@@ -76,7 +76,7 @@ class CommandModule(Module):
         if args["unless"] and facts.get("unless"):
             return NoChange("already in place (unless-check passed)")
         shown = join(args["argv"]) if args["argv"] else args["shell"]
-        return RemoteScript(f"run: {shown}", self.command_line(args))
+        return Change(f"run: {shown}", self.command_line(args))
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         return {"rc": rc, "stdout": stdout.rstrip("\n"), "stderr": stderr.rstrip("\n"),
@@ -129,7 +129,7 @@ class WaitForModule(Module):
                   f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
                   f" exit 1; fi\n"
                   f"  sleep {q(str(args['interval']))}\ndone\nrm -f \"$out\"")
-        return RemoteScript(f"wait for {what}", script, reports_changed=False)
+        return Change(f"wait for {what}", script, reports_changed=False)
 
 
 @register

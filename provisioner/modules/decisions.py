@@ -1,8 +1,9 @@
 """Typed decisions: what a module's check() decided about a host, each change knowing how it is applied.
 
-The engine never looks inside a decision: it reports NoChange/Skip, and applies a Change through the
-host's transport (`HostIO`). Only changes that say they are `batchable` share a round trip with their
-neighbours (the executor frames their scripts into one).
+The engine never looks inside a decision: it reports NoChange/Skip, and applies an Effect (a Change:
+a script run on the host; an Upload; a LocalWrite) through the host's transport (`HostIO`). Only
+effects that say they are `batchable` share a round trip with their neighbours (the executor frames
+their scripts into one).
 """
 
 from __future__ import annotations
@@ -24,8 +25,8 @@ class HostIO(Protocol):
     def put_stream(self, remote_path: str, fh: Any, *, offset: int = 0) -> int: ...
 
 
-class Change:
-    """A change to make. Subclasses are frozen dataclasses with at least `msg`, `diff`, `reports_changed`."""
+class Effect:
+    """Something to apply. Subclasses are frozen dataclasses with at least `msg`, `diff`, `reports_changed`."""
 
     msg: str
     diff: str
@@ -42,8 +43,8 @@ class Change:
 
 
 @dataclass(frozen=True)
-class RemoteScript(Change):
-    """Run a shell script on the host (`set -e`; stdin from /dev/null)."""
+class Change(Effect):
+    """Run a shell script on the host (`set -e`; stdin from /dev/null): the common change."""
 
     msg: str
     script: str
@@ -61,7 +62,7 @@ class RemoteScript(Change):
 
 
 @dataclass(frozen=True)
-class Upload(Change):
+class Upload(Effect):
     """Copy a local file to the host: resumed from `offset` in `dest.part`, checksum-verified, renamed."""
 
     msg: str
@@ -92,7 +93,7 @@ class Upload(Change):
 
 
 @dataclass(frozen=True)
-class LocalWrite(Change):
+class LocalWrite(Effect):
     """Write a file on the operator's machine (content gathered with the facts, e.g. fetch)."""
 
     msg: str
@@ -135,7 +136,7 @@ class Skip:
     msg: str
 
 
-Decision = Change | NoChange | Skip
+Decision = Effect | NoChange | Skip
 
 
 def write_local_file(path: str, content: bytes, mode: str) -> None:

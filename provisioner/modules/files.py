@@ -12,8 +12,8 @@ from provisioner.errors import RoleError
 from provisioner.hashing import file_sha256
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
 from provisioner.modules.base import (
-    ArgRenderer, Decision, FactQuery, LocalWrite, Module, NoChange, Param, RemoteScript, Upload, fail_on_apply, q,
-    register, text_diff, write_file_script,
+    ArgRenderer, Change, Decision, FactQuery, LocalWrite, Module, NoChange, Param, Upload, fail_on_apply, q, register,
+    text_diff, write_file_script,
 )
 
 
@@ -102,22 +102,22 @@ class FileModule(Module):
             if facts["link"] == "<directory>":
                 # ln -sfn would put the link *inside* the directory, and change again on every run
                 raise RoleError(f"{path} is a directory, not a link", hint="remove it first (state: absent) or pick another path")
-            return RemoteScript(f"link {path} -> {args['src']}",
+            return Change(f"link {path} -> {args['src']}",
                           f"mkdir -p -- \"$(dirname -- {q(path)})\"\nln -sfn -- {q(args['src'])} {q(path)}")
         st: FileState = facts["file"]
         if state == "absent":
             if not st.exists:
                 return NoChange(f"{path} already absent")
-            return RemoteScript(f"remove {path}", f"rm -rf -- {q(path)}", diff=f"--- {path}\n+++ /dev/null\n")
+            return Change(f"remove {path}", f"rm -rf -- {q(path)}", diff=f"--- {path}\n+++ /dev/null\n")
         mode, owner, group = args["mode"], args["owner"], args["group"]
         if state == "directory":
             if st.is_dir:
                 diffs = _attrs_differ(st, mode, owner, group)
                 if not diffs:
                     return NoChange(f"directory {path} present")
-                return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+                return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
             script = f"mkdir -p -- {q(path)}\n" + self._attr_script(path, mode, owner, group)
-            return RemoteScript(f"create directory {path}", script)
+            return Change(f"create directory {path}", script)
         content = args["content"]
         if content is None:
             if not st.exists:
@@ -126,19 +126,19 @@ class FileModule(Module):
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} attributes ok")
-            return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+            return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
         data = _content_bytes(content)
         want_sha = hashlib.sha256(data).hexdigest()
         if st.is_file and st.sha256 == want_sha:
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} up to date")
-            return RemoteScript(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
+            return Change(f"{path}: {', '.join(diffs)}", self._attr_script(path, mode, owner, group))
         if st.exists and not st.is_file:
             raise RoleError(f"{path} exists and is a {st.kind}, not a file", hint="remove it or change the task's path")
         verb = "update" if st.exists else "create"
         mode = mode or (st.mode if st.exists else "644")
-        return RemoteScript(f"{verb} {path}", write_file_script(path, data, mode, owner, group),
+        return Change(f"{verb} {path}", write_file_script(path, data, mode, owner, group),
                       diff=text_diff(path, st.content if st.exists else None, data))
 
     @staticmethod
@@ -257,7 +257,7 @@ class LineModule(Module):
             return NoChange(f"{path} already as wanted")
         data = new.encode()
         mode = args["mode"] or (st.mode if st.exists else "644")
-        return RemoteScript(f"edit {path}", write_file_script(path, data, mode, st.owner or None, st.group or None),
+        return Change(f"edit {path}", write_file_script(path, data, mode, st.owner or None, st.group or None),
                       diff=text_diff(path, st.content if st.exists else None, data))
 
 

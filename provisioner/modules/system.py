@@ -12,7 +12,7 @@ from provisioner.facts.parsers import (
     parse_file_state, parse_loaded_modules, parse_swap, parse_sysctl_values, parse_systemctl_show,
 )
 from provisioner.modules.base import (
-    Decision, FactQuery, Module, NoChange, Param, RemoteScript, as_list, fail_on_apply, join, q, register, text_diff,
+    Change, Decision, FactQuery, Module, NoChange, Param, as_list, fail_on_apply, join, q, register, text_diff,
     write_file_script,
 )
 
@@ -64,7 +64,7 @@ class PackageModule(Module):
             present = [n for n in names if states.get(n, PackageState(n, False)).installed]
             if not present:
                 return NoChange(f"absent: {', '.join(names)}")
-            return RemoteScript(f"remove {', '.join(present)}",
+            return Change(f"remove {', '.join(present)}",
                           f"apt-mark unhold {join(present)} >/dev/null 2>&1 || true\n"
                           f"{APT_ENV} apt-get purge -y -q {APT_OPTS} {join(present)}",
                           diff="".join(f"- {n} {states[n].version}\n" for n in present))
@@ -104,7 +104,7 @@ class PackageModule(Module):
             msg.append(f"change version of {', '.join(wrong)} to {version}")
         if unheld and not to_install:
             msg.append(f"hold {', '.join(unheld)}")
-        return RemoteScript("; ".join(msg) or "hold packages", "\n".join(lines), diff=diff)
+        return Change("; ".join(msg) or "hold packages", "\n".join(lines), diff=diff)
 
 
 def _version_matches(installed: str, wanted: str) -> bool:
@@ -163,7 +163,7 @@ class AptRepositoryModule(Module):
         if args["state"] == "absent":
             if not lst.exists and not key.exists:
                 return NoChange(f"repository {args['name']} absent")
-            return RemoteScript(f"remove repository {args['name']}", f"rm -f -- {q(args['file'])} {q(args['keyring'])}")
+            return Change(f"remove repository {args['name']}", f"rm -f -- {q(args['file'])} {q(args['keyring'])}")
         want = self.render(args)
         steps, msgs = [], []
         if not key.is_file or not key.size:
@@ -187,7 +187,7 @@ class AptRepositoryModule(Module):
         if not steps:
             return NoChange(f"repository {args['name']} present")
         steps.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
-        return RemoteScript("; ".join(msgs), "\n".join(steps),
+        return Change("; ".join(msgs), "\n".join(steps),
                       diff=text_diff(args["file"], lst.content if lst.exists else None, want))
 
 
@@ -241,7 +241,7 @@ class ServiceModule(Module):
             msgs.append(verb)
         if not msgs:
             return NoChange(f"{args['name']}: {st.active}, {st.enabled}")
-        return RemoteScript(f"{args['name']}: {', '.join(msgs)}", "\n".join(steps))
+        return Change(f"{args['name']}: {', '.join(msgs)}", "\n".join(steps))
 
 
 @register
@@ -290,7 +290,7 @@ class SysctlModule(Module):
             msgs.append("apply " + ", ".join(f"{k}={v}" for k, v in stale.items()))
         if not steps:
             return NoChange(f"{len(args['values'])} sysctl values set")
-        return RemoteScript("; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], st.content, want))
+        return Change("; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], st.content, want))
 
 
 @register
@@ -332,7 +332,7 @@ class KernelModuleModule(Module):
             msgs.append(f"load {', '.join(missing)}")
         if not steps:
             return NoChange(f"modules loaded: {', '.join(args['names'])}")
-        return RemoteScript("; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], st.content, want))
+        return Change("; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], st.content, want))
 
 
 @register
@@ -364,5 +364,5 @@ class SwapModule(Module):
             msgs.append(f"comment out {len(st.fstab_entries)} swap line(s) in /etc/fstab")
         if not steps:
             return NoChange("swap is off")
-        return RemoteScript("; ".join(msgs), "\n".join(steps),
+        return Change("; ".join(msgs), "\n".join(steps),
                       diff="".join(f"- {ln}\n+ # {ln}  # disabled by kprov\n" for ln in st.fstab_entries))

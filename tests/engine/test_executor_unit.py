@@ -28,7 +28,7 @@ from provisioner.errors import HostConnectionError, InputError, RoleError
 from provisioner.facts.parsers import FileState, parse_file_state
 from provisioner.inventory.loader import load_inventory
 from provisioner.modules.base import (
-    REGISTRY, Change, LocalWrite, NoChange, RemoteScript, SetVars, Skip, Upload, get_module,
+    REGISTRY, Change, Effect, LocalWrite, NoChange, SetVars, Skip, Upload, get_module,
 )
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import CommandResult
@@ -67,40 +67,40 @@ DECISIONS = [
     ("file", {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0640"}, {"file": captured_file("file_small")},
      NoChange, "/etc/x up to date", {}),
     ("file", {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0644"}, {"file": captured_file("file_small")},
-     RemoteScript, "mode 640 -> 644", {"script": "chmod 644 -- /etc/x"}),
+     Change, "mode 640 -> 644", {"script": "chmod 644 -- /etc/x"}),
     ("file", {"path": "/etc/x", "content": "new\n"}, {"file": captured_file("file_small")},
-     RemoteScript, "update /etc/x", {"reports_changed": True}),
+     Change, "update /etc/x", {"reports_changed": True}),
     ("file", {"path": "/etc/x", "content": "new\n"}, {"file": captured_file("file_absent")},
-     RemoteScript, "create /etc/x", {}),
+     Change, "create /etc/x", {}),
     ("file", {"path": "/etc/x", "state": "absent"}, {"file": captured_file("file_absent")},
      NoChange, "already absent", {}),
     ("file", {"path": "/etc/x", "state": "absent"}, {"file": captured_file("file_small")},
-     RemoteScript, "remove /etc/x", {"script": "rm -rf -- /etc/x"}),
+     Change, "remove /etc/x", {"script": "rm -rf -- /etc/x"}),
     ("file", {"path": "/d", "state": "directory"}, {"file": captured_file("file_dir")},
      NoChange, "directory /d present", {}),
     ("file", {"path": "/l", "state": "link", "src": "/t"}, {"link": "/t"}, NoChange, "/l -> /t", {}),
-    ("file", {"path": "/l", "state": "link", "src": "/t"}, {"link": "<not-a-link>"}, RemoteScript, "link /l -> /t", {}),
+    ("file", {"path": "/l", "state": "link", "src": "/t"}, {"link": "<not-a-link>"}, Change, "link /l -> /t", {}),
     ("template", {"src": "a.j2", "dest": "/etc/a"}, {"file": captured_file("file_absent")},
-     RemoteScript, "create /etc/a", {}),
+     Change, "create /etc/a", {}),
     ("line", {"path": "/etc/x", "line": "world"}, {"file": captured_file("file_small")},
      NoChange, "already as wanted", {}),
     ("line", {"path": "/etc/x", "line": "more"}, {"file": captured_file("file_small")},
-     RemoteScript, "edit /etc/x", {}),
+     Change, "edit /etc/x", {}),
     ("line", {"path": "/etc/x", "regexp": "^wor", "line": "planet"}, {"file": captured_file("file_small")},
-     RemoteScript, "edit /etc/x", {}),
+     Change, "edit /etc/x", {}),
     ("line", {"path": "/etc/x", "line": "a", "create": False}, {"file": captured_file("file_absent")},
-     RemoteScript, "edit /etc/x", {"script": "exit 1"}),
-    ("command", {"argv": ["kubeadm", "init"]}, {}, RemoteScript, "run: kubeadm init", {"reports_changed": True}),
+     Change, "edit /etc/x", {"script": "exit 1"}),
+    ("command", {"argv": ["kubeadm", "init"]}, {}, Change, "run: kubeadm init", {"reports_changed": True}),
     ("command", {"shell": "x", "creates": "/etc/k"}, {"creates": True}, Skip, "/etc/k exists", {}),
     ("command", {"shell": "x", "removes": "/etc/k"}, {"removes": False}, Skip, "/etc/k does not exist", {}),
     ("command", {"shell": "x", "unless": "true"}, {"unless": True}, NoChange, "unless-check passed", {}),
-    ("wait_for", {"port": 6443}, {}, RemoteScript, "wait for 127.0.0.1:6443", {"reports_changed": False}),
+    ("wait_for", {"port": 6443}, {}, Change, "wait for 127.0.0.1:6443", {"reports_changed": False}),
     ("assert", {"that": [True, True]}, {}, NoChange, "all assertions passed", {}),
     ("set_fact", {"vars": {"a": 1}}, {}, SetVars, "set a", {"vars": {"a": 1}}),
     ("fetch", {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"}, {"file": captured_file("file_small")},
      LocalWrite, "fetch /etc/k.conf", {"content": b"hello\nworld\n", "mode": "600"}),
     ("fetch", {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"}, {"file": captured_file("file_absent")},
-     RemoteScript, "fetch /etc/k.conf", {"script": "exit 1"}),
+     Change, "fetch /etc/k.conf", {"script": "exit 1"}),
     ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("none", "0")},
      Upload, "upload test_executor_unit.py", {"offset": 0, "dest": "/opt/b.tar"}),
     ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("none", "10")},
@@ -108,7 +108,7 @@ DECISIONS = [
     ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("ab" * 32, "0")},
      NoChange, "present (sha256 abababababab)", {}),
     ("bundle_pull", {"dest": "/opt/b", "files": [], "peer": "cp", "why_not": "no seed"}, {"present": False},
-     RemoteScript, "upload directly: no seed", {"reports_changed": False}),
+     Change, "upload directly: no seed", {"reports_changed": False}),
     ("bundle_pull", {"dest": "/opt/b", "files": [], "peer": "cp"}, {"present": True}, NoChange, "present", {}),
     ("bundle_serve", {"root": "/r", "bind": "10.0.0.1"}, {}, NoChange, "no other node needs the bundle", {}),
 ]
@@ -125,10 +125,10 @@ def test_module_decision_from_captured_facts(module, args, facts, kind, words, f
         assert (want in value) if name == "script" else (value == want), (name, value)
 
 
-def test_every_change_is_a_change_and_only_plain_scripts_batch():
-    changes = [RemoteScript("m", "true"), RemoteScript("m", "true", reports_changed=False),
+def test_every_effect_applies_itself_and_only_plain_scripts_batch():
+    changes = [Change("m", "true"), Change("m", "true", reports_changed=False),
                Upload("m", src="s", dest="d", sha256="x", mode="644"), LocalWrite("m", "/p", b"")]
-    assert all(isinstance(c, Change) for c in changes)
+    assert all(isinstance(c, Effect) for c in changes)
     assert [c.batchable for c in changes] == [True, False, False, False]
 
 
@@ -523,7 +523,7 @@ def _state(fake: FakeHost) -> HostState:
     return st
 
 
-def _decided(change: Change) -> Decided:
+def _decided(change: Effect) -> Decided:
     task = Task(name="t", module="command", args={}, role="r", where="w")
     return Decided(task, 0.0, Status.CHANGED, change.msg, change)
 
@@ -534,7 +534,7 @@ def test_typed_decisions_apply_themselves(tmp_path):
     st = _state(fake)
     src = tmp_path / "big.bin"
     src.write_bytes(b"x" * 10)
-    items = [_decided(RemoteScript("s", "touch /s")),
+    items = [_decided(Change("s", "touch /s")),
              _decided(LocalWrite("w", str(tmp_path / "out" / "k.conf"), b"kubeconfig", "600")),
              _decided(Upload("u", src=str(src), dest="/opt/big.bin", sha256="ab" * 32, mode="644"))]
     results = [executor.apply(st, [item])[0] for item in items]
@@ -548,8 +548,8 @@ def test_typed_decisions_apply_themselves(tmp_path):
 def test_several_changes_are_one_round_trip_and_stop_at_the_first_failure():
     executor, _ = _executor()
     fake = FakeHost("a")
-    items = [_decided(RemoteScript("1", "touch /1")), _decided(RemoteScript("2", "fail 4")),
-             _decided(RemoteScript("3", "touch /3"))]
+    items = [_decided(Change("1", "touch /1")), _decided(Change("2", "fail 4")),
+             _decided(Change("3", "touch /3"))]
     results = executor.apply(_state(fake), items)
     assert len(fake.sent) == 1
     assert [r.rc if r else None for r in results] == [0, 4, None]
