@@ -11,10 +11,13 @@ import base64
 import difflib
 import posixpath
 import shlex
-from dataclasses import dataclass, field
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
 
 from provisioner.errors import RoleError
+from provisioner.modules.decisions import (  # noqa: F401 - the decisions modules return, imported from here
+    Change, Decision, Effect, LocalWrite, NoChange, SetVars, Skip, Upload,
+)
 
 
 @dataclass(frozen=True)
@@ -28,34 +31,6 @@ class FactQuery:
 
 
 @dataclass(frozen=True)
-class Change:
-    """A change the module wants: a human message, a diff, and the shell script that applies it."""
-
-    msg: str
-    script: str
-    diff: str = ""
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class NoChange:
-    """The host already matches; `msg` says why (e.g. "already present: containerd 1.6.20")."""
-
-    msg: str
-    data: Mapping[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class Skip:
-    """The module decided not to act (e.g. `creates` exists)."""
-
-    msg: str
-
-
-Decision = Change | NoChange | Skip
-
-
-@dataclass(frozen=True)
 class Param:
     kind: type | tuple[type, ...]
     required: bool = False
@@ -63,15 +38,30 @@ class Param:
     choices: tuple[Any, ...] | None = None
 
 
+class ArgRenderer(Protocol):
+    """How the engine renders a task's arguments against the host's variables."""
+
+    def render(self, value: Any) -> Any: ...
+    def evaluate(self, expr: Any) -> bool: ...
+    def render_file(self, name: str) -> str: ...
+
+
 class Module:
-    """Base class. Subclasses set `name`, `params` and implement facts/check."""
+    """Base class. Subclasses set `name`, `params` and implement facts/check.
+
+    What the engine needs to know about a module it reads from class attributes and `touches()`,
+    never from the module's name."""
 
     name: ClassVar[str]
     params: ClassVar[dict[str, Param]] = {}
-    #: resources (fact keys) an applied change may alter; "*" = anything (drops all cached facts)
-    broad: ClassVar[bool] = False
-    #: safe to run for real in check mode (read-only)
-    read_only: ClassVar[bool] = False
+    #: its tasks may be decided from cached facts and applied with their neighbours in one round trip
+    batchable: ClassVar[bool] = True
+    #: also applied for real in check mode (it only reads the host)
+    runs_in_check: ClassVar[bool] = False
+
+    def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
+        """The task's arguments rendered for this host (before validate)."""
+        return r.render(dict(raw))
 
     def validate(self, args: Mapping[str, Any], where: str) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -111,7 +101,7 @@ class Module:
         return []
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
-        """Fact resources this module's change invalidates."""
+        """Fact resources (`file:/etc/x`, `sysctl`, ...) this module's change invalidates; "*" = all."""
         return {"*"}
 
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:

@@ -51,7 +51,7 @@ class BundleServeModule(Module):
         script = serve_script(args["root"], args["bind"], args["port"], args["token"], args["peers"],
                               args["idle"], args["deadline"])
         return Change(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
-                      data={"reports_changed": False})
+                      reports_changed=False)
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         # the server's summary (bytes served, to whom, why it stopped) is what the run reports
@@ -99,7 +99,7 @@ class BundlePullModule(Module):
             return NoChange(f"{args['dest']} present")
         if not args["url"]:
             why = args["why_not"] or "no seed serves the bundle in this run"
-            return Change(f"upload directly: {why}", f"echo {q('fallback: ' + why)}", data={"reports_changed": False})
+            return Change(f"upload directly: {why}", f"echo {q('fallback: ' + why)}", reports_changed=False)
         size = sum(int(f["size"]) for f in args["files"])
         script = pull_script(args["dest"], args["url"], args["files"], args["peer"], args["wait"])
         return Change(f"pull {len(args['files'])} files ({size // 1048576} MiB) from {args['url']}", script)

@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from provisioner.errors import RoleError
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, Skip, join, q, register,
+    ArgRenderer, Change, Decision, FactQuery, Module, NoChange, Param, SetVars, Skip, join, q, register,
 )
 
 
@@ -17,7 +17,6 @@ class CommandModule(Module):
     """Run a command (argv list, or a shell string with `shell`). `creates`/`removes` make it idempotent."""
 
     name = "command"
-    broad = True
     params = {
         "argv": Param(list),
         "shell": Param(str),
@@ -89,7 +88,8 @@ class WaitForModule(Module):
     """Wait until a TCP port accepts connections or a command succeeds (bounded by timeout)."""
 
     name = "wait_for"
-    read_only = True
+    # read-only, but waits for what earlier changes would have brought up: neither planned nor batched
+    batchable = False
     params = {
         "port": Param(int),
         "host": Param(str, default="127.0.0.1"),
@@ -129,7 +129,7 @@ class WaitForModule(Module):
                   f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
                   f" exit 1; fi\n"
                   f"  sleep {q(str(args['interval']))}\ndone\nrm -f \"$out\"")
-        return Change(f"wait for {what}", script, data={"reports_changed": False})
+        return Change(f"wait for {what}", script, reports_changed=False)
 
 
 @register
@@ -137,9 +137,17 @@ class AssertModule(Module):
     """Fail the host with `msg` unless every expression in `that` holds (evaluated by the engine)."""
 
     name = "assert"
-    read_only = True
+    batchable = False
+    runs_in_check = True
     params = {"that": Param((list, str, bool), required=True), "msg": Param(str, default="assertion failed"),
               "results": Param(list)}
+
+    def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
+        # the expressions are evaluated here, against the host's variables; check() only reads the results
+        that = raw.get("that")
+        exprs = that if isinstance(that, list) else [that]
+        return {"that": exprs, "msg": r.render(raw.get("msg", "assertion failed")),
+                "results": [(str(e), r.evaluate(e)) for e in exprs]}
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return set()
@@ -156,11 +164,12 @@ class SetFactModule(Module):
     """Set host variables for later tasks and roles (`vars:` mapping, templated)."""
 
     name = "set_fact"
-    read_only = True
+    batchable = False
+    runs_in_check = True
     params = {"vars": Param(dict, required=True)}
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return set()
 
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
-        return NoChange(f"set {', '.join(args['vars'])}", data={"set_fact": dict(args["vars"])})
+        return SetVars(f"set {', '.join(args['vars'])}", vars=dict(args["vars"]))

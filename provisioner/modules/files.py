@@ -12,7 +12,8 @@ from provisioner.errors import RoleError
 from provisioner.hashing import file_sha256
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, fail_on_apply, q, register, text_diff, write_file_script,
+    ArgRenderer, Change, Decision, FactQuery, LocalWrite, Module, NoChange, Param, Upload, fail_on_apply, q, register,
+    text_diff, write_file_script,
 )
 
 
@@ -171,6 +172,11 @@ class TemplateModule(FileModule):
         out["template"] = args["src"]
         return out
 
+    def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
+        args = r.render(dict(raw))
+        args["content"] = r.render_file(str(args.get("src")))
+        return args
+
 
 @register
 class LineModule(Module):
@@ -260,6 +266,7 @@ class FetchModule(Module):
     """Copy a remote file back to the operator's machine (e.g. the admin kubeconfig)."""
 
     name = "fetch"
+    batchable = False
     params = {
         "src": Param(str, required=True),
         "dest": Param(str, required=True),
@@ -295,20 +302,8 @@ class FetchModule(Module):
         if local is not None and local == content and mode_ok:
             return NoChange(f"{dest} up to date")
         # the content came with the facts: nothing to run on the host, the engine writes locally
-        return Change(f"fetch {args['src']} -> {dest}", "true", diff=f"local file {dest} updated",
-                      data={"local_write": {"path": str(dest), "content": content, "mode": args["mode"]}})
-
-
-def write_local_file(path: str, content: bytes, mode: str) -> None:
-    """Atomic local write with mode (used by fetch)."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.kprov-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(mode, 8))
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-    os.chmod(tmp, int(mode, 8))
-    os.replace(tmp, dest)
+        return LocalWrite(f"fetch {args['src']} -> {dest}", str(dest), content, args["mode"],
+                          diff=f"local file {dest} updated")
 
 
 @register
@@ -316,6 +311,7 @@ class UploadModule(Module):
     """Upload a (large) local file: skipped when the host already has it, resumable, checksum-verified."""
 
     name = "upload"
+    batchable = False
     params = {
         "src": Param(str, required=True),
         "dest": Param(str, required=True),
@@ -353,6 +349,5 @@ class UploadModule(Module):
         size = os.path.getsize(args["src"])
         offset = int(part) if part.isdigit() and int(part) <= size else 0
         note = f", resuming at {offset} bytes" if offset else ""
-        return Change(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}", "true",
-                      data={"upload": {"src": args["src"], "dest": args["dest"], "offset": offset,
-                                       "sha256": args["sha256"], "mode": args["mode"]}})
+        return Upload(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}",
+                      src=args["src"], dest=args["dest"], sha256=args["sha256"], mode=args["mode"], offset=offset)
