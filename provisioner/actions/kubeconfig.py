@@ -153,7 +153,8 @@ class _Doc:
 
     @property
     def current(self) -> str | None:
-        return self.data.get("current-context") or None
+        current = self.data.get("current-context")
+        return current if isinstance(current, str) and current else None
 
     @current.setter
     def current(self, value: str | None) -> None:
@@ -205,3 +206,41 @@ class _Doc:
             tmp.unlink(missing_ok=True)
             raise
         return True
+
+
+@dataclass(frozen=True)
+class KubeconfigOptions:
+    inventory: str
+    merge: bool = False
+    #: with merge: also make the context the current one
+    use: bool = False
+    remove: bool = False
+
+
+@dataclass(frozen=True)
+class KubeconfigReport:
+    #: the cluster's admin kubeconfig on this machine
+    path: Path
+    merged: MergeReport | None = None
+    removed: RemoveReport | None = None
+
+
+def kubeconfig(opts: KubeconfigOptions) -> KubeconfigReport:
+    """`kprov kubeconfig`: the admin kubeconfig's path; merged into or removed from the user's kubeconfig."""
+    from provisioner.inventory.loader import load_inventory
+    from provisioner.k8s.context import kubeconfig_path
+
+    if opts.use and not opts.merge:
+        raise InputError("--use needs --merge", hint="kprov kubeconfig -i INVENTORY --merge --use")
+    if opts.remove and opts.merge:
+        raise InputError("--remove and --merge exclude each other", hint="give one of them")
+    inv = load_inventory(opts.inventory, resolve=False)
+    path = kubeconfig_path(inv)
+    if opts.remove:
+        return KubeconfigReport(path, removed=remove(inv.cluster.name))
+    if not path.is_file():
+        raise InputError(f"no kubeconfig for cluster {inv.cluster.name} at {path}",
+                         hint="run `kprov up` first (it fetches the admin kubeconfig)")
+    if opts.merge:
+        return KubeconfigReport(path, merged=merge(path, inv.cluster.name, use=opts.use))
+    return KubeconfigReport(path)

@@ -182,7 +182,7 @@ def open_api(inv: Inventory, removed: str, connect: ConnectOptions) -> tuple[SSH
             any(cp.name == removed for cp in inv.control_planes):
         raise InputError(f"refusing to remove {removed}: it is the last control plane",
                          hint="`kprov reset -i INVENTORY` tears the whole cluster down")
-    failed = []
+    failed: list[str] = []
     for cp in inv.control_planes:
         if cp.name == removed:
             continue

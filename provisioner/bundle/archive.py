@@ -75,6 +75,8 @@ def _scan(path: Path, dest: Path | None) -> Manifest:  # noqa: C901 - one linear
                 if name in seen or (name == MANIFEST_NAME and manifest_bytes is not None):
                     raise BundleError(f"{path.name}: {name} appears twice in the archive", hint=_REBUILD)
                 f = t.extractfile(member)
+                if f is None:  # regular files only (checked above); keeps the type narrow
+                    raise BundleError(f"{path.name}: {name} cannot be read", hint=_REBUILD)
                 if name == MANIFEST_NAME:
                     manifest_bytes = f.read()
                     continue

@@ -121,8 +121,8 @@ def _from_dir(src: _Sources, d: Path) -> list[Skipped]:
     return skipped
 
 
-def _from_base_url(src: _Sources, spec: BuildSpec, version: str, work: Path) -> None:
-    base = f"{spec.base_url.rstrip('/')}/v{version}/bin/linux/{spec.arch}"
+def _from_base_url(src: _Sources, base_url: str, spec: BuildSpec, version: str, work: Path) -> None:
+    base = f"{base_url.rstrip('/')}/v{version}/bin/linux/{spec.arch}"
     for name in REQUIRED_BINARIES:
         url = f"{base}/{name}"
         src.add(f"bin/{name}", download(url, work / name, timeout=spec.timeout, checksum_url=f"{url}.sha256"), url)
@@ -152,7 +152,10 @@ def _extract_tgz(archive: Path, url: str, want: set[str] | None, dest: Path) -> 
                 if not m.isfile() or not name or (want is not None and name not in want):
                     continue
                 target = dest / name
-                with t.extractfile(m) as f, open(target, "wb") as o:
+                f = t.extractfile(m)
+                if f is None:  # not reachable: m.isfile() above
+                    continue
+                with f, open(target, "wb") as o:
                     shutil.copyfileobj(f, o)
                 target.chmod(0o755 if m.mode & 0o111 else 0o644)
                 out.append(target)
@@ -161,17 +164,16 @@ def _extract_tgz(archive: Path, url: str, want: set[str] | None, dest: Path) -> 
     return out
 
 
-def _from_cni_url(src: _Sources, spec: BuildSpec, work: Path) -> None:
-    tgz = download(spec.cni_url, work / "cni.tgz", timeout=spec.timeout, checksum_url=f"{spec.cni_url}.sha256")
-    plugins = _extract_tgz(tgz, spec.cni_url, None, work / "cni")
+def _from_cni_url(src: _Sources, url: str, spec: BuildSpec, work: Path) -> None:
+    tgz = download(url, work / "cni.tgz", timeout=spec.timeout, checksum_url=f"{url}.sha256")
+    plugins = _extract_tgz(tgz, url, None, work / "cni")
     if not plugins:
-        raise BundleError(f"{spec.cni_url}: no CNI plugins inside")
+        raise BundleError(f"{url}: no CNI plugins inside")
     for p in plugins:
-        src.add(f"cni/bin/{p.name}", p, spec.cni_url)
+        src.add(f"cni/bin/{p.name}", p, url)
 
 
-def _from_crictl_url(src: _Sources, spec: BuildSpec, work: Path) -> None:
-    url = spec.crictl_url
+def _from_crictl_url(src: _Sources, url: str, spec: BuildSpec, work: Path) -> None:
     raw = download(url, work / "crictl.download", timeout=spec.timeout, checksum_url=f"{url}.sha256")
     if tarfile.is_tarfile(raw):
         found = _extract_tgz(raw, url, {"crictl"}, work / "crictl-x")
@@ -313,11 +315,11 @@ def build(spec: BuildSpec, out_path: Path | str) -> Manifest:
         if spec.from_dir:
             dir_skipped = _from_dir(src, Path(spec.from_dir))
         if spec.base_url:
-            _from_base_url(src, spec, version, work)
+            _from_base_url(src, spec.base_url, spec, version, work)
         if spec.cni_url:
-            _from_cni_url(src, spec, work)
+            _from_cni_url(src, spec.cni_url, spec, work)
         if spec.crictl_url:
-            _from_crictl_url(src, spec, work)
+            _from_crictl_url(src, spec.crictl_url, spec, work)
         for d in spec.images_dirs:
             d = Path(d)
             if not d.is_dir():

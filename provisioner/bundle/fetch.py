@@ -10,6 +10,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
+from typing import Literal, overload
 
 from provisioner.errors import BundleError
 
@@ -45,6 +46,12 @@ def fetch_checksum(url: str, timeout: float = 60) -> str | None:
     return m.group(1).lower()
 
 
+@overload
+def download(url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ...,
+             required: Literal[True] = ...) -> Path: ...
+@overload
+def download(url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ...,
+             required: bool) -> Path | None: ...
 def download(url: str, dest: Path, *, timeout: float = 60, checksum_url: str | None = None,
              required: bool = True) -> Path | None:
     """Download `url` to `dest`, verifying it against `checksum_url` when that file exists.

@@ -11,7 +11,7 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any
+from typing import Any, NoReturn
 
 from provisioner.errors import BundleError, InputError
 
@@ -55,7 +55,7 @@ def normalize_version(version: str) -> str:
     return ".".join(m.groups()[:3]) + (m.group(4) or "")
 
 
-def safe_member_path(path: str) -> str:
+def safe_member_path(path: object) -> str:
     """A normalised relative POSIX path, or BundleError for absolute/escaping/odd paths."""
     if not isinstance(path, str) or not path or "\\" in path or "\x00" in path:
         raise BundleError(f"bad path in bundle: {path!r}")
@@ -116,7 +116,7 @@ class Manifest:
     image_files: tuple[ImageFile, ...] = ()
     skipped: tuple[Skipped, ...] = ()
     format: int = FORMAT
-    _by_path: Mapping[str, FileEntry] | None = field(default=None, init=False, repr=False, compare=False)
+    _by_path: Mapping[str, FileEntry] = field(default_factory=dict, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "images", MappingProxyType(dict(self.images)))
@@ -126,8 +126,6 @@ class Manifest:
         """The entry for a bundle path, or None."""
         return self._by_path.get(path)
 
-    def files_of_kind(self, kind: str) -> tuple[FileEntry, ...]:
-        return tuple(f for f in self.files if f.kind == kind)
 
     @property
     def total_size(self) -> int:
@@ -209,7 +207,7 @@ class _Parser:
     def __init__(self, source: str) -> None:
         self.source = source
 
-    def fail(self, what: str) -> Any:
+    def fail(self, what: str) -> NoReturn:
         raise BundleError(f"{self.source}: {what}", hint="the bundle is corrupt or was not made by kprov; rebuild it")
 
     def string(self, d: dict, key: str, allow_empty: bool = False) -> str:

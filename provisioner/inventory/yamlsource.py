@@ -205,10 +205,10 @@ def load_yaml_text(text: str, path: Path | None = None) -> Located:
         data = _convert(node, "", lines, loader, _Budget(name))
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
-        line = f":{mark.line + 1}" if mark else ""
+        at = f":{mark.line + 1}" if mark else ""
         problem = exc.problem or exc.context or "invalid YAML"
         raise InventoryError(
-            f"{name}{line}: YAML syntax error: {problem}",
+            f"{name}{at}: YAML syntax error: {problem}",
             hint="check indentation and quoting near that line",
         ) from None
     except yaml.YAMLError as exc:

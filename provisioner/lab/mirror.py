@@ -25,7 +25,7 @@ class Mirrors:
 
 def parse_deb822(text: str) -> list[AptSource]:
     """Parse the `Types: deb` stanzas of a *.sources file."""
-    out = []
+    out: list[AptSource] = []
     for stanza in text.split("\n\n"):
         fields: dict[str, str] = {}
         for line in stanza.splitlines():
