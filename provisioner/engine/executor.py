@@ -9,6 +9,7 @@ register data), notifies handlers, emits the event, and records a failure agains
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ from provisioner.engine.facts import TaskError, framed, marker, section
 from provisioner.engine.hosts import HostState
 from provisioner.engine.roles import Task
 from provisioner.engine.templating import Renderer
+from provisioner.engine.transfer import ProgressIO
 from provisioner.errors import HostConnectionError, KprovError
 from provisioner.modules.base import Change, Effect, Module
 from provisioner.secrets import Redactor
@@ -109,7 +111,10 @@ class Executor:
         results: dict[int, CommandResult] = {}
         if len(changes) == 1:
             (item, change), = changes
-            io = _SharedIO(self, target) if shared else target.transport
+            io: Any = _SharedIO(self, target) if shared else target.transport
+            on_bytes = getattr(self.sink, "transfer", None)   # optional: sinks that show upload progress
+            if on_bytes is not None:
+                io = ProgressIO(io, functools.partial(on_bytes, target.host.name, item.task.name))
             results[id(item)] = change.apply(io, timeout=timeout)
         elif changes:
             scripts = [c for _, c in changes if isinstance(c, Change) and c.batchable]

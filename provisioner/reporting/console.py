@@ -1,9 +1,9 @@
 """Human progress for run commands: live on a terminal, a heartbeat in logs, and a recap with wall times.
 
 On a terminal a rich live panel shows, per host, the role running now, the last task it finished and
-the role's elapsed time. Without a terminal (CI logs) nothing is redrawn: changed/failed lines as they
-come, and a heartbeat line at most every HEARTBEAT_S seconds naming what still runs on which hosts, so a
-log is never silent for long; lines are never hard-wrapped. Identical diffs of one task on many hosts are
+the role's elapsed time, and a progress bar (bytes, rate) while a file (the bundle) is uploaded to it. Without a terminal (CI logs) nothing is redrawn: changed/failed lines as they
+come, and a heartbeat line at most every HEARTBEAT_S seconds naming what still runs on which hosts (with the
+bytes and rate of an upload in progress), so a log is never silent for long; lines are never hard-wrapped. Identical diffs of one task on many hosts are
 printed once, with the list of hosts. NO_COLOR is honoured (rich reads it).
 """
 
@@ -12,9 +12,11 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import dataclass, replace
 
-from rich.console import Console, Group
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
+from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
@@ -48,6 +50,39 @@ def group_diffs(events: Iterable[Event]) -> list[tuple[str, str, list[str]]]:
     return [(task, diff, hosts) for (task, diff), hosts in grouped.items()]
 
 
+@dataclass(frozen=True)
+class UploadProgress:
+    """An upload in progress on one host, as the engine reports it (engine/transfer.py)."""
+
+    task: str
+    done: int
+    total: int
+    #: bytes already there when it (re)started (a resumed upload), and when
+    first: int
+    started: float
+    at: float
+
+    @property
+    def rate(self) -> float:
+        """Bytes per second since it started (0 until there is a measure)."""
+        return (self.done - self.first) / (self.at - self.started) if self.at > self.started else 0.0
+
+    def describe(self) -> str:
+        """`uploading 120.0/562.0 MiB at 41.2 MiB/s` (`uploaded 562.0 MiB, verifying` when complete)."""
+        if self.done >= self.total:
+            return f"uploaded {_size(self.total)}, verifying"
+        rate = f" at {_size(self.rate)}/s" if self.rate else ""
+        return f"uploading {_size(self.done, self.total)}{rate}"
+
+
+def _size(n: float, total: float | None = None) -> str:
+    scale = total if total is not None else n
+    unit, div = next((u, d) for u, d in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
+                     if scale >= d or d == 1)
+    fmt = (lambda v: f"{v / div:.1f}") if div > 1 else (lambda v: f"{v:.0f}")
+    return f"{fmt(n)}/{fmt(total)} {unit}" if total is not None else f"{fmt(n)} {unit}"
+
+
 class ProgressConsole(ConsoleSink):
     """ConsoleSink with live progress (terminal) or heartbeats (logs), grouped diffs and timed recap."""
 
@@ -62,6 +97,7 @@ class ProgressConsole(ConsoleSink):
         self._running: dict[str, str] = {}        # host -> last finished task ("" = none yet)
         self._done: set[str] = set()
         self._diffs: list[Event] = []
+        self._uploads: dict[str, UploadProgress] = {}      # host -> its upload in progress
         self._last_output = time.monotonic()
         #: host -> [first play it was in started, its last event]: the host's wall time in the run
         self._host_span: dict[str, list[float]] = {}
@@ -73,7 +109,7 @@ class ProgressConsole(ConsoleSink):
     def play_start(self, role: str, hosts: list[str]) -> None:
         with self._lock:
             self._role, self._role_started = role, time.monotonic()
-            self._running = {h: "" for h in hosts}
+            self._running = dict.fromkeys(hosts, "")
             self._done = set()
             for h in hosts:
                 self._host_span.setdefault(h, [self._role_started, self._role_started])
@@ -87,6 +123,7 @@ class ProgressConsole(ConsoleSink):
             self._host_span.setdefault(ev.host, [now - ev.duration_ms / 1000, now])[1] = now
             if ev.host in self._running:
                 self._running[ev.host] = ev.task
+            self._uploads.pop(ev.host, None)
             if ev.status in (Status.FAILED, Status.UNREACHABLE):
                 self._done.add(ev.host)
             if ev.diff and (self.show_diff or self.verbose):
@@ -97,8 +134,18 @@ class ProgressConsole(ConsoleSink):
         if ev.status not in (Status.OK, Status.SKIPPED) or self.verbose:
             self._touch()
 
+    def transfer(self, host: str, task: str, done: int, total: int) -> None:
+        """Byte progress of an upload to `host` (the engine calls it after each chunk sent)."""
+        now = time.monotonic()
+        with self._lock:
+            up = self._uploads.get(host)
+            if up is None or up.task != task or done < up.done:
+                up = UploadProgress(task, done, total, first=done, started=now, at=now)
+            self._uploads[host] = replace(up, done=done, total=total, at=now)
+
     def play_end(self, role: str, duration_s: float) -> None:
         with self._lock:
+            self._uploads = {}
             diffs, self._diffs = self._diffs, []
             self._running = {}
             self._role = None
@@ -142,7 +189,7 @@ class ProgressConsole(ConsoleSink):
         if self._thread is not None or self._live is not None:   # one ticker for the whole run
             return
         if self.live_enabled:
-            self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self._panel)
+            self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self.panel)
             self._live.start()
             return
         self._thread = threading.Thread(target=self._heartbeat_loop, name="kprov-heartbeat", daemon=True)
@@ -171,23 +218,35 @@ class ProgressConsole(ConsoleSink):
     def heartbeat_line(self) -> str:
         """`... still running: ROLE on h1 (after TASK), h2 (starting) - 23s`"""
         hosts = [h for h in self._running if h not in self._done]
-        detail = ", ".join(f"{h} ({'after ' + t if t else 'starting'})" for h, t in list(
-            (h, self._running[h]) for h in hosts)[:8])
+        detail = ", ".join(f"{h} ({self._doing(h)})" for h in hosts[:8])
         more = f" +{len(hosts) - 8} more" if len(hosts) > 8 else ""
         elapsed = time.monotonic() - self._role_started
         return f"... still running: {self._role} on {len(hosts)} host(s): {detail}{more} - {elapsed:.0f}s"
 
-    def _panel(self) -> Group:
+    def _doing(self, host: str) -> str:
+        up = self._uploads.get(host)
+        if up is not None:
+            return up.describe()
+        task = self._running.get(host, "")
+        return f"after {task}" if task else "starting"
+
+    def panel(self) -> Group:
         # no self._lock here: rich calls this while console.print holds its own lock (from emit, under
         # self._lock); dict() copies atomically under the GIL
         role, running, started = self._role, dict(self._running), self._role_started
+        uploads = dict(self._uploads)
         if role is None:
             return Group()
         table = Table.grid(padding=(0, 2))
         elapsed = time.monotonic() - started
         for host, task in list(running.items())[:30]:
-            table.add_row(Text(host, style="bold"), Text(role, style="cyan"), Text(task or "starting", style="dim"),
-                          Text(f"{elapsed:.0f}s", style="dim"))
+            up = uploads.get(host)
+            cells: list[RenderableType] = [Text(host, style="bold"), Text(role, style="cyan"),
+                     Text(up.task if up else task or "starting", style="dim"), Text(f"{elapsed:.0f}s", style="dim")]
+            if up is not None:
+                cells += [ProgressBar(total=max(up.total, 1), completed=up.done, width=30),
+                          Text(up.describe(), style="dim")]
+            table.add_row(*cells)
         more = Text(f"... {len(running) - 30} more hosts", style="dim") if len(running) > 30 else Text("")
         return Group(table, more)
 

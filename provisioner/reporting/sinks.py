@@ -126,6 +126,13 @@ class TeeSink:
         for s in self.sinks:
             s.play_end(role, duration_s)  # type: ignore[attr-defined]
 
+    def transfer(self, host: str, task: str, done: int, total: int) -> None:
+        """Upload progress, to the sinks that show it."""
+        for s in self.sinks:
+            on_bytes = getattr(s, "transfer", None)
+            if on_bytes is not None:
+                on_bytes(host, task, done, total)
+
     def recap(self, report: RunReport, title: str = "RECAP") -> None:
         for s in self.sinks:
             s.recap(report, title)  # type: ignore[attr-defined]
