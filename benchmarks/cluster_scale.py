@@ -1,14 +1,21 @@
 #!/usr/bin/env python3
 """Full clusters at scale on the lab: bare nodes -> `kprov up` (smoke passed), then `add-node`.
 
-    .venv/bin/python benchmarks/cluster_scale.py --nodes 3 10 30
+    sudo .venv/bin/python benchmarks/cluster_scale.py --nodes 3 10 30      # one cluster at a time
 
 For each N: a fresh lab of N+1 nodes (1 control plane), `kprov up` of the first N (bundle source, the
-README's lab inventory), then `kprov add-node` of node N+1. Measured in the same run, per N: wall time
-of `up` and per role (kprov's own recap), CPU seconds of the kprov process, bytes the control machine
-sent to the nodes over SSH (iptables counters on the lab bridge, tcp dport 22), kprov's peak RSS, the
-drop of the machine's MemAvailable, and the wall time of `add-node`. Prints a table with the ratios
-N/3 and writes benchmarks/results/cluster_scale-<UTC time>.json. Each lab is removed at the end.
+README's lab inventory), then `kprov add-node` of node N+1. Measured in the same run, per N:
+  * wall time of `up` and per role (kprov's own recap line "wall time per role");
+  * the kprov process: CPU seconds and peak RSS (GNU time);
+  * bytes the control machine sent to the nodes (iptables counters on the lab bridge: SSH, and all TCP);
+  * CPU seconds inside the nodes (the lab's cpuacct cgroup) and of the whole machine (/proc/stat: everyone's
+    work on the shared CPUs, not only this run), load average before and after;
+  * memory: the nodes' peak (the lab's memory cgroup, page cache included) and their RSS at the end, and
+    the largest drop of the machine's MemAvailable during `up` (sampled every second);
+  * wall time of `add-node`.
+A run that fails is recorded with how far it got (the last play started, kprov's last lines) instead of
+numbers. Prints a table with the ratios N/first N and writes benchmarks/results/cluster_scale-<UTC time>.json.
+Each lab is removed at the end. Not a test: nothing here compares a time with a target.
 """
 
 from __future__ import annotations
@@ -17,10 +24,10 @@ import argparse
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -29,41 +36,113 @@ import yaml
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from provisioner.lab import memstat  # noqa: E402
+from provisioner.lab import cgroups, memstat  # noqa: E402
 from provisioner.lab.network import bridge_name  # noqa: E402
 
 KPROV = str(REPO / ".venv" / "bin" / "kprov")
 RESULTS = Path(__file__).resolve().parent / "results"
+TIMING = "KPROV_BENCH %e %U %S %M"   # GNU time: wall, user, sys, peak RSS KiB
 
 
-def _kprov(*args: str, timeout: float = 7200) -> tuple[subprocess.CompletedProcess[str], float, float, int]:
-    """Run kprov; (result, wall s, CPU s, peak RSS KiB of the children so far)."""
-    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+def _log(msg: str) -> None:
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def _kprov(*args: str, timeout: float = 7200) -> dict:
+    """Run kprov under GNU time; wall, CPU, peak RSS, exit code and its output."""
     t0 = time.monotonic()
-    proc = subprocess.run([KPROV, *args], capture_output=True, text=True, timeout=timeout)
+    try:
+        proc = subprocess.run(["/usr/bin/time", "-f", TIMING, KPROV, *args], capture_output=True, text=True,
+                              timeout=timeout, check=False)
+        rc, out, err = proc.returncode, proc.stdout, proc.stderr
+    except subprocess.TimeoutExpired as exc:
+        rc, out, err = -1, (exc.stdout or b"").decode(errors="replace"), f"timed out after {timeout}s"
     wall = time.monotonic() - t0
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    if proc.returncode != 0:
-        raise SystemExit(f"kprov {' '.join(args)} failed ({proc.returncode}):\n{proc.stdout[-3000:]}\n{proc.stderr[-3000:]}")
-    return proc, wall, cpu, after.ru_maxrss
+    m = re.search(r"KPROV_BENCH ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", err)
+    cpu = float(m.group(2)) + float(m.group(3)) if m else None
+    return {"rc": rc, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1) if cpu is not None else None,
+            "peak_rss_mib": round(int(m.group(4)) / 1024, 1) if m else None, "stdout": out, "stderr": err}
 
 
-def _ssh_counter(bridge: str, action: str) -> int:
-    rule = ["OUTPUT", "-o", bridge, "-p", "tcp", "--dport", "22", "-m", "comment", "--comment", "kprov-bench"]
-    if action == "add":
-        subprocess.run(["iptables", "-I", *rule, "-j", "RETURN"], check=True)
-        return 0
-    if action == "del":
-        subprocess.run(["iptables", "-D", *rule, "-j", "RETURN"], check=False)
-        return 0
-    out = subprocess.run(["iptables", "-L", "OUTPUT", "-v", "-x", "-n"], capture_output=True, text=True).stdout
-    return sum(int(line.split()[1]) for line in out.splitlines() if "kprov-bench" in line)
+class Counters:
+    """iptables rules without a target: they only count what the control machine sends to the bridge."""
+
+    def __init__(self, bridge: str) -> None:
+        self.rules = {"ssh": ["OUTPUT", "-o", bridge, "-p", "tcp", "--dport", "22"],
+                      "tcp": ["OUTPUT", "-o", bridge, "-p", "tcp"]}
+        self.tag = f"kprov-bench-{bridge}"
+
+    def add(self) -> None:
+        for key, rule in self.rules.items():
+            subprocess.run(["iptables", "-I", *rule, "-m", "comment", "--comment", f"{self.tag}-{key}"], check=True)
+
+    def remove(self) -> None:
+        for key, rule in self.rules.items():
+            subprocess.run(["iptables", "-D", *rule, "-m", "comment", "--comment", f"{self.tag}-{key}"],
+                           capture_output=True, check=False)
+
+    def read(self) -> dict[str, int]:
+        out = subprocess.run(["iptables", "-L", "OUTPUT", "-v", "-x", "-n"], capture_output=True, text=True,
+                             check=True).stdout
+        return {key: sum(int(line.split()[1]) for line in out.splitlines() if f"{self.tag}-{key} " in line + " ")
+                for key in self.rules}
+
+
+class MemSampler(threading.Thread):
+    """The lowest MemAvailable of the machine while a command runs (sampled every second)."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.start_kib = memstat.mem_available_kib()
+        self.low_kib = self.start_kib
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(1.0):
+            self.low_kib = min(self.low_kib, memstat.mem_available_kib())
+
+    def drop_mib(self) -> int:
+        self.stop.set()
+        return round((self.start_kib - self.low_kib) / 1024)
+
+
+def _cg_file(lab: str, controller: str, name: str) -> Path | None:
+    for d in cgroups.find_lab_dirs(lab):
+        if f"/{controller}/" in str(d) and (d / name).is_file():
+            return d / name
+    return None
+
+
+def _nodes_cpu_s(lab: str) -> float:
+    f = _cg_file(lab, "cpuacct", "cpuacct.usage")
+    return int(f.read_text()) / 1e9 if f else 0.0
+
+
+def _nodes_memory(lab: str) -> dict[str, int | None]:
+    peak = _cg_file(lab, "memory", "memory.max_usage_in_bytes")
+    stat = _cg_file(lab, "memory", "memory.stat")
+    rss = None
+    if stat:
+        fields = dict(line.split() for line in stat.read_text().splitlines())
+        rss = int(fields.get("total_rss", 0)) + int(fields.get("total_mapped_file", 0))
+    return {"nodes_peak_mib": round(int(peak.read_text()) / 2**20) if peak else None,
+            "nodes_rss_end_mib": round(rss / 2**20) if rss is not None else None}
+
+
+def _machine_cpu_s() -> float:
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
 
 
 def _roles(stdout: str) -> dict[str, float]:
     m = re.search(r"wall time per role: (.*)", stdout)
     return {k: float(v) for k, v in re.findall(r"(\S+) ([\d.]+)s", m.group(1))} if m else {}
+
+
+def _how_far(res: dict) -> dict:
+    plays = re.findall(r"^ROLE (\S+)", res["stdout"], re.MULTILINE)
+    return {"rc": res["rc"], "last_play": plays[-1] if plays else None,
+            "tail": (res["stdout"][-2500:] + "\n" + res["stderr"][-1500:]).strip()}
 
 
 def one(nodes: int, name: str, tmp: Path) -> dict:
@@ -76,47 +155,76 @@ def one(nodes: int, name: str, tmp: Path) -> dict:
         path.write_text(yaml.safe_dump(inv_doc, sort_keys=False))
         return path
 
-    subprocess.run([KPROV, "lab", "down", "--name", name], capture_output=True)
+    row: dict = {"nodes": nodes, "started": time.strftime("%H:%M:%SZ", time.gmtime())}
+    subprocess.run([KPROV, "lab", "down", "--name", name], capture_output=True, check=False)
+    t0 = time.monotonic()
     subprocess.run([KPROV, "lab", "up", "--name", name, "--nodes", str(nodes + 1)], check=True, capture_output=True)
-    bridge = bridge_name(name)
-    _ssh_counter(bridge, "add")
+    row["lab_up_s"] = round(time.monotonic() - t0, 1)
+    _log(f"{nodes} nodes: lab of {nodes + 1} up in {row['lab_up_s']}s; kprov up")
+    counters = Counters(bridge_name(name))
+    counters.add()
     try:
-        avail = memstat.mem_available_kib()
-        up, up_wall, up_cpu, rss = _kprov("up", "-i", str(inventory(nodes)))
-        sent = _ssh_counter(bridge, "read")
-        mem_drop = (avail - memstat.mem_available_kib()) / 1024
-        assert "smoke test passed" in up.stdout, up.stdout[-2000:]
-        add, add_wall, add_cpu, _ = _kprov("add-node", "-i", str(inventory(nodes + 1)), "--host", f"{name}-{nodes + 1}")
+        mem = MemSampler()
+        mem.start()
+        cpu_nodes0, cpu_machine0, load0 = _nodes_cpu_s(name), _machine_cpu_s(), os.getloadavg()
+        up = _kprov("up", "-i", str(inventory(nodes)))
+        cpu_nodes1, cpu_machine1 = _nodes_cpu_s(name), _machine_cpu_s()
+        row.update({"up_rc": up["rc"], "up_s": up["wall_s"], "roles_s": _roles(up["stdout"]),
+                    "kprov_cpu_s": up["cpu_s"], "kprov_peak_rss_mib": up["peak_rss_mib"],
+                    "sent_bytes": counters.read(), "nodes_cpu_s": round(cpu_nodes1 - cpu_nodes0, 1),
+                    "machine_cpu_s": round(cpu_machine1 - cpu_machine0, 1), "cpus": os.cpu_count(),
+                    "mem_available_drop_mib": mem.drop_mib(), **_nodes_memory(name),
+                    "loadavg_before": load0, "loadavg_after_up": os.getloadavg(),
+                    "smoke_passed": "smoke test passed" in up["stdout"]})
+        _log(f"{nodes} nodes: up rc={up['rc']} in {up['wall_s']}s")
+        if up["rc"] != 0 or not row["smoke_passed"]:
+            row["failed"] = _how_far(up)
+            return row
+        add = _kprov("add-node", "-i", str(inventory(nodes + 1)), "--host", f"{name}-{nodes + 1}")
+        row.update({"add_node_rc": add["rc"], "add_node_s": add["wall_s"], "add_node_roles_s": _roles(add["stdout"]),
+                    "loadavg_after_add": os.getloadavg()})
+        if add["rc"] != 0:
+            row["failed"] = {"step": "add-node", **_how_far(add)}
+        _log(f"{nodes} nodes: add-node rc={add['rc']} in {add['wall_s']}s")
+        return row
     finally:
-        _ssh_counter(bridge, "del")
-        subprocess.run([KPROV, "lab", "down", "--name", name], capture_output=True)
-    return {"nodes": nodes, "up_s": round(up_wall, 1), "roles_s": _roles(up.stdout), "cpu_s": round(up_cpu, 1),
-            "ssh_bytes_sent": sent, "kprov_peak_rss_mib": round(rss / 1024, 1),
-            "mem_available_drop_mib": round(mem_drop), "add_node_s": round(add_wall, 1),
-            "loadavg_after": os.getloadavg()}
+        counters.remove()
+        subprocess.run([KPROV, "lab", "down", "--name", name], capture_output=True, check=False)
+
+
+def _table(rows: list[dict]) -> None:
+    ok = [r for r in rows if "failed" not in r]
+    base = ok[0] if ok else None
+    roles = list(dict.fromkeys(k for r in rows for k in r.get("roles_s", {})))
+    print(f"\n{'nodes':>5} {'up s':>7} {'x':>5} {'kprov CPU':>9} {'nodes CPU':>9} {'machine CPU':>11} "
+          f"{'SSH MB':>7} {'RSS MiB':>7} {'nodes MiB':>9} {'add-node s':>10} {'load':>5}  "
+          + " ".join(f"{r[:11]:>11}" for r in roles))
+    for r in rows:
+        x = f"{r['up_s'] / base['up_s']:.2f}" if base and "up_s" in r else "-"
+        print(f"{r['nodes']:>5} {r.get('up_s', '-'):>7} {x:>5} {r.get('kprov_cpu_s', '-'):>9} "
+              f"{r.get('nodes_cpu_s', '-'):>9} {r.get('machine_cpu_s', '-'):>11} "
+              f"{r.get('sent_bytes', {}).get('ssh', 0) / 1e6:>7.1f} {r.get('kprov_peak_rss_mib', '-'):>7} "
+              f"{r.get('nodes_peak_mib', '-'):>9} {r.get('add_node_s', '-'):>10} "
+              f"{r.get('loadavg_before', [0])[0]:>5.1f}  "
+              + " ".join(f"{r.get('roles_s', {}).get(k, 0):>11.1f}" for k in roles)
+              + (f"  FAILED: {r['failed'].get('last_play')}" if "failed" in r else ""))
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[3, 10, 30])
-    ap.add_argument("--name", default="bsc")
+    ap.add_argument("--name", default="bsc", help="lab and cluster name")
     args = ap.parse_args()
+    RESULTS.mkdir(exist_ok=True)
+    out = RESULTS / f"cluster_scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nodes:
             rows.append(one(n, args.name, Path(tmp)))
-            print(json.dumps(rows[-1]), flush=True)
-    base = rows[0]
-    roles = list(dict.fromkeys(r for row in rows for r in row["roles_s"]))
-    print(f"\n{'nodes':>5} {'up s':>7} {'x':>5} {'CPU s':>6} {'SSH MB':>7} {'RSS MiB':>7} {'mem MiB':>7} "
-          f"{'add-node s':>10}  " + " ".join(f"{r[:10]:>10}" for r in roles))
-    for row in rows:
-        print(f"{row['nodes']:>5} {row['up_s']:>7} {row['up_s'] / base['up_s']:>5.2f} {row['cpu_s']:>6} "
-              f"{row['ssh_bytes_sent'] / 1e6:>7.1f} {row['kprov_peak_rss_mib']:>7} {row['mem_available_drop_mib']:>7} "
-              f"{row['add_node_s']:>10}  " + " ".join(f"{row['roles_s'].get(r, 0):>10.1f}" for r in roles))
-    RESULTS.mkdir(exist_ok=True)
-    out = RESULTS / f"cluster_scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count()}, indent=2) + "\n")
+            print(json.dumps({k: v for k, v in rows[-1].items() if k != "failed"}), flush=True)
+            # written after every cluster: a 30-node run that is cut short still leaves the smaller ones
+            out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count()}, indent=2) + "\n")
+    _table(rows)
     print(f"results: {out}")
     return 0
 
