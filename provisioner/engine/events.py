@@ -80,6 +80,8 @@ class RunReport:
     events: list[Event] = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
+    #: why the run ended before its last play ("": it did not), e.g. every host of a play unreachable
+    stopped: str = ""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, ev: Event) -> None:

@@ -154,6 +154,8 @@ class Runner:
                     raise self._locked[0]
             for play in plays:
                 self.run_play(play)
+                if self.report.stopped:
+                    break
         finally:
             self.report.finished = time.monotonic()
         return self.report
@@ -163,6 +165,14 @@ class Runner:
         hosts = self.select(play.hosts)
         self.connect(hosts)
         live = self._live(hosts)
+        out = [self.states[h.name] for h in hosts]
+        if hosts and not live and any(st.dead is Status.UNREACHABLE for st in out):
+            # nothing can run on any of them, nor after them: say so once instead of printing empty roles
+            names = ", ".join(st.host.name for st in out[:8]) + (f" +{len(out) - 8} more" if len(out) > 8 else "")
+            what = "unreachable" if all(st.dead is Status.UNREACHABLE for st in out) else "unreachable or failed"
+            self.report.stopped = (f"stopped before {role.name}: every host of that play is {what} ({names}); "
+                                   "the remaining plays were not run")
+            return
         self.sink.play_start(role.name, [s.host.name for s in live])
         t0 = time.monotonic()
         if play.serial:

@@ -71,6 +71,8 @@ class ConsoleSink:
         for host, r in sorted(report.hosts.items()):
             if r.first_error:
                 self.console.print(f"[red]{host}: {_escape(r.first_error)}[/red]")
+        if report.stopped:
+            self.console.print(f"[bold red]{_escape(report.stopped)}[/bold red]", soft_wrap=True)
 
 
 def _c(n: int, color: str) -> str:
@@ -105,6 +107,8 @@ class JsonSink:
                 self.stream.write(json.dumps({"recap": host, "host": host, "ok": r.ok, "changed": r.changed,
                                               "failed": r.failed,
                                               "skipped": r.skipped, "unreachable": r.unreachable}) + "\n")
+            if report.stopped:
+                self.stream.write(json.dumps({"stopped": report.stopped}) + "\n")
             self.stream.flush()
 
 
