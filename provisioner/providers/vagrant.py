@@ -4,17 +4,26 @@ A Vagrant VM has (at least) two NICs: the NAT one, whose address is 10.0.2.15 on
 private network. Kubernetes must use the private address, or every node advertises 10.0.2.15 (the
 classic Vagrant multi-NIC bug). node_ip comes from vagrant/settings.yaml (prefix + index, the same
 computation as the Vagrantfile) or, with `vagrant.node_ip: query`, from `ip addr` on the VM.
+
+Host keys: every VM's key is kept in a known_hosts file of the Vagrant project
+(`.vagrant/kprov_known_hosts`), each line tagged with the VM's name and Vagrant machine id. A VM that
+`vagrant destroy` + `vagrant up` re-created has a new machine id: its old key is dropped and the new one
+read, so the same 127.0.0.1:2222 with a new key is not a "host key changed" error. A key that changes
+while the machine id stays the same still is one.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import os
 import re
 import shlex
 import shutil
+import socket
 import subprocess
-from collections.abc import Mapping
+import tempfile
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,8 +36,9 @@ from provisioner.inventory.check import Check
 from provisioner.providers._common import SectionChecker, resolve_path
 
 __all__ = [
-    "Machine", "SshEntry", "VagrantSettings", "load_settings", "machines", "parse_ip_addr", "parse_ssh_config",
-    "resolve_hosts", "select_node_ip", "validate_section",
+    "KNOWN_HOSTS", "Machine", "SshEntry", "VagrantSettings", "load_settings", "machine_id", "machines",
+    "parse_ip_addr", "parse_ssh_config", "refresh_known_hosts", "resolve_hosts", "scan_host_key",
+    "select_node_ip", "validate_section",
 ]
 
 log = logging.getLogger(__name__)
@@ -38,6 +48,11 @@ SECTION_KEYS = ("dir", "settings", "node_ip")
 NAT_NETWORK = ipaddress.IPv4Network("10.0.2.0/24")  # VirtualBox NAT (guest is always 10.0.2.15)
 PREFIX_RE = re.compile(r"^(\d{1,3})\.(\d{1,3})\.(\d{1,3})$")
 COMMAND_TIMEOUT = 120
+#: the project's known_hosts file, relative to the directory of the Vagrantfile
+KNOWN_HOSTS = Path(".vagrant") / "kprov_known_hosts"
+#: how long reading a VM's host key may take
+SCAN_TIMEOUT = 10.0
+_TAG = "kprov-vagrant"
 
 
 @dataclass(frozen=True)
@@ -134,7 +149,7 @@ def load_settings(path: Path) -> VagrantSettings:
 
 def machines(settings: VagrantSettings) -> list[Machine]:
     """The VMs the Vagrantfile defines, in its order (control planes first), with their private IPs."""
-    out = []
+    out: list[Machine] = []
     for infix, role, count, (cpus, memory) in (
         ("cp", "control_plane", settings.control_planes, settings.control_plane_size),
         ("worker", "worker", settings.workers, settings.worker_size),
@@ -203,7 +218,8 @@ def select_node_ip(addresses: list[str], *, expected: str | None = None, ssh_add
             continue
         candidates.append(text)
     preferred = [c for c in candidates if c != ssh_address]
-    return (preferred or candidates or [None])[0]
+    chosen = preferred or candidates
+    return chosen[0] if chosen else None
 
 
 # --------------------------------------------------------------------------- provider contract
@@ -238,6 +254,7 @@ def hosts_for_dir(directory: Path, *, settings_file: str | None = None, node_ip_
     entries = parse_ssh_config(run_vagrant(directory, ["ssh-config"]))
     if not entries:
         raise InventoryError(f"{directory}: `vagrant ssh-config` listed no machines", hint="run `vagrant up` there first")
+    known_hosts = refresh_known_hosts(directory, entries)
     hosts = []
     for entry in entries:
         machine = by_name.get(entry.name)
@@ -248,7 +265,9 @@ def hosts_for_dir(directory: Path, *, settings_file: str | None = None, node_ip_
             node_ip = _query_node_ip(directory, entry, expected)
         else:
             node_ip = expected
-        hosts.append(host_dict(entry, node_ip, machine.role if machine else _role_from_name(entry.name)))
+        host = host_dict(entry, node_ip, machine.role if machine else _role_from_name(entry.name))
+        host["known_hosts"] = str(known_hosts)
+        hosts.append(host)
     return sorted(hosts, key=lambda h: (h["roles"] != ["control_plane"], _natural(h["name"])))
 
 
@@ -267,6 +286,91 @@ def host_dict(entry: SshEntry, node_ip: str, role: str) -> dict[str, Any]:
     if entry.identity_files:
         host["ssh_key"] = entry.identity_files[0]
     return host
+
+
+# --------------------------------------------------------------------------- host keys
+
+def machine_id(directory: Path, name: str) -> str | None:
+    """The Vagrant machine id of VM `name` (`.vagrant/machines/NAME/PROVIDER/id`); a re-created VM has a new one."""
+    for id_file in sorted((directory / ".vagrant" / "machines" / name).glob("*/id")):
+        try:
+            value = id_file.read_text(encoding="utf-8").strip()
+        except OSError:
+            continue
+        if value:
+            return value
+    return None
+
+
+def scan_host_key(address: str, port: int, timeout: float = SCAN_TIMEOUT) -> tuple[str, str]:
+    """(key type, base64) of the host key an sshd presents: the key exchange only, no login."""
+    sock = socket.create_connection((address, port), timeout=timeout)
+    transport = paramiko.Transport(sock)
+    try:
+        transport.banner_timeout = timeout
+        transport.start_client(timeout=timeout)
+        key = transport.get_remote_server_key()
+        return key.get_name(), key.get_base64()
+    finally:
+        transport.close()
+        sock.close()
+
+
+def _known_host_name(address: str, port: int) -> str:
+    return address if port == 22 else f"[{address}]:{port}"
+
+
+def refresh_known_hosts(directory: Path, entries: list[SshEntry],
+                        scan: Callable[[str, int], tuple[str, str]] | None = None) -> Path:
+    """Bring the project's known_hosts up to date with its VMs and return its path.
+
+    A VM keeps its recorded key while its machine id is unchanged (a changed key then stays an error
+    when kprov connects). A VM without a key for its current machine id (new, or re-created) has its
+    old lines dropped and its key read now. A VM whose key cannot be read (not running) is left out:
+    the run reports that host unreachable."""
+    path = directory / KNOWN_HOSTS
+    scan = scan or scan_host_key
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        lines = []
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InventoryError(f"{path}: cannot read: {exc}", hint="delete the file: kprov reads the keys again") from None
+    kept = list(lines)
+    for entry in entries:
+        name = _known_host_name(entry.hostname, entry.port)
+        tag = f"{_TAG}:{entry.name}:{machine_id(directory, entry.name) or '-'}"
+        mine = [line for line in kept if line.split()[:1] == [name] or _line_tag(line).startswith(f"{_TAG}:{entry.name}:")]
+        if mine and all(_line_tag(line) == tag and line.split()[0] == name for line in mine):
+            continue
+        kept = [line for line in kept if line not in mine]
+        try:
+            key_type, key = scan(entry.hostname, entry.port)
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            log.warning("cannot read the host key of %s at %s: %s", entry.name, name, exc)
+            continue
+        kept.append(f"{name} {key_type} {key} {tag}")
+    if kept != lines:
+        _write_private(path, "".join(f"{line}\n" for line in kept))
+    return path
+
+
+def _line_tag(line: str) -> str:
+    fields = line.split()
+    return fields[3] if len(fields) > 3 else ""
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Replace `path` atomically with `text`, readable by its owner only."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".kprov_known_hosts.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="ascii") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
 
 
 def _role_from_name(name: str) -> str:

@@ -201,8 +201,14 @@ esac
 '''
 
 
+def no_vm_there(address: str, port: int) -> tuple[str, str]:
+    """The captured ssh-config names VMs that do not exist here: reading their host key fails like a VM that is down."""
+    raise OSError(f"no VM at {address}:{port} (captured ssh-config)")
+
+
 @pytest.fixture
 def fake_vagrant(tmp_path, monkeypatch):
+    monkeypatch.setattr(provider, "scan_host_key", no_vm_there)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     script = bin_dir / "vagrant"
@@ -246,13 +252,16 @@ def test_resolve_hosts_from_settings(tmp_path, fake_vagrant):
     assert hosts == [
         {"name": "cp-1", "address": "127.0.0.1", "port": 2222, "user": "vagrant", "become": True, "node_ip": "192.168.56.10",
          "roles": ["control_plane"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key"},
+         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key",
+         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
         {"name": "worker-1", "address": "127.0.0.1", "port": 2200, "user": "vagrant", "become": True, "node_ip": "192.168.56.11",
          "roles": ["worker"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key"},
+         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key",
+         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
         {"name": "worker-2", "address": "127.0.0.1", "port": 2201, "user": "vagrant", "become": True, "node_ip": "192.168.56.12",
          "roles": ["worker"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key"},
+         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key",
+         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
     ]
     assert log.read_text().splitlines() == [f"{directory} ssh-config"]
     assert all(h["node_ip"] != "10.0.2.15" for h in hosts)
