@@ -1,0 +1,122 @@
+"""Helpers shared by the lab-cluster test modules (e2e, faults, HA, remove-node, day two): run the real `kprov`
+and `kubectl`, write a lab inventory, run a shell on a node, poll until something holds.
+
+Each module keeps its own lab name (`LAB`, tagged with KPROV_TEST_TAG) and passes it in.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
+BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+
+T = TypeVar("T")
+
+
+def skip_reason() -> str | None:
+    """Why a lab cluster cannot be built here, or None (only: not root, a tool or the lab bundle missing)."""
+    if os.geteuid() != 0:
+        return "needs root (nspawn lab)"
+    if not shutil.which("systemd-nspawn"):
+        return "needs systemd-nspawn (scripts/setup installs it)"
+    if not BUNDLE.is_file():
+        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
+    if not shutil.which("kubectl"):
+        return "needs kubectl on the operator machine"
+    return None
+
+
+def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+    """The real CLI, no terminal on stdin; with check, a non-zero exit fails with both output tails."""
+    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def kubeconfig(lab: str) -> Path:
+    """Where `kprov up` merges the lab cluster's admin kubeconfig."""
+    return Path.home() / ".kube" / f"kprov-{lab}.conf"
+
+
+def kubectl(lab: str, *args: str, check: bool = True, stdin: str | None = None,
+            timeout: int = 180) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig(lab)), *args], capture_output=True, text=True,
+                          input=stdin, timeout=timeout)
+    assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
+    return proc
+
+
+def node_sh(lab: str, node: str, script: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
+    """`sh -c script` on a lab node (never raises on the script's exit code)."""
+    return kprov("lab", "ssh", "--name", lab, node, "--", "sh", "-c", script, check=False, timeout=timeout)
+
+
+def json_lines(stdout: str, key: str | None = None) -> list[dict[str, Any]]:
+    """The JSON objects of a `--log-format json` output (those holding `key`, when given)."""
+    docs = [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return [d for d in docs if key is None or key in d]
+
+
+def events(stdout: str) -> list[dict[str, Any]]:
+    """The task events of a `--log-format json` output."""
+    return json_lines(stdout, "task")
+
+
+def wait_for(what: str, predicate: Callable[[], T], timeout: float = 300, interval: float = 2) -> T:
+    """Poll until predicate() is truthy; the deadline only bounds a hung test, it is not what is tested."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
+        time.sleep(interval)
+
+
+def ready_nodes(lab: str) -> dict[str, bool]:
+    """Node name -> Ready, from the API ({} while it does not answer)."""
+    proc = kubectl(lab, "get", "nodes", "-o", "json", check=False)
+    if proc.returncode != 0:
+        return {}
+    return {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+            for n in json.loads(proc.stdout)["items"]}
+
+
+def write_inventory(path: Path, lab: str, nodes: int, control_planes: int = 1, *, lab_extra: dict | None = None,
+                    **cluster: Any) -> Path:
+    """inventories/lab.yaml for lab `lab` with `nodes` nodes and the lab bundle; `cluster` keys override."""
+    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
+    doc["lab"] = {"name": lab, "nodes": nodes, "control_planes": control_planes, **(lab_extra or {})}
+    doc["cluster"].update(name=lab, bundle=str(BUNDLE), **cluster)
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def static_inventory(lab: str, path: Path, hosts: list[str] | None = None) -> Path:
+    """The lab's static inventory (`kprov lab inventory`: bundle and lab workarounds included), only `hosts`."""
+    source = kprov("lab", "inventory", "--name", lab).stdout.strip().splitlines()[-1]
+    doc = yaml.safe_load(Path(source).read_text())
+    if hosts is not None:
+        doc["hosts"] = [h for h in doc["hosts"] if h["name"] in hosts]
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
+
+
+def lab_down(lab: str) -> None:
+    """Remove the lab and the kubeconfig `up` merged for it (before a module's cluster, and after)."""
+    kprov("lab", "down", "--name", lab, check=False)
+    kubeconfig(lab).unlink(missing_ok=True)
