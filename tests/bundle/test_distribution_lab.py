@@ -19,7 +19,7 @@ from provisioner.inventory.loader import load_inventory
 from provisioner.k8s.context import cluster_vars
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import ConnectOptions, SSHHost
-from tests.e2e.test_cluster_e2e import BUNDLE, REPO
+from tests.e2e.labkit import BUNDLE, REPO
 
 LAB = "kbd" + os.environ.get("KPROV_TEST_TAG", "")
 NODES = 4
