@@ -13,7 +13,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 KPROV = Path(sys.executable).with_name("kprov")
 #: what a source distribution of kprov holds (setup.py copies roles/ and templates/ into the wheel)
-SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "provisioner", "roles", "templates")
+SOURCES = ("pyproject.toml", "setup.py", "MANIFEST.in", "README.md", "LICENSE", "provisioner", "roles", "templates")
 
 
 @dataclass(frozen=True)

@@ -120,3 +120,29 @@ def test_installed_kprov_plans_the_lab_from_outside_the_checkout(installed: Inst
     assert set(recap) == hosts
     assert all(r["changed"] > 0 and not r["failed"] and not r["unreachable"] for r in recap.values()), recap
     assert not [e for e in events if e["status"] == "failed"]
+
+
+def test_wheel_metadata(wheel: Path) -> None:
+    """pyproject's [project] metadata reaches the wheel: license (with its text), classifiers, URLs, readme,
+    and the console script."""
+    import zipfile
+    from email.parser import Parser
+
+    with zipfile.ZipFile(wheel) as whl:
+        names = whl.namelist()
+        (meta_name,) = [n for n in names if n.endswith(".dist-info/METADATA")]
+        meta = Parser().parsestr(whl.read(meta_name).decode())
+        (license_name,) = [n for n in names if n.endswith(".dist-info/licenses/LICENSE")]
+        license_text = whl.read(license_name).decode()
+        entry_points = whl.read(next(n for n in names if n.endswith(".dist-info/entry_points.txt"))).decode()
+    assert meta["License-Expression"] == "Apache-2.0"
+    assert meta.get_all("License-File") == ["LICENSE"]
+    assert "Apache License" in license_text and "Version 2.0" in license_text
+    classifiers = meta.get_all("Classifier")
+    assert "Environment :: Console" in classifiers and "Operating System :: POSIX :: Linux" in classifiers
+    assert "Programming Language :: Python :: 3.11" in classifiers
+    urls = dict(u.split(", ", 1) for u in meta.get_all("Project-URL"))
+    assert {"Homepage", "Documentation", "Repository", "Issues"} <= set(urls)
+    assert meta["Description-Content-Type"] == "text/markdown"
+    assert meta.get_payload().startswith((REPO / "README.md").read_text().splitlines()[0])
+    assert "kprov = provisioner.cli.main:main" in entry_points
