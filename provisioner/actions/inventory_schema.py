@@ -34,6 +34,8 @@ _CLUSTER: dict[str, Any] = {
     "bundle": _STR_OR_NULL, "vars": _MAP, "api_endpoint": _STR, "api_vip": _STR_OR_NULL,
     "api_port": {"type": ["integer", "null"]}, "allow_unverified_bundle": {"type": "boolean"},
     "smoke": {"type": "boolean", "description": "false: `up` skips the smoke test"},
+    "api_cert_sans": {"type": "array", "items": _STR,
+                      "description": "extra API server certificate SANs (DNS names or IP addresses)"},
     "container_runtime": {"type": "object", "additionalProperties": False, "properties": {
         "version": _STR_OR_NULL,
         "registry_mirrors": {"type": ["object", "null"], "additionalProperties": {"type": "array", "items": _STR}},

@@ -1,4 +1,7 @@
-"""Day-two commands: `kprov certs check|renew`, `kprov etcd snapshot|restore`, `kprov upgrade`.
+"""Day-two commands: `kprov certs check|renew`, `kprov etcd snapshot|restore`, `kprov upgrade [--reconfigure]`.
+
+The commands that change hosts (upgrade --yes, reconfigure --yes, certs renew, etcd restore) take the locks
+`up` takes (the cluster's on this machine, every host's on the host): a concurrent run is refused, exit 2.
 
 Each parses its arguments, calls a function of provisioner/actions/ and renders the report it returns.
 """
@@ -11,8 +14,9 @@ import click
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.actions._remote import maintenance_lock
 from provisioner.cli.common import Common, run_options
-from provisioner.errors import ExitStatus
+from provisioner.errors import ExitStatus, InputError
 from provisioner.inventory.loader import load_inventory
 from provisioner.k8s.context import kubeconfig_path
 
@@ -93,9 +97,10 @@ def certs_renew(common: Common) -> int:
 
     inv = load_inventory(common.inventory)
     console = _console(common)
-    report = renew_certs(inv, common.run_options().connect, limit=common.limit,
-                         kubeconfig_dest=str(kubeconfig_path(inv)),
-                         progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"))
+    connect = common.run_options().connect
+    with maintenance_lock(inv, connect, "kprov certs renew"):
+        report = renew_certs(inv, connect, limit=common.limit, kubeconfig_dest=str(kubeconfig_path(inv)),
+                             progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"))
     for s in report.steps:
         if common.log_format == "json":
             click.echo(json.dumps({"host": s.host, "renewed": list(s.renewed), "seconds": s.seconds}))
@@ -143,12 +148,15 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     """Verify the checksum, stop the control planes, restore every member (new cluster token), start, wait."""
     from pathlib import Path
 
-    from provisioner.actions.etcd import restore
+    from provisioner.actions.etcd import restore, verify_snapshot_file
 
     inv = load_inventory(common.inventory)
     console = _console(common)
-    report = restore(inv, common.run_options().connect, source=Path(source), yes=yes,
-                     progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"))
+    connect = common.run_options().connect
+    verify_snapshot_file(Path(source), inv.cluster.name)   # bad input: refused before any lock or connection
+    with maintenance_lock(inv, connect, "kprov etcd restore"):
+        report = restore(inv, connect, source=Path(source), yes=yes,
+                         progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"))
     if common.log_format == "json":
         click.echo(json.dumps({"restored": str(report.snapshot), "members": list(report.members),
                                "seconds": report.seconds, "old_data_dir_suffix": report.kept_aside}))
@@ -164,18 +172,74 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
 @click.option("--serial", default=1, show_default=True, type=int, help="Workers upgraded at a time.")
 @click.option("--drain-timeout", default=300, show_default=True, type=int, help="Seconds a drain may take.")
 @click.option("--yes", is_flag=True, help="Upgrade (without it: preflight and plan only, nothing changed).")
+@click.option("--reconfigure", is_flag=True,
+              help="Apply configuration drift (API server SANs, component extra args, kube-proxy config) instead of "
+                   "a version upgrade, one control plane at a time.")
 @run_options
-def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool) -> int:
+def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool, reconfigure: bool) -> int:
     """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
-    --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon)."""
+    --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon).
+    With --reconfigure: the cluster's stored configuration brought to the inventory's (see docs/maintenance.md)."""
+    import contextlib
+
+    inv = load_inventory(common.inventory)
+    console = _console(common)
+    if reconfigure:
+        if target:
+            raise InputError("--reconfigure changes the configuration, not the version: --to is not allowed with it",
+                             hint="run `kprov upgrade --to V --yes` first, then `kprov upgrade --reconfigure --yes`")
+        return _reconfigure(common, inv, console, yes)
+    with maintenance_lock(inv, common.run_options().connect, "kprov upgrade") if yes else contextlib.nullcontext():
+        return _upgrade(common, inv, console, target, serial, drain_timeout, yes)
+
+
+def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
+    from provisioner.actions.reconfigure import ReconfigureOptions, probe_drift, reconfigure
+    from provisioner.actions.versions import guard_version_unchanged
+
+    connect = common.run_options().connect
+    # the configuration is rendered for the inventory's version: a version change is `kprov upgrade` first
+    guard_version_unchanged(inv, inv.control_planes, connect)
+    opts = ReconfigureOptions(extra_vars=dict(common.extra_vars))
+    if not yes:
+        drift = probe_drift(inv, connect, opts.extra_vars)
+        if drift is None:
+            console.print(f"{inv.control_planes[0].name} is not initialised: nothing to reconfigure")
+            return int(ExitStatus.SUCCESS)
+        _render_drift(common, console, drift)
+        console.print("nothing changed: rerun with --yes to reconfigure" if drift else "no drift: nothing to do")
+        return int(ExitStatus.SUCCESS)
+    with maintenance_lock(inv, connect, "kprov upgrade --reconfigure"):
+        report = reconfigure(inv, connect, opts, progress=lambda m: console.print(f"[dim]reconfigure: {m}[/dim]"))
+    _render_drift(common, console, report.drift)
+    if not report.drift:
+        console.print("no drift: nothing to do")
+        return int(ExitStatus.SUCCESS)
+    for step in report.steps:
+        console.print(f"{step.host}: {', '.join(step.actions) or 'nothing needed (already done)'} ({step.seconds:.0f} s)")
+        if common.log_format == "json":
+            click.echo(json.dumps({"reconfigure": step.host, "actions": list(step.actions), "seconds": step.seconds}))
+    console.print(f"cluster: {', '.join(report.cluster_actions) or '-'}; no drift left ({report.seconds:.0f} s)")
+    return int(ExitStatus.SUCCESS)
+
+
+def _render_drift(common: Common, console: Console, drift) -> None:
+    if common.log_format == "json":
+        for item in drift.items:
+            click.echo(json.dumps({"drift": item.field, "kind": item.kind, "cluster": item.stored,
+                                   "inventory": item.wanted}))
+    for item in drift.items:
+        console.print(f"drift: {item.line()}")
+
+
+def _upgrade(common: Common, inv, console: Console, target: str | None, serial: int, drain_timeout: int,
+             yes: bool) -> int:
     from dataclasses import replace
 
     from provisioner.actions.upgrade import UpgradeOptions, prepare, run
     from provisioner.cli.run import run_plays
     from provisioner.engine.roles import Play, load_plays, load_role
 
-    inv = load_inventory(common.inventory)
-    console = _console(common)
     apt_base = str(common.extra_vars.get("kubernetes_apt_base")
                    or inv.cluster.vars.get("kubernetes_apt_base")
                    or load_role("kubernetes").defaults.get("kubernetes_apt_base", ""))

@@ -77,6 +77,29 @@ def cluster_lock(cluster: str, what: str | None = None) -> Iterator[None]:
         os.close(fd)
 
 
+_HELD_HOSTS: set[str] = set()   # hosts whose lock a maintenance action of this process holds (see hosts_held)
+
+
+def host_key(address: str, port: int, name: str) -> str:
+    return f"{address}:{port}/{name}"
+
+
+@contextlib.contextmanager
+def hosts_held(keys: list[str]) -> Iterator[None]:
+    """Mark host locks this process already holds (a day-two action that runs plays inside its own lock):
+    SSHHost.hold_lock then re-enters instead of finding the host locked by ourselves."""
+    new = [k for k in keys if k not in _HELD_HOSTS]
+    _HELD_HOSTS.update(new)
+    try:
+        yield
+    finally:
+        _HELD_HOSTS.difference_update(new)
+
+
+def host_held_here(key: str) -> bool:
+    return key in _HELD_HOSTS
+
+
 #: run over SSH with $1 = the host's inventory name, $2 = the owner record; prints one status line,
 #: then holds the lock until its stdin closes (the run ended, or kprov went away)
 HOST_LOCK_SCRIPT = r"""set -u

@@ -31,7 +31,7 @@ TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", 
 CLUSTER_KEYS = {
     "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
     "kubernetes_source", "bundle", "container_runtime", "vars", "api_endpoint", "api_vip", "api_port",
-    "allow_unverified_bundle", "smoke",
+    "allow_unverified_bundle", "smoke", "api_cert_sans",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
 CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
@@ -286,13 +286,34 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
     v.expect(cvars, dict, "cluster.vars")
     smoke = v.expect(c.get("smoke", True), bool, "cluster.smoke", "smoke: false skips the smoke test after `up`")
     mode, vip, prefix, api_port, endpoint = _api_endpoint(v, c, endpoint)
+    cert_sans = _cert_sans(v, c.get("api_cert_sans"))
     return Cluster(
         name=name, kubernetes_version=version, pod_cidr=str(pod), service_cidr=str(svc), cni=cni,
         control_plane_endpoint=endpoint, kubernetes_source=source,
         bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
         api_endpoint=mode, api_vip=vip, api_vip_prefix=prefix, api_port=api_port,
-        allow_unverified_bundle=allow_unverified, smoke=smoke,
+        allow_unverified_bundle=allow_unverified, smoke=smoke, api_cert_sans=cert_sans,
     )
+
+
+#: a SAN in the API server certificate: a DNS name (RFC 1123 labels, optionally a leading `*.` wildcard)
+SAN_NAME_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+
+
+def _cert_sans(v: _Validator, raw: Any) -> tuple[str, ...]:
+    """`cluster.api_cert_sans`: extra names/addresses for the API server certificate (after kprov's own)."""
+    if raw is None:
+        return ()
+    v.expect(raw, list, "cluster.api_cert_sans", "give a list, e.g. api_cert_sans: [api.example.com, 10.0.0.10]")
+    out: list[str] = []
+    for i, san in enumerate(raw):
+        where = f"cluster.api_cert_sans[{i}]"
+        if not isinstance(san, str) or not san or (not _is_ip(san) and (
+                len(san) > 253 or not SAN_NAME_RE.match(san) or re.fullmatch(r"[0-9.]+", san))):
+            raise v.fail(where, f"{san!r} is not a DNS name or an IP address",
+                         "list DNS names (api.example.com) or IP addresses (10.0.0.10), one per item")
+        out.append(str(ipaddress.ip_address(san)) if _is_ip(san) else san.lower())
+    return tuple(dict.fromkeys(out))
 
 
 def _check_bundle_checksum_file(v: _Validator, written: str, resolved: str | None, allow_unverified: bool) -> None:

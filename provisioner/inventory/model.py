@@ -86,6 +86,9 @@ class Cluster:
     allow_unverified_bundle: bool = False
     #: `up` runs the smoke test afterwards (false: e.g. production clusters, no test pods on reruns)
     smoke: bool = True
+    #: extra SANs of the API server certificate (names/addresses), after kprov's own; changed on a running
+    #: cluster with `kprov upgrade --reconfigure`
+    api_cert_sans: tuple[str, ...] = ()
 
     def public_view(self) -> dict[str, Any]:
         return {
@@ -102,6 +105,7 @@ class Cluster:
             "api_vip": self.api_vip,
             "api_vip_prefix": self.api_vip_prefix,
             "api_port": self.api_port,
+            "api_cert_sans": list(self.api_cert_sans),
         }
 
 

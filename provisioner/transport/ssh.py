@@ -237,10 +237,11 @@ class SSHHost:
 
         One session (and one of the host's channel slots) holds it; closing the connection, or kprov
         dying, releases it on the host. LockHeld (exit 2) when another run holds it."""
-        from provisioner.engine.lock import HOST_LOCK_SCRIPT, describe_owner
+        from provisioner.engine.lock import HOST_LOCK_SCRIPT, describe_owner, host_held_here, host_key
         from provisioner.errors import KprovError, LockHeld
 
-        if self._lock_chan is not None:
+        # held already: by this connection, or by a day-two action of this process that runs plays inside it
+        if self._lock_chan is not None or host_held_here(host_key(self.host.address, self.host.port, self.host.name)):
             return
         self._channels.acquire()
         chan: paramiko.Channel | None = None

@@ -145,6 +145,7 @@ def host_vars(k8s: str = "1.31.2", host_index: int = 0, hosts: list[dict] | None
             "bundle": None,
             "container_runtime": {"version": "1.7.24", "registry_mirrors": mirrors or {}},
             "api_endpoint": "vip", "api_vip": "10.215.0.250", "api_vip_prefix": 24, "api_port": 8443,
+            "api_cert_sans": [],
         },
     }
     variables.update(copy.deepcopy(ROLE_DEFAULTS))
