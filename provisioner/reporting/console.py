@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 from provisioner.engine.events import Event, RunReport, Status
-from provisioner.reporting.sinks import ConsoleSink, _escape
+from provisioner.reporting.sinks import LONG_STEP_MS, ConsoleSink, _escape
 
 #: longest silence in non-terminal output
 HEARTBEAT_S = 10.0
@@ -131,7 +131,7 @@ class ProgressConsole(ConsoleSink):
         # diffs are printed grouped at the end of the play
         plain = Event(ev.host, ev.role, ev.task, ev.status, ev.changed, ev.duration_ms, ev.msg, "", ev.stderr_tail)
         super().emit(plain)
-        if ev.status not in (Status.OK, Status.SKIPPED) or self.verbose:
+        if ev.status not in (Status.OK, Status.SKIPPED) or self.verbose or ev.duration_ms >= LONG_STEP_MS:
             self._touch()
 
     def transfer(self, host: str, task: str, done: int, total: int) -> None:

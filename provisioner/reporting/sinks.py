@@ -17,6 +17,8 @@ from provisioner.errors import InputError
 
 #: the --log-file holds every task's message and host names: readable by its owner only
 LOG_FILE_MODE = 0o600
+#: a task that took this long is shown with its wall time (and shown at all, even when ok)
+LONG_STEP_MS = 5000
 
 _STYLE = {
     Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
@@ -38,13 +40,17 @@ class ConsoleSink:
             self.console.print(f"[bold]ROLE {role}[/bold] [dim]on {len(hosts)} host(s)[/dim]")
 
     def emit(self, ev: Event) -> None:
-        if ev.status in (Status.OK, Status.SKIPPED) and self.verbose == 0:
+        # a long step (kubeadm init, a join, image imports, a wait) always shows its wall time, even when ok
+        long = ev.duration_ms >= LONG_STEP_MS and ev.status is not Status.SKIPPED
+        if ev.status in (Status.OK, Status.SKIPPED) and self.verbose == 0 and not long:
             return
         with self._lock:
             style = _STYLE[ev.status]
-            line = f"  [{style}]{ev.status.value:<11}[/{style}] {ev.host:<16} {ev.task}"
+            line = f"  [{style}]{ev.status.value:<11}[/{style}] {_escape(ev.host):<16} {_escape(ev.task)}"
             if ev.msg:
-                line += f" [dim]- {ev.msg}[/dim]"
+                line += f" [dim]- {_escape(ev.msg)}[/dim]"
+            if long:
+                line += f" [dim]({ev.duration_ms / 1000:.1f}s)[/dim]"
             self.console.print(line, markup=True, highlight=False, soft_wrap=True)
             if ev.stderr_tail and ev.status is Status.FAILED:
                 for tail_line in ev.stderr_tail.splitlines()[-20:]:

@@ -129,3 +129,39 @@ def test_error_line_honours_no_color(no_color: bool) -> None:
     os.close(master)
     assert b"error: " in out
     assert (b"\x1b[" in out) is (not no_color)
+
+
+@pytest.mark.parametrize("status, ms, verbose, shown", [
+    # long steps (kubeadm init, joins, image imports, waits) show their wall time, even when ok
+    (Status.CHANGED, 61_300, 0, "  changed     h1               control_plane | kubeadm init - init [x] (61.3s)"),
+    (Status.OK, 12_000, 0, "  ok          h1               control_plane | kubeadm init - init [x] (12.0s)"),
+    (Status.FAILED, 7_500, 0, "  failed      h1               control_plane | kubeadm init - init [x] (7.5s)"),
+    # short ones: changed without a time, ok only with -v
+    (Status.CHANGED, 1_200, 0, "  changed     h1               control_plane | kubeadm init - init [x]"),
+    (Status.OK, 1_200, 0, None),
+    (Status.OK, 1_200, 1, "  ok          h1               control_plane | kubeadm init - init [x]"),
+    (Status.SKIPPED, 60_000, 0, None),
+])
+def test_long_steps_show_their_wall_time(status: Status, ms: int, verbose: int, shown: str | None) -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False, verbose=verbose)
+    sink.play_start("control_plane", ["h1"])
+    sink.emit(Event("h1", "control_plane", "control_plane | kubeadm init", status, status is Status.CHANGED, ms,
+                    msg="init [x]"))
+    lines = [line for line in buf.getvalue().splitlines() if "kubeadm init" in line]
+    assert lines == ([shown] if shown else [])
+    sink.recap(RunReport())
+
+
+def test_terminal_panel_shows_each_host_role_task_and_elapsed_time() -> None:
+    buf = io.StringIO()
+    console = Console(file=buf, width=160, no_color=True, force_terminal=True)
+    sink = ProgressConsole(console, live=False)
+    sink.play_start("containerd", ["h1", "h2"])
+    sink.emit(ev("h1", "containerd | packages", Status.OK))
+    console.print(sink.panel())
+    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", buf.getvalue())
+    rows = {line.split()[0]: line.split(maxsplit=2)[1:] for line in text.splitlines() if line[:2] in ("h1", "h2")}
+    assert rows["h1"][0] == "containerd" and re.fullmatch(r"containerd \| packages\s+\d+s", rows["h1"][1].strip())
+    assert rows["h2"][0] == "containerd" and re.fullmatch(r"starting\s+\d+s", rows["h2"][1].strip())
+    sink.recap(RunReport())
