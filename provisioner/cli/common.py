@@ -5,23 +5,16 @@ from __future__ import annotations
 import functools
 import logging
 import sys
-from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import click
 import yaml
 
-from provisioner.engine.events import RunReport
-from provisioner.engine.roles import Play
-from provisioner.engine.runner import RunOptions
+from provisioner.actions.run import DEFAULT_FORKS, RunOutcome, RunRequest
 from provisioner.errors import InputError, KprovError
-from provisioner.inventory.model import Inventory
 from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.reporting.sinks import JsonSink, TeeSink, open_log_file
-from provisioner.transport.ssh import ConnectOptions
-
-DEFAULT_FORKS = 128
 
 
 def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
@@ -58,32 +51,8 @@ def _split(values: tuple[str, ...]) -> list[str]:
     return [v for item in values for v in item.split(",") if v.strip()]
 
 
-@dataclass(frozen=True)
-class Common:
-    inventory: str
-    limit: tuple[str, ...] | None
-    tags: frozenset[str]
-    skip_tags: frozenset[str]
-    extra_vars: dict[str, Any]
-    forks: int
-    log_format: str
-    verbose: int
-    diff: bool
-    accept_new_host_keys: bool
-    connect_timeout: float
-    log_file: str | None
-    roles_dir: str | None = None
-    list_hosts: bool = False
-    list_tasks: bool = False
-    list_tags: bool = False
-
-    def run_options(self, check: bool = False) -> RunOptions:
-        return RunOptions(
-            check=check, forks=self.forks, tags=self.tags, skip_tags=self.skip_tags, limit=self.limit,
-            extra_vars=self.extra_vars,
-            connect=ConnectOptions(connect_timeout=self.connect_timeout,
-                                   accept_new_host_keys=self.accept_new_host_keys),
-        )
+class Common(RunRequest):
+    """The parsed run options (provisioner.actions.run.RunRequest) plus the event sink they choose."""
 
     def sink(self) -> Any:
         if self.log_format == "json":
@@ -210,37 +179,19 @@ def _refuse_ansible_inventory(path: str) -> None:
                          hint=f"convert it: kprov inventory import {path} -o kprov-inventory.yaml")
 
 
-def prepare(common: Common, inv: Inventory, plays: Sequence[Play]) -> Common:
-    """Before a run: --limit patterns resolved to host names (no match: bad input), --list-* printed
-    (then exit 0), and a warning when --tags/--skip-tags name no known tag or select no task."""
-    from provisioner.actions.selection import known_tags, listing, select_hosts, task_selected
-    from provisioner.engine.roles import ROLES_DIR, load_role
-
-    if common.limit:
-        chosen = tuple(select_hosts(inv, common.limit))
-        if not chosen:
-            raise InputError(f"--limit {','.join(common.limit)} selects no host",
-                             hint=f"hosts: {', '.join(h.name for h in inv.hosts)}")
-        common = replace(common, limit=chosen)
-    roles_dir = Path(common.roles_dir).resolve() if common.roles_dir else ROLES_DIR
-    roles = {p.role: load_role(p.role, roles_dir) for p in plays}
-    listed = listing(inv, plays, roles, common.limit, common.tags, common.skip_tags)
-    known = known_tags(roles.values())
-    for flag, chosen_tags in (("--tags", common.tags), ("--skip-tags", common.skip_tags)):
-        unknown = sorted(chosen_tags - known)
-        if unknown:
-            click.secho(f"warning: {flag} {', '.join(unknown)}: no task has this tag; known tags: "
-                        f"{', '.join(sorted(known))}", fg="yellow", err=True)
-    if (common.tags or common.skip_tags) and not any(pl.tasks and pl.hosts for pl in listed):
-        click.secho(f"warning: the tag selection selects no task; known tags: {', '.join(sorted(known))}",
-                    fg="yellow", err=True)
-    if common.list_hosts or common.list_tasks or common.list_tags:
-        _print_listing(listed, common)
-        raise click.exceptions.Exit(0)
-    return common
+def warn(message: str) -> None:
+    """An action's warning: one yellow line on stderr."""
+    click.secho(f"warning: {message}", fg="yellow", err=True)
 
 
-def _print_listing(listed: list[Any], common: Common) -> None:
+def render_run(outcome: RunOutcome, common: Common) -> int:
+    """After a run action: print the listing when only --list-* was asked; the exit code."""
+    if outcome.report is None:
+        print_listing(list(outcome.listed), common)
+    return outcome.exit_status
+
+
+def print_listing(listed: list[Any], common: Common) -> None:
     for i, pl in enumerate(listed, 1):
         head = f"play #{i} {pl.play.role} ({pl.play.hosts})"
         if common.list_hosts:
@@ -278,16 +229,3 @@ def confirm_removal(what: str, items: Sequence[str], yes: bool) -> None:
         click.echo(f"  - {item}", err=True)
     if not click.confirm("Continue?", default=False, err=True):
         raise NotConfirmed("not confirmed: nothing was changed")
-
-
-def check_limit(common: Common, names: list[str]) -> None:
-    if common.limit:
-        unknown = [n for n in common.limit if n not in names]
-        if unknown:
-            raise InputError(f"--limit {unknown[0]!r} is not a host of this inventory",
-                             hint=f"hosts: {', '.join(names)}")
-
-
-def finish(report: RunReport, sink: Any, title: str = "RECAP") -> int:
-    sink.recap(report, title)
-    return int(report.exit_status())

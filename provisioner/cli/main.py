@@ -15,8 +15,17 @@ import click
 from provisioner import __version__
 from provisioner.errors import ExitStatus, KprovError
 
-# Command groups contributed by feature packages: name -> "module:attribute".
-_SUBCOMMANDS = {
+from provisioner.cli import cluster, run
+
+#: every command, registered here and nowhere else. The run and cluster commands are imported at start;
+#: the feature groups on first use (`ec2` pulls in boto3, 0.3 s), and a module that fails to import is an
+#: error, never a command silently missing from `kprov --help`.
+_COMMANDS: dict[str, click.Command] = {
+    "up": run.up, "plan": run.plan, "apply": run.apply,
+    "smoke": cluster.smoke, "reset": cluster.reset, "add-node": cluster.add_node, "status": cluster.status,
+    "kubeconfig": cluster.kubeconfig,
+}
+_LAZY_COMMANDS = {
     "lab": "provisioner.cli.lab:lab",
     "bundle": "provisioner.cli.bundle:bundle",
     "ec2": "provisioner.cli.ec2:ec2",
@@ -31,12 +40,10 @@ _SUBCOMMANDS = {
 
 
 class KprovGroup(click.Group):
-    """Top-level group: lazy subcommands and the single error boundary."""
+    """Top-level group: the command table above and the single error boundary."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        names = set(super().list_commands(ctx))
-        names.update(n for n in _SUBCOMMANDS if self._load(n) is not None)
-        return sorted(names)
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         cmd = super().get_command(ctx, name)
@@ -44,17 +51,14 @@ class KprovGroup(click.Group):
 
     @staticmethod
     def _load(name: str) -> click.Command | None:
-        target = _SUBCOMMANDS.get(name)
+        target = _LAZY_COMMANDS.get(name)
         if target is None:
-            return None
+            return _COMMANDS.get(name)
         module_name, attr = target.split(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ModuleNotFoundError as exc:
-            if exc.name == module_name:
-                return None
-            raise
-        return getattr(module, attr, None)
+        cmd = getattr(importlib.import_module(module_name), attr)
+        if not isinstance(cmd, click.Command):
+            raise TypeError(f"{target} is not a click command")
+        return cmd
 
 
 @click.group(cls=KprovGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,22 +71,8 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     ctx.obj["traceback"] = show_traceback
 
 
-def _register_builtin_commands() -> None:
-    from provisioner.cli import run
-
-    for cmd in (run.up, run.apply, run.plan):
-        cli.add_command(cmd)
-    try:
-        cluster = importlib.import_module("provisioner.cli.cluster")
-    except ModuleNotFoundError as exc:
-        if exc.name != "provisioner.cli.cluster":
-            raise
-    else:
-        for cmd in cluster.COMMANDS:
-            cli.add_command(cmd)
-
-
-_register_builtin_commands()
+for _cmd in _COMMANDS.values():
+    cli.add_command(_cmd)
 
 #: shown at the end of each command's --help (commands that set their own epilog keep it)
 EXAMPLES = {

@@ -237,7 +237,7 @@ def _upgrade(common: Common, inv, console: Console, target: str | None, serial: 
     from dataclasses import replace
 
     from provisioner.actions.upgrade import UpgradeOptions, prepare, run
-    from provisioner.cli.run import run_plays
+    from provisioner.actions.run import run_plays
     from provisioner.engine.roles import Play, load_plays, load_role
 
     apt_base = str(common.extra_vars.get("kubernetes_apt_base")

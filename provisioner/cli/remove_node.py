@@ -66,7 +66,7 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
     cleanup is skipped with a warning. Remove the host from the inventory afterwards.
     """
     from provisioner.actions import remove_node as rn
-    from provisioner.cli.run import run_plays
+    from provisioner.actions.run import run_plays
     from provisioner.engine.lock import cluster_lock
     from provisioner.inventory.loader import load_inventory
 

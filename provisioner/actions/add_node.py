@@ -1,0 +1,52 @@
+"""`kprov add-node`: provision and join only the given hosts; the control plane only mints a token."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from provisioner.actions.run import RunOutcome, RunRequest, Warn, execute, quiet
+from provisioner.engine.roles import Play, load_plays
+from provisioner.errors import InputError
+from provisioner.inventory.loader import load_inventory
+from provisioner.inventory.model import Inventory
+
+
+@dataclass(frozen=True)
+class AddNodeOptions:
+    names: tuple[str, ...]
+
+
+def add_node_plays(inv: Inventory, names: tuple[str, ...], site: list[Play] | tuple[Play, ...],
+                   *, inventory_path: str = "the inventory") -> list[Play]:
+    """site.yaml's plays narrowed to the new hosts (bad names are input errors)."""
+    known = {h.name: h for h in inv.hosts}
+    for n in names:
+        if n not in known:
+            raise InputError(f"--host {n!r} is not in {inventory_path}", hint="add it to hosts: first")
+        if known[n].is_control_plane and n == inv.control_planes[0].name:
+            raise InputError(f"--host {n!r} is the first control plane", hint="use `kprov up` to build the cluster")
+    pattern = ",".join(names)
+    plays: list[Play] = []
+    for p in site:
+        if p.role == "control_plane" or any(q.role == p.role for q in plays):
+            continue
+        plays.append(Play(p.role, pattern, p.serial or p.role == "join"))
+    # the cni play also runs on the first control plane: it re-applies the CNI manifest (flannel learns the
+    # new node IP) and labels the new node; with the bridge CNI every node needs a route to its pod subnet
+    cni_hosts = "all" if inv.cluster.cni == "bridge" else f"{inv.control_planes[0].name},{pattern}"
+    plays = [p if p.role != "cni" else Play("cni", cni_hosts) for p in plays]
+    # a new control plane is a new backend of the built-in balancer (docs/ha.md): haproxy reloads on every
+    # control plane (vip) or every node (local); the API servers are not restarted
+    if any(known[n].is_control_plane for n in names) and inv.cluster.api_endpoint in ("vip", "local"):
+        lb_hosts = "control_plane" if inv.cluster.api_endpoint == "vip" else "all"
+        plays = [p if p.role != "loadbalancer" else Play("loadbalancer", lb_hosts) for p in plays]
+    return plays
+
+
+def add_node(req: RunRequest, opts: AddNodeOptions, open_sink: Callable[[], Any], *,
+             warn: Warn = quiet) -> RunOutcome:
+    inv = load_inventory(req.inventory)
+    plays = add_node_plays(inv, opts.names, load_plays(), inventory_path=req.inventory)
+    return execute(req, plays, open_sink, inventory=inv, title="ADD-NODE", warn=warn)
