@@ -18,6 +18,10 @@ from provisioner.modules.base import (
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 APT_OPTS = "-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+#: a run interrupted in the middle of dpkg (Ctrl-C, a timeout, a lost connection) leaves packages unpacked but not
+#: configured, and apt refuses every later install ("dpkg was interrupted") until they are: finish that first
+DPKG_RESUME = ("if [ -n \"$(ls -A /var/lib/dpkg/updates 2>/dev/null)\" ] || [ -n \"$(dpkg --audit 2>/dev/null)\" ]; "
+               f"then {APT_ENV} dpkg --force-confdef --force-confold --configure -a; fi")
 
 
 @register
@@ -88,6 +92,7 @@ class PackageModule(Module):
             if args["deb"]:
                 specs = [args["deb"]]
             recommends = "" if args["install_recommends"] else " --no-install-recommends"
+            lines.append(DPKG_RESUME)
             if args["update_cache"] and not args["deb"]:
                 lines.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
             if wrong:
