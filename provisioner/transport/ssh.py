@@ -25,6 +25,7 @@ from fabric import Connection
 from provisioner.errors import CommandTimedOut, HostConnectionError, HostKeyError
 from provisioner.inventory.model import Host
 from provisioner.secrets import Redactor
+from provisioner.transport.reasons import connect_failure
 
 log = logging.getLogger(__name__)
 
@@ -228,7 +229,8 @@ class SSHHost:
                 if attempt + 1 < attempts:
                     time.sleep(self.options.retry_delay * (attempt + 1))
         raise HostConnectionError(
-            f"{h.name}: cannot connect to {h.user}@{h.address}:{h.port}: {last or 'unknown error'}",
+            f"{h.name}: cannot connect to {h.user}@{h.address}:{h.port}: "
+            f"{connect_failure(last, h.port, self.options.connect_timeout) if last else 'unknown error'}",
             hint="check the address, that sshd runs and the network path (or a bastion)",
         )
 

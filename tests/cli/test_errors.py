@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from provisioner.errors import KprovError
+from provisioner.inventory.model import Host
+from provisioner.transport.ssh import ConnectOptions, SSHHost
 from tests.cli.helpers import KPROV, kprov
 
 NOISE = ("Traceback", "Exception (client)", "Exception ignored", "paramiko.")
@@ -128,3 +131,91 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path, fake_host) -> None:
     assert proc.returncode == 130
     for noise in NOISE:
         assert noise not in first + rest, first + rest
+
+
+class FullBacklog:
+    """A listener that never accepts, its accept queue already full: a new connection's SYN is dropped and
+    the connect times out (as with a host behind a firewall that drops packets)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(0)
+        self.port = self.sock.getsockname()[1]
+        self.queued = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+
+    def close(self) -> None:
+        self.queued.close()
+        self.sock.close()
+
+
+def _refused_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()   # bound, never listened on, released: nothing listens there
+    return port
+
+
+def _connect(address: str, port: int, *, key: Path | None = None, known_hosts: Path | None = None) -> str:
+    """Connect with kprov's transport (no retries) and return the one-line error it raises."""
+    host = Host(name="h1", address=address, port=port, user="root", node_ip="10.9.9.1",
+                ssh_key=str(key) if key else None, known_hosts=str(known_hosts) if known_hosts else None)
+    ssh = SSHHost(host, ConnectOptions(connect_timeout=2, connect_retries=0))
+    try:
+        with pytest.raises(KprovError) as err:
+            ssh.connect()
+    finally:
+        ssh.close()
+    assert "\n" not in err.value.message
+    return err.value.message
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("refused", "connection refused (nothing listens on port {port}: is sshd running?)"),
+    ("timeout", "connection timed out after 2s (host down, or the network drops the packets)"),
+    ("closed at once", "the connection was closed before an SSH banner arrived"),
+    ("non-ssh banner", "the connection was closed before an SSH banner arrived"),
+    ("silent", "banner timeout: no SSH banner within 2s"),
+])
+def test_ssh_failures_name_their_reason(fake_host, case: str, reason: str) -> None:
+    backlog = None
+    if case == "refused":
+        port = _refused_port()
+    elif case == "timeout":
+        backlog = FullBacklog()
+        port = backlog.port
+    else:
+        port = fake_host({"closed at once": _close, "non-ssh banner": _garbage, "silent": _silent}[case]).port
+    try:
+        message = _connect("127.0.0.1", port)
+    finally:
+        if backlog is not None:
+            backlog.close()
+    assert message.startswith(f"h1: cannot connect to root@127.0.0.1:{port}: {reason.format(port=port)}"), message
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize("case, reason", [
+    ("authentication failed", "h1: SSH authentication failed for root@"),
+    ("host key changed", "h1: host key for {address} CHANGED"),
+    ("host key unknown", "{address}: host key not known"),
+])
+def test_ssh_refusals_of_a_real_sshd_name_their_reason(netns_fleet, tmp_path: Path, monkeypatch, case: str,
+                                                       reason: str) -> None:
+    monkeypatch.setenv("KPROV_HOME", str(tmp_path / "home"))   # no kprov-wide known_hosts
+    host = netns_fleet.hosts[0]
+    key = netns_fleet.key
+    known = tmp_path / "known_hosts"
+    known.write_text(netns_fleet.known_hosts.read_text())
+    if case == "authentication failed":
+        key = tmp_path / "other_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    elif case == "host key changed":
+        other = tmp_path / "other_host_key"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(other)], check=True)
+        known.write_text(f"{host.address} {' '.join(other.with_suffix('.pub').read_text().split()[:2])}\n")
+    else:
+        known.write_text("")
+    message = _connect(host.address, 22, key=key, known_hosts=known)
+    assert message.startswith(reason.format(address=host.address)), message
