@@ -151,6 +151,13 @@ def execute(req: RunRequest, plays: Sequence[Play], open_sink: Callable[[], Any]
         from provisioner.actions.versions import guard_version_unchanged
 
         guard_version_unchanged(inv, [h for h in inv.hosts if not req.limit or h.name in req.limit], req.connect())
+    if any(p.role == "control_plane" for p in plays) and inv.control_planes:
+        # kubeadm owns the running cluster's configuration: a change is shown here and applied, whole and one
+        # control plane at a time, only by `kprov upgrade --reconfigure` (actions/reconfigure.py)
+        from provisioner.actions.reconfigure import drift_warnings
+
+        for w in drift_warnings(inv, req.connect(), req.extra_vars):
+            warn(w)
     sink = open_sink()
     report = run_plays(req, inv, plays, sink, check=check)
     sink.recap(report, title)

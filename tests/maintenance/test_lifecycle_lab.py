@@ -1,22 +1,27 @@
 """Day two on the lab: ONE cluster (1 control plane + 1 worker, Kubernetes 1.20.2 from the lab bundle) shared by
 ordered steps:
 
-version guard refuses a silent version change (up and plan, exit 2, nothing touched) -> certs check lists every
-certificate -> certs renew moves every leaf certificate's expiry and the cluster stays healthy -> etcd snapshot
--> delete an app's namespace -> restore refused without --yes -> etcd restore -> the namespace and its
-Deployment are back and Ready.
+version guard refuses a silent version change (up and plan, exit 2, nothing touched) -> a SAN added in the
+inventory: `upgrade --reconfigure` shows and applies it (a concurrent `up` is refused meanwhile, exit 2), a TLS
+connection verifying the name succeeds -> certs check lists every certificate -> certs renew moves every leaf
+certificate's expiry and the cluster stays healthy -> etcd snapshot -> delete an app's namespace -> restore
+refused without --yes -> etcd restore -> the namespace and its Deployment are back and Ready.
 
-Prints the figures: snapshot size, snapshot and restore wall time, renew time.
+Prints the figures: snapshot size, snapshot and restore wall time, renew time, reconfigure time.
 etcdctl: the lab's etcd image (Debian's etcd-server) has no etcdctl, so the test installs Debian's etcd-client
 on the control plane through the lab's apt proxy, as an operator would (docs/maintenance.md).
 """
 
 from __future__ import annotations
 
+import base64
+import copy
 import hashlib
 import json
 import os
 import shutil
+import socket
+import ssl
 import stat
 import subprocess
 import time
@@ -196,6 +201,68 @@ def test_upgrade_at_the_running_version_plans_nothing_and_previews_the_drain(clu
     assert all(r["done"] for r in plan.values()) and "nothing to do" in res.stderr, res.stderr
     evicted = plan[CP]["evictions"] + plan[WORKER]["evictions"]
     assert any(e.startswith(f"{APP_NS}/hello-") for e in evicted), plan
+
+
+SAN = f"api.{LAB}.example"   # a name only the certificate knows (no DNS): the TLS check connects by address
+
+
+def tls_verifies(name: str) -> bool:
+    """A TLS connection to the API server that verifies `name` against the cluster CA succeeds."""
+    kubeconfig = yaml.safe_load((Path.home() / ".kube" / f"kprov-{LAB}.conf").read_text())
+    cl = kubeconfig["clusters"][0]["cluster"]
+    ca = base64.b64decode(cl["certificate-authority-data"]).decode()
+    host, port = cl["server"].removeprefix("https://").rsplit(":", 1)
+    ctx = ssl.create_default_context(cadata=ca)
+    try:
+        with socket.create_connection((host, int(port)), timeout=15) as sock, \
+                ctx.wrap_socket(sock, server_hostname=name):
+            return True
+    except ssl.SSLCertVerificationError:
+        return False
+
+
+def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_path) -> None:
+    """Issue 14 step 4: a SAN added in the inventory is drift that `upgrade --reconfigure` shows and applies;
+    while it runs, an `up` from another control machine (its own ~/.kprov: only the hosts' locks stop it) is
+    refused with exit 2; afterwards a TLS connection verifying the new name succeeds."""
+    doc = copy.deepcopy(cluster["doc"])
+    doc["cluster"]["api_cert_sans"] = [SAN]
+    inv = cluster["dir"] / "san.yaml"
+    inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    assert not tls_verifies(SAN)
+    # plan (like up, which never applies it) reports the drift and points at --reconfigure
+    planned = kprov("plan", "-i", str(inv), check=False)
+    assert planned.returncode != 2 and f"+{SAN}" in planned.stderr, planned.stderr[-3000:]
+    assert "kprov upgrade --reconfigure" in planned.stderr, planned.stderr[-3000:]
+    shown = kprov("upgrade", "-i", str(inv), "--reconfigure", "--log-format", "json")
+    drift = [r for r in json_lines(shown.stdout) if "drift" in r]
+    assert [d["kind"] for d in drift] == ["sans"] and SAN in drift[0]["inventory"], shown.stdout
+    assert "rerun with --yes" in shown.stderr and not tls_verifies(SAN)
+
+    t0 = time.monotonic()
+    run = subprocess.Popen([*KPROV, "upgrade", "-i", str(inv), "--reconfigure", "--yes"], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, text=True)
+    try:
+        wait_until("the reconfiguration holding the control plane's lock",
+                   lambda: "reconfigure" in node_sh(CP, f"cat /run/kprov/{CP}.owner 2>/dev/null").stdout,
+                   timeout=120, every=1)
+        other = subprocess.run([*KPROV, "up", "-i", str(inv), "--no-smoke"], capture_output=True, text=True,
+                               timeout=600, env={**os.environ, "KPROV_HOME": str(tmp_path / "other-machine")})
+        assert other.returncode == 2, other.stdout[-3000:] + other.stderr
+        assert "is locked by pid" in other.stderr and "kprov upgrade --reconfigure" in other.stderr, other.stderr
+    finally:
+        out, err = run.communicate(timeout=900)
+    cluster["figures"]["reconfigure_san_s"] = round(time.monotonic() - t0, 1)
+    assert run.returncode == 0, out[-3000:] + err[-3000:]
+    assert "apiserver certificate" in err and "no drift left" in err, err
+    assert tls_verifies(SAN)
+    again = kprov("upgrade", "-i", str(inv), "--reconfigure", "--yes")
+    assert "no drift: nothing to do" in again.stderr, again.stderr
+    wait_until("both nodes Ready after the reconfiguration", nodes_ready, timeout=180)
+    assert app_ready()
+    # the inventory with the SAN is the cluster's from now on
+    cluster["inv"].write_text(inv.read_text())
+    cluster["doc"] = doc
 
 
 def test_certs_check_lists_every_certificate(cluster) -> None:
