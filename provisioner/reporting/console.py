@@ -177,7 +177,7 @@ class ProgressConsole(ConsoleSink):
             if r.first_error:
                 self.console.print(f"[red]{host}: {_escape(r.first_error)}[/red]", soft_wrap=True)
         if report.stopped:
-            self.console.print(f"[bold red]{_escape(report.stopped)}[/bold red]", soft_wrap=True)
+            self.console.print(f"[bold red]{_escape(report.stopped)}[/bold red]", soft_wrap=True, highlight=False)
 
     def _wall(self, host: str) -> str:
         span = self._host_span.get(host)

@@ -78,7 +78,7 @@ class ConsoleSink:
             if r.first_error:
                 self.console.print(f"[red]{host}: {_escape(r.first_error)}[/red]")
         if report.stopped:
-            self.console.print(f"[bold red]{_escape(report.stopped)}[/bold red]", soft_wrap=True)
+            self.console.print(f"[bold red]{_escape(report.stopped)}[/bold red]", soft_wrap=True, highlight=False)
 
 
 def _c(n: int, color: str) -> str:

@@ -165,3 +165,42 @@ def test_terminal_panel_shows_each_host_role_task_and_elapsed_time() -> None:
     assert rows["h1"][0] == "containerd" and re.fullmatch(r"containerd \| packages\s+\d+s", rows["h1"][1].strip())
     assert rows["h2"][0] == "containerd" and re.fullmatch(r"starting\s+\d+s", rows["h2"][1].strip())
     sink.recap(RunReport())
+
+
+#: an SGR sequence that sets a colour (foreground/background, 16/256/true colour); bold and the like are no colour
+COLOUR = re.compile(rb"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0-9;]*)?m")
+
+
+@pytest.mark.parametrize("no_color", [False, True])
+def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
+    """Not only the error line: task lines, the recap and the stop line of a run on a terminal."""
+    import pty
+    import subprocess
+
+    import yaml
+
+    inv = tmp_path / "inv.yaml"
+    inv.write_text(yaml.safe_dump({
+        "cluster": {"name": "ucolor", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
+        "hosts": [{"name": "gone-1", "address": "127.0.0.1", "port": 1, "node_ip": "10.9.9.1", "user": "root",
+                   "roles": ["control_plane"]}]}))
+    env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
+    if no_color:
+        env["NO_COLOR"] = "1"
+    master, slave = pty.openpty()
+    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "1"], stdin=slave, stdout=slave,
+                            stderr=slave, env=env, cwd=tmp_path)
+    os.close(slave)
+    out = b""
+    while True:
+        try:
+            chunk = os.read(master, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        out += chunk
+    proc.wait(timeout=120)
+    os.close(master)
+    assert b"unreachable" in out and b"stopped before" in out and b"PLAN" in out
+    assert bool(COLOUR.search(out)) is (not no_color), out[-2000:]
