@@ -1,3 +1,3 @@
 """Modules register themselves in provisioner.modules.base.REGISTRY on import."""
 
-from provisioner.modules import bundle, command, files, system  # noqa: F401
+from provisioner.modules import bundle, command, files, preflight, system  # noqa: F401

@@ -142,8 +142,8 @@ def test_modules_declare_what_the_engine_needs():
     """What the engine used to know by module name now sits on the modules."""
     not_batched = {n for n, m in REGISTRY.items() if not m.batchable}
     runs_in_check = {n for n, m in REGISTRY.items() if m.runs_in_check}
-    assert not_batched == {"fetch", "upload", "set_fact", "assert", "wait_for"}
-    assert runs_in_check == {"assert", "set_fact"}
+    assert not_batched == {"fetch", "upload", "set_fact", "assert", "wait_for", "host_facts", "preflight_check"}
+    assert runs_in_check == {"assert", "set_fact", "host_facts", "preflight_check"}
 
 
 # == the executor through a scripted fake transport ==================================================
