@@ -22,6 +22,7 @@ from provisioner.errors import InputError
 from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
 from provisioner.k8s.context import cluster_vars
+from provisioner.reporting.ssh_targets import ssh_config_notes
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import ConnectOptions
 
@@ -146,6 +147,9 @@ def execute(req: RunRequest, plays: Sequence[Play], open_sink: Callable[[], Any]
     if req.listing_only:
         return RunOutcome(None, selection.listed)
     req = replace(req, limit=selection.limit)
+    # kprov never connects the way ~/.ssh/config says: a note when that file would send `ssh` elsewhere
+    for note in ssh_config_notes(h for h in inv.hosts if not req.limit or h.name in req.limit):
+        warn(note)
     if any(p.role == "kubernetes" for p in plays):
         # a Kubernetes version change goes through `kprov upgrade`, never through up/apply/plan
         from provisioner.actions.versions import guard_version_unchanged

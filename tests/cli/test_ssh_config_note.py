@@ -4,6 +4,8 @@ and reading it for the note never runs a command."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -11,6 +13,7 @@ import yaml
 
 from provisioner.inventory.loader import load_inventory
 from provisioner.reporting.ssh_targets import ssh_config_notes
+from tests.cli.helpers import KPROV
 
 INVENTORY = {
     "cluster": {"name": "unote", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
@@ -73,3 +76,15 @@ def test_a_missing_or_unreadable_file_is_no_note(tmp_path: Path, content: str | 
     elif content is not None:
         path.write_text(content)
     assert ssh_config_notes(load_inventory(_inventory(tmp_path)).hosts, path) == []
+
+def test_plan_prints_the_note_on_stderr(tmp_path: Path) -> None:
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    (home / ".ssh" / "config").write_text("Host lab-1\n  HostName 10.0.0.9\n  User admin\n")
+    inv = _inventory(tmp_path)
+    proc = subprocess.run([str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "2"], capture_output=True,
+                          text=True, timeout=300, cwd=tmp_path, env={**os.environ, "HOME": str(home)})
+    notes = [line for line in proc.stderr.splitlines() if "rewrites 'lab-1' for ssh" in line]
+    assert len(notes) == 1, proc.stderr
+    assert "would go to admin@10.0.0.9:1" in notes[0] and "connects to lab-1 at root@127.0.0.1:1" in notes[0]
+    assert "lab-2" not in proc.stderr.split("rewrites", 1)[1].split("\n", 1)[0]
