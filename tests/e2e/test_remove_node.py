@@ -18,20 +18,16 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
-from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+from tests.e2e import labkit
+from tests.e2e.labkit import json_lines, kprov, skip_reason, static_inventory, wait_for, write_inventory
+
 LAB = "krm" + os.environ.get("KPROV_TEST_TAG", "")
 CP, W2, W3 = f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"
-KUBECONFIG = Path.home() / ".kube" / f"kprov-{LAB}.conf"
 
 pytestmark = [
     pytest.mark.e2e, pytest.mark.lab,
@@ -82,35 +78,12 @@ spec:
 """ % W3
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (nspawn lab)"
-    if not shutil.which("systemd-nspawn"):
-        return "needs systemd-nspawn (scripts/setup installs it)"
-    if not BUNDLE.is_file():
-        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl on the operator machine"
-    return None
-
-
-def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                             f"\n--- stderr\n{proc.stderr[-4000:]}")
-    return proc
-
-
 def kubectl(*args: str, stdin: str | None = None) -> str:
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(KUBECONFIG), *args], capture_output=True, text=True,
-                          input=stdin, timeout=300)
-    assert proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc.stdout
+    return labkit.kubectl(LAB, *args, stdin=stdin, timeout=300).stdout
 
 
 def node_sh(node: str, script: str) -> subprocess.CompletedProcess[str]:
-    return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=120)
+    return labkit.node_sh(LAB, node, script)
 
 
 def nodes() -> dict[str, dict]:
@@ -121,52 +94,24 @@ def pods(namespace: str) -> list[dict]:
     return json.loads(kubectl("-n", namespace, "get", "pods", "-o", "json"))["items"]
 
 
-def json_lines(stdout: str, key: str) -> list[dict]:
-    return [d for d in (json.loads(line) for line in stdout.splitlines() if line.startswith("{")) if key in d]
-
-
-def wait_for(what: str, predicate, timeout: float = 240, interval: float = 2):
-    """Poll until predicate() is truthy; the deadline only bounds a hung test, it is not what is tested."""
-    deadline = time.monotonic() + timeout
-    while not (value := predicate()):
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
-        time.sleep(interval)
-    return value
-
-
-def static_inventory(tmp: Path, hosts: list[str], name: str) -> Path:
-    """The lab's static inventory (bundle and lab workarounds included) with only these hosts."""
-    source = kprov("lab", "inventory", "--name", LAB).stdout.strip().splitlines()[-1]
-    doc = yaml.safe_load(Path(source).read_text())
-    doc["hosts"] = [h for h in doc["hosts"] if h["name"] in hosts]
-    path = tmp / name
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
-
-
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory) -> dict:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("remove-node")
-    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
-    doc["lab"] = {"name": LAB, "nodes": 3, "control_planes": 1}
-    doc["cluster"].update(name=LAB, bundle=str(BUNDLE))
-    lab_inv = tmp / "lab.yaml"
-    lab_inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    lab_inv = write_inventory(tmp / "lab.yaml", LAB, 3)
     kprov("lab", "down", "--name", LAB, check=False)
     times: dict[str, float] = {}
     try:
         t0 = time.monotonic()
         kprov("up", "-i", str(lab_inv), "--no-smoke")
         times["up"] = time.monotonic() - t0
-        yield {"tmp": tmp, "all": static_inventory(tmp, [CP, W2, W3], "all.yaml"), "times": times}
+        yield {"tmp": tmp, "all": static_inventory(LAB, tmp / "all.yaml", [CP, W2, W3]), "times": times}
     finally:
         print(f"\nremove-node lab timings (s): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
         kprov("lab", "down", "--name", LAB, check=False)
-        KUBECONFIG.unlink(missing_ok=True)
+        labkit.kubeconfig(LAB).unlink(missing_ok=True)
 
 
 def test_1_refused_before_any_change_and_dry_run(cluster: dict) -> None:
@@ -233,7 +178,7 @@ def test_2_remove_a_worker_with_a_pdb(cluster: dict) -> None:
     assert res.stdout.split() == ["inactive", "0", "0", "0", "0"], (res.stdout, res.stderr)
 
     # smoke passes on the remaining nodes
-    two = static_inventory(cluster["tmp"], [CP, W2], "two.yaml")
+    two = static_inventory(LAB, cluster["tmp"] / "two.yaml", [CP, W2])
     t0 = time.monotonic()
     smoke = kprov("smoke", "-i", str(two))
     cluster["times"]["smoke_after"] = time.monotonic() - t0
@@ -246,7 +191,7 @@ def test_2_remove_a_worker_with_a_pdb(cluster: dict) -> None:
 
 
 def test_3_up_never_re_adds_and_warns(cluster: dict) -> None:
-    only_cp = static_inventory(cluster["tmp"], [CP], "cp.yaml")
+    only_cp = static_inventory(LAB, cluster["tmp"] / "cp.yaml", [CP])
     t0 = time.monotonic()
     up = kprov("up", "-i", str(only_cp), "--no-smoke")
     cluster["times"]["up_cp_only"] = time.monotonic() - t0
