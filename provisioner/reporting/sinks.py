@@ -48,7 +48,8 @@ class ConsoleSink:
             style = _STYLE[ev.status]
             line = f"  [{style}]{ev.status.value:<11}[/{style}] {_escape(ev.host):<16} {_escape(ev.task)}"
             if ev.msg:
-                line += f" [dim]- {_escape(ev.msg)}[/dim]"
+                msg = ev.msg if self.verbose else _one_line(ev.msg)
+                line += f" [dim]- {_escape(msg)}[/dim]"
             if long:
                 line += f" [dim]({ev.duration_ms / 1000:.1f}s)[/dim]"
             self.console.print(line, markup=True, highlight=False, soft_wrap=True)
@@ -83,6 +84,14 @@ class ConsoleSink:
 
 def _c(n: int, color: str) -> str:
     return f"[{color}]{n}[/{color}]" if n else "0"
+
+
+def _one_line(msg: str) -> str:
+    """A task's message on its line: a multi-line one (a command's script) shows its first line and a count."""
+    lines = [x for x in msg.strip().splitlines() if x.strip()]
+    if len(lines) <= 1:
+        return msg.strip()
+    return f"{lines[0]} ... (+{len(lines) - 1} lines, -v shows them)"
 
 
 def _escape(text: str) -> str:

@@ -204,3 +204,18 @@ def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
     os.close(master)
     assert b"unreachable" in out and b"stopped before" in out and b"PLAN" in out
     assert bool(COLOUR.search(out)) is (not no_color), out[-2000:]
+
+
+@pytest.mark.parametrize("verbose, expected", [
+    (0, ["  changed     h1               kubernetes | import images - run: set -e ... (+2 lines, -v shows them)"]),
+    (1, ["  changed     h1               kubernetes | import images - run: set -e", "d=/opt/kprov/bundle",
+         "ctr images import x.tar", ""]),
+])
+def test_a_multi_line_message_is_one_line_unless_verbose(verbose: int, expected: list[str]) -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False, verbose=verbose)
+    sink.play_start("kubernetes", ["h1"])
+    sink.emit(Event("h1", "kubernetes", "kubernetes | import images", Status.CHANGED, True, 100,
+                    msg="run: set -e\nd=/opt/kprov/bundle\nctr images import x.tar\n"))
+    assert buf.getvalue().splitlines()[1:] == expected
+    sink.recap(RunReport())
