@@ -37,7 +37,7 @@ def skip_reason() -> str | None:
     return None
 
 
-def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
+def kprov(*args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
     """The real CLI, no terminal on stdin; with check, a non-zero exit fails with both output tails."""
     proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
