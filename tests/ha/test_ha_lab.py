@@ -23,7 +23,6 @@ import ipaddress
 import json
 import os
 import re
-import shutil
 import ssl
 import subprocess
 import sys
@@ -35,38 +34,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+from tests.e2e import labkit
+from tests.e2e.labkit import events, json_lines, kprov, node_sh, skip_reason, wait_for
+
 LAB = "kpv" + os.environ.get("KPROV_TEST_TAG", "")
 CONTROL_PLANES, NODES = 3, 4
 VIP_HOST = 250  # the VIP is <lab subnet> + 250: in the nodes' subnet, above every node address
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
-
-
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (nspawn lab)"
-    if not shutil.which("systemd-nspawn"):
-        return "needs systemd-nspawn (scripts/setup installs it)"
-    if not BUNDLE.is_file():
-        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl on the operator machine"
-    return None
-
-
-def kprov(*args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
-                             f"\n--- stderr\n{proc.stderr[-4000:]}")
-    return proc
-
-
-def events(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{") and '"task"' in line]
 
 
 @dataclass
@@ -89,15 +64,12 @@ class HA:
         return proc
 
     def sh(self, node: str, script: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-        return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=timeout)
+        return node_sh(LAB, node, script, timeout=timeout)
 
 
 def write_inventory(path: Path, subnet: str, vip: str, nodes: int = NODES) -> Path:
-    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
-    doc["lab"] = {"name": LAB, "nodes": nodes, "control_planes": CONTROL_PLANES, "subnet": subnet}
-    doc["cluster"].update(name=LAB, bundle=str(BUNDLE), api_endpoint="vip", api_vip=vip)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return labkit.write_inventory(path, LAB, nodes, CONTROL_PLANES, lab_extra={"subnet": subnet},
+                                  api_endpoint="vip", api_vip=vip)
 
 
 def vip_holder(ha: HA) -> str | None:
@@ -147,21 +119,9 @@ def ready_nodes(ha: HA) -> dict[str, bool]:
             for n in json.loads(proc.stdout)["items"]}
 
 
-def wait_for(what: str, predicate, timeout: float = 300, interval: float = 2):
-    """Poll until predicate() is truthy; the deadline only bounds a hung test, it is not what is tested."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
-        time.sleep(interval)
-
-
 @pytest.fixture(scope="module")
 def ha(tmp_path_factory) -> HA:
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     from provisioner.lab import Lab
@@ -321,8 +281,7 @@ def static_inventory(ha: HA, without: tuple[str, ...] = ()) -> Path:
 
 
 def rm_report(proc: subprocess.CompletedProcess[str]) -> dict:
-    return next(d for d in (json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{"))
-                if "removed" in d)
+    return json_lines(proc.stdout, "removed")[0]
 
 
 def test_4_remove_the_worker_with_a_pdb(ha: HA) -> None:
