@@ -96,12 +96,23 @@ def ready_nodes(lab: str) -> dict[str, bool]:
             for n in json.loads(proc.stdout)["items"]}
 
 
+#: kubelet settings for lab nodes whose disk is this machine's shared disk: other work fills it to near kubelet's
+#: image-GC and eviction thresholds (kubelet counts the filesystem's reserved blocks as used), and with no registry
+#: an image the garbage collector removes is gone until the next `up` imports it again (seen: the smoke image,
+#: unused on a control plane, removed between two runs)
+SHARED_DISK_KUBELET = {"kubelet_extra_config": {
+    "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
+    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}}
+
+
 def write_inventory(path: Path, lab: str, nodes: int, control_planes: int = 1, *, lab_extra: dict | None = None,
-                    **cluster: Any) -> Path:
-    """inventories/lab.yaml for lab `lab` with `nodes` nodes and the lab bundle; `cluster` keys override."""
+                    cluster_vars: dict | None = None, **cluster: Any) -> Path:
+    """inventories/lab.yaml for lab `lab` with `nodes` nodes and the lab bundle; `cluster` keys override,
+    `cluster_vars` are added to cluster.vars."""
     doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
     doc["lab"] = {"name": lab, "nodes": nodes, "control_planes": control_planes, **(lab_extra or {})}
     doc["cluster"].update(name=lab, bundle=str(BUNDLE), **cluster)
+    doc["cluster"]["vars"].update(cluster_vars or {})
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
