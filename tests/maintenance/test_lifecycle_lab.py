@@ -19,7 +19,6 @@ import copy
 import hashlib
 import json
 import os
-import shutil
 import socket
 import ssl
 import stat
@@ -31,9 +30,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+from tests.e2e import labkit
+from tests.e2e.labkit import KPROV, json_lines, kprov, skip_reason, wait_for
+
 LAB = "kpmt" + os.environ.get("KPROV_TEST_TAG", "")
 CP, WORKER = f"{LAB}-1", f"{LAB}-2"
 APP_NS = "kprov-day2"
@@ -64,48 +63,16 @@ spec:
 """
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (nspawn lab)"
-    if not shutil.which("systemd-nspawn"):
-        return "needs systemd-nspawn (scripts/setup installs it)"
-    if not BUNDLE.is_file():
-        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl on the operator machine"
-    return None
-
-
-def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                             f"\n--- stderr\n{proc.stderr[-4000:]}")
-    return proc
-
-
 def kubectl(*args: str, check: bool = True, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
-    kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-                          timeout=180, input=stdin)
-    assert not check or proc.returncode == 0, proc.stderr
-    return proc
+    return labkit.kubectl(LAB, *args, check=check, stdin=stdin)
 
 
 def node_sh(node: str, script: str, timeout: int = 300) -> subprocess.CompletedProcess[str]:
-    return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=timeout)
-
-
-def json_lines(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+    return labkit.node_sh(LAB, node, script, timeout=timeout)
 
 
 def wait_until(what: str, probe, timeout: float = 300, every: float = 3) -> None:
-    deadline = time.monotonic() + timeout
-    while not probe():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(every)
+    wait_for(what, probe, timeout=timeout, interval=every)
 
 
 def nodes_ready() -> bool:
@@ -129,22 +96,15 @@ def certs(inv: Path) -> dict[str, datetime]:
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     d = tmp_path_factory.mktemp("day2")
-    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
-    doc["lab"] = {"name": LAB, "nodes": 2, "control_planes": 1}
-    doc["cluster"]["name"] = LAB
-    doc["cluster"]["bundle"] = str(BUNDLE)
     # the nodes' disk is this machine's shared disk, which other work fills to near kubelet's thresholds; with no
     # registry an image kubelet's garbage collector removes is gone for good (measured: the next version's images
     # vanished before kubeadm used them), and a DiskPressure eviction took the app's pods off a node mid-upgrade
-    doc["cluster"]["vars"]["kubelet_extra_config"] = {
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
-    inv = d / "day2.yaml"
-    inv.write_text(yaml.safe_dump(doc, sort_keys=False))
+    inv = labkit.write_inventory(d / "day2.yaml", LAB, 2, cluster_vars=labkit.SHARED_DISK_KUBELET)
+    doc = yaml.safe_load(inv.read_text())
     kprov("lab", "down", "--name", LAB, check=False)
     figures: dict[str, object] = {}
     try:
