@@ -24,9 +24,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.maintenance.test_lifecycle_lab import KPROV, REPO, _skip_reason, json_lines, kprov
+from tests.e2e import labkit
+from tests.e2e.labkit import KPROV, json_lines, kprov, skip_reason
 
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
 REHEARSAL = Path(os.environ.get("KPROV_REHEARSAL_BUNDLE",
                                 "/var/cache/kprov/bundles/kubernetes-1.20.3-lab.0-lab-amd64.tar"))
 TARGET = "1.20.3-lab.0"
@@ -67,10 +67,7 @@ spec:
 
 
 def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(Path.home() / ".kube" / f"kprov-{LAB}.conf"), *args],
-                          capture_output=True, text=True, timeout=120, input=stdin)
-    assert not check or proc.returncode == 0, proc.stderr
-    return proc
+    return labkit.kubectl(LAB, *args, stdin=stdin, check=check, timeout=120)
 
 
 def ready_replicas() -> int | None:
@@ -81,23 +78,17 @@ def ready_replicas() -> int | None:
 
 @pytest.fixture(scope="module")
 def inventories(tmp_path_factory):
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     if not REHEARSAL.is_file():
         pytest.skip(f"needs the rehearsal bundle {REHEARSAL}: KPROV_LAB_BUNDLE_VERSION={TARGET} scripts/build-lab-bundle")
     d = tmp_path_factory.mktemp("upgrade")
-    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
-    doc["lab"] = {"name": LAB, "nodes": 2, "control_planes": 1}
-    doc["cluster"].update(name=LAB, bundle=str(BUNDLE))
     # the nodes' disk is this machine's shared disk, which other work fills to near kubelet's thresholds; with no
     # registry an image kubelet's garbage collector removes is gone for good (measured: the next version's images
     # vanished before kubeadm used them), and a DiskPressure eviction took the app's pods off a node mid-upgrade
-    doc["cluster"]["vars"]["kubelet_extra_config"] = {
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}
-    old = d / "old.yaml"
-    old.write_text(yaml.safe_dump(doc, sort_keys=False))
+    old = labkit.write_inventory(d / "old.yaml", LAB, 2, cluster_vars=labkit.SHARED_DISK_KUBELET)
+    doc = yaml.safe_load(old.read_text())
     doc["cluster"].update(kubernetes_version=TARGET, bundle=str(REHEARSAL))
     new = d / "new.yaml"
     new.write_text(yaml.safe_dump(doc, sort_keys=False))
