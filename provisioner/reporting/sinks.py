@@ -36,6 +36,8 @@ class ConsoleSink:
         self._lock = threading.Lock()
 
     def play_start(self, role: str, hosts: list[str]) -> None:
+        if not hosts:   # a play for hosts this inventory has none of (join on a 1-node cluster): nothing to show
+            return
         with self._lock:
             self.console.print(f"[bold]ROLE {role}[/bold] [dim]on {len(hosts)} host(s)[/dim]")
 

@@ -219,3 +219,13 @@ def test_a_multi_line_message_is_one_line_unless_verbose(verbose: int, expected:
                     msg="run: set -e\nd=/opt/kprov/bundle\nctr images import x.tar\n"))
     assert buf.getvalue().splitlines()[1:] == expected
     sink.recap(RunReport())
+
+
+@pytest.mark.parametrize("hosts, header", [(["h1", "h2"], ["ROLE join on 2 host(s)"]), ([], [])])
+def test_a_play_without_hosts_prints_no_header(hosts: list[str], header: list[str]) -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False)
+    sink.play_start("join", hosts)
+    sink.play_end("join", 0.0)
+    sink.recap(RunReport())
+    assert [line for line in buf.getvalue().splitlines() if line.startswith("ROLE")] == header
