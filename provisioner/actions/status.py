@@ -14,6 +14,7 @@ from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
 from provisioner.k8s.context import kubeconfig_path
 from provisioner.k8s.kubectl import Kubectl
+from provisioner.k8s.nodes import parse_nodes
 
 
 @dataclass(frozen=True)
@@ -59,9 +60,7 @@ def _nodes(inv: Inventory, req: RunRequest) -> tuple[dict[str, tuple[bool, str]]
         res = kubectl.run(["get", "nodes", "-o", "json"], timeout=30)
         if res.rc != 0:
             return {}, ""
-        from provisioner.facts.parsers import parse_kubectl_nodes
-
-        return {n.name: (n.ready, n.kubelet_version) for n in parse_kubectl_nodes(res.stdout)}, ""
+        return {n.name: (n.ready, n.kubelet_version) for n in parse_nodes(res.stdout)}, ""
     except Exception as exc:  # noqa: BLE001 - status reports what it can
         return {}, str(exc)
     finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
-import logging
 import re
 import shlex
 import threading
@@ -17,20 +16,15 @@ import jinja2.sandbox
 import yaml
 
 from provisioner.errors import TemplateError
-
-log = logging.getLogger(__name__)
+from provisioner.k8s.kubeadm import kubeadm_api_version, pause_version, version_tuple
+from provisioner.k8s.nodes import nodes_table
 
 _WHOLE_EXPR = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 
-def _version_tuple(v: Any) -> tuple[int, ...]:
-    parts = re.findall(r"\d+", str(v).lstrip("v").split("-")[0].split("+")[0].split("~")[0])
-    return tuple(int(p) for p in parts[:3]) or (0,)
-
-
 def version_cmp(a: Any, op: str, b: Any) -> bool:
     """`'1.31.2' is version('1.31', '>=')`-style comparison on numeric components."""
-    ta, tb = _version_tuple(a), _version_tuple(b)
+    ta, tb = version_tuple(a), version_tuple(b)
     n = max(len(ta), len(tb))
     ta, tb = ta + (0,) * (n - len(ta)), tb + (0,) * (n - len(tb))
     return {"<": ta < tb, "<=": ta <= tb, ">": ta > tb, ">=": ta >= tb, "==": ta == tb, "!=": ta != tb}[op]
@@ -64,42 +58,6 @@ def _regex_search(value: Any, pattern: str, group: int = 0, default: Any = None)
     return m.group(group) if m else default
 
 
-PAUSE_VERSIONS = {
-    (1, 20): "3.2", (1, 21): "3.4.1", (1, 22): "3.5", (1, 23): "3.6", (1, 24): "3.7", (1, 25): "3.8",
-    (1, 26): "3.9", (1, 27): "3.9", (1, 28): "3.9", (1, 29): "3.9", (1, 30): "3.9", (1, 31): "3.10",
-    (1, 32): "3.10", (1, 33): "3.10", (1, 34): "3.10.1", (1, 35): "3.10.1",
-}
-
-
-def pause_version(k8s_version: Any) -> str:
-    """The pause (sandbox) image tag kubeadm uses for a Kubernetes version."""
-    major_minor = _version_tuple(k8s_version)[:2]
-    if major_minor in PAUSE_VERSIONS:
-        return PAUSE_VERSIONS[major_minor]
-    known = sorted(PAUSE_VERSIONS)
-    return PAUSE_VERSIONS[known[-1]] if major_minor > known[-1] else PAUSE_VERSIONS[known[0]]
-
-
-def kubeadm_api_version(k8s_version: Any) -> str:
-    """kubeadm config API: v1beta2 below 1.22, v1beta3 up to 1.30, v1beta4 from 1.31."""
-    mm = _version_tuple(k8s_version)[:2]
-    if mm < (1, 22):
-        return "kubeadm.k8s.io/v1beta2"
-    if mm < (1, 31):
-        return "kubeadm.k8s.io/v1beta3"
-    return "kubeadm.k8s.io/v1beta4"
-
-
-def _kv_parse(text: Any) -> dict[str, str]:
-    """`key=value` lines -> dict (command output of fact-gathering tasks)."""
-    out: dict[str, str] = {}
-    for line in str(text).splitlines():
-        if "=" in line:
-            k, v = line.split("=", 1)
-            out[k.strip()] = v.strip()
-    return out
-
-
 def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
     """{registry: [urls]} -> [{registry, mirrors}] (one hosts.toml per registry).
 
@@ -124,81 +82,6 @@ def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
     return out
 
 
-#: a Kubernetes node name (DNS-1123 subdomain): anything else is not a name the API server accepts
-_NODE_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
-_WARNED: set[str] = set()
-_WARNED_LOCK = threading.Lock()
-
-
-def _warn_once(text: str) -> None:
-    with _WARNED_LOCK:
-        if text in _WARNED:
-            return
-        _WARNED.add(text)
-    log.warning("%s", text)
-
-
-def _valid_ip(value: str) -> str | None:
-    """A plain IPv4/IPv6 address in canonical form, or None (no scope ids, no spaces, nothing else)."""
-    try:
-        ip = ipaddress.ip_address(value)
-    except ValueError:
-        return None
-    return None if "%" in value else str(ip)
-
-
-def _valid_cidr(value: str) -> str | None:
-    try:
-        return str(ipaddress.ip_network(value, strict=True))
-    except ValueError:
-        return None
-
-
-def _mapping(value: Any) -> dict[str, Any]:
-    return value if isinstance(value, dict) else {}
-
-
-def _nodes_table(text: Any) -> list[dict[str, Any]]:
-    """`kubectl get nodes -o json` -> [{name, pod_cidr, ip, ready}] ([] when not JSON yet).
-
-    Cluster data is untrusted (any node can set its own status): a row whose name is not a node name,
-    whose InternalIP is not an IP address or whose podCIDR is not a network is dropped with a warning,
-    and every value kept is in canonical form (it lands in a script that runs as root on every node)."""
-    try:
-        doc = json.loads(str(text))
-    except ValueError:
-        return []
-    if not isinstance(doc, dict) or not isinstance(doc.get("items", []), list):
-        return []
-    rows = []
-    for item in doc.get("items", []):
-        if not isinstance(item, dict):
-            continue
-        status = _mapping(item.get("status"))
-        name = str(_mapping(item.get("metadata")).get("name", ""))
-        addresses = status.get("addresses") if isinstance(status.get("addresses"), list) else []
-        raw_ip = next((str(a.get("address", "")) for a in addresses
-                       if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
-        raw_cidr = str(_mapping(item.get("spec")).get("podCIDR", "") or "")
-        conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
-        ready = any(isinstance(c, dict) and c.get("type") == "Ready" and c.get("status") == "True"
-                    for c in conditions)
-        ip = _valid_ip(raw_ip) if raw_ip else ""
-        cidr = _valid_cidr(raw_cidr) if raw_cidr else ""
-        problems = []
-        if not (len(name) <= 253 and _NODE_NAME.fullmatch(name)):
-            problems.append(f"name {name!r}")
-        if ip is None:
-            problems.append(f"InternalIP {raw_ip!r}")
-        if cidr is None:
-            problems.append(f"podCIDR {raw_cidr!r}")
-        if problems:
-            _warn_once(f"ignoring node {name[:80]!r} from the cluster: invalid {', '.join(problems)}")
-            continue
-        rows.append({"name": name, "pod_cidr": cidr, "ip": ip, "ready": ready})
-    return rows
-
-
 class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
     """Inventory and -e values are rendered too: no attribute walk out of Jinja2 into Python."""
 
@@ -214,8 +97,8 @@ def make_env(template_dir: Path | None = None) -> jinja2.Environment:
         "to_json": lambda v, **kw: json.dumps(v, **kw),
         "b64encode": lambda s: base64.b64encode(str(s).encode()).decode(),
         "b64decode": lambda s: base64.b64decode(str(s)).decode(),
-        "version_tuple": _version_tuple,
-        "minor": lambda v: ".".join(str(x) for x in _version_tuple(v)[:2]),
+        "version_tuple": version_tuple,
+        "minor": lambda v: ".".join(str(x) for x in version_tuple(v)[:2]),
         "nth_subnet": _nth_subnet,
         "nth_host": _nth_host,
         "ip_in": _ip_in,
@@ -223,9 +106,8 @@ def make_env(template_dir: Path | None = None) -> jinja2.Environment:
         "basename": lambda p: str(p).rsplit("/", 1)[-1],
         "quote": lambda s: shlex.quote(str(s)),
         "regex_search": _regex_search,
-        "kv_parse": _kv_parse,
         "mirror_items": _mirror_items,
-        "nodes_table": _nodes_table,
+        "nodes_table": nodes_table,
         "pause_version": pause_version,
         "kubeadm_api_version": kubeadm_api_version,
     })
@@ -235,7 +117,7 @@ def make_env(template_dir: Path | None = None) -> jinja2.Environment:
     return env
 
 
-_CACHE_LOCK = __import__("threading").Lock()
+_CACHE_LOCK = threading.Lock()
 
 
 def _compiled(env: jinja2.Environment, kind: str, text: str) -> Any:

@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import base64
-from dataclasses import dataclass, field
-from typing import Mapping
+from dataclasses import dataclass
 
 
 @dataclass(frozen=True)
@@ -145,35 +144,6 @@ def parse_swap(out: str, rc: int = 0) -> SwapState:
 def parse_loaded_modules(out: str, rc: int = 0) -> set[str]:
     """Names from /proc/modules plus /sys/module entries (built-ins)."""
     return {line.split()[0] for line in out.splitlines() if line.strip()}
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    name: str
-    ready: bool
-    kubelet_version: str
-    internal_ip: str
-    roles: tuple[str, ...] = ()
-    conditions: Mapping[str, str] = field(default_factory=dict)
-
-
-def parse_kubectl_nodes(out: str, rc: int = 0) -> list[NodeInfo]:
-    """`kubectl get nodes -o json` -> NodeInfo list."""
-    import json
-
-    if rc != 0 or not out.strip():
-        return []
-    doc = json.loads(out)
-    nodes = []
-    for item in doc.get("items", []):
-        meta, status = item.get("metadata", {}), item.get("status", {})
-        conds = {c.get("type", ""): c.get("status", "") for c in status.get("conditions", [])}
-        ip = next((a["address"] for a in status.get("addresses", []) if a.get("type") == "InternalIP"), "")
-        roles = tuple(sorted(k.split("/", 1)[1] for k in meta.get("labels", {})
-                             if k.startswith("node-role.kubernetes.io/")))
-        nodes.append(NodeInfo(meta.get("name", ""), conds.get("Ready") == "True",
-                              status.get("nodeInfo", {}).get("kubeletVersion", ""), ip, roles, conds))
-    return nodes
 
 
 def parse_os_release(out: str, rc: int = 0) -> dict[str, str]:

@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from provisioner.engine.templating import _nodes_table, kubeadm_api_version, make_env, pause_version, version_cmp
-from provisioner.facts.parsers import parse_kubectl_nodes
+from provisioner.engine.templating import make_env, version_cmp
+from provisioner.k8s.kubeadm import kubeadm_api_version, pause_version
+from provisioner.k8s.nodes import nodes_table as _nodes_table
+from provisioner.k8s.nodes import parse_nodes as parse_kubectl_nodes
 
 DATA = Path(__file__).parent / "data"
 

@@ -18,7 +18,8 @@ import pytest
 import yaml
 
 from provisioner.engine.roles import ROLES_DIR, TEMPLATES_DIR
-from provisioner.engine.templating import Renderer, _nodes_table, make_env
+from provisioner.engine.templating import Renderer, make_env
+from provisioner.k8s.nodes import nodes_table as _nodes_table
 from provisioner.errors import ExitStatus, TemplateError
 from provisioner.modules.base import get_module
 from tests.cli.helpers import kprov
@@ -81,7 +82,7 @@ def run_script(script: str, tmp_path: Path, *args: str) -> tuple[subprocess.Comp
 def test_hostile_node_rows_are_dropped_with_a_warning_and_nothing_runs(what, name, ip, cidr, tmp_path, caplog):
     canary = tmp_path / "pwned"
     hostile = node(name.format(canary=canary), ip.format(canary=canary), cidr.format(canary=canary))
-    caplog.set_level(logging.WARNING, logger="provisioner.engine.templating")
+    caplog.set_level(logging.WARNING, logger="provisioner.k8s.nodes")
     rows = _nodes_table(json.dumps({"items": [GOOD, hostile]}))
     assert [r["name"] for r in rows] == ["w1"], f"{what}: the hostile row was kept"
     assert any("ignoring node" in r.getMessage() for r in caplog.records), "no warning for the dropped row"
