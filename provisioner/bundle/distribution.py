@@ -73,17 +73,30 @@ def _q(v: Any) -> str:
     return shlex.quote(str(v))
 
 
-def serve_script(root: str, bind: str, port: int, token: str, peers: Sequence[str], idle: int, deadline: int) -> str:
-    """Run the bundle server in the foreground until every peer has its copy (or idle/deadline).
+def serve_script(root: str, bind: str, port: int, token: str, peers: Sequence[str], idle: int, deadline: int,
+                 meanwhile: str = "") -> str:
+    """Run the bundle server until every peer has its copy (or idle/deadline).
 
+    `meanwhile` (shell) runs on the seed while it serves, e.g. its own image import: the seed's work then
+    overlaps the others' pulls instead of starting after the last one. The script ends when both have; its
+    exit code is `meanwhile`'s (the server never fails the task: the nodes fall back to direct uploads).
     The server is a child of this script: when kprov's session ends (done, Ctrl-C, killed, timed out) the
     whole process group is terminated by the engine's guard; nothing is left listening."""
     code = base64.b64encode(SERVER_SOURCE.read_bytes()).decode()
     loader = "import base64,sys;exec(compile(base64.b64decode(sys.argv.pop(1)),'kprov-bundle-serve','exec'))"
     args = " ".join(_q(a) for a in (root, bind, int(port), token, int(idle), int(deadline), *peers))
-    return (f"if ! command -v python3 >/dev/null 2>&1; then echo 'not served: no python3 on the seed'; exit 0; fi\n"
-            f"[ -f {_q(root + '/' + MANIFEST_NAME)} ] || {{ echo 'not served: no unpacked bundle at {root}'; exit 0; }}\n"
-            f"python3 -c {_q(loader)} {code} {args} || echo 'not served: the server failed (see stderr)'")
+    serve = (f"if ! command -v python3 >/dev/null 2>&1; then echo 'not served: no python3 on the seed'; exit 0; fi\n"
+             f"[ -f {_q(root + '/' + MANIFEST_NAME)} ] || {{ echo 'not served: no unpacked bundle at {root}'; exit 0; }}\n"
+             f"python3 -c {_q(loader)} {code} {args} || echo 'not served: the server failed (see stderr)'")
+    if not meanwhile.strip():
+        return serve
+    # the server's summary line is printed after meanwhile's output (it waits for its own end first)
+    # both in the background: `set -e` holds inside meanwhile (it would not in an && / || list)
+    return (f"( {serve}\n) & kprov_serve=$!\n"
+            f"( set -e\n{meanwhile}\n) & kprov_work=$!\n"
+            f"wait \"$kprov_work\" && kprov_rc=0 || kprov_rc=$?\n"
+            f"wait \"$kprov_serve\" || true\n"
+            f"exit \"$kprov_rc\"")
 
 
 def pull_script(dest: str, base_url: str, files: Sequence[Mapping[str, Any]], peer: str, wait: int,

@@ -20,7 +20,8 @@ def _peers(value: Any) -> list[str]:
 
 @register
 class BundleServeModule(Module):
-    """Serve `root` (an unpacked, verified bundle) over HTTP on bind:port until every peer has its copy."""
+    """Serve `root` (an unpacked, verified bundle) over HTTP on bind:port until every peer has its copy;
+    `meanwhile` is shell the seed runs while it serves (its own install and image import)."""
 
     name = "bundle_serve"
     params = {
@@ -32,6 +33,7 @@ class BundleServeModule(Module):
         "idle": Param(int, default=60),
         "deadline": Param(int, default=1200),
         "unavailable": Param(str, default=""),
+        "meanwhile": Param(str, default=""),
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
@@ -49,7 +51,7 @@ class BundleServeModule(Module):
         if args["unavailable"] or not args["port"] or not args["token"]:
             return NoChange(f"not served ({args['unavailable'] or 'no port'}): the other nodes upload directly")
         script = serve_script(args["root"], args["bind"], args["port"], args["token"], args["peers"],
-                              args["idle"], args["deadline"])
+                              args["idle"], args["deadline"], args["meanwhile"])
         return Change(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
                       reports_changed=False)
 

@@ -53,9 +53,11 @@ def sh(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
                           timeout=timeout)
 
 
-def start_server(root: Path, peers: list[str], idle: int = 20, deadline: int = 60) -> tuple[subprocess.Popen, str]:
+def start_server(root: Path, peers: list[str], idle: int = 20, deadline: int = 60,
+                 meanwhile: str = "") -> tuple[subprocess.Popen, str]:
     port, token = free_port(), "t0ken"
-    proc = subprocess.Popen(["sh", "-c", serve_script(str(root), "127.0.0.1", port, token, peers, idle, deadline)],
+    proc = subprocess.Popen(["sh", "-c", serve_script(str(root), "127.0.0.1", port, token, peers, idle, deadline,
+                                                      meanwhile)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     return proc, f"http://127.0.0.1:{port}/{token}"
 
@@ -93,6 +95,26 @@ def test_a_node_pulls_what_it_needs_and_the_server_stops_when_all_have_it(seeded
     line = stop_line(proc)
     assert "stopped: every node has its copy" in line, line
     assert int(re.search(r"served (\d+) bytes", line).group(1)) == sum(f["size"] for f in files)
+
+
+@pytest.mark.parametrize("fails", [False, True])
+def test_the_seed_works_while_it_serves(seeded, tmp_path, fails) -> None:
+    """The seed's own work (`meanwhile`) runs while the others pull: a node pulls although that work only ends
+    after the pull; the script ends when both have, with the work's exit code and both outputs."""
+    _, v, root = seeded
+    flag = tmp_path / "pulled"
+    work = f"while [ ! -e {flag} ]; do sleep 0.1; done\necho imported seed-image\n" + ("false\necho not here" if fails else "")
+    proc, url = start_server(root, ["n1"], meanwhile=work)
+    files = needed_files(v["bundle_files"], control_plane=False)
+    res = sh(pull_script(str(tmp_path / "bundle"), url, files, "n1", wait=30))
+    assert res.stdout.startswith("pulled:"), res.stdout + res.stderr
+    assert proc.poll() is None   # the seed's work still waits for the flag
+    flag.touch()
+    out, _ = proc.communicate(timeout=60)
+    lines = out.strip().splitlines()
+    assert lines[0] == "imported seed-image" and "stopped: every node has its copy" in lines[-1], out
+    assert "not here" not in out
+    assert proc.returncode == (1 if fails else 0)
 
 
 def test_an_interrupted_pull_resumes_with_range_requests(seeded, tmp_path) -> None:
