@@ -11,6 +11,7 @@ from datetime import datetime, timezone
 from typing import Callable, Sequence
 
 from provisioner.actions._remote import checked, on_hosts, session
+from provisioner.atomic import write_file
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory
 from provisioner.transport.ssh import ConnectOptions, SSHHost
@@ -250,11 +251,5 @@ def refetch_admin_kubeconfig(cp: Host, connect: ConnectOptions, dest: str) -> No
     with session(cp, connect) as ssh:
         content = ssh.fetch(ADMIN_CONF)
     content = re.sub(rb"(?m)^(\s*server:\s*).*$", lambda m: m.group(1) + server.encode(), content)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    tmp = f"{dest}.kprov-tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, dest)
+    write_file(dest, content, 0o600)
 

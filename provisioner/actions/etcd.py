@@ -25,6 +25,7 @@ from typing import Callable, Sequence
 from provisioner.actions._remote import checked, on_hosts, session
 from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, STATIC_PODS
 from provisioner.actions.versions import PROBE_SCRIPT, parse_node_versions
+from provisioner.atomic import write_file
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory
 from provisioner.transport.ssh import ConnectOptions, SSHHost
@@ -200,12 +201,7 @@ def _fetch_private(ssh: SSHHost, remote: str, dest: Path) -> tuple[str, int]:
 
 
 def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-    os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
+    write_file(path, data, 0o600)
 
 
 _SNAP_NAME = re.compile(r"^(?P<cluster>.+)-(?P<stamp>\d{8}T\d{6}Z)\.db$")

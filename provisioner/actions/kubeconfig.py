@@ -21,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from provisioner.atomic import write_file
 from provisioner.errors import InputError
 
 _SECTIONS = ("clusters", "users", "contexts")
@@ -195,16 +196,7 @@ class _Doc:
         real = Path(os.path.realpath(self.path))
         mode = real.stat().st_mode & 0o7777 if real.exists() else 0o600
         real.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        tmp = real.with_name(f".{real.name}.kprov-tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(self.header + yaml.safe_dump(self.data, sort_keys=False, default_flow_style=False))
-            os.chmod(tmp, mode)
-            os.replace(tmp, real)
-        except BaseException:
-            tmp.unlink(missing_ok=True)
-            raise
+        write_file(real, self.header + yaml.safe_dump(self.data, sort_keys=False, default_flow_style=False), mode)
         return True
 
 

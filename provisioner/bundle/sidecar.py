@@ -9,11 +9,10 @@ that was built: whoever can change the archive can rewrite its manifest too. `kp
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 from pathlib import Path
 
+from provisioner.atomic import write_file
 from provisioner.errors import BundleError
 
 SUFFIX = ".sha256"
@@ -84,13 +83,5 @@ def write_sidecar(bundle: Path | str) -> str:
             h.update(chunk)
     digest = h.hexdigest()
     target = sidecar_path(bundle)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        with os.fdopen(fd, "w") as out:
-            out.write(f"{digest}  {bundle.name}\n")
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(target, f"{digest}  {bundle.name}\n", 0o644)
     return digest

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from pathlib import Path
 
+from provisioner.atomic import write_file
 from provisioner.errors import LabError
 from provisioner.lab.host import run
 
@@ -15,11 +15,7 @@ log = logging.getLogger(__name__)
 
 def write_text(path: Path, text: str, mode: int = 0o644) -> None:
     """Write via a temp file + rename, so a running node never reads half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.kprov-tmp")
-    tmp.write_text(text)
-    os.chmod(tmp, mode)
-    os.replace(tmp, path)
+    write_file(path, text, mode)
 
 
 def write_if_changed(path: Path, text: str, mode: int = 0o644) -> bool:

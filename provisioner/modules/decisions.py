@@ -8,13 +8,12 @@ their scripts into one).
 
 from __future__ import annotations
 
-import os
 import shlex
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Mapping, Protocol
 
+from provisioner.atomic import write_file
 from provisioner.transport.ssh import CommandResult
 
 
@@ -141,14 +140,7 @@ Decision = Effect | NoChange | Skip
 
 def write_local_file(path: str, content: bytes, mode: str) -> None:
     """Atomic local write with mode (used by fetch)."""
-    dest = Path(path)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    tmp = dest.with_name(f".{dest.name}.kprov-tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, int(mode, 8))
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(content)
-    os.chmod(tmp, int(mode, 8))
-    os.replace(tmp, dest)
+    write_file(path, content, int(mode, 8))
 
 
 def _q(value: str) -> str:

@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import re
 import shlex
 import shutil
 import socket
 import subprocess
-import tempfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +29,7 @@ from typing import Any
 import paramiko
 import yaml
 
+from provisioner.atomic import write_file
 from provisioner.errors import InventoryError, PrerequisiteMissing
 from provisioner.inventory.check import Check
 from provisioner.providers._common import SectionChecker, resolve_path
@@ -362,15 +361,7 @@ def _line_tag(line: str) -> str:
 
 def _write_private(path: Path, text: str) -> None:
     """Replace `path` atomically with `text`, readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".kprov_known_hosts.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="ascii") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    write_file(path, text.encode("ascii"), 0o600)
 
 
 def _role_from_name(name: str) -> str:
