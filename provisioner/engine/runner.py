@@ -300,6 +300,9 @@ class Runner:
     def _run_task(self, role: Role, st: HostState, task: Task) -> bool:
         """Run one task (all loop items) on one host. Returns True when something changed."""
         t0 = time.monotonic()
+        on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show the task running now
+        if on_start is not None:
+            on_start(st.host.name, task.name)
         variables = self.host_vars(st, role)
         r = Renderer(self.env, variables, task.where)
         try:

@@ -98,6 +98,7 @@ class ProgressConsole(ConsoleSink):
         self._done: set[str] = set()
         self._diffs: list[Event] = []
         self._uploads: dict[str, UploadProgress] = {}      # host -> its upload in progress
+        self._current: dict[str, tuple[str, float]] = {}    # host -> (the task running now, since when)
         self._last_output = time.monotonic()
         #: host -> [first play it was in started, its last event]: the host's wall time in the run
         self._host_span: dict[str, list[float]] = {}
@@ -124,6 +125,7 @@ class ProgressConsole(ConsoleSink):
             if ev.host in self._running:
                 self._running[ev.host] = ev.task
             self._uploads.pop(ev.host, None)
+            self._current.pop(ev.host, None)
             if ev.status in (Status.FAILED, Status.UNREACHABLE):
                 self._done.add(ev.host)
             if ev.diff and (self.show_diff or self.verbose):
@@ -133,6 +135,11 @@ class ProgressConsole(ConsoleSink):
         super().emit(plain)
         if ev.status not in (Status.OK, Status.SKIPPED) or self.verbose or ev.duration_ms >= LONG_STEP_MS:
             self._touch()
+
+    def task_start(self, host: str, task: str) -> None:
+        """A task starts on `host` (the engine calls it for tasks that run on their own, not batched ones)."""
+        with self._lock:
+            self._current[host] = (task, time.monotonic())
 
     def transfer(self, host: str, task: str, done: int, total: int) -> None:
         """Byte progress of an upload to `host` (the engine calls it after each chunk sent)."""
@@ -146,6 +153,7 @@ class ProgressConsole(ConsoleSink):
     def play_end(self, role: str, duration_s: float) -> None:
         with self._lock:
             self._uploads = {}
+            self._current = {}
             diffs, self._diffs = self._diffs, []
             self._running = {}
             self._role = None
@@ -229,6 +237,9 @@ class ProgressConsole(ConsoleSink):
         up = self._uploads.get(host)
         if up is not None:
             return up.describe()
+        current = self._current.get(host)
+        if current is not None:
+            return f"running {current[0]} for {time.monotonic() - current[1]:.0f}s"
         task = self._running.get(host, "")
         return f"after {task}" if task else "starting"
 
@@ -236,15 +247,17 @@ class ProgressConsole(ConsoleSink):
         # no self._lock here: rich calls this while console.print holds its own lock (from emit, under
         # self._lock); dict() copies atomically under the GIL
         role, running, started = self._role, dict(self._running), self._role_started
-        uploads = dict(self._uploads)
+        uploads, current = dict(self._uploads), dict(self._current)
         if role is None:
             return Group()
         table = Table.grid(padding=(0, 2))
         elapsed = time.monotonic() - started
         for host, task in list(running.items())[:30]:
-            up = uploads.get(host)
-            cells: list[RenderableType] = [Text(host, style="bold"), Text(role, style="cyan"),
-                     Text(up.task if up else task or "starting", style="dim"), Text(f"{elapsed:.0f}s", style="dim")]
+            up, now = uploads.get(host), current.get(host)
+            doing = (Text(up.task) if up else Text(f"{now[0]} ({time.monotonic() - now[1]:.0f}s)") if now
+                     else Text(task or "starting", style="dim"))
+            cells: list[RenderableType] = [Text(host, style="bold"), Text(role, style="cyan"), doing,
+                                           Text(f"{elapsed:.0f}s", style="dim")]
             if up is not None:
                 cells += [ProgressBar(total=max(up.total, 1), completed=up.done, width=30),
                           Text(up.describe(), style="dim")]

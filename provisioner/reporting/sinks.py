@@ -147,6 +147,13 @@ class TeeSink:
         for s in self.sinks:
             s.play_end(role, duration_s)  # type: ignore[attr-defined]
 
+    def task_start(self, host: str, task: str) -> None:
+        """A task starts on a host, to the sinks that show what runs now."""
+        for s in self.sinks:
+            on_start = getattr(s, "task_start", None)
+            if on_start is not None:
+                on_start(host, task)
+
     def transfer(self, host: str, task: str, done: int, total: int) -> None:
         """Upload progress, to the sinks that show it."""
         for s in self.sinks:

@@ -229,3 +229,20 @@ def test_a_play_without_hosts_prints_no_header(hosts: list[str], header: list[st
     sink.play_end("join", 0.0)
     sink.recap(RunReport())
     assert [line for line in buf.getvalue().splitlines() if line.startswith("ROLE")] == header
+
+
+def test_heartbeat_and_panel_name_the_task_running_now() -> None:
+    console, buf = _console()
+    sink = ProgressConsole(console, live=False)
+    sink.play_start("control_plane", ["h1", "h2"])
+    sink.emit(ev("h1", "control_plane | kubeadm config", Status.CHANGED))
+    sink.task_start("h1", "control_plane | kubeadm init")
+    assert re.match(r"\.\.\. still running: control_plane on 2 host\(s\): h1 \(running control_plane \| kubeadm init "
+                    r"for \d+s\), h2 \(starting\)", sink.heartbeat_line())
+    console.print(sink.panel())
+    assert re.search(r"h1\s+control_plane\s+control_plane \| kubeadm init \(\d+s\)", buf.getvalue())
+    # its event ends it: back to the last task done
+    sink.emit(ev("h1", "control_plane | kubeadm init", Status.CHANGED))
+    assert "h1 (after control_plane | kubeadm init)" in sink.heartbeat_line()
+    sink.play_end("control_plane", 1.0)
+    sink.recap(RunReport())

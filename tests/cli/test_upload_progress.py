@@ -14,7 +14,7 @@ import pytest
 import yaml
 from rich.console import Console
 
-from provisioner.engine.events import RunReport
+from provisioner.engine.events import Event, RunReport
 from provisioner.engine.roles import Play
 from provisioner.engine.runner import Runner, RunOptions
 from provisioner.engine.transfer import ProgressReader
@@ -32,13 +32,19 @@ class Recorder:
 
     def __init__(self) -> None:
         self.transfers: list[tuple[str, str, int, int]] = []
+        self.order: list[str] = []   # "start TASK" / "bytes TASK" / "event TASK", as they came
         self._lock = threading.Lock()
 
     def play_start(self, role: str, hosts: list[str]) -> None:
         pass
 
-    def emit(self, event: object) -> None:
-        pass
+    def emit(self, event: Event) -> None:
+        with self._lock:
+            self.order.append(f"event {event.task}")
+
+    def task_start(self, host: str, task: str) -> None:
+        with self._lock:
+            self.order.append(f"start {task}")
 
     def play_end(self, role: str, duration_s: float) -> None:
         pass
@@ -49,6 +55,8 @@ class Recorder:
     def transfer(self, host: str, task: str, done: int, total: int) -> None:
         with self._lock:
             self.transfers.append((host, task, done, total))
+            if self.order[-1] != f"bytes {task}":
+                self.order.append(f"bytes {task}")
 
 
 def _console(terminal: bool) -> tuple[Console, io.StringIO]:
@@ -187,3 +195,7 @@ def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: i
     assert positions[0] == partial
     assert positions == sorted(positions) and positions[-1] == size
     assert len(positions) >= 3   # chunk by chunk, not only start and end
+    # the upload task is announced when it starts, its bytes come next, then its event
+    upload = "up | upload the blob"
+    assert recorder.order[recorder.order.index(f"start {upload}"):][:3] == [
+        f"start {upload}", f"bytes {upload}", f"event {upload}"]
