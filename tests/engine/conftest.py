@@ -20,7 +20,7 @@ from provisioner.engine.runner import Runner, RunOptions
 from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
 from provisioner.reporting.sinks import TeeSink
-from provisioner.testing.netns import NetnsFleet
+from tests.fixtures.netns_fleet import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
 ROLES = Path(__file__).parent / "roles"

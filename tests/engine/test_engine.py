@@ -12,7 +12,7 @@ from rich.console import Console
 
 from provisioner.engine.events import Status
 from provisioner.reporting.sinks import ConsoleSink, JsonSink
-from provisioner.testing.netns import NetnsFleet
+from tests.fixtures.netns_fleet import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions
 
 pytestmark = pytest.mark.netns

@@ -144,7 +144,7 @@ def test_kprov_going_away_mid_command_leaves_no_process(fleet, sig):
 @pytest.fixture(scope="module")
 def crowd(tmp_path_factory):
     """13 sshd hosts with the distribution's default sshd settings (MaxSessions 10)."""
-    from provisioner.testing.netns import NetnsFleet
+    from tests.fixtures.netns_fleet import NetnsFleet
     from tests.engine.conftest import _free_subnet, _reap, _reap_dead_sessions, _session_prefix
     from tests.fixtures.netns import _netns_unavailable
 

@@ -39,7 +39,7 @@ PROBE_ROLE = """\
 def stand_in_hosts():
     import subprocess
 
-    from provisioner.testing.netns import NetnsFleet
+    from tests.fixtures.netns_fleet import NetnsFleet
     from tests.fixtures.netns import _netns_unavailable
 
     reason = _netns_unavailable()
