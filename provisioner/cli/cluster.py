@@ -15,7 +15,6 @@ from provisioner.actions.add_node import AddNodeOptions
 from provisioner.actions.add_node import add_node as add_node_action
 from provisioner.actions.status import status as status_action
 from provisioner.cli.common import Common, confirm_removal, render_run, run_options, warn, yes_option
-from provisioner.cli.smoke import smoke
 from provisioner.inventory.loader import load_inventory
 
 
@@ -138,5 +137,3 @@ def merge_kubeconfig(source: Path, target: Path, cluster: str, use_context: bool
     """Merge into one given kubeconfig file (see provisioner.actions.kubeconfig.merge)."""
     kc.merge(source, cluster, use=use_context, files=[target])
 
-
-COMMANDS = (smoke, reset, add_node, status, kubeconfig)

@@ -15,14 +15,14 @@ import click
 from provisioner import __version__
 from provisioner.errors import ExitStatus, KprovError
 
-from provisioner.cli import cluster, run
+from provisioner.cli import cluster, run, smoke
 
 #: every command, registered here and nowhere else. The run and cluster commands are imported at start;
 #: the feature groups on first use (`ec2` pulls in boto3, 0.3 s), and a module that fails to import is an
 #: error, never a command silently missing from `kprov --help`.
 _COMMANDS: dict[str, click.Command] = {
     "up": run.up, "plan": run.plan, "apply": run.apply,
-    "smoke": cluster.smoke, "reset": cluster.reset, "add-node": cluster.add_node, "status": cluster.status,
+    "smoke": smoke.smoke, "reset": cluster.reset, "add-node": cluster.add_node, "status": cluster.status,
     "kubeconfig": cluster.kubeconfig,
 }
 _LAZY_COMMANDS = {

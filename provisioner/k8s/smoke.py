@@ -7,7 +7,6 @@ import time
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from provisioner.engine.roles import ROLES_DIR, TEMPLATES_DIR

@@ -26,10 +26,6 @@ class KubeVersion:
             raise ValueError(f"not a Kubernetes version: {text!r}")
         return cls(int(m.group(1)), int(m.group(2)), int(m.group(3)), m.group(4) or "")
 
-    @property
-    def minor_key(self) -> tuple[int, int]:
-        return (self.major, self.minor)
-
     def sort_key(self) -> tuple[int, int, int, int, str]:
         # a pre-release sorts before its release (1.20.3-lab.0 < 1.20.3), as in semver
         return (self.major, self.minor, self.patch, 0 if self.pre else 1, self.pre)

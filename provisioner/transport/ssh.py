@@ -459,18 +459,6 @@ class SSHHost:
                                 stderr_tail=res.stderr_tail())
         return res.stdout.encode("utf-8", "surrogateescape")
 
-    def fetch_bytes(self, remote_path: str) -> bytes:
-        """Read a remote binary file exactly (base64 on the wire)."""
-        import base64
-
-        res = self.run(["base64", "-w0", "--", remote_path])
-        if res.rc != 0:
-            from provisioner.errors import CommandFailed
-
-            raise CommandFailed(f"{self.host.name}: cannot read {remote_path}", rc=res.rc,
-                                stderr_tail=res.stderr_tail())
-        return base64.b64decode(res.stdout)
-
     def put_stream(self, remote_path: str, fh, *, offset: int = 0, chunk: int = 1 << 20) -> int:
         """Append a local file object from `offset` to remote_path (resumable big uploads)."""
         from provisioner.errors import CommandFailed
