@@ -146,3 +146,12 @@ def test_wheel_metadata(wheel: Path) -> None:
     assert meta["Description-Content-Type"] == "text/markdown"
     assert meta.get_payload().startswith((REPO / "README.md").read_text().splitlines()[0])
     assert "kprov = provisioner.cli.main:main" in entry_points
+
+
+def test_github_workflow_installs_kprov_from_its_wheel() -> None:
+    """CI's workflow installs as users do: a built wheel, never the checkout (editable or `pip install .`)."""
+    workflow = yaml.safe_load((REPO / ".github" / "workflows" / "smoke.yml").read_text())
+    runs = [step.get("run", "") for job in workflow["jobs"].values() for step in job["steps"]]
+    installs = [line.strip() for run in runs for line in run.splitlines() if "pip install" in line]
+    assert any(line.endswith("dist/kprov-*.whl") for line in installs), installs
+    assert not any(" -e " in f" {line} " or line.endswith((" .", " ./")) for line in installs), installs
