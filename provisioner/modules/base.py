@@ -36,6 +36,8 @@ class Param:
     required: bool = False
     default: Any = None
     choices: tuple[Any, ...] | None = None
+    #: filled in by the module's prepare() from the host's variables, not written in a task (not documented)
+    internal: bool = False
 
 
 class ArgRenderer(Protocol):

@@ -140,7 +140,7 @@ class AssertModule(Module):
     batchable = False
     runs_in_check = True
     params = {"that": Param((list, str, bool), required=True), "msg": Param(str, default="assertion failed"),
-              "results": Param(list)}
+              "results": Param(list, internal=True)}
 
     def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
         # the expressions are evaluated here, against the host's variables; check() only reads the results

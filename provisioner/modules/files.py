@@ -162,7 +162,7 @@ class TemplateModule(FileModule):
         "mode": Param((str, int)),
         "owner": Param(str),
         "group": Param(str),
-        "content": Param(str),  # filled in by the engine from src
+        "content": Param(str, internal=True),  # filled in by the engine from src
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:

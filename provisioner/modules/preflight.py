@@ -64,7 +64,8 @@ class PreflightCheckModule(Module):
     params: ClassVar[dict[str, Param]] = {
         "check": Param(str, required=True, choices=(*HOST_CHECKS, _UNIQUE)),
         # filled in by prepare() from the host's variables, not given in the task
-        "node": Param(Node), "peers": Param(list), "requirements": Param(Requirements),
+        "node": Param(Node, internal=True), "peers": Param(list, internal=True),
+        "requirements": Param(Requirements, internal=True),
     }
 
     def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
