@@ -7,6 +7,7 @@ reset must not touch any host.
 
 from __future__ import annotations
 
+import io
 import os
 import pty
 import subprocess
@@ -106,7 +107,7 @@ def test_after_a_whole_cluster_reset_the_merged_context_is_offered_for_removal(t
                                      "users": [{"name": "a", "user": {"token": "t"}}]}))
     config = tmp_path / "config"
     monkeypatch.setenv("KUBECONFIG", str(config))
-    monkeypatch.setattr("sys.stdin", open(os.devnull))   # no terminal
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))   # no terminal
     kc.merge(admin, "demo")
     before = config.read_text()
     _offer_kubeconfig_removal("demo", "inv.yaml", yes=False)

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from tests.cli.helpers import REPO
-from tests.inventory.cli import kprov_forked as kprov   # the real entry point, forked: no start-up cost
+from tests.inventory.cli import kprov_forked as kprov  # the real entry point, forked: no start-up cost
 
 INVENTORY = str(REPO / "inventories" / "static-example.yaml")   # cluster "demo"
 CTX = "kprov-demo"

@@ -6,7 +6,6 @@ before any connection), so nothing here touches a host.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,7 @@ from provisioner.cli.common import parse_extra_vars
 from provisioner.cli.main import EXAMPLES
 from provisioner.errors import InputError
 from provisioner.inventory.loader import load_inventory
-from tests.inventory.cli import kprov_forked as kprov   # the real entry point, forked: no start-up cost
+from tests.inventory.cli import kprov_forked as kprov  # the real entry point, forked: no start-up cost
 
 HOSTS = ["cp1", "cp2", "cp3", "w1", "w2", "w10"]
 
