@@ -83,7 +83,8 @@ def maintenance_lock(inv: Inventory, connect: ConnectOptions, what: str,
             taken = list(pool.map(take, targets))
         held = [t for t in taken if isinstance(t, SSHHost)]
         try:
-            refused = [t for t in taken if isinstance(t, LockHeld)] or [t for t in taken if isinstance(t, KprovError)]
+            refused: list[KprovError] = [t for t in taken if isinstance(t, LockHeld)]
+            refused = refused or [t for t in taken if isinstance(t, KprovError)]
             if refused:
                 raise refused[0]
             with hosts_held([host_key(h.address, h.port, h.name) for h, t in zip(targets, taken, strict=True)

@@ -23,8 +23,8 @@ import dataclasses
 import json
 import shlex
 import time
-from dataclasses import dataclass
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from provisioner.actions._remote import checked, session

@@ -216,7 +216,7 @@ def build_plan(*, control_planes: Sequence[str], workers: Sequence[str], nodes: 
         steps = ("uncordon",) if at_target else node_steps(kind, source, target, apt_base)
         plan.append(NodeUpgrade(name, kind, apiservers.get(name) or f.kubelet, target, steps, evict, blocking,
                                 done=at_target, uncordon_only=at_target and f.unschedulable and f.cordoned_by_kprov))
-    notes = ()
+    notes: tuple[str, ...] = ()
     if KubeVersion.parse(target).pre:
         notes = (f"{target} is a pre-release: kubeadm upgrade apply runs with --allow-experimental-upgrades",)
     return UpgradePlan(running, target, source, tuple(plan), serial, notes)

@@ -8,8 +8,8 @@ settings kprov renders. `kprov upgrade --reconfigure` applies a drift (actions/r
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import yaml
