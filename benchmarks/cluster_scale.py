@@ -24,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -51,12 +52,20 @@ def _log(msg: str) -> None:
 def _kprov(*args: str, timeout: float = 7200) -> dict:
     """Run kprov under GNU time; wall, CPU, peak RSS, exit code and its output."""
     t0 = time.monotonic()
-    try:
-        proc = subprocess.run(["/usr/bin/time", "-f", TIMING, KPROV, *args], capture_output=True, text=True,
-                              timeout=timeout, check=False)
-        rc, out, err = proc.returncode, proc.stdout, proc.stderr
-    except subprocess.TimeoutExpired as exc:
-        rc, out, err = -1, (exc.stdout or b"").decode(errors="replace"), f"timed out after {timeout}s"
+    # its own process group: at the timeout kprov itself (not only GNU time) is stopped, as Ctrl-C would
+    with subprocess.Popen(["/usr/bin/time", "-f", TIMING, KPROV, *args], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+        try:
+            out, err = proc.communicate(timeout=timeout)
+            rc = proc.returncode
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGINT)
+            try:
+                out, err = proc.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                out, err = proc.communicate()
+            rc, err = -1, f"timed out after {timeout}s\n{err}"
     wall = time.monotonic() - t0
     m = re.search(r"KPROV_BENCH ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", err)
     cpu = float(m.group(2)) + float(m.group(3)) if m else None
@@ -145,7 +154,7 @@ def _how_far(res: dict) -> dict:
             "tail": (res["stdout"][-2500:] + "\n" + res["stderr"][-1500:]).strip()}
 
 
-def one(nodes: int, name: str, tmp: Path) -> dict:
+def one(nodes: int, name: str, tmp: Path, timeout: float) -> dict:
     inv_doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
     inv_doc["cluster"]["name"] = name
 
@@ -169,7 +178,7 @@ def one(nodes: int, name: str, tmp: Path) -> dict:
         mem = MemSampler()
         mem.start()
         cpu_nodes0, cpu_machine0, load0 = _nodes_cpu_s(name), _machine_cpu_s(), os.getloadavg()
-        up = _kprov("up", "-i", str(inventory(nodes)))
+        up = _kprov("up", "-i", str(inventory(nodes)), timeout=timeout)
         cpu_nodes1, cpu_machine1 = _nodes_cpu_s(name), _machine_cpu_s()
         row.update({"up_rc": up["rc"], "up_s": up["wall_s"], "roles_s": _roles(up["stdout"]),
                     "kprov_cpu_s": up["cpu_s"], "kprov_peak_rss_mib": up["peak_rss_mib"],
@@ -218,13 +227,14 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[3, 10, 30])
     ap.add_argument("--name", default="bsc", help="lab and cluster name")
+    ap.add_argument("--timeout", type=float, default=7200, help="stop `up` after this many seconds (recorded as failed)")
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"cluster_scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nodes:
-            rows.append(one(n, args.name, Path(tmp)))
+            rows.append(one(n, args.name, Path(tmp), args.timeout))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "failed"}), flush=True)
             # written after every cluster: a 30-node run that is cut short still leaves the smaller ones
             out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count()}, indent=2) + "\n")
