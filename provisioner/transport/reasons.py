@@ -31,7 +31,8 @@ def connect_failure(exc: BaseException, port: int, timeout: float) -> str:
         if text.startswith("Indecipherable protocol version"):
             return f"not an SSH server on port {port} (it answered with something else)"
         if "banner" in text or text == "No existing session":
-            if isinstance(exc.__context__, EOFError):
+            # closed (EOF) or reset by the peer before a banner: both are a server that hung up
+            if isinstance(exc.__context__, (EOFError, ConnectionError)) or "Connection reset" in text:
                 return ("the connection was closed before an SSH banner arrived (not an SSH server, or sshd "
                         "refusing connections: MaxStartups, a firewall, fail2ban)")
             return (f"banner timeout: no SSH banner within {timeout:g}s (not an SSH server, or sshd too busy "

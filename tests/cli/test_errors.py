@@ -7,6 +7,7 @@ non-SSH banner, one closes at once, one never says anything. paramiko logs a who
 
 from __future__ import annotations
 
+import errno
 import signal
 import socket
 import subprocess
@@ -14,11 +15,14 @@ import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import paramiko
 import pytest
 import yaml
+from paramiko.ssh_exception import NoValidConnectionsError
 
 from provisioner.errors import KprovError
 from provisioner.inventory.model import Host
+from provisioner.transport.reasons import connect_failure
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 from tests.cli.helpers import KPROV, kprov
 
@@ -219,3 +223,34 @@ def test_ssh_refusals_of_a_real_sshd_name_their_reason(netns_fleet, tmp_path: Pa
         known.write_text("")
     message = _connect(host.address, 22, key=key, known_hosts=known)
     assert message.startswith(reason.format(address=host.address)), message
+
+
+def _raised(exc: BaseException, during: BaseException | None = None) -> BaseException:
+    """`exc` as paramiko raises it: while handling `during` (its __context__)."""
+    try:
+        try:
+            if during is not None:
+                raise during
+        finally:
+            raise exc
+    except BaseException as caught:
+        return caught
+
+
+@pytest.mark.parametrize("exc, reason", [
+    # the shapes paramiko gives for the same network events (seen under load: a reset instead of an EOF)
+    (_raised(paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer"),
+             ConnectionResetError(104, "Connection reset by peer")), "the connection was closed before an SSH banner"),
+    (_raised(paramiko.SSHException("Error reading SSH protocol banner"), EOFError()),
+     "the connection was closed before an SSH banner"),
+    (_raised(paramiko.SSHException("Error reading SSH protocol banner"), TimeoutError()), "banner timeout: no SSH banner within 2s"),
+    (_raised(paramiko.SSHException("No existing session")), "banner timeout: no SSH banner within 2s"),
+    (_raised(paramiko.SSHException('Indecipherable protocol version "HTTP/1.1"')), "not an SSH server on port 22"),
+    (NoValidConnectionsError({("10.0.0.5", 22): ConnectionRefusedError(111, "Connection refused")}),
+     "connection refused (nothing listens on port 22"),
+    (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
+    (TimeoutError("timed out"), "connection timed out after 2s"),
+    (paramiko.SSHException("something new"), "something new"),
+])
+def test_connect_failure_reasons(exc: BaseException, reason: str) -> None:
+    assert connect_failure(exc, 22, 2).startswith(reason)
