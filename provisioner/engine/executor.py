@@ -201,6 +201,10 @@ class Executor:
         changes = [i for i in items if i.change is not None]
         results: list[CommandResult | None] = [None] * len(items)
         if changes:
+            on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show what runs now
+            if on_start is not None:
+                more = f" and {len(changes) - 1} more change(s)" if len(changes) > 1 else ""
+                on_start(st.host.name, changes[0].task.name + more)
             try:
                 results = self.apply(st, items)
             except HostConnectionError as exc:

@@ -142,6 +142,10 @@ def test_progress_reader_reports_what_was_sent(tmp_path: Path, offset: int, chun
 # --------------------------------------------------------------------------- a real upload
 
 UPLOAD_ROLE = """
+- name: up | file a
+  file: {{path: /tmp/kprov-up-a, content: "a"}}
+- name: up | file b
+  file: {{path: /tmp/kprov-up-b, content: "b"}}
 - name: up | start a partial upload
   command:
     shell: "mkdir -p /tmp/kprov-up && yes kprov | head -c {partial} > /tmp/kprov-up/blob.part"
@@ -152,7 +156,7 @@ UPLOAD_ROLE = """
     dest: /tmp/kprov-up/blob
 - name: up | checksum on the host
   command:
-    shell: "sha256sum < /tmp/kprov-up/blob | cut -c1-64; rm -rf /tmp/kprov-up"
+    shell: "sha256sum < /tmp/kprov-up/blob | cut -c1-64; rm -rf /tmp/kprov-up /tmp/kprov-up-a /tmp/kprov-up-b"
   register: remote_sum
   changed_when: false
 - name: up | the same bytes
@@ -199,3 +203,7 @@ def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: i
     upload = "up | upload the blob"
     assert recorder.order[recorder.order.index(f"start {upload}"):][:3] == [
         f"start {upload}", f"bytes {upload}", f"event {upload}"]
+    # changes batched into one round trip are announced together when that round trip starts
+    more = 2 if partial else 1   # the partial upload's command is batched with them
+    assert recorder.order[:3] == [f"start up | file a and {more} more change(s)", "event up | file a",
+                                  "event up | file b"]
