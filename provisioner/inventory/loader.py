@@ -8,7 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from provisioner.errors import BundleError, InventoryError
+from provisioner.errors import BundleError
 from provisioner.inventory.model import (
     API_ENDPOINTS,
     CNIS,
@@ -24,7 +24,7 @@ from provisioner.inventory.model import (
     frozen_map,
 )
 from provisioner.inventory.check import Check
-from provisioner.inventory.yamlsource import Located, load_yaml_file
+from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.providers.base import get_provider, provider_names
 
 TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
@@ -71,38 +71,6 @@ RESERVED_PORTS = {22: "sshd", 2379: "etcd", 2380: "etcd peers", 6443: "kube-apis
                   10257: "kube-controller-manager", 10259: "kube-scheduler"}
 NODE_PORTS = range(30000, 32768)
 
-class _Validator(Check):
-    """Walks the raw document; every complaint names file, line, path, expectation and a hint."""
-
-    def __init__(self, doc: Located) -> None:
-        super().__init__(doc)
-
-    def fail(self, where: str, problem: str, hint: str) -> InventoryError:
-        return self.error(where, problem, hint)
-
-    def cidr(self, value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
-        self.expect(value, str, where)
-        try:
-            return ipaddress.ip_network(value, strict=True)
-        except ValueError:
-            raise self.fail(where, f"invalid CIDR {value!r}",
-                            "use network/prefix with host bits zero, e.g. 10.244.0.0/16") from None
-
-    def ip(self, value: Any, where: str) -> str:
-        self.expect(value, str, where, "write the IP address as a string, e.g. 10.0.0.10")
-        try:
-            return str(ipaddress.ip_address(value))
-        except ValueError:
-            raise self.fail(where, f"expected an IP address, got {value!r}",
-                            "node_ip is the address Kubernetes uses on this host, e.g. 10.0.0.10") from None
-
-    def port(self, value: Any, where: str) -> int:
-        self.expect(value, int, where)
-        if not 1 <= value <= 65535:
-            raise self.fail(where, f"port {value} out of range", "use a TCP port between 1 and 65535")
-        return value
-
-
 def _is_ip(value: str) -> bool:
     try:
         ipaddress.ip_address(value)
@@ -131,7 +99,7 @@ def load_inventory(
     replace the provider lookup (tests)."""
     path = Path(path).expanduser()
     doc = load_yaml_file(path)
-    v = _Validator(doc)
+    v = Check(doc)
     raw = doc.data
     if raw is None:
         raise v.fail("", "the inventory is empty", "start from inventories/static-example.yaml")
@@ -195,7 +163,7 @@ def load_inventory(
     )
 
 
-def _merge_provider_hosts(v: _Validator, resolved: list[dict[str, Any]], overrides: list[Any]) -> list[dict[str, Any]]:
+def _merge_provider_hosts(v: Check, resolved: list[dict[str, Any]], overrides: list[Any]) -> list[dict[str, Any]]:
     by_name = {}
     for i, o in enumerate(overrides):
         v.expect(o, dict, f"hosts[{i}]")
@@ -213,7 +181,7 @@ def _merge_provider_hosts(v: _Validator, resolved: list[dict[str, Any]], overrid
     return merged
 
 
-def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
+def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
     if raw is None:
         raise v.fail("cluster", "missing cluster: section", "add cluster: with at least name:")
     v.expect(raw, dict, "cluster")
@@ -300,7 +268,7 @@ def _cluster(v: _Validator, raw: Any, base: Path) -> Cluster:
 SAN_NAME_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
 
 
-def _cert_sans(v: _Validator, raw: Any) -> tuple[str, ...]:
+def _cert_sans(v: Check, raw: Any) -> tuple[str, ...]:
     """`cluster.api_cert_sans`: extra names/addresses for the API server certificate (after kprov's own)."""
     if raw is None:
         return ()
@@ -316,7 +284,7 @@ def _cert_sans(v: _Validator, raw: Any) -> tuple[str, ...]:
     return tuple(dict.fromkeys(out))
 
 
-def _check_bundle_checksum_file(v: _Validator, written: str, resolved: str | None, allow_unverified: bool) -> None:
+def _check_bundle_checksum_file(v: Check, written: str, resolved: str | None, allow_unverified: bool) -> None:
     """An existing bundle needs its `<bundle>.sha256` (whole-archive checksum, compared with the archive when
     the run starts: k8s/context.py). A bundle that does not exist yet is reported by the run that needs it."""
     from provisioner.bundle.sidecar import read_sidecar
@@ -334,7 +302,7 @@ def _check_bundle_checksum_file(v: _Validator, written: str, resolved: str | Non
                      "or set cluster.allow_unverified_bundle: true to use it unverified")
 
 
-def _api_endpoint(v: _Validator, c: Mapping[str, Any], endpoint: str | None
+def _api_endpoint(v: Check, c: Mapping[str, Any], endpoint: str | None
                   ) -> tuple[str, str | None, int | None, int | None, str | None]:
     """`cluster.api_endpoint` and its settings -> (mode, vip, vip prefix, balancer port, control_plane_endpoint).
 
@@ -382,7 +350,7 @@ def _api_endpoint(v: _Validator, c: Mapping[str, Any], endpoint: str | None
     return mode, str(iface.ip), iface.network.prefixlen, port, f"{iface.ip}:{port}"
 
 
-def _bastion(v: _Validator, raw: Any, where: str, base: Path) -> Bastion | None:
+def _bastion(v: Check, raw: Any, where: str, base: Path) -> Bastion | None:
     if raw is None:
         return None
     v.expect(raw, dict, where)
@@ -398,7 +366,7 @@ def _bastion(v: _Validator, raw: Any, where: str, base: Path) -> Bastion | None:
     return Bastion(address=raw["address"], port=port, user=user, ssh_key=_resolve_path(base, key))
 
 
-def _check_connection(v: _Validator, conn: Mapping[str, Any], where: str, base: Path) -> None:
+def _check_connection(v: Check, conn: Mapping[str, Any], where: str, base: Path) -> None:
     """Connection settings (in `defaults:` or a host) checked where they are written."""
     if "port" in conn:
         v.port(conn["port"], f"{where}.port")
@@ -412,7 +380,7 @@ def _check_connection(v: _Validator, conn: Mapping[str, Any], where: str, base: 
     _bastion(v, conn.get("bastion"), f"{where}.bastion", base)
 
 
-def _max_sessions(v: _Validator, value: Any, where: str) -> int:
+def _max_sessions(v: Check, value: Any, where: str) -> int:
     """Concurrent SSH channels kprov opens on one connection: at most the host's sshd MaxSessions
     (one of them holds the host's kprov lock for the whole run)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 64:
@@ -421,7 +389,7 @@ def _max_sessions(v: _Validator, value: Any, where: str) -> int:
     return value
 
 
-def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> Host:
+def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> Host:
     where = f"hosts[{i}]"
     v.expect(raw, dict, where, "each host is a mapping with name: and address:")
     v.keys(raw, HOST_KEYS, where)
@@ -477,7 +445,7 @@ def _host(v: _Validator, raw: Any, i: int, defaults: dict[str, Any], base: Path)
     )
 
 
-def _labels(v: _Validator, raw: Any, where: str) -> dict[str, str]:
+def _labels(v: Check, raw: Any, where: str) -> dict[str, str]:
     """Node labels checked with Kubernetes' syntax now, so a bad one is bad input before any host is touched
     (not a failed `kubectl label` at the end of `up`). Numbers become strings, booleans "true"/"false"."""
     v.expect(raw, dict, where)
@@ -507,7 +475,7 @@ def _is_label_key(key: str) -> bool:
     return bool(LABEL_NAME_RE.match(name))
 
 
-def _check_hosts(v: _Validator, hosts: list[Host], cluster: Cluster) -> None:
+def _check_hosts(v: Check, hosts: list[Host], cluster: Cluster) -> None:
     if not hosts:
         raise v.fail("hosts", "no hosts", "list at least one host with roles: [control_plane]")
     seen_names: dict[str, int] = {}
@@ -542,7 +510,7 @@ def _check_hosts(v: _Validator, hosts: list[Host], cluster: Cluster) -> None:
                      "set cluster.control_plane_endpoint to a load balancer or VIP host:port")
 
 
-def _check_vip(v: _Validator, hosts: list[Host], cps: list[Host], cluster: Cluster) -> None:
+def _check_vip(v: Check, hosts: list[Host], cps: list[Host], cluster: Cluster) -> None:
     """The VIP moves between the control planes by VRRP: it must be on their L2 subnet and nobody's address."""
     vip = ipaddress.ip_address(cluster.api_vip)
     for h in hosts:
@@ -557,7 +525,7 @@ def _check_vip(v: _Validator, hosts: list[Host], cps: list[Host], cluster: Clust
                          "pick a free address in the control planes' subnet (give its prefix as api_vip: A.B.C.D/NN)")
 
 
-def _groups(v: _Validator, raw: Any, hosts: list[Host]) -> dict[str, Group]:
+def _groups(v: Check, raw: Any, hosts: list[Host]) -> dict[str, Group]:
     v.expect(raw, dict, "groups")
     names = {h.name for h in hosts}
     out: dict[str, Group] = {}

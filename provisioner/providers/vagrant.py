@@ -27,11 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import paramiko
-import yaml
 
 from provisioner.atomic import write_file
 from provisioner.errors import InventoryError, PrerequisiteMissing
 from provisioner.inventory.check import Check
+from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.providers._common import SectionChecker, resolve_path
 
 __all__ = [
@@ -92,57 +92,47 @@ class SshEntry:
 
 # --------------------------------------------------------------------------- settings.yaml
 
+SETTINGS_HINT = "see the comments in vagrant/settings.yaml"
+
 def load_settings(path: Path) -> VagrantSettings:
-    """Read and check vagrant/settings.yaml (defaults as in the Vagrantfile)."""
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except FileNotFoundError:
+    """Read and check vagrant/settings.yaml (defaults as in the Vagrantfile); errors name file:line and key."""
+    if not path.is_file():
         raise InventoryError(f"{path}: no such Vagrant settings file",
-                             hint="set vagrant.dir to the directory holding Vagrantfile and settings.yaml") from None
-    except yaml.YAMLError as exc:
-        raise InventoryError(f"{path}: YAML syntax error: {getattr(exc, 'problem', exc)}") from None
-    if not isinstance(raw, Mapping):
-        raise InventoryError(f"{path}: expected a mapping")
-
-    def fail(key: str, what: str) -> InventoryError:
-        return InventoryError(f"{path}: {key}: {what}", hint="see the comments in vagrant/settings.yaml")
-
-    def integer(value: Any, key: str, low: int, high: int) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            raise fail(key, f"expected an integer from {low} to {high}, got {value!r}")
-        return value
+                             hint="set vagrant.dir to the directory holding Vagrantfile and settings.yaml")
+    doc = load_yaml_file(path, "Vagrant settings", "set vagrant.dir to the directory holding Vagrantfile and settings.yaml")
+    if doc.data is None:
+        doc.data = {}
+    check = Check(doc)
+    # keys it does not know are left alone: the Vagrantfile reads more (box_version, libvirt.driver)
+    raw = check.expect(doc.data, dict, "", SETTINGS_HINT)
 
     def size(role: str) -> tuple[int, int]:
-        node = raw.get(role) or {}
-        if not isinstance(node, Mapping):
-            raise fail(role, "expected a mapping {cpus, memory}")
-        return (integer(node.get("cpus", 2), f"{role}.cpus", 1, 64),
-                integer(node.get("memory", 2048), f"{role}.memory", 512, 1048576))
+        node = check.expect(raw.get(role) or {}, dict, role, "a mapping {cpus, memory}")
+        return (check.integer(node.get("cpus", 2), f"{role}.cpus", 1, 64, SETTINGS_HINT),
+                check.integer(node.get("memory", 2048), f"{role}.memory", 512, 1048576, SETTINGS_HINT))
 
-    network = raw.get("network") or {}
-    if not isinstance(network, Mapping):
-        raise fail("network", "expected a mapping {prefix, first_ip}")
+    network = check.expect(raw.get("network") or {}, dict, "network", "a mapping {prefix, first_ip}")
     prefix = str(network.get("prefix", "192.168.56"))
     match = PREFIX_RE.match(prefix)
     if not match or any(int(octet) > 255 for octet in match.groups()):
-        raise fail("network.prefix", f"expected three octets such as 192.168.56, got {prefix!r}")
+        raise check.error("network.prefix", f"expected three octets such as 192.168.56, got {prefix!r}", SETTINGS_HINT)
     provider = raw.get("provider", "virtualbox")
     if provider not in ("virtualbox", "libvirt"):
-        raise fail("provider", f"expected virtualbox or libvirt, got {provider!r}")
+        raise check.error("provider", f"expected virtualbox or libvirt, got {provider!r}", SETTINGS_HINT)
     settings = VagrantSettings(
         cluster_name=str(raw.get("cluster_name", "vagrant")),
         kubernetes_version=str(raw.get("kubernetes_version", "1.31.2")),
         box=str(raw.get("box", "debian/bookworm64")),
         provider=provider,
-        control_planes=integer(raw.get("control_planes", 1), "control_planes", 1, 50),
-        workers=integer(raw.get("workers", 2), "workers", 0, 200),
+        control_planes=check.integer(raw.get("control_planes", 1), "control_planes", 1, 50, SETTINGS_HINT),
+        workers=check.integer(raw.get("workers", 2), "workers", 0, 200, SETTINGS_HINT),
         control_plane_size=size("control_plane"),
         worker_size=size("worker"),
         prefix=prefix,
-        first_ip=integer(network.get("first_ip", 10), "network.first_ip", 1, 254),
+        first_ip=check.integer(network.get("first_ip", 10), "network.first_ip", 1, 254, SETTINGS_HINT),
     )
     if settings.first_ip + settings.control_planes + settings.workers - 1 > 254:
-        raise fail("network.first_ip", "too many machines for the /24 from first_ip")
+        raise check.error("network.first_ip", "too many machines for the /24 from first_ip", SETTINGS_HINT)
     return settings
 
 
