@@ -69,6 +69,8 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     """kprov: provision kubeadm Kubernetes clusters over SSH."""
     ctx.ensure_object(dict)
     ctx.obj["traceback"] = show_traceback
+    if os.environ.get("NO_COLOR"):
+        ctx.color = False   # every click.secho of every command (warnings, notes) without colour: no-color.org
 
 
 for _cmd in _COMMANDS.values():

@@ -173,7 +173,7 @@ COLOUR = re.compile(rb"\x1b\[(?:[0-9;]*;)?(?:3[0-9]|4[0-9]|9[0-7]|10[0-7])(?:;[0
 
 @pytest.mark.parametrize("no_color", [False, True])
 def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
-    """Not only the error line: task lines, the recap and the stop line of a run on a terminal."""
+    """Not only the error line: warnings, task lines, the recap and the stop line of a run on a terminal."""
     import pty
     import subprocess
 
@@ -188,8 +188,8 @@ def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
     if no_color:
         env["NO_COLOR"] = "1"
     master, slave = pty.openpty()
-    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "1"], stdin=slave, stdout=slave,
-                            stderr=slave, env=env, cwd=tmp_path)
+    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "1", "--tags", "nosuchtag"],
+                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path)
     os.close(slave)
     out = b""
     while True:
@@ -202,6 +202,7 @@ def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
         out += chunk
     proc.wait(timeout=120)
     os.close(master)
+    assert b"warning: --tags nosuchtag" in out
     assert b"unreachable" in out and b"stopped before" in out and b"PLAN" in out
     assert bool(COLOUR.search(out)) is (not no_color), out[-2000:]
 
