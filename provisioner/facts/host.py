@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from provisioner.facts.parsers import parse_os_release
-from provisioner.modules.base import FactQuery
+from provisioner.facts.query import FactQuery
 
 #: the fact cache resource of host facts: nothing kprov changes touches them but a command (`*`)
 RESOURCE = "host"

@@ -9,10 +9,7 @@ import urllib.request
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping
 
-from provisioner.engine.roles import ROLES_DIR, TEMPLATES_DIR
-from provisioner.engine.templating import Renderer, make_env, resolve_vars
 from provisioner.inventory.model import Inventory
-from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.k8s.kubectl import Kubectl
 
 
@@ -59,17 +56,6 @@ def _ours(ns: str) -> list[str]:
     return ["--field-selector", f"metadata.name={ns}", "-l", f"{SMOKE_LABEL}=true"]
 
 
-def smoke_vars(inv: Inventory, base_vars: Mapping[str, Any], extra_vars: Mapping[str, Any]) -> dict[str, Any]:
-    defaults = load_yaml_file(ROLES_DIR / "smoke" / "defaults.yaml").data or {}
-    merged = {**defaults, **base_vars, **inv.cluster.vars, **extra_vars,
-              "cluster": inv.cluster.public_view(), "hosts": [h.public_view() for h in inv.hosts]}
-    return resolve_vars(make_env(TEMPLATES_DIR), merged)
-
-
-def render_manifest(variables: Mapping[str, Any]) -> str:
-    return Renderer(make_env(TEMPLATES_DIR), dict(variables), "smoke").render_file("smoke/hello.yaml.j2")
-
-
 def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
     t0 = time.monotonic()
     try:
@@ -83,8 +69,9 @@ def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
         return None, int((time.monotonic() - t0) * 1000), str(reason)
 
 
-def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *, keep: bool = False,
+def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *, manifest: str, keep: bool = False,
               progress: Callable[[str], None] = lambda _m: None) -> SmokeResult:
+    """The smoke test through `kubectl` with the smoke role's `variables` and the rendered `manifest`."""
     ns = str(variables["smoke_namespace"])
     port = int(variables["smoke_node_port"])
     timeout = int(variables["smoke_timeout"])
@@ -118,7 +105,7 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                 return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
         touched = True
         progress(f"deploying the hello app into namespace {ns} ({kubectl.where})")
-        res = k("apply", "-f", "-", stdin=render_manifest(variables))
+        res = k("apply", "-f", "-", stdin=manifest)
         if res.rc != 0:
             return fail(f"kubectl apply failed: {res.stderr_tail(5)}")
         phases = [(f"{variables['smoke_replicas']} replicas", int(variables["smoke_replicas"])),

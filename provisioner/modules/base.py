@@ -12,22 +12,13 @@ import difflib
 import posixpath
 import shlex
 from dataclasses import dataclass
-from typing import Any, Callable, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Mapping, Protocol, Sequence
 
 from provisioner.errors import RoleError
+from provisioner.facts.query import FactQuery  # noqa: F401 - modules declare their queries with it
 from provisioner.modules.decisions import (  # noqa: F401 - the decisions modules return, imported from here
     Change, Decision, Effect, LocalWrite, NoChange, SetVars, Skip, Upload,
 )
-
-
-@dataclass(frozen=True)
-class FactQuery:
-    """Ask the host something. `script` prints the answer on stdout; `parse(stdout, rc)` types it."""
-
-    name: str
-    resource: str
-    script: str
-    parse: Callable[[str, int], Any]
 
 
 @dataclass(frozen=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import os
 from pathlib import Path
 
 import pytest
@@ -163,8 +164,10 @@ def test_apply_on_real_hosts_reports_per_host(fleet, tmp_path, monkeypatch):
     """The apply action on two netns sshd hosts with the read-only preflight role: a report, a recap."""
     monkeypatch.setenv("KPROV_HOME", str(tmp_path / "home"))
 
-    def two(doc):
-        doc["hosts"] = copy.deepcopy(doc["hosts"][:2])
+    names = [f"act{os.environ.get('KPROV_TEST_TAG', '')}-{i}" for i in (1, 2)]
+
+    def two(doc):   # own host names: the per-host lock (/run/kprov/<host>.lock) is shared by netns hosts
+        doc["hosts"] = [{**copy.deepcopy(h), "name": n} for h, n in zip(doc["hosts"][:2], names)]
     inv = fleet.inventory_path(two)
     recaps: list[str] = []
 
@@ -183,6 +186,6 @@ def test_apply_on_real_hosts_reports_per_host(fleet, tmp_path, monkeypatch):
 
     outcome = apply(RunRequest(str(inv)), ApplyOptions(("preflight",)), Sink)
     assert outcome.exit_status == 0, outcome.report
-    assert sorted(outcome.report.hosts) == ["kpe-1", "kpe-2"]
+    assert sorted(outcome.report.hosts) == names
     assert all(r.failed == 0 and r.changed == 0 for r in outcome.report.hosts.values())
     assert recaps == ["RECAP"]

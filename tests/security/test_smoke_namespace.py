@@ -50,7 +50,7 @@ def create(kubectl_argv: list[str], name: str, labels: dict[str, str]) -> None:
 def test_smoke_refuses_a_namespace_it_did_not_make_and_leaves_it_alone(apiserver, tmp_path):  # noqa: F811
     create(apiserver, "team-prod", {"team": "prod"})
     kubectl = Kubectl(kubeconfig(tmp_path, apiserver), control_plane=None)  # type: ignore[arg-type]
-    result = run_smoke(SimpleNamespace(hosts=[]), kubectl, {**SMOKE_VARS, "smoke_namespace": "team-prod"})
+    result = run_smoke(SimpleNamespace(hosts=[]), kubectl, {**SMOKE_VARS, "smoke_namespace": "team-prod"}, manifest="")
     assert not result.ok
     assert "team-prod exists and was not made by kprov's smoke test" in result.error
     ns = namespace(apiserver, "team-prod")
