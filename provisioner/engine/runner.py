@@ -226,6 +226,9 @@ class Runner:
         if st.dead is not None:
             return
         notified: set[str] = set()
+        on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show what runs now
+        if on_start is not None:
+            on_start(st.host.name, f"{role.name} | gathering facts")
         try:
             self._prefetch(st, role)
         except HostConnectionError as exc:

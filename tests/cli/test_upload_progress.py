@@ -205,5 +205,6 @@ def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: i
         f"start {upload}", f"bytes {upload}", f"event {upload}"]
     # changes batched into one round trip are announced together when that round trip starts
     more = 2 if partial else 1   # the partial upload's command is batched with them
-    assert recorder.order[:3] == [f"start up | file a and {more} more change(s)", "event up | file a",
-                                  "event up | file b"]
+    # the role starts with its facts (all its tasks' queries in one round trip)
+    assert recorder.order[:4] == ["start up | gathering facts", f"start up | file a and {more} more change(s)",
+                                  "event up | file a", "event up | file b"]
