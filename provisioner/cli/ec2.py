@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,8 +12,10 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from provisioner.actions.ci_smoke import CiSmokeOptions
+from provisioner.actions.ci_smoke import ci_smoke as run_pipeline
 from provisioner.cli.common import confirm_removal, yes_option
-from provisioner.errors import InputError, InventoryError, KprovError, SmokeFailed, TaskFailed
+from provisioner.errors import InventoryError
 from provisioner.providers import ci_smoke as pipeline
 from provisioner.providers import ec2 as provider
 from provisioner.providers._common import load_raw_inventory
@@ -179,31 +178,6 @@ def inventory_cmd(inventory_path: str, fmt: str, output: str | None) -> None:
 
 # --------------------------------------------------------------------------- ci-smoke
 
-@contextlib.contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
-    """CI systems cancel with SIGTERM: treat it like Ctrl-C so the teardown runs."""
-    def handler(signum: int, frame: Any) -> None:
-        raise KeyboardInterrupt
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-@contextlib.contextmanager
-def _shielded() -> Iterator[None]:
-    """Ignore Ctrl-C/SIGTERM while tearing down: an interrupted destroy would leak instances."""
-    def handler(signum: int, frame: Any) -> None:
-        click.secho("teardown in progress: interrupt ignored until it finishes", fg="yellow", err=True)
-    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, old in previous.items():
-            signal.signal(sig, old)
-
-
 @click.command("ci-smoke")
 @inventory_option
 @ssh_cidr_option
@@ -226,99 +200,29 @@ def ci_smoke(inventory_path: str, ssh_cidrs: tuple[str, ...], up_cmd: str | None
     inventory_abs = str(Path(inventory_path).resolve())
     events_abs = str(Path(events_path).resolve())
     config, _ = load_ec2_config(inventory_path, ssh_cidrs)
-    up_argv = pipeline.step_argv(up_cmd, "up", inventory_abs, events_abs)
-    smoke_argv = pipeline.step_argv(smoke_cmd, "smoke", inventory_abs, events_abs)
-    try:
-        Path(events_abs).write_text("", encoding="utf-8")  # the steps append to it
-    except OSError as exc:
-        raise InputError(f"--events: cannot write {events_abs}: {exc.strerror}", hint="pass a writable path") from None
-    steps: list[pipeline.StepResult] = []
-    output: dict[str, list[str]] = {"up": [], "smoke": []}
-    failure: KprovError | KeyboardInterrupt | None = None
-    destroy_error: KprovError | None = None
-    with _sigterm_as_interrupt():
-        try:
-            _create_step(config, steps, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
-            _command_step("up", up_argv, steps, output["up"])
-            _command_step("smoke", smoke_argv, steps, output["smoke"])
-        except (KprovError, KeyboardInterrupt) as exc:
-            failure = exc
-            if not steps or steps[-1].status == "ok":  # a failed command step has recorded itself
-                status = "interrupted" if isinstance(exc, KeyboardInterrupt) else "failed"
-                steps.append(pipeline.StepResult(_current_step(steps), status, detail=str(exc) or "interrupted"))
-        finally:
-            with _shielded():
-                destroy_error = _destroy_step(config, steps, timeout=timeout, poll=poll)
-                with open(events_abs, "a", encoding="utf-8") as events:
-                    events.writelines(pipeline.step_event(step) + "\n" for step in steps)
-    _write_summary(summary_path, config.cluster, steps, events_abs, output)
-    _print_steps(steps)
-    if isinstance(failure, KeyboardInterrupt):
-        raise failure
-    if failure is not None:
-        if destroy_error is not None:
-            failure.detail = "\n".join(filter(None, [failure.detail, f"and the teardown failed too: {destroy_error}"]))
-        raise failure
-    if destroy_error is not None:
-        raise destroy_error
+    opts = CiSmokeOptions(config, tuple(pipeline.step_argv(up_cmd, "up", inventory_abs, events_abs)),
+                          tuple(pipeline.step_argv(smoke_cmd, "smoke", inventory_abs, events_abs)), events_abs,
+                          summary_path, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
+    report = run_pipeline(opts, _CiSmokeView())
+    _print_steps(list(report.steps))
+    report.raise_for_failure()
 
 
-_STEP_ORDER = ("ec2 create", "up", "smoke")
+class _CiSmokeView:
+    """The ci-smoke pipeline on the terminal: step headings and the instance table on stderr, the steps'
+    own output on stdout."""
 
+    def heading(self, text: str) -> None:
+        click.secho(f"==> {text}", bold=True, err=True)
 
-def _current_step(steps: list[pipeline.StepResult]) -> str:
-    done = {s.name for s in steps}
-    return next((name for name in _STEP_ORDER if name not in done), "ci-smoke")
+    def created(self, report: provider.CreateReport, cluster: str) -> None:
+        console(stderr=True).print(instance_table(report.instances, f"cluster {cluster}", report.created))
 
+    def line(self, text: str) -> None:
+        click.echo(text)
 
-def _create_step(config: Ec2Config, steps: list[pipeline.StepResult], *, wait_ssh: bool, timeout: float, poll: float) -> None:
-    click.secho(f"==> ec2 create ({config.cluster})", bold=True, err=True)
-    watch = pipeline.Stopwatch()
-    report = provider.create(config, wait_ssh=wait_ssh, timeout=timeout, poll=poll)
-    console(stderr=True).print(instance_table(report.instances, f"cluster {config.cluster}", report.created))
-    steps.append(pipeline.StepResult("ec2 create", "ok", watch.seconds, f"{len(report.instances)} instance(s)"))
-
-
-def _command_step(name: str, argv: list[str], steps: list[pipeline.StepResult], lines: list[str]) -> None:
-    click.secho(f"==> {name}", bold=True, err=True)
-    watch = pipeline.Stopwatch()
-
-    def on_line(line: str) -> None:
-        lines.append(line)
-        click.echo(line)
-
-    rc = pipeline.run_step(argv, on_line=on_line)
-    if rc != 0:
-        steps.append(pipeline.StepResult(name, "failed", watch.seconds, f"exit {rc}"))
-        error_cls = SmokeFailed if name == "smoke" else TaskFailed
-        raise error_cls(f"ci-smoke: step `{name}` failed (exit {rc})",
-                        hint="see the step's output above and the JSON event log; the instances are destroyed")
-    steps.append(pipeline.StepResult(name, "ok", watch.seconds))
-
-
-def _destroy_step(config: Ec2Config, steps: list[pipeline.StepResult], *, timeout: float, poll: float) -> KprovError | None:
-    click.secho(f"==> ec2 destroy ({config.cluster})", bold=True, err=True)
-    watch = pipeline.Stopwatch()
-    try:
-        report = provider.destroy(config, timeout=timeout, poll=poll)
-    except KprovError as exc:
-        steps.append(pipeline.StepResult("ec2 destroy", "failed", watch.seconds, str(exc)))
-        rerun = f"run `kprov ec2 destroy` to remove what is left of cluster {config.cluster}"
-        exc.hint = f"{exc.hint}; then {rerun}" if exc.hint else rerun
-        return exc
-    steps.append(pipeline.StepResult("ec2 destroy", "ok", watch.seconds, f"{len(report.terminated)} instance(s) terminated"))
-    return None
-
-
-def _write_summary(summary_path: str | None, cluster: str, steps: list[pipeline.StepResult], events_path: str,
-                   output: dict[str, list[str]]) -> None:
-    if not summary_path:
-        return
-    with open(events_path, encoding="utf-8") as events:
-        recap = pipeline.recap_from_events(events)
-    text = pipeline.render_summary(cluster, steps, recap, "\n".join(output["up"]), "\n".join(output["smoke"]))
-    with open(summary_path, "a", encoding="utf-8") as out:
-        out.write(text)
+    def interrupt_ignored(self) -> None:
+        click.secho("teardown in progress: interrupt ignored until it finishes", fg="yellow", err=True)
 
 
 def _print_steps(steps: list[pipeline.StepResult]) -> None:
