@@ -119,7 +119,9 @@ def _run_and_kill(inv: Path, log: Path, trigger, sig: signal.Signals, within: fl
             break
         time.sleep(0.2)
     try:
-        proc.wait(timeout=120)
+        # bounds a hung run only: an interrupted run cleans up first (the smoke namespace's deletion is started,
+        # not waited for), which on a machine loaded by other work can still take a minute or two
+        proc.wait(timeout=300)
     finally:
         proc.kill()
     for r in readers:
