@@ -24,7 +24,7 @@ from tests.providers.helpers import PUBLIC_KEY, cluster_state
 
 pytestmark = pytest.mark.netns
 
-SUBNET = f"10.238.{77 + sum(map(ord, os.environ.get('KPROV_TEST_TAG', ''))) % 150}"  # no route of this machine uses it (checked in the fixture)
+SUBNET = f"10.238.{77 + sum(map(ord, os.environ.get('KPROV_TEST_TAG', ''))) % 50}"  # no route of this machine uses it (checked in the fixture)
 PROBE_ROLE = """\
 - name: probe | who am i
   command: {argv: [hostname]}
