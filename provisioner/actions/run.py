@@ -119,7 +119,7 @@ def select(req: RunRequest, inv: Inventory, plays: Sequence[Play]) -> Selection:
 def run_plays(req: RunRequest, inv: Inventory, plays: Sequence[Play], sink: Any, *, check: bool = False) -> RunReport:
     """One Runner for these plays: the run options, --roles-dir and the cluster-wide computed vars."""
     redactor = Redactor()
-    dirs = {}
+    dirs: dict[str, Any] = {}
     if req.roles_dir:
         roles_dir = Path(req.roles_dir).resolve()
         dirs["roles_dir"] = roles_dir

@@ -3,25 +3,13 @@
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import click
 
 from provisioner.bundle import BuildSpec, Manifest, Skipped, build, read_manifest, verify
+from provisioner.cli.common import StderrHandler
 from provisioner.errors import InputError
-
-
-class _StderrHandler(logging.StreamHandler):
-    """Writes to whatever sys.stderr is now (click/pytest may swap it between commands)."""
-
-    @property
-    def stream(self):  # type: ignore[override]
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, _value) -> None:
-        pass
 
 
 def _progress_logging(quiet: bool) -> None:
@@ -29,7 +17,7 @@ def _progress_logging(quiet: bool) -> None:
     if quiet:
         return
     logger = logging.getLogger("provisioner.bundle")
-    handler = _StderrHandler()
+    handler = StderrHandler()
     handler.setFormatter(logging.Formatter("  %(message)s"))
     logger.addHandler(handler)
     old_level = logger.level

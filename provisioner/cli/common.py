@@ -5,8 +5,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import click
 import yaml
@@ -15,6 +16,19 @@ from provisioner.actions.run import DEFAULT_FORKS, RunOutcome, RunRequest
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.reporting.sinks import JsonSink, TeeSink, open_log_file
+
+
+class StderrHandler(logging.StreamHandler):
+    """A logging handler that writes to whatever sys.stderr is at the time of the message (click and pytest
+    swap it between commands)."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: Any) -> None:
+        pass
 
 
 def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
@@ -87,7 +101,7 @@ def _complete_hosts(ctx: click.Context, param: click.Parameter, incomplete: str)
         return []
     try:
         inv = load_inventory(path, resolve=False)
-    except Exception:  # noqa: BLE001 - completion must never fail loudly
+    except Exception:
         return []
     head, _, last = incomplete.rpartition(",")
     prefix = f"{head}," if head else ""

@@ -14,7 +14,7 @@ from rich.table import Table
 
 from provisioner.actions.ci_smoke import CiSmokeOptions
 from provisioner.actions.ci_smoke import ci_smoke as run_pipeline
-from provisioner.cli.common import confirm_removal, yes_option
+from provisioner.cli.common import StderrHandler, confirm_removal, yes_option
 from provisioner.errors import InventoryError
 from provisioner.providers import ci_smoke as pipeline
 from provisioner.providers import ec2 as provider
@@ -33,24 +33,13 @@ timeout_option = click.option("--timeout", default=600.0, show_default=True, typ
 poll_option = click.option("--poll", default=5.0, show_default=True, type=float, hidden=True, help="Seconds between polls.")
 
 
-class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """Writes to whatever sys.stderr is at the time of the message (it may be replaced)."""
-
-    @property  # type: ignore[override]
-    def stream(self) -> Any:
-        return sys.stderr
-
-    @stream.setter
-    def stream(self, value: Any) -> None:
-        pass
-
 
 def setup_logging(verbose: bool) -> None:
     """kprov's own progress messages on stderr (botocore's logs stay quiet)."""
     logger = logging.getLogger("provisioner")
     logger.setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not any(isinstance(h, _StderrHandler) for h in logger.handlers):
-        handler = _StderrHandler()
+    if not any(isinstance(h, StderrHandler) for h in logger.handlers):
+        handler = StderrHandler()
         handler.setFormatter(logging.Formatter("%(levelname).1s %(message)s"))
         logger.addHandler(handler)
 

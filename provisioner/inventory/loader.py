@@ -421,9 +421,9 @@ def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> H
                          "set node_ip: to the IP Kubernetes should use on this host") from None
     port = v.port(h.get("port", 22), f"{where}.port")
     user = v.expect(h.get("user", "root"), str, f"{where}.user")
-    key = h.get("ssh_key")
-    if key is not None:
-        v.expect(key, str, f"{where}.ssh_key")
+    host_key = h.get("ssh_key")
+    if host_key is not None:
+        v.expect(host_key, str, f"{where}.ssh_key")
     become = v.expect(h.get("become", user != "root"), bool, f"{where}.become")
     roles = h.get("roles", ["worker"])
     v.expect(roles, list, f"{where}.roles", "roles is a list, e.g. roles: [control_plane]")
@@ -438,7 +438,7 @@ def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> H
         v.expect(known, str, f"{where}.known_hosts")
     return Host(
         name=name, address=address, node_ip=node_ip, port=port, user=user,
-        ssh_key=_resolve_path(base, key), become=become, roles=tuple(dict.fromkeys(roles)),
+        ssh_key=_resolve_path(base, host_key), become=become, roles=tuple(dict.fromkeys(roles)),
         labels=frozen_map(labels), vars=frozen_map(hvars),
         known_hosts=_resolve_path(base, known), bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
         max_sessions=_max_sessions(v, h.get("max_sessions", DEFAULT_MAX_SESSIONS), f"{where}.max_sessions"),
@@ -512,7 +512,7 @@ def _check_hosts(v: Check, hosts: list[Host], cluster: Cluster) -> None:
 
 def _check_vip(v: Check, hosts: list[Host], cps: list[Host], cluster: Cluster) -> None:
     """The VIP moves between the control planes by VRRP: it must be on their L2 subnet and nobody's address."""
-    vip = ipaddress.ip_address(cluster.api_vip)
+    vip = ipaddress.ip_address(cluster.api_vip or "")
     for h in hosts:
         if str(vip) in (h.node_ip, h.address):
             raise v.fail("cluster.api_vip", f"api_vip {vip} is already the address of host {h.name!r}",

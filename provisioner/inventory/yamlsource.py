@@ -132,14 +132,15 @@ def _expanded_size(node: yaml.Node, name: str, memo: dict[int, int], open_: set[
 
 def _merge_sources(key: yaml.Node, node: yaml.Node, prefix: str, name: str) -> list[yaml.MappingNode]:
     """The mappings a `<<` key merges: one mapping (usually an alias) or a list of them."""
-    items = node.value if isinstance(node, yaml.SequenceNode) else [node]
-    for item in items:
+    items: list[yaml.MappingNode] = []
+    for item in node.value if isinstance(node, yaml.SequenceNode) else [node]:
         if not isinstance(item, yaml.MappingNode):
             raise InventoryError(
                 f"{name}:{key.start_mark.line + 1}: {_join(prefix, '<<')}: the merge key << needs a mapping "
                 "or a list of mappings",
                 hint="write <<: *anchor where &anchor names a mapping, or <<: [*a, *b]",
             )
+        items.append(item)
     return items
 
 

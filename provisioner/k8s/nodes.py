@@ -58,14 +58,18 @@ def _mapping(value: Any) -> dict[str, Any]:
     return value if isinstance(value, dict) else {}
 
 
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
 def _node(item: Mapping[str, Any]) -> NodeInfo | None:
     meta, status = _mapping(item.get("metadata")), _mapping(item.get("status"))
     name = str(meta.get("name", ""))
-    addresses = status.get("addresses") if isinstance(status.get("addresses"), list) else []
+    addresses = _list(status.get("addresses"))
     raw_ip = next((str(a.get("address", "")) for a in addresses
                    if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
     raw_cidr = str(_mapping(item.get("spec")).get("podCIDR", "") or "")
-    conditions = status.get("conditions") if isinstance(status.get("conditions"), list) else []
+    conditions = _list(status.get("conditions"))
     conds = {str(c.get("type", "")): str(c.get("status", "")) for c in conditions if isinstance(c, dict)}
     ip = _valid_ip(raw_ip) if raw_ip else ""
     cidr = _valid_cidr(raw_cidr) if raw_cidr else ""

@@ -72,7 +72,7 @@ class PreflightCheckModule(Module):
         hostvars = r.render("{{ hostvars }}")
         me = r.render("{{ inventory_hostname }}")
         view = {**hostvars.get(me, {}), "host_facts": r.render("{{ host_facts | default(none) }}")}
-        settings = {}
+        settings: dict[str, Any] = {}
         for f in fields(Requirements):
             var = f"preflight_{f.name}"
             if r.evaluate(f"{var} is defined"):
