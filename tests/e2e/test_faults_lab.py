@@ -256,16 +256,19 @@ def test_kill_points_then_converge(lab, capsys):
 
 
 def _recap(stdout: str) -> dict[str, dict[str, int]]:
-    """host -> its counts, from the console recap table of a run."""
+    """host -> its counts, from the console recap table of a run (the header's rules are heavy: ┃)."""
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split(r"[│┃]", line)]
+
     lines = stdout[stdout.rfind("RECAP"):].splitlines()
-    header = next(i for i, line in enumerate(lines) if line.split("│")[0].strip() == "host")
-    columns = [c.strip() for c in lines[header].split("│")[1:]]
+    header = next(i for i, line in enumerate(lines) if cells(line)[0] == "host")
+    columns = cells(lines[header])[1:]
     rows = {}
     for line in lines[header + 1:]:
-        cells = [c.strip() for c in line.split("│")]
-        if len(cells) != len(columns) + 1 or not all(c.isdigit() for c in cells[1:]):
+        row = cells(line)
+        if len(row) != len(columns) + 1 or not row[0] or not row[1].isdigit():
             continue
-        rows[cells[0]] = dict(zip(columns, map(int, cells[1:]), strict=True))
+        rows[row[0]] = {c: int(v) for c, v in zip(columns, row[1:], strict=True) if v.isdigit()}
     return rows
 
 
