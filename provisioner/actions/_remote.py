@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from typing import Callable, Iterator, Sequence, TypeVar
+from typing import TypeVar
 
 from provisioner.errors import CommandFailed, HostConnectionError, KprovError
 from provisioner.inventory.model import Host, Inventory

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.actions.run import RunOutcome, RunRequest, Warn, quiet, execute
+from provisioner.actions.run import RunOutcome, RunRequest, Warn, execute, quiet
 from provisioner.engine.roles import Play, load_plays
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import re
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
-from typing import Callable, Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 
 from provisioner.actions._remote import checked, on_hosts, session
 from provisioner.atomic import write_file
@@ -97,7 +98,7 @@ def parse_check_expiration(host: str, out: str) -> list[Cert]:
         m = _ROW.match(line.strip())
         if not m:
             continue
-        expires = datetime.strptime(m.group("expires"), "%b %d, %Y %H:%M UTC").replace(tzinfo=timezone.utc)
+        expires = datetime.strptime(m.group("expires"), "%b %d, %Y %H:%M UTC").replace(tzinfo=UTC)
         rest = m.group("rest").split()
         managed = bool(rest) and rest[-1] == "yes"
         authority = rest[0] if not in_ca_table and len(rest) == 2 else ""
@@ -153,7 +154,7 @@ def check_certs(inv: Inventory, connect: ConnectOptions, *, warn_days: int = DEF
             continue
         certs.extend(r[0])
         kubelets.append(r[1])
-    return CertsReport(tuple(certs), tuple(kubelets), warn_days, now or datetime.now(timezone.utc), errors)
+    return CertsReport(tuple(certs), tuple(kubelets), warn_days, now or datetime.now(UTC), errors)
 
 
 # --- renew ------------------------------------------------------------------------------------------------
@@ -246,7 +247,7 @@ def refetch_admin_kubeconfig(cp: Host, connect: ConnectOptions, dest: str) -> No
 
     server = f"https://{'[' + cp.address + ']' if ':' in cp.address else cp.address}:6443"
     if os.path.isfile(dest):
-        m = re.search(r"(?m)^\s*server:\s*(\S+)\s*$", open(dest, encoding="utf-8", errors="replace").read())
+        m = re.search(r"(?m)^\s*server:\s*(\S+)\s*$", Path(dest).read_text(encoding="utf-8", errors="replace"))
         server = m.group(1) if m else server
     with session(cp, connect) as ssh:
         content = ssh.fetch(ADMIN_CONF)

@@ -17,10 +17,10 @@ import re
 import secrets
 import shlex
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Callable, Sequence
 
 from provisioner.actions._remote import checked, on_hosts, session
 from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, STATIC_PODS
@@ -135,7 +135,7 @@ def snapshot(inv: Inventory, connect: ConnectOptions, *, output: Path | None = N
         raise InputError(f"no healthy etcd member on {', '.join(members)}: no snapshot taken",
                          hint="check the control planes (`kprov status`, `journalctl -u kubelet`)")
     member = healthy[0]
-    stamp = (now or datetime.now(timezone.utc)).strftime("%Y%m%dT%H%M%SZ")
+    stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     remote = f"{REMOTE_DIR}/snapshot-{stamp}.db"
     with session(inv.host(member.host), connect) as ssh:
         script = f"""
@@ -331,7 +331,7 @@ def restore(inv: Inventory, connect: ConnectOptions, *, source: Path, yes: bool,
                          "everything written after it is lost", hint="rerun with --yes to restore")
     t0 = time.monotonic()
     token = f"kprov-{inv.cluster.name}-{secrets.token_hex(4)}"
-    aside = f".kprov-before-restore-{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+    aside = f".kprov-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members.values())
     remote = f"{REMOTE_DIR}/restore-{snap.sha256[:16]}.db"
 

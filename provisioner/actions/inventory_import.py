@@ -8,7 +8,6 @@ Other groups are kept as kprov groups (their members only; group variables are n
 
 from __future__ import annotations
 
-import configparser
 import json
 import re
 from dataclasses import dataclass, field
@@ -55,7 +54,7 @@ def looks_like_ansible(text: str) -> bool:
         return False   # cheap: hostile or broken YAML is left to the inventory loader's bounded reader
     try:
         doc = yaml.safe_load(text)
-    except Exception:  # noqa: BLE001 - any parse problem: not ours to report, the loader says what is wrong
+    except Exception:
         return False
     if not isinstance(doc, dict):
         return False

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from provisioner.actions.run import RunOutcome, RunRequest, Warn, quiet, execute
+from provisioner.actions.run import RunOutcome, RunRequest, Warn, execute, quiet
 from provisioner.engine.roles import load_plays
 
 

@@ -61,7 +61,7 @@ def _nodes(inv: Inventory, req: RunRequest) -> tuple[dict[str, tuple[bool, str]]
         if res.rc != 0:
             return {}, ""
         return {n.name: (n.ready, n.kubelet_version) for n in parse_nodes(res.stdout)}, ""
-    except Exception as exc:  # noqa: BLE001 - status reports what it can
+    except Exception as exc:
         return {}, str(exc)
     finally:
         kubectl.close()

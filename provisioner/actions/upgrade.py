@@ -11,15 +11,23 @@ from __future__ import annotations
 import dataclasses
 import shlex
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable
 
 from provisioner.actions._remote import checked, on_hosts, session
 from provisioner.actions.certs import ADMIN_CONF, local_server
 from provisioner.actions.upgrade_plan import (
-    CORDON_ANNOTATION, DRAIN_ARGS, NodeUpgrade, UpgradePlan, build_plan, kubeadm_upgrade, parse_nodes, parse_pdbs,
-    parse_pods, pkgs_steps,
+    CORDON_ANNOTATION,
+    DRAIN_ARGS,
+    NodeUpgrade,
+    UpgradePlan,
+    build_plan,
+    kubeadm_upgrade,
+    parse_nodes,
+    parse_pdbs,
+    parse_pods,
+    pkgs_steps,
 )
 from provisioner.actions.versions import NodeVersions, probe_versions
 from provisioner.errors import InputError, KprovError, TaskFailed

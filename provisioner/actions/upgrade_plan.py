@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
 
 from provisioner.errors import InputError
 from provisioner.k8s.versions import KubeVersion, check_upgrade_step, same_version

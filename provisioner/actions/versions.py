@@ -3,8 +3,8 @@ changing it: a version change goes through `kprov upgrade` (drain, kubeadm upgra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 from provisioner.actions._remote import on_hosts
 from provisioner.errors import InputError, KprovError

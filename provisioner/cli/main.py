@@ -13,9 +13,8 @@ import traceback as tb
 import click
 
 from provisioner import __version__
-from provisioner.errors import ExitStatus, KprovError
-
 from provisioner.cli import cluster, run, smoke
+from provisioner.errors import ExitStatus, KprovError
 
 #: every command, registered here and nowhere else. The run and cluster commands are imported at start;
 #: the feature groups on first use (`ec2` pulls in boto3, 0.3 s), and a module that fails to import is an
@@ -199,7 +198,7 @@ def main(argv: list[str] | None = None) -> None:
     except click.ClickException as exc:
         _error_line(f"error: {exc.format_message()}")
         sys.exit(int(ExitStatus.BAD_INPUT))
-    except Exception as exc:  # noqa: BLE001 - the boundary: never a raw traceback for users
+    except Exception as exc:
         if show_tb:
             tb.print_exc()
         _error_line(f"error: internal error: {type(exc).__name__}: {exc}")

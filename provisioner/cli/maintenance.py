@@ -236,8 +236,8 @@ def _upgrade(common: Common, inv, console: Console, target: str | None, serial: 
              yes: bool) -> int:
     from dataclasses import replace
 
-    from provisioner.actions.upgrade import UpgradeOptions, prepare, run
     from provisioner.actions.run import run_plays
+    from provisioner.actions.upgrade import UpgradeOptions, prepare, run
     from provisioner.engine.roles import Play, load_plays, load_role
 
     apt_base = str(common.extra_vars.get("kubernetes_apt_base")

@@ -12,8 +12,9 @@ from __future__ import annotations
 import functools
 import threading
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import jinja2
 
@@ -73,7 +74,7 @@ class Batch:
 class _SharedIO:
     """A target's transport whose scripts are shared with identical asks at the same moment."""
 
-    def __init__(self, executor: "Executor", target: HostState) -> None:
+    def __init__(self, executor: Executor, target: HostState) -> None:
         self._executor, self._target = executor, target
 
     def script(self, script: str, *, timeout: float | None = None) -> CommandResult:

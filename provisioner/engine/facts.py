@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import secrets as _secrets
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from provisioner.errors import KprovError
 from provisioner.modules.base import FactQuery

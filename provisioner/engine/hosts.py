@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import threading
-from typing import Any, Protocol, Sequence
+from collections.abc import Sequence
+from typing import Any, Protocol
 
 from provisioner.engine.events import Status
 from provisioner.engine.facts import FactCache

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import importlib.resources
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from provisioner.errors import RoleError
 from provisioner.inventory.yamlsource import load_yaml_file

@@ -16,10 +16,11 @@ import logging
 import threading
 import time
 import traceback
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Mapping, Sequence
+from typing import Any
 
 from provisioner.engine.events import NullSink, RunReport, Sink, Status
 from provisioner.engine.executor import Batch, Decided, Executor, registered
@@ -125,7 +126,7 @@ class Runner:
                 self.executor.mark(st, Status.FAILED, "connect", "ssh host key", exc.message, t0, exc.hint or "")
             except KprovError as exc:
                 self.executor.mark(st, Status.UNREACHABLE, "connect", "ssh connect", exc.message, t0, exc.hint or "")
-            except Exception as exc:  # noqa: BLE001 - one host's oddity must not stop the others
+            except Exception as exc:
                 self.executor.mark(st, Status.UNREACHABLE, "connect", "ssh connect",
                                    f"{type(exc).__name__}: {exc}", t0)
 
@@ -209,7 +210,7 @@ class Runner:
                     continue
                 module = get_module(task.module, task.where)
                 queries.extend(module.facts(module.validate(module.prepare(task.args, r), task.where)))
-            except Exception:  # noqa: BLE001 - depends on results not known yet; fetched when reached
+            except Exception:
                 continue
         if queries:
             self.gather(st, queries)
@@ -218,9 +219,7 @@ class Runner:
     def _selected(self, task: Task) -> bool:
         if self.options.tags and not (task.tags & self.options.tags):
             return False
-        if self.options.skip_tags and task.tags & self.options.skip_tags:
-            return False
-        return True
+        return not (self.options.skip_tags and task.tags & self.options.skip_tags)
 
     def _run_role_on_host(self, role: Role, st: HostState) -> None:
         if st.dead is not None:
@@ -357,7 +356,7 @@ class Runner:
             self.executor.mark(st, Status.UNREACHABLE, task.role, task.name, exc.message, t0, exc.hint or "")
         except KprovError as exc:
             self.executor.task_failed(st, task, t0, exc)
-        except Exception as exc:  # noqa: BLE001 - a bug must fail this host, not the run
+        except Exception as exc:
             log.debug("internal error on %s: %s", st.host.name, traceback.format_exc())
             st.dead = Status.FAILED
             self.executor.emit(st, task, Status.FAILED, t0, f"internal error: {type(exc).__name__}: {exc}")

@@ -8,8 +8,9 @@ import json
 import re
 import shlex
 import threading
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 import jinja2
 import jinja2.sandbox
@@ -159,7 +160,7 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
                 value = Renderer(env, out, "vars").render(out[key])
             except UnsafeTemplate as exc:
                 raise UnsafeTemplate(f"variable {key!r}: {exc.message.split(': ', 1)[-1]}", hint=exc.hint) from None
-            except Exception as exc:  # noqa: BLE001 - unresolved for now
+            except Exception as exc:
                 errors[key] = getattr(exc, "message", None) or str(exc)
                 continue
             errors.pop(key, None)
@@ -220,7 +221,7 @@ class Renderer:
                 raise self._fail(repr(value), exc) from None
             except TemplateError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - a filter blew up on user data
+            except Exception as exc:
                 raise self._fail(repr(value), exc) from None
         if isinstance(value, list):
             return [self.render(v) for v in value]
@@ -246,7 +247,7 @@ class Renderer:
             raise self._fail(f"condition {expr!r}", exc) from None
         except jinja2.TemplateError as exc:
             raise self._fail(f"condition {expr!r}", exc) from None
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail(f"condition {expr!r}", exc) from None
         if isinstance(value, jinja2.Undefined):
             raise TemplateError(f"{self.where}: condition {expr!r} is undefined", hint="define the variable")
@@ -267,5 +268,5 @@ class Renderer:
             raise self._fail(f"template {name}", exc) from None
         except TemplateError:
             raise
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             raise self._fail(f"template {name}", exc) from None

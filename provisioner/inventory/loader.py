@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from provisioner.errors import BundleError
+from provisioner.inventory.check import Check
 from provisioner.inventory.model import (
     API_ENDPOINTS,
     CNIS,
@@ -23,7 +25,6 @@ from provisioner.inventory.model import (
     Inventory,
     frozen_map,
 )
-from provisioner.inventory.check import Check
 from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.providers.base import get_provider, provider_names
 
@@ -397,7 +398,7 @@ def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> H
     h = {**defaults, **raw}
     for key in ("name", "address"):
         if key not in h:
-            raise v.fail(where, f"missing {key}", f"every host needs name: and address:")
+            raise v.fail(where, f"missing {key}", "every host needs name: and address:")
     name = v.expect(h["name"], str, f"{where}.name")
     if not HOSTNAME_RE.match(name):
         raise v.fail(f"{where}.name", f"invalid host name {name!r}",

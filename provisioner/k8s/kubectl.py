@@ -5,8 +5,8 @@ from __future__ import annotations
 import shutil
 import subprocess
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from provisioner.inventory.model import Host
 from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost

@@ -7,8 +7,9 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping
+from typing import Any
 
 from provisioner.inventory.model import Inventory
 from provisioner.k8s.kubectl import Kubectl
@@ -60,7 +61,7 @@ def _ours(ns: str) -> list[str]:
 def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
     t0 = time.monotonic()
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own lab/cluster URL
+        with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read(200).decode("utf-8", "replace")
             return resp.status, int((time.monotonic() - t0) * 1000), body.strip().splitlines()[0] if body.strip() else ""
     except urllib.error.HTTPError as exc:

@@ -20,7 +20,7 @@ class KubeVersion:
     pre: str = ""
 
     @classmethod
-    def parse(cls, text: str) -> "KubeVersion":
+    def parse(cls, text: str) -> KubeVersion:
         m = _VERSION.match(text.strip())
         if not m:
             raise ValueError(f"not a Kubernetes version: {text!r}")

@@ -92,7 +92,7 @@ def wait_ready(
     def guarded(item: tuple[str, SshTarget, float, Callable[[], bool]]) -> ReadyResult:
         try:
             return one(*item)
-        except Exception as exc:  # noqa: BLE001 - one node's failure must not hide the others' results
+        except Exception as exc:
             log.debug("waiting for %s failed", item[0], exc_info=True)
             return ReadyResult(item[0], False, None, f"{type(exc).__name__}: {exc}")
 

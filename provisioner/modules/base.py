@@ -11,13 +11,21 @@ import base64
 import difflib
 import posixpath
 import shlex
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Mapping, Protocol, Sequence
+from typing import Any, ClassVar, Protocol
 
 from provisioner.errors import RoleError
-from provisioner.facts.query import FactQuery  # noqa: F401 - modules declare their queries with it
+from provisioner.facts.query import FactQuery
 from provisioner.modules.decisions import (  # noqa: F401 - the decisions modules return, imported from here
-    Change, Decision, Effect, LocalWrite, NoChange, SetVars, Skip, Upload,
+    Change,
+    Decision,
+    Effect,
+    LocalWrite,
+    NoChange,
+    SetVars,
+    Skip,
+    Upload,
 )
 
 

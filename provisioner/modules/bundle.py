@@ -6,7 +6,8 @@ between nodes", and provisioner/bundle/distribution.py for the scripts.
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from provisioner.bundle.distribution import needed_files, pull_script, serve_script
 from provisioner.bundle.manifest import MANIFEST_NAME

@@ -4,11 +4,23 @@ from __future__ import annotations
 
 import base64
 import re
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from provisioner.errors import RoleError
 from provisioner.modules.base import (
-    ArgRenderer, Change, Decision, FactQuery, Module, NoChange, Param, SetVars, Skip, join, q, register,
+    ArgRenderer,
+    Change,
+    Decision,
+    FactQuery,
+    Module,
+    NoChange,
+    Param,
+    SetVars,
+    Skip,
+    join,
+    q,
+    register,
 )
 
 

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import shlex
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Protocol
+from typing import Any, Protocol
 
 from provisioner.atomic import write_file
 from provisioner.transport.ssh import CommandResult

@@ -5,15 +5,28 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from provisioner.errors import RoleError
-from provisioner.hashing import file_sha256
 from provisioner.facts.parsers import FileState, file_state_script, parse_file_state
+from provisioner.hashing import file_sha256
 from provisioner.modules.base import (
-    ArgRenderer, Change, Decision, FactQuery, LocalWrite, Module, NoChange, Param, Upload, fail_on_apply, q, register,
-    text_diff, write_file_script,
+    ArgRenderer,
+    Change,
+    Decision,
+    FactQuery,
+    LocalWrite,
+    Module,
+    NoChange,
+    Param,
+    Upload,
+    fail_on_apply,
+    q,
+    register,
+    text_diff,
+    write_file_script,
 )
 
 

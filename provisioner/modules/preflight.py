@@ -10,8 +10,9 @@ The checks themselves are the pure functions of provisioner/facts/checks.py.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import fields
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar
 
 from provisioner.errors import RoleError
 from provisioner.facts.checks import HOST_CHECKS, Node, Requirements, unique_identity

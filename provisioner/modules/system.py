@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 import re
-
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 from provisioner.errors import RoleError
 from provisioner.facts.parsers import (
-    FileState, PackageState, ServiceState, SwapState, dpkg_script, file_state_script, parse_dpkg,
-    parse_file_state, parse_loaded_modules, parse_swap, parse_sysctl_values, parse_systemctl_show,
+    FileState,
+    PackageState,
+    ServiceState,
+    SwapState,
+    dpkg_script,
+    file_state_script,
+    parse_dpkg,
+    parse_file_state,
+    parse_loaded_modules,
+    parse_swap,
+    parse_sysctl_values,
+    parse_systemctl_show,
 )
 from provisioner.modules.base import (
-    Change, Decision, FactQuery, Module, NoChange, Param, as_list, fail_on_apply, join, q, register, text_diff,
+    Change,
+    Decision,
+    FactQuery,
+    Module,
+    NoChange,
+    Param,
+    as_list,
+    fail_on_apply,
+    join,
+    q,
+    register,
+    text_diff,
     write_file_script,
 )
 
@@ -116,7 +137,7 @@ def _version_matches(installed: str, wanted: str) -> bool:
     """`1.31.2` matches `1.31.2-1.1`; a trailing `*` is a prefix pin."""
     if wanted.endswith("*"):
         return installed.startswith(wanted[:-1])
-    return installed == wanted or installed.startswith(wanted + "-") or installed.startswith(wanted + "~")
+    return installed == wanted or installed.startswith((wanted + "-", wanted + "~"))
 
 
 @register

@@ -18,7 +18,6 @@ from typing import Any
 from provisioner.errors import CloudError, InputError, KprovError
 from provisioner.providers import ec2_nlb
 from provisioner.providers.ec2_aws import aws_errors, ec2_client, error_code
-from provisioner.providers.ec2_owner import MANAGED_BY, TAG_CLUSTER, TAG_MANAGED, not_owned, owns, tags_of
 from provisioner.providers.ec2_config import (
     ROLE_CONTROL_PLANE,
     ROLE_WORKER,
@@ -28,6 +27,7 @@ from provisioner.providers.ec2_config import (
     require_ssh_cidrs,
     validate_section,
 )
+from provisioner.providers.ec2_owner import MANAGED_BY, TAG_CLUSTER, TAG_MANAGED, not_owned, owns, tags_of
 from provisioner.providers.ec2_rules import desired_rules, reconcile_ingress
 from provisioner.providers.reachability import Endpoint, wait_for_ssh
 
@@ -397,7 +397,7 @@ def _ensure_key_pair(ec2: Any, config: Ec2Config) -> bool:
     try:
         ec2.describe_key_pairs(KeyNames=[config.key_name])
         return False
-    except Exception as exc:  # noqa: BLE001 - only "not found" is expected; the rest is re-raised
+    except Exception as exc:
         if error_code(exc) != "InvalidKeyPair.NotFound":
             raise
     if config.public_key is None:
@@ -510,7 +510,7 @@ def _tagged_key_pairs(ec2: Any, config: Ec2Config, left_alone: list[str]) -> lis
         try:
             ec2.describe_key_pairs(KeyNames=[config.key_name])
             left_alone.append(f"key pair {config.key_name}")
-        except Exception as exc:  # noqa: BLE001 - absent is fine; anything else is re-raised
+        except Exception as exc:
             if error_code(exc) != "InvalidKeyPair.NotFound":
                 raise
     return ours
@@ -522,7 +522,7 @@ def _delete_group(ec2: Any, group_id: str, deadline: float, poll: float) -> None
         try:
             ec2.delete_security_group(GroupId=group_id)
             return
-        except Exception as exc:  # noqa: BLE001 - filtered by AWS error code below
+        except Exception as exc:
             code = error_code(exc)
             if code == "InvalidGroup.NotFound":
                 return

@@ -130,7 +130,7 @@ def validate_section(section: dict, where: str = "ec2", located: Check | None = 
         check.fail("allow_world_ssh", f"expected true or false, got {section['allow_world_ssh']!r}")
     if section.get("load_balancer") is not None and not isinstance(section["load_balancer"], bool):
         check.fail("load_balancer", f"expected true or false, got {section['load_balancer']!r}")
-    for key, value in (section.get("tags") or {}).items():
+    for key in section.get("tags") or {}:
         if key.startswith(("aws:", "kprov:")) or key == "Name":
             check.fail(f"tags.{key}", "reserved tag key (aws:*, kprov:* and Name are set by kprov)")
     _validate_ami(check, section.get("ami"))

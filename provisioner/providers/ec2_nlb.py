@@ -82,7 +82,7 @@ def _is_ours(elb: Any, arn: str, cluster: str) -> bool:
 def _find_lb(elb: Any, name: str) -> dict[str, Any] | None:
     try:
         found = elb.describe_load_balancers(Names=[name])["LoadBalancers"]
-    except Exception as exc:  # noqa: BLE001 - only "not found" is expected
+    except Exception as exc:
         if error_code(exc) == "LoadBalancerNotFound":
             return None
         raise
@@ -92,7 +92,7 @@ def _find_lb(elb: Any, name: str) -> dict[str, Any] | None:
 def _find_tg(elb: Any, name: str) -> dict[str, Any] | None:
     try:
         found = elb.describe_target_groups(Names=[name])["TargetGroups"]
-    except Exception as exc:  # noqa: BLE001 - only "not found" is expected
+    except Exception as exc:
         if error_code(exc) == "TargetGroupNotFound":
             return None
         raise
@@ -201,7 +201,7 @@ def _delete_target_group(elb: Any, arn: str, deadline: float, poll: float) -> No
         try:
             elb.delete_target_group(TargetGroupArn=arn)
             return
-        except Exception as exc:  # noqa: BLE001 - filtered by AWS error code below
+        except Exception as exc:
             code = error_code(exc)
             if code == "TargetGroupNotFound":
                 return

@@ -11,12 +11,11 @@ import logging
 import os
 import select
 import shlex
-import socket
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import paramiko
 from fabric import Config as FabricConfig
@@ -136,7 +135,7 @@ def _parsed_known_hosts(path: str) -> list:
                 keys.load(path)
             except (OSError, paramiko.SSHException) as exc:
                 log.warning("cannot read known_hosts %s: %s", path, exc)
-            _KNOWN_HOSTS_CACHE[key] = list(keys._entries)  # noqa: SLF001
+            _KNOWN_HOSTS_CACHE[key] = list(keys._entries)
         return list(_KNOWN_HOSTS_CACHE[key])
 
 
@@ -174,13 +173,13 @@ class SSHHost:
                           config=FabricConfig(overrides={"load_ssh_configs": False}))
         client = conn.client
         # Fabric trusts any key by default; kprov verifies: system + kprov + inventory known_hosts.
-        client._host_keys = paramiko.HostKeys()  # noqa: SLF001 - reset Fabric's implicit loads
-        client._system_host_keys = paramiko.HostKeys()  # noqa: SLF001
+        client._host_keys = paramiko.HostKeys()
+        client._system_host_keys = paramiko.HostKeys()
         for candidate in (Path.home() / ".ssh" / "known_hosts", kprov_known_hosts(), known_hosts):
             if candidate and Path(candidate).is_file():
                 # parsed once per run (per file version), not once per host: a big known_hosts costs
                 # seconds across 100 connections; each client gets its own copy of the entry list
-                client.get_host_keys()._entries.extend(_parsed_known_hosts(str(candidate)))  # noqa: SLF001
+                client.get_host_keys()._entries.extend(_parsed_known_hosts(str(candidate)))
         policy: paramiko.MissingHostKeyPolicy = (
             _TofuPolicy(kprov_known_hosts()) if self.options.accept_new_host_keys else _RejectPolicy()
         )
@@ -224,7 +223,7 @@ class SSHHost:
                     f"{h.name}: SSH authentication failed for {h.user}@{h.address}:{h.port}: {exc}",
                     hint="check user and ssh_key in the inventory",
                 ) from None
-            except (OSError, socket.timeout, paramiko.SSHException, EOFError) as exc:
+            except (TimeoutError, OSError, paramiko.SSHException, EOFError) as exc:
                 last = exc
                 if attempt + 1 < attempts:
                     time.sleep(self.options.retry_delay * (attempt + 1))
@@ -269,7 +268,7 @@ class SSHHost:
             err = chan.recv_stderr(4096).decode("utf-8", "replace").strip() if chan.recv_stderr_ready() else ""
             raise KprovError(f"{self.host.name}: cannot take the kprov lock: {status or err or 'no answer'}",
                              hint="kprov needs flock (util-linux) and a writable /run on the host")
-        except socket.timeout:
+        except TimeoutError:
             raise HostConnectionError(f"{self.host.name}: no answer while taking the kprov lock",
                                       hint="check the host and rerun") from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
@@ -284,7 +283,7 @@ class SSHHost:
         if self._lock_chan is not None:
             try:
                 self._lock_chan.close()
-            except Exception:  # noqa: BLE001 - closing must not hide the run's result
+            except Exception:
                 pass
             self._lock_chan = None
             self._channels.release()
@@ -292,7 +291,7 @@ class SSHHost:
             if c is not None:
                 try:
                     c.close()
-                except Exception:  # noqa: BLE001 - closing must not hide the run's result
+                except Exception:
                     pass
         self._conn = self._gateway = None
 
@@ -344,7 +343,7 @@ class SSHHost:
                 chan.settimeout(self.options.connect_timeout + 30)   # a send that stalls this long: gone
                 chan.exec_command(command)
                 yield chan
-            except socket.timeout:
+            except TimeoutError:
                 raise HostConnectionError(f"{self.host.name}: the connection stalled during {what}",
                                           hint=hints[0]) from None
             except (paramiko.SSHException, OSError, EOFError) as exc:

@@ -7,9 +7,10 @@ import os
 import re
 import subprocess
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -20,8 +21,8 @@ from provisioner.engine.runner import Runner, RunOptions
 from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
 from provisioner.reporting.sinks import TeeSink
-from tests.fixtures.netns_fleet import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions, SSHHost
+from tests.fixtures.netns_fleet import NetnsFleet
 
 ROLES = Path(__file__).parent / "roles"
 TEMPLATES = Path(__file__).parent / "templates"

@@ -12,8 +12,8 @@ from rich.console import Console
 
 from provisioner.engine.events import Status
 from provisioner.reporting.sinks import ConsoleSink, JsonSink
-from tests.fixtures.netns_fleet import NetnsFleet
 from provisioner.transport.ssh import ConnectOptions
+from tests.fixtures.netns_fleet import NetnsFleet
 
 pytestmark = pytest.mark.netns
 
@@ -73,7 +73,7 @@ def test_when_is_evaluated_per_loop_item(fleet, workdir):
 
 
 def _precedence_inventory(doc: dict) -> None:
-    doc["cluster"]["vars"] = {k: "cluster" for k in ("p_cluster", "p_group", "p_host", "p_extra", "p_order")}
+    doc["cluster"]["vars"] = dict.fromkeys(("p_cluster", "p_group", "p_host", "p_extra", "p_order"), "cluster")
     # custom group listed first in the file: it still ranks above the built-in groups
     doc["groups"] = {
         "mine": {"hosts": ["kpe-2"], "vars": {"p_order": "custom"}},
@@ -103,7 +103,7 @@ def test_noop_run_costs_one_round_trip_per_host(fleet, workdir):
     assert all(c <= 1 + 8 for c in first.exec_counts.values()), first.exec_counts
     again = fleet.run("batch", extra_vars={"dir": workdir}, count=True)
     assert again.changed() == 0
-    assert again.exec_counts == {n: 1 for n in fleet.names}
+    assert again.exec_counts == dict.fromkeys(fleet.names, 1)
 
 
 # -- failures stay on their host -------------------------------------------------------------------
@@ -111,9 +111,7 @@ def test_noop_run_costs_one_round_trip_per_host(fleet, workdir):
 @pytest.fixture(scope="module")
 def dead_fleet():
     """A one-host fleet whose sshd is killed: a host that went away."""
-    from tests.engine.conftest import _reap
-
-    from tests.engine.conftest import _free_subnet, _reap_dead_sessions, _session_prefix
+    from tests.engine.conftest import _free_subnet, _reap, _reap_dead_sessions, _session_prefix
 
     _reap_dead_sessions("kk")
     prefix = _session_prefix("kk")

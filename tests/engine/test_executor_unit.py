@@ -28,7 +28,15 @@ from provisioner.errors import HostConnectionError, InputError, RoleError
 from provisioner.facts.parsers import FileState, parse_file_state
 from provisioner.inventory.loader import load_inventory
 from provisioner.modules.base import (
-    REGISTRY, Change, Effect, LocalWrite, NoChange, SetVars, Skip, Upload, get_module,
+    REGISTRY,
+    Change,
+    Effect,
+    LocalWrite,
+    NoChange,
+    SetVars,
+    Skip,
+    Upload,
+    get_module,
 )
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import CommandResult
@@ -311,7 +319,7 @@ def engine(tmp_path):
         (role / "tasks.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False))
         (role / "handlers.yaml").write_text(yaml.safe_dump(handlers or [], sort_keys=False))
         fakes = fakes if fakes is not None else {
-            n: FakeHost(n, reachable=n not in unreachable, files={p: b"" for p in (files or {}).get(n, ())})
+            n: FakeHost(n, reachable=n not in unreachable, files=dict.fromkeys((files or {}).get(n, ()), b""))
             for n in "abc"}
         sink = ListSink()
         runner = Runner(inventory, RunOptions(check=check, extra_vars=extra_vars or {}), sink,

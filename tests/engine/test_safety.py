@@ -96,7 +96,7 @@ def test_a_cut_session_fails_at_once_and_leaves_no_process(fleet, ssh):
     def run() -> None:
         try:
             ssh.script(f"sleep {token}", timeout=120)
-        except BaseException as exc:  # noqa: BLE001 - collected for the assertion below
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=run)
@@ -144,9 +144,9 @@ def test_kprov_going_away_mid_command_leaves_no_process(fleet, sig):
 @pytest.fixture(scope="module")
 def crowd(tmp_path_factory):
     """13 sshd hosts with the distribution's default sshd settings (MaxSessions 10)."""
-    from tests.fixtures.netns_fleet import NetnsFleet
     from tests.engine.conftest import _free_subnet, _reap, _reap_dead_sessions, _session_prefix
     from tests.fixtures.netns import _netns_unavailable
+    from tests.fixtures.netns_fleet import NetnsFleet
 
     reason = _netns_unavailable()
     if reason:

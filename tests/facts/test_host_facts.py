@@ -14,8 +14,19 @@ from provisioner.engine.facts import FactCache
 from provisioner.facts import checks
 from provisioner.facts.checks import Node, Requirements
 from provisioner.facts.host import (
-    Address, Addresses, CgroupVersion, Cpus, HostFacts, KubeletConfigured, ListeningPorts, Macs, MachineId, MemoryMb,
-    OsRelease, ProductUuid, host_fact_queries,
+    Address,
+    Addresses,
+    CgroupVersion,
+    Cpus,
+    HostFacts,
+    KubeletConfigured,
+    ListeningPorts,
+    MachineId,
+    Macs,
+    MemoryMb,
+    OsRelease,
+    ProductUuid,
+    host_fact_queries,
 )
 from provisioner.inventory.loader import load_inventory
 from provisioner.transport.ssh import ConnectOptions, SSHHost

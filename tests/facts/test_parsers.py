@@ -8,8 +8,17 @@ from pathlib import Path
 import pytest
 
 from provisioner.facts.parsers import (
-    FileState, PackageState, ServiceState, SwapState, parse_dpkg, parse_file_state, parse_loaded_modules,
-    parse_os_release, parse_swap, parse_sysctl_values, parse_systemctl_show,
+    FileState,
+    PackageState,
+    ServiceState,
+    SwapState,
+    parse_dpkg,
+    parse_file_state,
+    parse_loaded_modules,
+    parse_os_release,
+    parse_swap,
+    parse_sysctl_values,
+    parse_systemctl_show,
 )
 from provisioner.modules.base import Change, NoChange
 from provisioner.modules.system import PackageModule, ServiceModule, SwapModule, SysctlModule

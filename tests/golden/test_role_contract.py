@@ -8,9 +8,10 @@ that differs between a role and a template fails here instead of on a host.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -115,7 +116,7 @@ def test_templates_render_with_role_defaults(role: str, template: str, looped: b
     from provisioner.engine.templating import resolve_vars
     from provisioner.k8s.context import cluster_vars
     from provisioner.secrets import Redactor
-    from tests.golden.cases import host_vars, docs
+    from tests.golden.cases import docs, host_vars
 
     engine = host_vars(k8s=k8s, host_index=1 if role == "join" else 0,
                        mirrors={"docker.io": ["http://10.215.0.1:5000"]})

@@ -15,8 +15,22 @@ from typing import Any
 import pytest
 from jinja2 import meta
 
-from tests.golden.cases import (CASES, ENV, EXPECTED, HA_CERT_KEY, HOSTS, JOIN_TOKEN, TEMPLATES, Case, by_kind,
-                                cases_for, docs, host_vars, ids, render)
+from tests.golden.cases import (
+    CASES,
+    ENV,
+    EXPECTED,
+    HA_CERT_KEY,
+    HOSTS,
+    JOIN_TOKEN,
+    TEMPLATES,
+    Case,
+    by_kind,
+    cases_for,
+    docs,
+    host_vars,
+    ids,
+    render,
+)
 
 UPDATE = os.environ.get("KPROV_UPDATE_GOLDEN") == "1"
 V1BETA2, V1BETA3, V1BETA4 = (f"kubeadm.k8s.io/v1beta{n}" for n in (2, 3, 4))

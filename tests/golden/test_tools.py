@@ -19,8 +19,9 @@ import subprocess
 import threading
 import time
 import tomllib
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -229,12 +230,12 @@ class _RecordingRegistry(http.server.ThreadingHTTPServer):
         registry = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
-            def do_HEAD(self) -> None:  # noqa: N802
+            def do_HEAD(self) -> None:
                 registry.requests.append(f"{self.command} {self.path}")
                 self.send_response(404)
                 self.end_headers()
 
-            do_GET = do_HEAD  # noqa: N815
+            do_GET = do_HEAD
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -423,7 +424,7 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
              "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
              "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
              "--initial-cluster", f"kprov-test=http://127.0.0.1:{peer}"],
-            stdout=open(work / "etcd.log", "wb"), stderr=subprocess.STDOUT))
+            stdout=open(work / "etcd.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115 (the child's log)
         procs.append(subprocess.Popen(
             [str(kube_apiserver), "--etcd-servers", f"http://127.0.0.1:{client}", "--bind-address", "127.0.0.1",
              "--advertise-address", "127.0.0.1", "--secure-port", str(secure), "--cert-dir", str(work / "certs"),
@@ -432,7 +433,7 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
              "--service-account-key-file", str(work / "sa.pub"),
              "--service-account-signing-key-file", str(work / "sa.key"),
              "--service-cluster-ip-range", "10.96.0.0/12", "--allow-privileged=true"],
-            stdout=open(work / "apiserver.log", "wb"), stderr=subprocess.STDOUT))
+            stdout=open(work / "apiserver.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115 (the child's log)
         kubectl = [KUBECTL, "--kubeconfig", "/dev/null", "--server", f"https://127.0.0.1:{secure}",
                    "--token", token, "--insecure-skip-tls-verify"]
         deadline = time.monotonic() + 90

@@ -62,7 +62,7 @@ class _Listeners:
         while not self._stop.is_set():
             try:
                 conn, peer = s.accept()
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 return

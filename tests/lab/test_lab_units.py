@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -238,7 +239,7 @@ def _wait_for_lock_waiter(path, bound: float = 60.0) -> None:
     ino = os.stat(path).st_ino
     deadline = time.monotonic() + bound
     while time.monotonic() < deadline:
-        for line in open("/proc/locks").read().splitlines():
+        for line in Path("/proc/locks").read_text().splitlines():
             fields = line.split()
             if "->" in fields and any(f.endswith(f":{ino}") for f in fields):
                 return
@@ -277,9 +278,8 @@ def test_lab_lock_has_one_holder_when_down_releases_it(tmp_path):
     t1.join()
     up_in.wait()
     try:
-        with open(lab.paths.lock, "a") as probe:  # a third `kprov lab up` arriving now
-            with pytest.raises(BlockingIOError):
-                fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        with open(lab.paths.lock, "a") as probe, pytest.raises(BlockingIOError):  # a third `kprov lab up` now
+            fcntl.flock(probe, fcntl.LOCK_EX | fcntl.LOCK_NB)
     finally:
         up_go.set()
         t2.join()

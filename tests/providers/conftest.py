@@ -20,7 +20,6 @@ import pytest
 
 from tests.providers.helpers import REGION, Kprov, moto_post
 
-
 #: Networks of hosts a test itself created (network namespaces); the only non-loopback targets allowed.
 LAB_NETWORKS: list[ipaddress.IPv4Network] = []
 

@@ -10,7 +10,6 @@ from typing import Any
 import pytest
 import yaml
 
-
 REGION = "eu-west-1"
 # A syntactically valid ed25519 public key (no private half exists anywhere).
 PUBLIC_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGj7zK0v1fP3y0sQe7yq2d9k8H0tVYH1m8YQeX8m2kq0 kprov-test\n"

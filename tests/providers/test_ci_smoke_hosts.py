@@ -10,9 +10,9 @@ runs a role on them over SSH. Then the cluster is destroyed.
 
 from __future__ import annotations
 
-import os
 import ipaddress
 import json
+import os
 import shlex
 import sys
 
@@ -39,8 +39,8 @@ PROBE_ROLE = """\
 def stand_in_hosts():
     import subprocess
 
-    from tests.fixtures.netns_fleet import NetnsFleet
     from tests.fixtures.netns import _netns_unavailable
+    from tests.fixtures.netns_fleet import NetnsFleet
 
     reason = _netns_unavailable()
     if reason:

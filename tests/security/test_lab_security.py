@@ -23,8 +23,9 @@ import shutil
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 import yaml
@@ -195,7 +196,7 @@ def test_hostile_values_through_every_role_variable_never_run(node, exec_trace, 
     argvs = exec_trace.stop()
     touched = [a for a in argvs if a.startswith(f'["touch", "{CANARY}"')]
     assert touched == [], f"hostile values ran: {touched[:3]}"
-    secrets = list(redactor._values)   # noqa: SLF001 - exactly what the redactor knows
+    secrets = list(redactor._values)
     assert secrets, "the run had no secret to look for"
     assert [a for a in argvs for s in secrets if s in a] == []
     with capsys.disabled():
@@ -226,7 +227,7 @@ def test_certificate_key_never_in_argv_of_the_upload_task(node, exec_trace, tmp_
     finally:
         argvs = exec_trace.stop()
     assert out.exit_status == 0, [(e.task, e.msg) for e in out.sink.events]
-    (key,) = [s for s in redactor._values if re.fullmatch(r"[0-9a-f]{64}", s)]  # noqa: SLF001
+    (key,) = [s for s in redactor._values if re.fullmatch(r"[0-9a-f]{64}", s)]
     kubeadm_argv = node.sh("cat /run/kubeadm-argv")
     assert kubeadm_argv.startswith("init phase upload-certs --upload-certs --config /etc/kubernetes/kprov/")
     assert key not in kubeadm_argv

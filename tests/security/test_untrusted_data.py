@@ -19,8 +19,8 @@ import yaml
 
 from provisioner.engine.roles import ROLES_DIR, TEMPLATES_DIR
 from provisioner.engine.templating import Renderer, make_env
-from provisioner.k8s.nodes import nodes_table as _nodes_table
 from provisioner.errors import ExitStatus, TemplateError
+from provisioner.k8s.nodes import nodes_table as _nodes_table
 from provisioner.modules.base import get_module
 from tests.cli.helpers import kprov
 
