@@ -17,7 +17,7 @@ HERE = Path(__file__).resolve().parent
 DATA_DIRS = ("roles", "templates")
 
 
-class build_py_with_data(build_py):  # noqa: N801 - setuptools command naming
+class build_py_with_data(build_py):
     def run(self) -> None:
         super().run()
         if getattr(self, "editable_mode", False):

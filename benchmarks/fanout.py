@@ -34,9 +34,10 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -158,7 +159,7 @@ def fan_out(targets: Sequence[Target], commands: Callable[[Target], list[str]], 
                     tm.error = f"rc={rc} for {cmd[:80]!r}: {err.strip()[-300:]}"
                     return
             tm.exec_s = time.monotonic() - t1
-        except Exception as exc:  # noqa: BLE001 - reported per host below
+        except Exception as exc:
             tm.error = f"{type(exc).__name__}: {exc}"
         finally:
             client.close()
@@ -289,7 +290,7 @@ def kprov_apply(inventory: Path) -> KprovRun:
 def in_process(inventory: Path) -> dict[str, Any]:
     """The Runner in this process with a transport that counts round trips (one exec = one round trip)."""
     from provisioner.engine.roles import Play
-    from provisioner.engine.runner import RunOptions, Runner
+    from provisioner.engine.runner import Runner, RunOptions
     from provisioner.inventory.loader import load_inventory
     from provisioner.k8s.context import cluster_vars
     from provisioner.secrets import Redactor

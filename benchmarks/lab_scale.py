@@ -24,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from provisioner.lab import Lab, memstat  # noqa: E402
+from provisioner.lab import Lab, memstat
 
 RESULTS = Path(__file__).resolve().parent / "results"
 

@@ -59,7 +59,7 @@ def _hash_stream(f, sink: Callable[[bytes], object] | None = None) -> tuple[str,
     return h.hexdigest(), n
 
 
-def _scan(path: Path, dest: Path | None) -> Manifest:  # noqa: C901 - one linear pass, kept together
+def _scan(path: Path, dest: Path | None) -> Manifest:
     """One pass over the archive: hash every file (writing it under dest when given), then compare."""
     seen: dict[str, tuple[str, int, int]] = {}
     manifest_bytes: bytes | None = None

@@ -17,7 +17,6 @@ from pathlib import Path
 
 from provisioner.bundle import dockerarchive
 from provisioner.bundle.fetch import download
-from provisioner.bundle.sidecar import write_sidecar
 from provisioner.bundle.manifest import (
     CORE_IMAGES,
     IMAGE_KEY_RE,
@@ -30,6 +29,7 @@ from provisioner.bundle.manifest import (
     normalize_version,
     one_line,
 )
+from provisioner.bundle.sidecar import write_sidecar
 from provisioner.errors import BundleError, InputError
 
 log = logging.getLogger(__name__)

@@ -23,7 +23,7 @@ def _open(url: str, timeout: float):
     scheme = urllib.parse.urlsplit(url).scheme
     if scheme not in ("http", "https", "file"):
         raise BundleError(f"unsupported URL {url!r}", hint="use http://, https:// or file:// URLs")
-    return urllib.request.urlopen(url, timeout=timeout)  # noqa: S310 - scheme checked above
+    return urllib.request.urlopen(url, timeout=timeout)
 
 
 def fetch_checksum(url: str, timeout: float = 60) -> str | None:

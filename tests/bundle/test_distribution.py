@@ -19,8 +19,13 @@ from pathlib import Path
 import pytest
 
 from provisioner.bundle import BuildSpec, build, extract, read_manifest
-from provisioner.bundle.distribution import control_plane_only, distribution_vars, needed_files, pull_script, \
-    serve_script
+from provisioner.bundle.distribution import (
+    control_plane_only,
+    distribution_vars,
+    needed_files,
+    pull_script,
+    serve_script,
+)
 from tests.bundle.helpers import make_source_dir
 
 pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("python3")),

@@ -119,7 +119,7 @@ def dns_standin(unpacked, tmp_path_factory):
     procs = []
 
     def spawn(argv, name):
-        log = open(work / f"{name}.log", "wb")
+        log = open(work / f"{name}.log", "wb")  # noqa: SIM115 (the child's log, open for its lifetime)
         procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
 
     spawn([str(etcd), "--data-dir", str(work / "etcd-data"), "--listen-client-urls", f"http://127.0.0.1:{ec}",

@@ -8,8 +8,8 @@ import asyncio
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 LOSS_COMMENT = "kprov-test-loss"
 
@@ -39,7 +39,7 @@ class DelayRelay:
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._servers: list[asyncio.AbstractServer] = []
 
-    def __enter__(self) -> "DelayRelay":
+    def __enter__(self) -> DelayRelay:
         self._thread.start()
         for name, address in self.targets.items():
             server = asyncio.run_coroutine_threadsafe(self._serve(address), self._loop).result(10)

@@ -167,7 +167,8 @@ def test_1_up_behind_the_vip(ha: HA) -> None:
     assert vip_holder(ha) in ha.control_planes
     for node in ha.control_planes:
         backends = wait_for(f"3 backends UP on {node}",
-                            lambda: (b := haproxy_backends(ha, node)) and set(b.values()) == {"UP"} and b, timeout=60)
+                            lambda node=node: (b := haproxy_backends(ha, node)) and set(b.values()) == {"UP"} and b,
+                            timeout=60)
         assert sorted(backends) == ha.control_planes
     assert "inactive" in ha.sh(ha.worker, "systemctl is-active haproxy keepalived || true").stdout
 
@@ -234,7 +235,8 @@ def test_3_the_stopped_node_rejoins(ha: HA) -> None:
              timeout=420, interval=3)
     for node in ha.control_planes:
         wait_for(f"3 backends UP on {node}",
-                 lambda: (b := haproxy_backends(ha, node)) and len(b) == 3 and set(b.values()) == {"UP"}, timeout=240)
+                 lambda node=node: (b := haproxy_backends(ha, node)) and len(b) == 3 and set(b.values()) == {"UP"},
+                 timeout=240)
     assert vip_holder(ha) != stopped[0], "the returning node took the VIP back (nopreempt)"
 
     again = kprov("up", "-i", str(ha.path), "--no-smoke", "--log-format", "json")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -21,14 +21,14 @@ def test_every_certificate_of_kubeadm_1_20() -> None:
     by_name = {c.name: c for c in certs}
     assert by_name["apiserver"].authority == "ca" and by_name["etcd-peer"].authority == "etcd-ca"
     assert by_name["admin.conf"].authority == "" and not by_name["admin.conf"].externally_managed
-    assert by_name["apiserver"].expires == datetime(2027, 12, 1, 7, 2, tzinfo=timezone.utc)
+    assert by_name["apiserver"].expires == datetime(2027, 12, 1, 7, 2, tzinfo=UTC)
 
 
 @pytest.mark.parametrize("now,warn_days,expiring", [
-    (datetime(2026, 12, 1, 7, 0, tzinfo=timezone.utc), 30, 0),
-    (datetime(2027, 11, 5, 7, 0, tzinfo=timezone.utc), 30, 10),     # 26 days left: every leaf certificate
-    (datetime(2027, 11, 5, 7, 0, tzinfo=timezone.utc), 20, 0),
-    (datetime(2027, 12, 2, 7, 0, tzinfo=timezone.utc), 0, 10),      # already expired
+    (datetime(2026, 12, 1, 7, 0, tzinfo=UTC), 30, 0),
+    (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 30, 10),     # 26 days left: every leaf certificate
+    (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 20, 0),
+    (datetime(2027, 12, 2, 7, 0, tzinfo=UTC), 0, 10),      # already expired
 ])
 def test_expiring_within_warn_days(now: datetime, warn_days: int, expiring: int) -> None:
     certs = parse_check_expiration("cp1", (DATA / "check-expiration-1.20.txt").read_text())
@@ -48,7 +48,7 @@ def test_kubelet_rotation(out: str, rotate: bool | None, client: str) -> None:
 
 
 def test_rotation_off_fails_the_check() -> None:
-    now = datetime(2026, 12, 1, tzinfo=timezone.utc)
-    cert = Cert("cp1", "apiserver", datetime(2027, 12, 1, tzinfo=timezone.utc), "ca")
+    now = datetime(2026, 12, 1, tzinfo=UTC)
+    cert = Cert("cp1", "apiserver", datetime(2027, 12, 1, tzinfo=UTC), "ca")
     report = CertsReport((cert,), (KubeletRotation("cp1", True), KubeletRotation("w1", False)), 30, now)
     assert report.rotation_off == ("w1",) and not report.ok

@@ -24,7 +24,7 @@ import ssl
 import stat
 import subprocess
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -245,7 +245,7 @@ def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
     # kubeadm shows expiry to the minute: let the clock pass the minute the certificates were issued in
     issued = max(v for k, v in before.items() if k in LEAVES)
     wait_until("a new minute after issuance",
-               lambda: datetime.now(timezone.utc).replace(year=issued.year) >= issued.replace(second=0) + (
+               lambda: datetime.now(UTC).replace(year=issued.year) >= issued.replace(second=0) + (
                    datetime(2000, 1, 1, 0, 1) - datetime(2000, 1, 1)), timeout=90, every=2)
     kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
     old_kubeconfig = kubeconfig.read_bytes()

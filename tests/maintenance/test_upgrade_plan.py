@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 
 from provisioner.actions.upgrade_plan import (
-    NodeFacts, PdbFacts, PodFacts, build_plan, drain_preview, node_steps, parse_nodes, parse_pdbs, parse_pods,
+    NodeFacts,
+    PdbFacts,
+    PodFacts,
+    build_plan,
+    drain_preview,
+    node_steps,
+    parse_nodes,
+    parse_pdbs,
+    parse_pods,
 )
 from provisioner.errors import ExitStatus, InputError
 
