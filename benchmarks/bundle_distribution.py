@@ -63,7 +63,7 @@ def node_cpu(lab: str) -> dict[str, float]:
 def machine_cpu() -> float:
     """Busy CPU seconds of the whole machine so far (every engineer's work, not only this benchmark)."""
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
 
 class CountingSSH(SSHHost):
@@ -90,17 +90,24 @@ def task_times(events, seed: str, role: str = "kubernetes") -> dict[str, dict[st
     out = {}
     for task, by_host in per.items():
         others = [v for h, v in by_host.items() if h != seed]
-        out[task] = {"seed": round(by_host.get(seed, 0.0), 1),
-                     "others_max": round(max(others), 1) if others else 0.0,
-                     "others_median": round(statistics.median(others), 1) if others else 0.0}
+        out[task] = {
+            "seed": round(by_host.get(seed, 0.0), 1),
+            "others_max": round(max(others), 1) if others else 0.0,
+            "others_median": round(statistics.median(others), 1) if others else 0.0,
+        }
     return out
 
 
 def run(inv, roles: list[str], lab: str = "") -> dict:
     counts = {"upload": 0, "exec": 0}
     redactor = Redactor()
-    runner = Runner(inv, RunOptions(forks=128), redactor=redactor, base_vars=cluster_vars(inv, redactor),
-                    connector=lambda h: CountingSSH(h, ConnectOptions(), redactor, counts))
+    runner = Runner(
+        inv,
+        RunOptions(forks=128),
+        redactor=redactor,
+        base_vars=cluster_vars(inv, redactor),
+        connector=lambda h: CountingSSH(h, ConnectOptions(), redactor, counts),
+    )
     nodes0, machine0 = node_cpu(lab), machine_cpu()
     cpu0, load0, t0 = resource.getrusage(resource.RUSAGE_SELF), os.getloadavg()[0], time.monotonic()
     try:
@@ -117,16 +124,24 @@ def run(inv, roles: list[str], lab: str = "") -> dict:
         raise SystemExit(f"{roles} failed: {bad}")
     pulls = [e.msg for e in report.events if e.task.startswith("kubernetes | pull the bundle")]
     served = [e.msg for e in report.events if e.task.startswith("kubernetes | serve") and e.msg != "condition false"]
-    return {"roles": roles, "wall_s": round(wall, 1),
-            "role_s": {k: round(v, 1) for k, v in report.role_times.items()},
-            "upload_mib": round(counts["upload"] / 2**20, 1), "scripts_kib": round(counts["exec"] / 1024, 1),
-            "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
-            "nodes_cpu_s": round(sum(per_node.values()), 1), "seed_cpu_s": round(per_node.get(seed, 0.0), 1),
-            "other_node_cpu_max_s": round(max(others), 1) if others else 0.0,
-            "machine_cpu_s": round(machine1 - machine0, 1), "machine_cpus": os.cpu_count(),
-            "tasks_s": task_times(report.events, seed),
-            "load_before": round(load0, 1), "load_after": round(os.getloadavg()[0], 1),
-            "fallbacks": sum(m.startswith("fallback") for m in pulls), "served": served[:1]}
+    return {
+        "roles": roles,
+        "wall_s": round(wall, 1),
+        "role_s": {k: round(v, 1) for k, v in report.role_times.items()},
+        "upload_mib": round(counts["upload"] / 2**20, 1),
+        "scripts_kib": round(counts["exec"] / 1024, 1),
+        "cpu_s": round(cpu1.ru_utime + cpu1.ru_stime - cpu0.ru_utime - cpu0.ru_stime, 1),
+        "nodes_cpu_s": round(sum(per_node.values()), 1),
+        "seed_cpu_s": round(per_node.get(seed, 0.0), 1),
+        "other_node_cpu_max_s": round(max(others), 1) if others else 0.0,
+        "machine_cpu_s": round(machine1 - machine0, 1),
+        "machine_cpus": os.cpu_count(),
+        "tasks_s": task_times(report.events, seed),
+        "load_before": round(load0, 1),
+        "load_after": round(os.getloadavg()[0], 1),
+        "fallbacks": sum(m.startswith("fallback") for m in pulls),
+        "served": served[:1],
+    }
 
 
 def inventory(name: str, nodes: int, work: Path) -> Path:
@@ -151,13 +166,14 @@ def main() -> int:
     rows = []
     try:
         for n in sorted(args.nodes):
-            lab.up(n)   # grows the lab: a lab cannot shrink, so sizes go up
+            lab.up(n)  # grows the lab: a lab cannot shrink, so sizes go up
             inv = load_inventory(inventory(args.name, n, RESULTS))
             run(inv, ["prerequisites", "containerd"])
             for mode in args.modes:
                 for node in lab.status():
-                    lab.capture(node.name, ["sh", "-c", WIPE_BUNDLE + "true" if mode == "transfer" else WIPE],
-                                timeout=300)
+                    lab.capture(
+                        node.name, ["sh", "-c", WIPE_BUNDLE + "true" if mode == "transfer" else WIPE], timeout=300
+                    )
                 row = {"nodes": n, "mode": mode, **run(inv, MODES[mode], args.name)}
                 rows.append(row)
                 print(json.dumps(row), flush=True)
@@ -165,19 +181,27 @@ def main() -> int:
         (RESULTS / f"{args.name}.yaml").unlink(missing_ok=True)
         if not args.keep:
             lab.down()
-    print(f"\n{'nodes':>5} {'mode':<8} {'kubernetes_s':>12} {'bundle_s':>8} {'total_s':>7} {'upload_MiB':>10} "
-          f"{'scripts_KiB':>11} {'cpu_s':>6} {'nodes_cpu':>9} {'machine_cpu':>11} {'load':>5}")
+    print(
+        f"\n{'nodes':>5} {'mode':<8} {'kubernetes_s':>12} {'bundle_s':>8} {'total_s':>7} {'upload_MiB':>10} "
+        f"{'scripts_KiB':>11} {'cpu_s':>6} {'nodes_cpu':>9} {'machine_cpu':>11} {'load':>5}"
+    )
     for r in rows:
-        print(f"{r['nodes']:>5} {r['mode']:<8} {r['role_s'].get('kubernetes', 0):>12} {r['role_s'].get('bundle', 0):>8} "
-              f"{r['wall_s']:>7} {r['upload_mib']:>10} {r['scripts_kib']:>11} {r['cpu_s']:>6} {r['nodes_cpu_s']:>9} "
-              f"{r['machine_cpu_s']:>11} {r['load_before']:>5}")
+        print(
+            f"{r['nodes']:>5} {r['mode']:<8} {r['role_s'].get('kubernetes', 0):>12} {r['role_s'].get('bundle', 0):>8} "
+            f"{r['wall_s']:>7} {r['upload_mib']:>10} {r['scripts_kib']:>11} {r['cpu_s']:>6} {r['nodes_cpu_s']:>9} "
+            f"{r['machine_cpu_s']:>11} {r['load_before']:>5}"
+        )
     for r in rows:
         print(f"\n{r['nodes']} nodes, {r['mode']}: kubernetes play per task (s): seed / others max / others median")
         for task, t in r["tasks_s"].items():
             print(f"  {t['seed']:>7} {t['others_max']:>7} {t['others_median']:>7}  {task}")
     out = RESULTS / f"bundle_distribution-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
-    out.write_text(json.dumps({"rows": rows, "bundle_mib": round(BUNDLE.stat().st_size / 2**20, 1),
-                               "cpus": os.cpu_count()}, indent=2) + "\n")
+    out.write_text(
+        json.dumps(
+            {"rows": rows, "bundle_mib": round(BUNDLE.stat().st_size / 2**20, 1), "cpus": os.cpu_count()}, indent=2
+        )
+        + "\n"
+    )
     print(f"results: {out}")
     return 0
 

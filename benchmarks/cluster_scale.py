@@ -42,7 +42,7 @@ from provisioner.lab.network import bridge_name  # noqa: E402
 
 KPROV = str(REPO / ".venv" / "bin" / "kprov")
 RESULTS = Path(__file__).resolve().parent / "results"
-TIMING = "KPROV_BENCH %e %U %S %M"   # GNU time: wall, user, sys, peak RSS KiB
+TIMING = "KPROV_BENCH %e %U %S %M"  # GNU time: wall, user, sys, peak RSS KiB
 
 
 def _log(msg: str) -> None:
@@ -53,8 +53,13 @@ def _kprov(*args: str, timeout: float = 7200) -> dict:
     """Run kprov under GNU time; wall, CPU, peak RSS, exit code and its output."""
     t0 = time.monotonic()
     # its own process group: at the timeout kprov itself (not only GNU time) is stopped, as Ctrl-C would
-    with subprocess.Popen(["/usr/bin/time", "-f", TIMING, KPROV, *args], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, text=True, start_new_session=True) as proc:
+    with subprocess.Popen(
+        ["/usr/bin/time", "-f", TIMING, KPROV, *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    ) as proc:
         try:
             out, err = proc.communicate(timeout=timeout)
             rc = proc.returncode
@@ -69,16 +74,24 @@ def _kprov(*args: str, timeout: float = 7200) -> dict:
     wall = time.monotonic() - t0
     m = re.search(r"KPROV_BENCH ([\d.]+) ([\d.]+) ([\d.]+) (\d+)", err)
     cpu = float(m.group(2)) + float(m.group(3)) if m else None
-    return {"rc": rc, "wall_s": round(wall, 1), "cpu_s": round(cpu, 1) if cpu is not None else None,
-            "peak_rss_mib": round(int(m.group(4)) / 1024, 1) if m else None, "stdout": out, "stderr": err}
+    return {
+        "rc": rc,
+        "wall_s": round(wall, 1),
+        "cpu_s": round(cpu, 1) if cpu is not None else None,
+        "peak_rss_mib": round(int(m.group(4)) / 1024, 1) if m else None,
+        "stdout": out,
+        "stderr": err,
+    }
 
 
 class Counters:
     """iptables rules without a target: they only count what the control machine sends to the bridge."""
 
     def __init__(self, bridge: str) -> None:
-        self.rules = {"ssh": ["OUTPUT", "-o", bridge, "-p", "tcp", "--dport", "22"],
-                      "tcp": ["OUTPUT", "-o", bridge, "-p", "tcp"]}
+        self.rules = {
+            "ssh": ["OUTPUT", "-o", bridge, "-p", "tcp", "--dport", "22"],
+            "tcp": ["OUTPUT", "-o", bridge, "-p", "tcp"],
+        }
         self.tag = f"kprov-bench-{bridge}"
 
     def add(self) -> None:
@@ -87,14 +100,20 @@ class Counters:
 
     def remove(self) -> None:
         for key, rule in self.rules.items():
-            subprocess.run(["iptables", "-D", *rule, "-m", "comment", "--comment", f"{self.tag}-{key}"],
-                           capture_output=True, check=False)
+            subprocess.run(
+                ["iptables", "-D", *rule, "-m", "comment", "--comment", f"{self.tag}-{key}"],
+                capture_output=True,
+                check=False,
+            )
 
     def read(self) -> dict[str, int]:
-        out = subprocess.run(["iptables", "-L", "OUTPUT", "-v", "-x", "-n"], capture_output=True, text=True,
-                             check=True).stdout
-        return {key: sum(int(line.split()[1]) for line in out.splitlines() if f"{self.tag}-{key} " in line + " ")
-                for key in self.rules}
+        out = subprocess.run(
+            ["iptables", "-L", "OUTPUT", "-v", "-x", "-n"], capture_output=True, text=True, check=True
+        ).stdout
+        return {
+            key: sum(int(line.split()[1]) for line in out.splitlines() if f"{self.tag}-{key} " in line + " ")
+            for key in self.rules
+        }
 
 
 class MemSampler(threading.Thread):
@@ -134,13 +153,15 @@ def _nodes_memory(lab: str) -> dict[str, int | None]:
     if stat:
         fields = dict(line.split() for line in stat.read_text().splitlines())
         rss = int(fields.get("total_rss", 0)) + int(fields.get("total_mapped_file", 0))
-    return {"nodes_peak_mib": round(int(peak.read_text()) / 2**20) if peak else None,
-            "nodes_rss_end_mib": round(rss / 2**20) if rss is not None else None}
+    return {
+        "nodes_peak_mib": round(int(peak.read_text()) / 2**20) if peak else None,
+        "nodes_rss_end_mib": round(rss / 2**20) if rss is not None else None,
+    }
 
 
 def _machine_cpu_s() -> float:
     fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:8]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")   # minus idle and iowait
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")  # minus idle and iowait
 
 
 def _roles(stdout: str) -> dict[str, float]:
@@ -150,8 +171,11 @@ def _roles(stdout: str) -> dict[str, float]:
 
 def _how_far(res: dict) -> dict:
     plays = re.findall(r"^ROLE (\S+)", res["stdout"], re.MULTILINE)
-    return {"rc": res["rc"], "last_play": plays[-1] if plays else None,
-            "tail": (res["stdout"][-2500:] + "\n" + res["stderr"][-1500:]).strip()}
+    return {
+        "rc": res["rc"],
+        "last_play": plays[-1] if plays else None,
+        "tail": (res["stdout"][-2500:] + "\n" + res["stderr"][-1500:]).strip(),
+    }
 
 
 def one(nodes: int, name: str, tmp: Path, timeout: float) -> dict:
@@ -180,22 +204,38 @@ def one(nodes: int, name: str, tmp: Path, timeout: float) -> dict:
         cpu_nodes0, cpu_machine0, load0 = _nodes_cpu_s(name), _machine_cpu_s(), os.getloadavg()
         up = _kprov("up", "-i", str(inventory(nodes)), timeout=timeout)
         cpu_nodes1, cpu_machine1 = _nodes_cpu_s(name), _machine_cpu_s()
-        row.update({"up_rc": up["rc"], "up_s": up["wall_s"], "roles_s": _roles(up["stdout"]),
-                    "kprov_cpu_s": up["cpu_s"], "kprov_peak_rss_mib": up["peak_rss_mib"],
-                    "sent_bytes": counters.read(), "nodes_cpu_s": round(cpu_nodes1 - cpu_nodes0, 1),
-                    "machine_cpu_s": round(cpu_machine1 - cpu_machine0, 1), "cpus": os.cpu_count(),
-                    "mem_available_drop_mib": mem.drop_mib(), **_nodes_memory(name),
-                    "loadavg_before": load0, "loadavg_after_up": os.getloadavg(),
-                    "smoke_passed": "smoke test passed" in up["stdout"]})
+        row.update(
+            {
+                "up_rc": up["rc"],
+                "up_s": up["wall_s"],
+                "roles_s": _roles(up["stdout"]),
+                "kprov_cpu_s": up["cpu_s"],
+                "kprov_peak_rss_mib": up["peak_rss_mib"],
+                "sent_bytes": counters.read(),
+                "nodes_cpu_s": round(cpu_nodes1 - cpu_nodes0, 1),
+                "machine_cpu_s": round(cpu_machine1 - cpu_machine0, 1),
+                "cpus": os.cpu_count(),
+                "mem_available_drop_mib": mem.drop_mib(),
+                **_nodes_memory(name),
+                "loadavg_before": load0,
+                "loadavg_after_up": os.getloadavg(),
+                "smoke_passed": "smoke test passed" in up["stdout"],
+            }
+        )
         _log(f"{nodes} nodes: up rc={up['rc']} in {up['wall_s']}s")
         if up["rc"] != 0 or not row["smoke_passed"]:
             row["failed"] = _how_far(up)
             return row
-        subprocess.run([KPROV, "lab", "up", "--name", name, "--nodes", str(nodes + 1)], check=True,
-                       capture_output=True)
+        subprocess.run([KPROV, "lab", "up", "--name", name, "--nodes", str(nodes + 1)], check=True, capture_output=True)
         add = _kprov("add-node", "-i", str(inventory(nodes + 1)), "--host", f"{name}-{nodes + 1}")
-        row.update({"add_node_rc": add["rc"], "add_node_s": add["wall_s"], "add_node_roles_s": _roles(add["stdout"]),
-                    "loadavg_after_add": os.getloadavg()})
+        row.update(
+            {
+                "add_node_rc": add["rc"],
+                "add_node_s": add["wall_s"],
+                "add_node_roles_s": _roles(add["stdout"]),
+                "loadavg_after_add": os.getloadavg(),
+            }
+        )
         if add["rc"] != 0:
             row["failed"] = {"step": "add-node", **_how_far(add)}
         _log(f"{nodes} nodes: add-node rc={add['rc']} in {add['wall_s']}s")
@@ -209,25 +249,31 @@ def _table(rows: list[dict]) -> None:
     ok = [r for r in rows if "failed" not in r]
     base = ok[0] if ok else None
     roles = list(dict.fromkeys(k for r in rows for k in r.get("roles_s", {})))
-    print(f"\n{'nodes':>5} {'up s':>7} {'x':>5} {'kprov CPU':>9} {'nodes CPU':>9} {'machine CPU':>11} "
-          f"{'SSH MB':>7} {'RSS MiB':>7} {'nodes MiB':>9} {'add-node s':>10} {'load':>5}  "
-          + " ".join(f"{r[:11]:>11}" for r in roles))
+    print(
+        f"\n{'nodes':>5} {'up s':>7} {'x':>5} {'kprov CPU':>9} {'nodes CPU':>9} {'machine CPU':>11} "
+        f"{'SSH MB':>7} {'RSS MiB':>7} {'nodes MiB':>9} {'add-node s':>10} {'load':>5}  "
+        + " ".join(f"{r[:11]:>11}" for r in roles)
+    )
     for r in rows:
         x = f"{r['up_s'] / base['up_s']:.2f}" if base and "up_s" in r else "-"
-        print(f"{r['nodes']:>5} {r.get('up_s', '-'):>7} {x:>5} {r.get('kprov_cpu_s', '-'):>9} "
-              f"{r.get('nodes_cpu_s', '-'):>9} {r.get('machine_cpu_s', '-'):>11} "
-              f"{r.get('sent_bytes', {}).get('ssh', 0) / 1e6:>7.1f} {r.get('kprov_peak_rss_mib', '-'):>7} "
-              f"{r.get('nodes_peak_mib', '-'):>9} {r.get('add_node_s', '-'):>10} "
-              f"{r.get('loadavg_before', [0])[0]:>5.1f}  "
-              + " ".join(f"{r.get('roles_s', {}).get(k, 0):>11.1f}" for k in roles)
-              + (f"  FAILED: {r['failed'].get('last_play')}" if "failed" in r else ""))
+        print(
+            f"{r['nodes']:>5} {r.get('up_s', '-'):>7} {x:>5} {r.get('kprov_cpu_s', '-'):>9} "
+            f"{r.get('nodes_cpu_s', '-'):>9} {r.get('machine_cpu_s', '-'):>11} "
+            f"{r.get('sent_bytes', {}).get('ssh', 0) / 1e6:>7.1f} {r.get('kprov_peak_rss_mib', '-'):>7} "
+            f"{r.get('nodes_peak_mib', '-'):>9} {r.get('add_node_s', '-'):>10} "
+            f"{r.get('loadavg_before', [0])[0]:>5.1f}  "
+            + " ".join(f"{r.get('roles_s', {}).get(k, 0):>11.1f}" for k in roles)
+            + (f"  FAILED: {r['failed'].get('last_play')}" if "failed" in r else "")
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--nodes", type=int, nargs="+", default=[3, 10, 30])
     ap.add_argument("--name", default="bsc", help="lab and cluster name")
-    ap.add_argument("--timeout", type=float, default=7200, help="stop `up` after this many seconds (recorded as failed)")
+    ap.add_argument(
+        "--timeout", type=float, default=7200, help="stop `up` after this many seconds (recorded as failed)"
+    )
     args = ap.parse_args()
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"cluster_scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"

@@ -56,7 +56,7 @@ KPROV = REPO / ".venv" / "bin" / "kprov"
 TARGETS = {"first": 1.5, "noop": 2.0}
 #: values of a new network namespace (a fresh lab node); the cleanup puts them back
 FRESH_SYSCTL = {"net.ipv4.ip_forward": "0", "net.ipv4.tcp_keepalive_time": "7200"}
-CONNECT_TIMEOUT = 60.0   # the machine may be very busy; a slow handshake is data, not a failure
+CONNECT_TIMEOUT = 60.0  # the machine may be very busy; a slow handshake is data, not a failure
 
 
 class BenchError(Exception):
@@ -87,8 +87,11 @@ class NodeMeter:
         cpu = int(self.usage.read_text()) / 1e9 if self.usage else None
         last = None
         if self.init_pid:
-            out = subprocess.run(["nsenter", "-t", str(self.init_pid), "-m", "-p", "cat", "/proc/loadavg"],
-                                 capture_output=True, text=True)
+            out = subprocess.run(
+                ["nsenter", "-t", str(self.init_pid), "-m", "-p", "cat", "/proc/loadavg"],
+                capture_output=True,
+                text=True,
+            )
             last = int(out.stdout.split()[4]) if out.returncode == 0 else None
         return cpu, last
 
@@ -96,11 +99,14 @@ class NodeMeter:
         cpu0, pid0 = self.read()
         result = fn()
         cpu1, pid1 = self.read()
-        return result, {"nodes_cpu_s": round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None,
-                        "node1_processes": pid1 - pid0 - 1 if pid0 is not None and pid1 is not None else None}
+        return result, {
+            "nodes_cpu_s": round(cpu1 - cpu0, 3) if cpu0 is not None and cpu1 is not None else None,
+            "node1_processes": pid1 - pid0 - 1 if pid0 is not None and pid1 is not None else None,
+        }
 
 
 # -- the floor: bare paramiko --------------------------------------------------------------------
+
 
 @dataclass
 class HostTiming:
@@ -113,7 +119,7 @@ class HostTiming:
 @dataclass
 class FanOut:
     wall_s: float
-    cpu_s: float          # this process's CPU (all threads): the client's share of the work
+    cpu_s: float  # this process's CPU (all threads): the client's share of the work
     loadavg: tuple[float, float, float]
     hosts: dict[str, HostTiming] = field(default_factory=dict)
     outputs: dict[str, list[str]] = field(default_factory=dict)
@@ -122,17 +128,24 @@ class FanOut:
     def summary(self) -> dict[str, Any]:
         con = [h.connect_s for h in self.hosts.values()]
         ex = [h.exec_s for h in self.hosts.values()]
-        return {"wall_s": round(self.wall_s, 3), "client_cpu_s": round(self.cpu_s, 3), "loadavg_1m": self.loadavg[0],
-                "connect_s": _spread(con), "exec_s": _spread(ex),
-                "execs_per_host": sorted({h.execs for h in self.hosts.values()}), **self.node}
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "client_cpu_s": round(self.cpu_s, 3),
+            "loadavg_1m": self.loadavg[0],
+            "connect_s": _spread(con),
+            "exec_s": _spread(ex),
+            "execs_per_host": sorted({h.execs for h in self.hosts.values()}),
+            **self.node,
+        }
 
 
-def fan_out(targets: Sequence[Target], commands: Callable[[Target], list[str]], key: Path, known_hosts: Path,
-            user: str = "root") -> FanOut:
+def fan_out(
+    targets: Sequence[Target], commands: Callable[[Target], list[str]], key: Path, known_hosts: Path, user: str = "root"
+) -> FanOut:
     """Run each host's commands over one fresh connection per host, all hosts in parallel (one thread each)."""
     timings = {t.name: HostTiming() for t in targets}
     outputs: dict[str, list[str]] = {t.name: [] for t in targets}
-    cmds = {t.name: commands(t) for t in targets}   # built before the clock starts
+    cmds = {t.name: commands(t) for t in targets}  # built before the clock starts
     pkey = paramiko.Ed25519Key.from_private_key_file(str(key))
     barrier = threading.Barrier(len(targets) + 1)
 
@@ -144,8 +157,16 @@ def fan_out(targets: Sequence[Target], commands: Callable[[Target], list[str]], 
         try:
             client.load_host_keys(str(known_hosts))
             client.set_missing_host_key_policy(paramiko.RejectPolicy())
-            client.connect(t.address, username=user, pkey=pkey, allow_agent=False, look_for_keys=False,
-                           timeout=CONNECT_TIMEOUT, banner_timeout=CONNECT_TIMEOUT, auth_timeout=CONNECT_TIMEOUT)
+            client.connect(
+                t.address,
+                username=user,
+                pkey=pkey,
+                allow_agent=False,
+                look_for_keys=False,
+                timeout=CONNECT_TIMEOUT,
+                banner_timeout=CONNECT_TIMEOUT,
+                auth_timeout=CONNECT_TIMEOUT,
+            )
             t1 = time.monotonic()
             tm.connect_s = t1 - t0
             for cmd in cmds[t.name]:
@@ -177,8 +198,9 @@ def fan_out(targets: Sequence[Target], commands: Callable[[Target], list[str]], 
     result = FanOut(wall, time.process_time() - cpu0, load, timings, outputs)
     failed = {n: h.error for n, h in timings.items() if h.error}
     if failed:
-        raise BenchError(f"fan-out failed on {len(failed)} host(s): " + "; ".join(f"{n}: {e}" for n, e in
-                                                                             sorted(failed.items())[:3]))
+        raise BenchError(
+            f"fan-out failed on {len(failed)} host(s): " + "; ".join(f"{n}: {e}" for n, e in sorted(failed.items())[:3])
+        )
     return result
 
 
@@ -198,8 +220,9 @@ class FloorCommands:
         modules = "# managed by kprov\n" + "".join(f"{m}\n" for m in d["bench_prereq_kernel_modules"])
         sysctl = {k: str(v) for k, v in d["bench_prereq_sysctl"].items()}
         sysctl_file = "# managed by kprov\n" + "".join(f"{k} = {v}\n" for k, v in sysctl.items())
-        node_conf = self.template.render(cluster=self.cluster, inventory_hostname=t.name,
-                                         host={"node_ip": self.node_ip[t.name]})
+        node_conf = self.template.render(
+            cluster=self.cluster, inventory_hostname=t.name, host={"node_ip": self.node_ip[t.name]}
+        )
         env_line = f"BENCH_NODE={t.name}"
         q = shlex.quote
         return [
@@ -232,18 +255,21 @@ class FloorCommands:
         restore = " ".join(shlex.quote(f"{k}={v}") for k, v in FRESH_SYSCTL.items())
 
         def commands(t: Target) -> list[str]:
-            return ["rm -rf /etc/bench /var/lib/bench /etc/modules-load.d/bench.conf /etc/sysctl.d/99-bench.conf && "
-                    f"sed -i '/^BENCH_NODE=/d' /etc/environment && sysctl -q -w {restore}"]
+            return [
+                "rm -rf /etc/bench /var/lib/bench /etc/modules-load.d/bench.conf /etc/sysctl.d/99-bench.conf && "
+                f"sed -i '/^BENCH_NODE=/d' /etc/environment && sysctl -q -w {restore}"
+            ]
 
         return commands
 
 
 # -- kprov -----------------------------------------------------------------------------------------
 
+
 @dataclass
 class KprovRun:
     wall_s: float
-    cpu_s: float          # CPU of the kprov process (user + sys)
+    cpu_s: float  # CPU of the kprov process (user + sys)
     loadavg: tuple[float, float, float]
     rc: int
     recap: dict[str, dict[str, int]]
@@ -255,9 +281,16 @@ class KprovRun:
 
     def summary(self) -> dict[str, Any]:
         per_host = [r["changed"] for r in self.recap.values()]
-        return {"wall_s": round(self.wall_s, 3), "client_cpu_s": round(self.cpu_s, 3), "loadavg_1m": self.loadavg[0],
-                "rc": self.rc, "changed_total": self.changed,
-                "changed_per_host": sorted(set(per_host)), "hosts": len(self.recap), **self.node}
+        return {
+            "wall_s": round(self.wall_s, 3),
+            "client_cpu_s": round(self.cpu_s, 3),
+            "loadavg_1m": self.loadavg[0],
+            "rc": self.rc,
+            "changed_total": self.changed,
+            "changed_per_host": sorted(set(per_host)),
+            "hosts": len(self.recap),
+            **self.node,
+        }
 
 
 def kprov_apply(inventory: Path) -> KprovRun:
@@ -278,12 +311,17 @@ def kprov_apply(inventory: Path) -> KprovRun:
         if "recap" in obj:
             recap[obj["recap"]] = {k: obj[k] for k in ("ok", "changed", "failed", "skipped", "unreachable")}
         elif obj.get("status") in ("failed", "unreachable"):
-            errors.append(f"{obj['host']} {obj['task']!r}: {obj['status']}: {obj.get('msg', '')}"
-                          + (f" | {obj['stderr_tail'][-300:]}" if obj.get("stderr_tail") else ""))
+            errors.append(
+                f"{obj['host']} {obj['task']!r}: {obj['status']}: {obj.get('msg', '')}"
+                + (f" | {obj['stderr_tail'][-300:]}" if obj.get("stderr_tail") else "")
+            )
     run = KprovRun(wall, cpu, load, proc.returncode, recap)
     if proc.returncode != 0 or errors:
-        raise BenchError(f"kprov apply exited {proc.returncode} after {wall:.1f}s; {len(errors)} failure(s):\n  "
-                         + "\n  ".join(errors[:10]) + f"\n{proc.stderr.strip()[-2000:]}")
+        raise BenchError(
+            f"kprov apply exited {proc.returncode} after {wall:.1f}s; {len(errors)} failure(s):\n  "
+            + "\n  ".join(errors[:10])
+            + f"\n{proc.stderr.strip()[-2000:]}"
+        )
     return run
 
 
@@ -315,8 +353,15 @@ def in_process(inventory: Path) -> dict[str, Any]:
         transports[host.name] = CountingSSHHost(host, options.connect, redactor)
         return transports[host.name]
 
-    runner = Runner(inv, options, redactor=redactor, roles_dir=ROLES_DIR, templates_dir=TEMPLATES_DIR,
-                    connector=connector, base_vars=cluster_vars(inv, redactor))
+    runner = Runner(
+        inv,
+        options,
+        redactor=redactor,
+        roles_dir=ROLES_DIR,
+        templates_dir=TEMPLATES_DIR,
+        connector=connector,
+        base_vars=cluster_vars(inv, redactor),
+    )
     cpu0 = time.process_time()
     t0 = time.monotonic()
     try:
@@ -332,17 +377,26 @@ def in_process(inventory: Path) -> dict[str, Any]:
         first = next((e.msg for e in report.events if e.host in bad and e.msg), "")
         raise BenchError(f"in-process run failed on {sorted(bad)[:5]}: {first}")
     rts = [t.round_trips for t in transports.values()]
-    return {"setup_s": round(t0 - t_start, 3), "connect_s": round(t1 - t0, 3), "role_s": round(t2 - t1, 3),
-            "wall_s": round(t2 - t0, 3), "client_cpu_s": round(cpu, 3), "changed_total": report.changed,
-            "round_trips_per_host": _spread(rts, digits=0), "connections_per_host": 1}
+    return {
+        "setup_s": round(t0 - t_start, 3),
+        "connect_s": round(t1 - t0, 3),
+        "role_s": round(t2 - t1, 3),
+        "wall_s": round(t2 - t0, 3),
+        "client_cpu_s": round(cpu, 3),
+        "changed_total": report.changed,
+        "round_trips_per_host": _spread(rts, digits=0),
+        "connections_per_host": 1,
+    }
 
 
 def cli_import_seconds(samples: int = 3) -> dict[str, Any]:
     """Interpreter start-up + the imports `kprov apply` pays before it touches a host (wall and CPU)."""
     py = str(REPO / ".venv" / "bin" / "python")
     out: dict[str, Any] = {}
-    for name, code in (("kprov_cli_imports", "import provisioner.cli.main, provisioner.cli.run"),
-                       ("python_plus_paramiko", "import paramiko")):
+    for name, code in (
+        ("kprov_cli_imports", "import provisioner.cli.main, provisioner.cli.run"),
+        ("python_plus_paramiko", "import paramiko"),
+    ):
         walls, cpus = [], []
         for _ in range(samples):
             before = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -357,6 +411,7 @@ def cli_import_seconds(samples: int = 3) -> dict[str, Any]:
 
 
 # -- helpers -----------------------------------------------------------------------------------------
+
 
 def _spread(values: Sequence[float], digits: int = 3) -> dict[str, float]:
     if not values:
@@ -379,8 +434,9 @@ def _median(runs: Sequence[Any]) -> float:
 
 def _git_commit() -> str:
     try:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO,
-                              check=True).stdout.strip()
+        return subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=REPO, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
 
@@ -390,6 +446,7 @@ def _log(msg: str) -> None:
 
 
 # -- the benchmark ------------------------------------------------------------------------------------
+
 
 def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
     load_start = os.getloadavg()
@@ -413,8 +470,10 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
     fan_out(targets, floor, key, known)
     check = kprov_apply(inventory)
     if check.changed != 0:
-        raise BenchError(f"the floor's commands and the role differ: kprov changed {check.changed} task(s) after "
-                         f"the floor ran ({check.recap})")
+        raise BenchError(
+            f"the floor's commands and the role differ: kprov changed {check.changed} task(s) after "
+            f"the floor ran ({check.recap})"
+        )
 
     meter = NodeMeter(lab, up[0])
 
@@ -440,13 +499,16 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
         run = measured(lambda: kprov_apply(inventory))
         no_change = [h for h, r in run.recap.items() if r["changed"] == 0]
         if len(run.recap) != len(targets) or no_change:
-            raise BenchError(f"first run on cleaned nodes changed nothing on {no_change[:5]} "
-                             f"({len(run.recap)} hosts in the recap)")
+            raise BenchError(
+                f"first run on cleaned nodes changed nothing on {no_change[:5]} ({len(run.recap)} hosts in the recap)"
+            )
         first.append(run)
         run = measured(lambda: kprov_apply(inventory))
         if run.changed != 0:
-            raise BenchError(f"NOT IDEMPOTENT: the no-op rerun changed {run.changed} task(s): "
-                             f"{ {h: r for h, r in run.recap.items() if r['changed']} }")
+            raise BenchError(
+                f"NOT IDEMPOTENT: the no-op rerun changed {run.changed} task(s): "
+                f"{ {h: r for h, r in run.recap.items() if r['changed']} }"
+            )
         noop.append(run)
         floor_conv.append(measured(lambda: fan_out(targets, floor, key, known)))
         # the same engine in this process: no interpreter start-up or imports, round trips counted
@@ -454,30 +516,52 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
         engine_first.append(measured(lambda: in_process(inventory)))
         engine_noop.append(measured(lambda: in_process(inventory)))
         if engine_noop[-1]["changed_total"] != 0:
-            raise BenchError(f"NOT IDEMPOTENT (in-process): the rerun changed {engine_noop[-1]['changed_total']} task(s)")
-        _log(f"  floor {floor_fresh[-1].wall_s:.2f}s / {floor_conv[-1].wall_s:.2f}s, "
-             f"kprov first {first[-1].wall_s:.2f}s, no-op {noop[-1].wall_s:.2f}s, "
-             f"in-process first {engine_first[-1]['wall_s']:.2f}s, no-op {engine_noop[-1]['wall_s']:.2f}s, "
-             f"load {os.getloadavg()[0]:.1f}")
+            raise BenchError(
+                f"NOT IDEMPOTENT (in-process): the rerun changed {engine_noop[-1]['changed_total']} task(s)"
+            )
+        _log(
+            f"  floor {floor_fresh[-1].wall_s:.2f}s / {floor_conv[-1].wall_s:.2f}s, "
+            f"kprov first {first[-1].wall_s:.2f}s, no-op {noop[-1].wall_s:.2f}s, "
+            f"in-process first {engine_first[-1]['wall_s']:.2f}s, no-op {engine_noop[-1]['wall_s']:.2f}s, "
+            f"load {os.getloadavg()[0]:.1f}"
+        )
 
     floor_all = floor_fresh + floor_conv
-    med = {"floor": _median(floor_all), "floor_fresh": _median(floor_fresh), "floor_converged": _median(floor_conv),
-           "first": _median(first), "noop": _median(noop),
-           "engine_first": statistics.median(r["wall_s"] for r in engine_first),
-           "engine_noop": statistics.median(r["wall_s"] for r in engine_noop)}
-    ratios = {"first": med["first"] / med["floor_fresh"], "noop": med["noop"] / med["floor_converged"],
-              "engine_first": med["engine_first"] / med["floor_fresh"],
-              "engine_noop": med["engine_noop"] / med["floor_converged"]}
-    per_rep = {"first": [round(a.wall_s / b.wall_s, 2) for a, b in zip(first, floor_fresh)],
-               "noop": [round(a.wall_s / b.wall_s, 2) for a, b in zip(noop, floor_conv)]}
+    med = {
+        "floor": _median(floor_all),
+        "floor_fresh": _median(floor_fresh),
+        "floor_converged": _median(floor_conv),
+        "first": _median(first),
+        "noop": _median(noop),
+        "engine_first": statistics.median(r["wall_s"] for r in engine_first),
+        "engine_noop": statistics.median(r["wall_s"] for r in engine_noop),
+    }
+    ratios = {
+        "first": med["first"] / med["floor_fresh"],
+        "noop": med["noop"] / med["floor_converged"],
+        "engine_first": med["engine_first"] / med["floor_fresh"],
+        "engine_noop": med["engine_noop"] / med["floor_converged"],
+    }
+    per_rep = {
+        "first": [round(a.wall_s / b.wall_s, 2) for a, b in zip(first, floor_fresh)],
+        "noop": [round(a.wall_s / b.wall_s, 2) for a, b in zip(noop, floor_conv)],
+    }
     return {
         "meta": {
-            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "nodes": len(targets), "lab": lab.name,
-            "reps": reps, "git_commit": _git_commit(), "python": platform.python_version(),
-            "paramiko": paramiko.__version__, "cpus": os.cpu_count(), "kernel": platform.release(),
-            "loadavg_start": load_start, "loadavg_end": os.getloadavg(), "lab_up_s": round(up_s, 1),
+            "date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "nodes": len(targets),
+            "lab": lab.name,
+            "reps": reps,
+            "git_commit": _git_commit(),
+            "python": platform.python_version(),
+            "paramiko": paramiko.__version__,
+            "cpus": os.cpu_count(),
+            "kernel": platform.release(),
+            "loadavg_start": load_start,
+            "loadavg_end": os.getloadavg(),
+            "lab_up_s": round(up_s, 1),
             "first_run_method": "every repetition: bare fan-out cleanup (files, line, sysctls back to their "
-                                "values before the run) so each first run sees untouched nodes",
+            "values before the run) so each first run sees untouched nodes",
         },
         "medians_s": {k: round(v, 3) for k, v in med.items()},
         "ratios": {k: round(v, 2) for k, v in ratios.items()},
@@ -503,19 +587,41 @@ def run_benchmark(lab: Lab, nodes: int, reps: int) -> dict[str, Any]:
 
 
 def print_table(res: dict[str, Any]) -> None:
-    m, runs, rt, ratios, targets = res["medians_s"], res["runs"], res["round_trips_per_host"], res["ratios"], res["targets"]
+    m, runs, rt, ratios, targets = (
+        res["medians_s"],
+        res["runs"],
+        res["round_trips_per_host"],
+        res["ratios"],
+        res["targets"],
+    )
     meta = res["meta"]
-    print(f"\nfan-out benchmark: {meta['nodes']} nodes, {meta['reps']} repetitions, {meta['cpus']} CPUs, "
-          f"load average (1 min) {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end")
-    print(f"{'measurement':<31} {'median s':>8} {'ratio':>6} {'target':>7} {'CPU s: client':>13} {'nodes':>6} "
-          f"{'execs/host':>10} {'procs/node':>10}  runs (s)")
+    print(
+        f"\nfan-out benchmark: {meta['nodes']} nodes, {meta['reps']} repetitions, {meta['cpus']} CPUs, "
+        f"load average (1 min) {meta['loadavg_start'][0]:.1f} at start, {meta['loadavg_end'][0]:.1f} at end"
+    )
+    print(
+        f"{'measurement':<31} {'median s':>8} {'ratio':>6} {'target':>7} {'CPU s: client':>13} {'nodes':>6} "
+        f"{'execs/host':>10} {'procs/node':>10}  runs (s)"
+    )
     rows = [
         ("floor, fresh nodes", "floor_fresh", "floor_fresh", None, "7"),
         ("floor, converged nodes", "floor_converged", "floor_converged", None, "7"),
         ("kprov apply CLI, first run", "kprov_first", "first", "first", rt["kprov_first"]["execs"]["median"]),
         ("kprov apply CLI, no-op rerun", "kprov_noop", "noop", "noop", rt["kprov_noop"]["execs"]["median"]),
-        ("engine in-process, first", "in_process_first", "engine_first", "engine_first", rt["kprov_first"]["execs"]["median"]),
-        ("engine in-process, no-op", "in_process_noop", "engine_noop", "engine_noop", rt["kprov_noop"]["execs"]["median"]),
+        (
+            "engine in-process, first",
+            "in_process_first",
+            "engine_first",
+            "engine_first",
+            rt["kprov_first"]["execs"]["median"],
+        ),
+        (
+            "engine in-process, no-op",
+            "in_process_noop",
+            "engine_noop",
+            "engine_noop",
+            rt["kprov_noop"]["execs"]["median"],
+        ),
     ]
     for label, key, med_key, ratio_key, execs in rows:
         walls = " ".join(f"{r['wall_s']:.2f}" for r in runs[key])
@@ -524,20 +630,32 @@ def print_table(res: dict[str, Any]) -> None:
         procs = _median_of(runs[key], "node1_processes")
         ratio = f"{ratios[ratio_key]:.2f}x" if ratio_key else ""
         target = f"<={targets[ratio_key]:.1f}x" if ratio_key in targets else ""
-        print(f"{label:<31} {m[med_key]:>8.2f} {ratio:>6} {target:>7} {cpu:>13.2f} {node_cpu:>6} {execs:>10} "
-              f"{procs:>10}  {walls}")
-    print("per-repetition ratios (kprov CLI / floor of the same repetition): "
-          f"first {res['ratios_per_repetition']['first']}, no-op {res['ratios_per_repetition']['noop']}")
+        print(
+            f"{label:<31} {m[med_key]:>8.2f} {ratio:>6} {target:>7} {cpu:>13.2f} {node_cpu:>6} {execs:>10} "
+            f"{procs:>10}  {walls}"
+        )
+    print(
+        "per-repetition ratios (kprov CLI / floor of the same repetition): "
+        f"first {res['ratios_per_repetition']['first']}, no-op {res['ratios_per_repetition']['noop']}"
+    )
     eng = runs["in_process_first"], runs["in_process_noop"]
-    print("engine in-process split (median): " + ", ".join(
-        f"{name} connect {statistics.median(r['connect_s'] for r in rs):.2f}s + role "
-        f"{statistics.median(r['role_s'] for r in rs):.2f}s" for name, rs in zip(("first", "no-op"), eng)))
+    print(
+        "engine in-process split (median): "
+        + ", ".join(
+            f"{name} connect {statistics.median(r['connect_s'] for r in rs):.2f}s + role "
+            f"{statistics.median(r['role_s'] for r in rs):.2f}s"
+            for name, rs in zip(("first", "no-op"), eng)
+        )
+    )
     st = res["startup"]
-    print(f"CLI start-up (python + kprov imports): median {st['kprov_cli_imports_s']['median']:.2f}s wall, "
-          f"{st['kprov_cli_imports_cpu_s']['median']:.2f}s CPU; python + paramiko alone "
-          f"{st['python_plus_paramiko_s']['median']:.2f}s wall, {st['python_plus_paramiko_cpu_s']['median']:.2f}s CPU")
-    verdict = ", ".join(f"{k} {ratios[k]:.2f}x {'met' if ok else 'MISSED'} (target {targets[k]}x)"
-                        for k, ok in res["met"].items())
+    print(
+        f"CLI start-up (python + kprov imports): median {st['kprov_cli_imports_s']['median']:.2f}s wall, "
+        f"{st['kprov_cli_imports_cpu_s']['median']:.2f}s CPU; python + paramiko alone "
+        f"{st['python_plus_paramiko_s']['median']:.2f}s wall, {st['python_plus_paramiko_cpu_s']['median']:.2f}s CPU"
+    )
+    verdict = ", ".join(
+        f"{k} {ratios[k]:.2f}x {'met' if ok else 'MISSED'} (target {targets[k]}x)" for k, ok in res["met"].items()
+    )
     print(f"targets: {verdict}")
 
 

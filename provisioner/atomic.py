@@ -13,7 +13,7 @@ def write_file(path: str | os.PathLike[str], data: bytes | str, mode: int = 0o60
     and a secret is never readable by others, not even briefly. The temp file is removed on failure."""
     dest = Path(path)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".kprov-tmp", dir=dest.parent)   # 0600
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".kprov-tmp", dir=dest.parent)  # 0600
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data.encode() if isinstance(data, str) else data)

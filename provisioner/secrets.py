@@ -9,8 +9,8 @@ MASK = "********"
 
 #: secrets recognised by shape even when kprov did not create them (kubeadm prints its own)
 _PATTERNS = (
-    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),                       # bootstrap token
-    re.compile(r"(?i)(certificate[- ]key[\s:=\"']+)[0-9a-f]{64}\b"),        # control-plane certificate key
+    re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b"),  # bootstrap token
+    re.compile(r"(?i)(certificate[- ]key[\s:=\"']+)[0-9a-f]{64}\b"),  # control-plane certificate key
 )
 
 

@@ -11,12 +11,15 @@ import pytest
 from provisioner.atomic import write_file
 
 
-@pytest.mark.parametrize("data, mode, existing", [
-    (b"secret\n", 0o600, None),
-    ("text\n", 0o644, None),
-    (b"new", 0o600, b"old content"),
-    ("x", 0o755, "old"),
-])
+@pytest.mark.parametrize(
+    "data, mode, existing",
+    [
+        (b"secret\n", 0o600, None),
+        ("text\n", 0o644, None),
+        (b"new", 0o600, b"old content"),
+        ("x", 0o755, "old"),
+    ],
+)
 def test_write_file_replaces_with_mode_and_leaves_no_temp(tmp_path: Path, data, mode, existing):
     path = tmp_path / "sub" / "file"
     if existing is not None:
@@ -33,6 +36,6 @@ def test_a_failed_write_keeps_the_old_file_and_no_temp(tmp_path: Path):
     path = tmp_path / "file"
     path.write_text("old")
     with pytest.raises(TypeError):
-        write_file(path, 42, 0o600)   # type: ignore[arg-type] - not bytes: the write itself fails
+        write_file(path, 42, 0o600)  # type: ignore[arg-type] - not bytes: the write itself fails
     assert path.read_text() == "old"
     assert os.listdir(tmp_path) == ["file"]

@@ -25,8 +25,7 @@ def session(host: Host, connect: ConnectOptions) -> Iterator[SSHHost]:
         ssh.close()
 
 
-def on_hosts(hosts: Sequence[Host], connect: ConnectOptions,
-             fn: Callable[[SSHHost], T]) -> dict[str, T | KprovError]:
+def on_hosts(hosts: Sequence[Host], connect: ConnectOptions, fn: Callable[[SSHHost], T]) -> dict[str, T | KprovError]:
     """fn on every host in parallel; per host its value or the KprovError it raised (never hides a host)."""
 
     def one(h: Host) -> T | KprovError:
@@ -45,8 +44,9 @@ def on_hosts(hosts: Sequence[Host], connect: ConnectOptions,
 def checked(ssh: SSHHost, res: CommandResult, what: str, hint: str | None = None) -> CommandResult:
     """res, or CommandFailed naming the host and the step with the stderr tail."""
     if res.rc != 0:
-        raise CommandFailed(f"{ssh.host.name}: {what} failed (exit {res.rc})", rc=res.rc,
-                            stderr_tail=res.stderr_tail(), hint=hint)
+        raise CommandFailed(
+            f"{ssh.host.name}: {what} failed (exit {res.rc})", rc=res.rc, stderr_tail=res.stderr_tail(), hint=hint
+        )
     return res
 
 
@@ -55,8 +55,9 @@ def unreachable(results: dict[str, object]) -> list[str]:
 
 
 @contextmanager
-def maintenance_lock(inv: Inventory, connect: ConnectOptions, what: str,
-                     hosts: Sequence[Host] | None = None) -> Iterator[None]:
+def maintenance_lock(
+    inv: Inventory, connect: ConnectOptions, what: str, hosts: Sequence[Host] | None = None
+) -> Iterator[None]:
     """What `up` takes, for a day-two action: the control machine's lock of the cluster, then every reachable
     host's kprov lock, held until the action ends. A concurrent run (up, another upgrade) is LockHeld, exit 2,
     before anything changes. Plays the action runs itself (the upgrade's binaries) re-enter these locks."""
@@ -66,13 +67,14 @@ def maintenance_lock(inv: Inventory, connect: ConnectOptions, what: str,
     targets = list(inv.hosts if hosts is None else hosts)
     owner = owner_record(what)
     with cluster_lock(inv.cluster.name, what):
+
         def take(h: Host) -> SSHHost | KprovError | None:
             ssh = SSHHost(h, connect)
             try:
                 ssh.connect()
             except KprovError:
                 ssh.close()
-                return None      # unreachable: the action's own preflight decides what that means
+                return None  # unreachable: the action's own preflight decides what that means
             try:
                 ssh.hold_lock(owner)
             except KprovError as exc:
@@ -88,8 +90,13 @@ def maintenance_lock(inv: Inventory, connect: ConnectOptions, what: str,
             refused = refused or [t for t in taken if isinstance(t, KprovError)]
             if refused:
                 raise refused[0]
-            with hosts_held([host_key(h.address, h.port, h.name) for h, t in zip(targets, taken, strict=True)
-                             if isinstance(t, SSHHost)]):
+            with hosts_held(
+                [
+                    host_key(h.address, h.port, h.name)
+                    for h, t in zip(targets, taken, strict=True)
+                    if isinstance(t, SSHHost)
+                ]
+            ):
                 yield
         finally:
             for ssh in held:

@@ -18,8 +18,13 @@ class AddNodeOptions:
     names: tuple[str, ...]
 
 
-def add_node_plays(inv: Inventory, names: tuple[str, ...], site: list[Play] | tuple[Play, ...],
-                   *, inventory_path: str = "the inventory") -> list[Play]:
+def add_node_plays(
+    inv: Inventory,
+    names: tuple[str, ...],
+    site: list[Play] | tuple[Play, ...],
+    *,
+    inventory_path: str = "the inventory",
+) -> list[Play]:
     """site.yaml's plays narrowed to the new hosts (bad names are input errors)."""
     known = {h.name: h for h in inv.hosts}
     for n in names:
@@ -45,8 +50,7 @@ def add_node_plays(inv: Inventory, names: tuple[str, ...], site: list[Play] | tu
     return plays
 
 
-def add_node(req: RunRequest, opts: AddNodeOptions, open_sink: Callable[[], Any], *,
-             warn: Warn = quiet) -> RunOutcome:
+def add_node(req: RunRequest, opts: AddNodeOptions, open_sink: Callable[[], Any], *, warn: Warn = quiet) -> RunOutcome:
     inv = load_inventory(req.inventory)
     plays = add_node_plays(inv, opts.names, load_plays(), inventory_path=req.inventory)
     return execute(req, plays, open_sink, inventory=inv, title="ADD-NODE", warn=warn)

@@ -57,7 +57,7 @@ class Cert:
 @dataclass(frozen=True)
 class KubeletRotation:
     host: str
-    rotate: bool | None          # None: no kubelet config on this host (not joined)
+    rotate: bool | None  # None: no kubelet config on this host (not joined)
     client_cert: str = ""
 
 
@@ -117,17 +117,27 @@ def select_control_planes(inv: Inventory, limit: Sequence[str] | None) -> list[H
     if limit:
         unknown = [n for n in limit if n not in {h.name for h in inv.hosts}]
         if unknown:
-            raise InputError(f"--limit {unknown[0]!r} is not a host of this inventory",
-                             hint=f"hosts: {', '.join(h.name for h in inv.hosts)}")
+            raise InputError(
+                f"--limit {unknown[0]!r} is not a host of this inventory",
+                hint=f"hosts: {', '.join(h.name for h in inv.hosts)}",
+            )
         cps = [h for h in cps if h.name in limit]
         if not cps:
-            raise InputError(f"--limit {','.join(limit)} names no control plane",
-                             hint=f"control planes: {', '.join(h.name for h in inv.control_planes)}")
+            raise InputError(
+                f"--limit {','.join(limit)} names no control plane",
+                hint=f"control planes: {', '.join(h.name for h in inv.control_planes)}",
+            )
     return cps
 
 
-def check_certs(inv: Inventory, connect: ConnectOptions, *, warn_days: int = DEFAULT_WARN_DAYS,
-                limit: Sequence[str] | None = None, now: datetime | None = None) -> CertsReport:
+def check_certs(
+    inv: Inventory,
+    connect: ConnectOptions,
+    *,
+    warn_days: int = DEFAULT_WARN_DAYS,
+    limit: Sequence[str] | None = None,
+    now: datetime | None = None,
+) -> CertsReport:
     """Every kubeadm certificate of every (selected) control plane, and kubelet rotation on every node."""
     if warn_days < 0:
         raise InputError(f"--warn-days {warn_days}: must be 0 or more", hint="e.g. --warn-days 30")
@@ -138,8 +148,12 @@ def check_certs(inv: Inventory, connect: ConnectOptions, *, warn_days: int = DEF
     def both(ssh: SSHHost) -> tuple[list[Cert], KubeletRotation]:
         certs: list[Cert] = []
         if ssh.host.name in cp_names:
-            res = checked(ssh, ssh.script(CHECK_SCRIPT, timeout=120), "kubeadm certs check-expiration",
-                          hint="is this control plane initialised? (`kprov up`)")
+            res = checked(
+                ssh,
+                ssh.script(CHECK_SCRIPT, timeout=120),
+                "kubeadm certs check-expiration",
+                hint="is this control plane initialised? (`kprov up`)",
+            )
             certs = parse_check_expiration(ssh.host.name, res.stdout)
         return certs, parse_kubelet_rotation(ssh.host.name, ssh.script(KUBELET_SCRIPT, timeout=60).stdout)
 
@@ -158,6 +172,7 @@ def check_certs(inv: Inventory, connect: ConnectOptions, *, warn_days: int = DEF
 
 
 # --- renew ------------------------------------------------------------------------------------------------
+
 
 def local_server(host: Host) -> str:
     """This control plane's own API server (admin.conf may point at a load balancer that another one answers)."""
@@ -205,36 +220,67 @@ class RenewReport:
     kubeconfig: str
 
 
-def renew_certs(inv: Inventory, connect: ConnectOptions, *, kubeconfig_dest: str,
-                limit: Sequence[str] | None = None, timeout_s: int = 300,
-                progress: Callable[[str], None] = lambda _m: None) -> RenewReport:
+def renew_certs(
+    inv: Inventory,
+    connect: ConnectOptions,
+    *,
+    kubeconfig_dest: str,
+    limit: Sequence[str] | None = None,
+    timeout_s: int = 300,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> RenewReport:
     """Renew every kubeadm certificate, one control plane at a time, each back healthy before the next."""
     cps = select_control_planes(inv, limit)
+
     # preflight, before any change: every selected control plane is reachable and has a healthy API server
     def healthy(ssh: SSHHost) -> bool:
-        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", local_server(ssh.host), "get",
-                       "--raw=/healthz", "--request-timeout=10s"], timeout=30)
+        res = ssh.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                ADMIN_CONF,
+                "--server",
+                local_server(ssh.host),
+                "get",
+                "--raw=/healthz",
+                "--request-timeout=10s",
+            ],
+            timeout=30,
+        )
         return res.rc == 0 and res.stdout.strip() == "ok"
 
     pre = on_hosts(cps, connect, healthy)
-    bad = {n: (r.message if isinstance(r, KprovError) else "API server not healthy") for n, r in pre.items()
-           if r is not True}
+    bad = {
+        n: (r.message if isinstance(r, KprovError) else "API server not healthy")
+        for n, r in pre.items()
+        if r is not True
+    }
     if bad:
         name, why = next(iter(bad.items()))
-        raise InputError(f"{name}: {why}: certificates not renewed anywhere",
-                         hint="fix the control plane first (`kprov status`), then rerun `kprov certs renew`")
+        raise InputError(
+            f"{name}: {why}: certificates not renewed anywhere",
+            hint="fix the control plane first (`kprov status`), then rerun `kprov certs renew`",
+        )
     steps: list[RenewStep] = []
     for h in cps:
         t0 = time.monotonic()
         progress(f"{h.name}: kubeadm certs renew all")
         with session(h, connect) as ssh:
-            res = checked(ssh, ssh.script("kubeadm certs renew all 2>&1 || kubeadm alpha certs renew all 2>&1",
-                                          timeout=180), "kubeadm certs renew all")
-            renewed = tuple(re.findall(r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed",
-                                       res.stdout))
+            res = checked(
+                ssh,
+                ssh.script("kubeadm certs renew all 2>&1 || kubeadm alpha certs renew all 2>&1", timeout=180),
+                "kubeadm certs renew all",
+            )
+            renewed = tuple(
+                re.findall(r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed", res.stdout)
+            )
             progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
-            checked(ssh, ssh.script(_restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
-                    "restarting the static pods", hint=f"see `journalctl -u kubelet` on {h.name}")
+            checked(
+                ssh,
+                ssh.script(_restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
+                "restarting the static pods",
+                hint=f"see `journalctl -u kubelet` on {h.name}",
+            )
         steps.append(RenewStep(h.name, renewed, round(time.monotonic() - t0, 1)))
     refetch_admin_kubeconfig(inv.control_planes[0], connect, kubeconfig_dest)
     return RenewReport(tuple(steps), kubeconfig_dest)
@@ -253,4 +299,3 @@ def refetch_admin_kubeconfig(cp: Host, connect: ConnectOptions, dest: str) -> No
         content = ssh.fetch(ADMIN_CONF)
     content = re.sub(rb"(?m)^(\s*server:\s*).*$", lambda m: m.group(1) + server.encode(), content)
     write_file(dest, content, 0o600)
-

@@ -60,8 +60,9 @@ class CiSmokeReport:
             raise self.failure
         if isinstance(self.failure, KprovError):
             if self.destroy_error is not None:
-                self.failure.detail = "\n".join(filter(None, [self.failure.detail,
-                                                              f"and the teardown failed too: {self.destroy_error}"]))
+                self.failure.detail = "\n".join(
+                    filter(None, [self.failure.detail, f"and the teardown failed too: {self.destroy_error}"])
+                )
             raise self.failure
         if self.destroy_error is not None:
             raise self.destroy_error
@@ -70,8 +71,10 @@ class CiSmokeReport:
 @contextlib.contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """CI systems cancel with SIGTERM: treat it like Ctrl-C so the teardown runs."""
+
     def handler(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
+
     previous = signal.signal(signal.SIGTERM, handler)
     try:
         yield
@@ -82,8 +85,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 @contextlib.contextmanager
 def _shielded(view: CiSmokeView) -> Iterator[None]:
     """Ignore Ctrl-C/SIGTERM while tearing down: an interrupted destroy would leak instances."""
+
     def handler(signum: int, frame: Any) -> None:
         view.interrupt_ignored()
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
@@ -105,8 +110,9 @@ def _create_step(opts: CiSmokeOptions, steps: list[pipeline.StepResult], view: C
     steps.append(pipeline.StepResult("ec2 create", "ok", watch.seconds, f"{len(report.instances)} instance(s)"))
 
 
-def _command_step(name: str, argv: tuple[str, ...], steps: list[pipeline.StepResult], lines: list[str],
-                  view: CiSmokeView) -> None:
+def _command_step(
+    name: str, argv: tuple[str, ...], steps: list[pipeline.StepResult], lines: list[str], view: CiSmokeView
+) -> None:
     view.heading(name)
     watch = pipeline.Stopwatch()
 
@@ -118,8 +124,10 @@ def _command_step(name: str, argv: tuple[str, ...], steps: list[pipeline.StepRes
     if rc != 0:
         steps.append(pipeline.StepResult(name, "failed", watch.seconds, f"exit {rc}"))
         error_cls = SmokeFailed if name == "smoke" else TaskFailed
-        raise error_cls(f"ci-smoke: step `{name}` failed (exit {rc})",
-                        hint="see the step's output above and the JSON event log; the instances are destroyed")
+        raise error_cls(
+            f"ci-smoke: step `{name}` failed (exit {rc})",
+            hint="see the step's output above and the JSON event log; the instances are destroyed",
+        )
     steps.append(pipeline.StepResult(name, "ok", watch.seconds))
 
 
@@ -133,8 +141,9 @@ def _destroy_step(opts: CiSmokeOptions, steps: list[pipeline.StepResult], view: 
         rerun = f"run `kprov ec2 destroy` to remove what is left of cluster {opts.config.cluster}"
         exc.hint = f"{exc.hint}; then {rerun}" if exc.hint else rerun
         return exc
-    steps.append(pipeline.StepResult("ec2 destroy", "ok", watch.seconds,
-                                     f"{len(report.terminated)} instance(s) terminated"))
+    steps.append(
+        pipeline.StepResult("ec2 destroy", "ok", watch.seconds, f"{len(report.terminated)} instance(s) terminated")
+    )
     return None
 
 
@@ -143,8 +152,9 @@ def _write_summary(opts: CiSmokeOptions, steps: list[pipeline.StepResult], outpu
         return
     with open(opts.events, encoding="utf-8") as events:
         recap = pipeline.recap_from_events(events)
-    text = pipeline.render_summary(opts.config.cluster, steps, recap, "\n".join(output["up"]),
-                                   "\n".join(output["smoke"]))
+    text = pipeline.render_summary(
+        opts.config.cluster, steps, recap, "\n".join(output["up"]), "\n".join(output["smoke"])
+    )
     with open(opts.summary, "a", encoding="utf-8") as out:
         out.write(text)
 

@@ -33,10 +33,16 @@ from provisioner.transport.ssh import ConnectOptions, SSHHost
 PKI = "/etc/kubernetes/pki/etcd"
 REMOTE_DIR = "/var/lib/kprov/etcd"
 PARKED = "/etc/kubernetes/kprov/manifests-parked"
-_CLIENT = ["--endpoints=https://127.0.0.1:2379", f"--cacert={PKI}/ca.crt",
-           f"--cert={PKI}/healthcheck-client.crt", f"--key={PKI}/healthcheck-client.key"]
-ETCDCTL_HINT = ("kprov runs etcdctl on the control planes: install it there "
-                "(Debian/Ubuntu: apt-get install etcd-client; or etcdctl from the etcd release matching the cluster)")
+_CLIENT = [
+    "--endpoints=https://127.0.0.1:2379",
+    f"--cacert={PKI}/ca.crt",
+    f"--cert={PKI}/healthcheck-client.crt",
+    f"--key={PKI}/healthcheck-client.key",
+]
+ETCDCTL_HINT = (
+    "kprov runs etcdctl on the control planes: install it there "
+    "(Debian/Ubuntu: apt-get install etcd-client; or etcdctl from the etcd release matching the cluster)"
+)
 
 
 def etcdctl(*args: str) -> str:
@@ -45,6 +51,7 @@ def etcdctl(*args: str) -> str:
 
 
 # --- facts ------------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class Member:
@@ -79,22 +86,34 @@ def parse_member(host: str, out: str) -> Member | None:
         facts.setdefault(k, v.strip())
     if "name" not in facts:
         return None
-    return Member(host, facts["name"], facts.get("initial-advertise-peer-urls", ""),
-                  facts.get("data-dir", "/var/lib/etcd"), facts.get("etcdctl") == "yes",
-                  facts.get("healthy") == "yes", facts.get("version", ""))
+    return Member(
+        host,
+        facts["name"],
+        facts.get("initial-advertise-peer-urls", ""),
+        facts.get("data-dir", "/var/lib/etcd"),
+        facts.get("etcdctl") == "yes",
+        facts.get("healthy") == "yes",
+        facts.get("version", ""),
+    )
 
 
 def probe_members(cps: Sequence[Host], connect: ConnectOptions) -> dict[str, Member]:
     """Member facts of every control plane; any host unreachable or without etcd is refused (InputError)."""
-    results = on_hosts(cps, connect, lambda ssh: parse_member(ssh.host.name, ssh.script(MEMBER_SCRIPT, timeout=90).stdout))
+    results = on_hosts(
+        cps, connect, lambda ssh: parse_member(ssh.host.name, ssh.script(MEMBER_SCRIPT, timeout=90).stdout)
+    )
     members: dict[str, Member] = {}
     for h in cps:
         r = results[h.name]
         if isinstance(r, KprovError):
-            raise InputError(f"{h.name}: {r.message}", hint="every control plane must be reachable; nothing was changed")
+            raise InputError(
+                f"{h.name}: {r.message}", hint="every control plane must be reachable; nothing was changed"
+            )
         if r is None:
-            raise InputError(f"{h.name}: no etcd static pod (/etc/kubernetes/manifests/etcd.yaml)",
-                             hint="kprov handles kubeadm's stacked etcd on initialised control planes (`kprov up`)")
+            raise InputError(
+                f"{h.name}: no etcd static pod (/etc/kubernetes/manifests/etcd.yaml)",
+                hint="kprov handles kubeadm's stacked etcd on initialised control planes (`kprov up`)",
+            )
         if not r.has_etcdctl:
             raise InputError(f"{h.name}: etcdctl not found", hint=ETCDCTL_HINT)
         members[h.name] = r
@@ -102,6 +121,7 @@ def probe_members(cps: Sequence[Host], connect: ConnectOptions) -> dict[str, Mem
 
 
 # --- snapshot ---------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class SnapshotReport:
@@ -120,8 +140,14 @@ def default_snapshot_dir(inv: Inventory) -> Path:
     return base / "snapshots" / inv.cluster.name
 
 
-def snapshot(inv: Inventory, connect: ConnectOptions, *, output: Path | None = None, keep: int | None = None,
-             now: datetime | None = None) -> SnapshotReport:
+def snapshot(
+    inv: Inventory,
+    connect: ConnectOptions,
+    *,
+    output: Path | None = None,
+    keep: int | None = None,
+    now: datetime | None = None,
+) -> SnapshotReport:
     """A consistent snapshot from the first healthy member, copied 0600 to `output` with .sha256 and .json."""
     if keep is not None and keep < 1:
         raise InputError(f"--keep {keep}: must be 1 or more", hint="--keep 7 keeps the seven newest snapshots")
@@ -132,8 +158,10 @@ def snapshot(inv: Inventory, connect: ConnectOptions, *, output: Path | None = N
     members = probe_members(inv.control_planes, connect)
     healthy = [m for m in members.values() if m.healthy]
     if not healthy:
-        raise InputError(f"no healthy etcd member on {', '.join(members)}: no snapshot taken",
-                         hint="check the control planes (`kprov status`, `journalctl -u kubelet`)")
+        raise InputError(
+            f"no healthy etcd member on {', '.join(members)}: no snapshot taken",
+            hint="check the control planes (`kprov status`, `journalctl -u kubelet`)",
+        )
     member = healthy[0]
     stamp = (now or datetime.now(UTC)).strftime("%Y%m%dT%H%M%SZ")
     remote = f"{REMOTE_DIR}/snapshot-{stamp}.db"
@@ -159,20 +187,32 @@ echo "status $({etcdctl("snapshot", "status", remote, "-w", "json")})"
         versions = parse_node_versions(ssh.script(PROBE_SCRIPT, timeout=60).stdout)
     if sha != facts.get("sha256"):
         tmp.unlink(missing_ok=True)
-        raise KprovError(f"{member.host}: the snapshot changed in transit (sha256 {sha[:12]} != "
-                         f"{facts.get('sha256', '?')[:12]})", hint="rerun `kprov etcd snapshot`")
+        raise KprovError(
+            f"{member.host}: the snapshot changed in transit (sha256 {sha[:12]} != {facts.get('sha256', '?')[:12]})",
+            hint="rerun `kprov etcd snapshot`",
+        )
     status = json.loads(facts.get("status") or "{}")
-    meta = {"cluster": inv.cluster.name, "kubernetes_version": versions.apiserver or versions.kubelet,
-            "etcd_version": member.etcd_version, "member": member.name, "host": member.host,
-            "revision": status.get("revision"), "total_keys": status.get("totalKey"), "size": size,
-            "sha256": sha, "time": stamp, "file": name}
+    meta = {
+        "cluster": inv.cluster.name,
+        "kubernetes_version": versions.apiserver or versions.kubelet,
+        "etcd_version": member.etcd_version,
+        "member": member.name,
+        "host": member.host,
+        "revision": status.get("revision"),
+        "total_keys": status.get("totalKey"),
+        "size": size,
+        "sha256": sha,
+        "time": stamp,
+        "file": name,
+    }
     path = out_dir / name
     os.replace(tmp, path)
     _write_private(path.with_name(name + ".sha256"), f"{sha}  {name}\n".encode())
     _write_private(path.with_name(name.removesuffix(".db") + ".json"), (json.dumps(meta, indent=2) + "\n").encode())
     pruned = prune(out_dir, inv.cluster.name, keep) if keep else ()
-    return SnapshotReport(path, sha, size, member.name, int(status.get("revision") or 0), meta, pruned,
-                          round(time.monotonic() - t0, 1))
+    return SnapshotReport(
+        path, sha, size, member.name, int(status.get("revision") or 0), meta, pruned, round(time.monotonic() - t0, 1)
+    )
 
 
 FETCH_CHUNK = 8 << 20
@@ -186,8 +226,18 @@ def _fetch_private(ssh: SSHHost, remote: str, dest: Path) -> tuple[str, int]:
     fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         for i in itertools.count():
-            res = checked(ssh, ssh.run(["sh", "-c", f"dd if={shlex.quote(remote)} bs={FETCH_CHUNK} skip={i} count=1 "
-                                                    "status=none | base64 -w0"], timeout=300), "copying the snapshot")
+            res = checked(
+                ssh,
+                ssh.run(
+                    [
+                        "sh",
+                        "-c",
+                        f"dd if={shlex.quote(remote)} bs={FETCH_CHUNK} skip={i} count=1 status=none | base64 -w0",
+                    ],
+                    timeout=300,
+                ),
+                "copying the snapshot",
+            )
             block = base64.b64decode(res.stdout)
             if not block:
                 break
@@ -209,8 +259,14 @@ _SNAP_NAME = re.compile(r"^(?P<cluster>.+)-(?P<stamp>\d{8}T\d{6}Z)\.db$")
 
 def prune(out_dir: Path, cluster: str, keep: int) -> tuple[Path, ...]:
     """Remove all but the `keep` newest snapshots of `cluster` in out_dir (with their .sha256 and .json)."""
-    snaps = sorted((p for p in out_dir.glob(f"{cluster}-*.db")
-                    if (m := _SNAP_NAME.match(p.name)) and m.group("cluster") == cluster), key=lambda p: p.name)
+    snaps = sorted(
+        (
+            p
+            for p in out_dir.glob(f"{cluster}-*.db")
+            if (m := _SNAP_NAME.match(p.name)) and m.group("cluster") == cluster
+        ),
+        key=lambda p: p.name,
+    )
     old = snaps[:-keep] if keep else []
     for p in old:
         for q in (p, p.with_name(p.name + ".sha256"), p.with_name(p.name.removesuffix(".db") + ".json")):
@@ -219,6 +275,7 @@ def prune(out_dir: Path, cluster: str, keep: int) -> tuple[Path, ...]:
 
 
 # --- restore ----------------------------------------------------------------------------------------------
+
 
 @dataclass(frozen=True)
 class VerifiedSnapshot:
@@ -230,21 +287,27 @@ class VerifiedSnapshot:
 def verify_snapshot_file(path: Path, cluster: str) -> VerifiedSnapshot:
     """The file exists, matches the sha256 beside it, and (when its JSON says so) belongs to this cluster."""
     if not path.is_file():
-        raise InputError(f"--from {path}: snapshot file not found",
-                         hint="give a .db written by `kprov etcd snapshot` (default dir ~/.kprov/snapshots/<cluster>)")
+        raise InputError(
+            f"--from {path}: snapshot file not found",
+            hint="give a .db written by `kprov etcd snapshot` (default dir ~/.kprov/snapshots/<cluster>)",
+        )
     sum_file = path.with_name(path.name + ".sha256")
     if not sum_file.is_file():
-        raise InputError(f"--from {path}: no checksum file {sum_file.name} beside it",
-                         hint="restore only snapshots written by `kprov etcd snapshot` (it writes the .sha256)")
+        raise InputError(
+            f"--from {path}: no checksum file {sum_file.name} beside it",
+            hint="restore only snapshots written by `kprov etcd snapshot` (it writes the .sha256)",
+        )
     want = sum_file.read_text(encoding="utf-8", errors="replace").split()[:1]
     h = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             h.update(block)
     if not want or want[0].lower() != h.hexdigest():
-        raise InputError(f"--from {path}: checksum mismatch (sha256 {h.hexdigest()[:12]}, "
-                         f"{sum_file.name} says {(want or ['nothing'])[0][:12]})",
-                         hint="the file is corrupt or not the one snapshotted: use another snapshot")
+        raise InputError(
+            f"--from {path}: checksum mismatch (sha256 {h.hexdigest()[:12]}, "
+            f"{sum_file.name} says {(want or ['nothing'])[0][:12]})",
+            hint="the file is corrupt or not the one snapshotted: use another snapshot",
+        )
     meta_file = path.with_name(path.name.removesuffix(".db") + ".json")
     meta: dict = {}
     if meta_file.is_file():
@@ -253,8 +316,10 @@ def verify_snapshot_file(path: Path, cluster: str) -> VerifiedSnapshot:
         except ValueError:
             meta = {}
     if meta.get("cluster") and meta["cluster"] != cluster:
-        raise InputError(f"--from {path}: a snapshot of cluster {meta['cluster']}, not {cluster}",
-                         hint="give a snapshot of this inventory's cluster")
+        raise InputError(
+            f"--from {path}: a snapshot of cluster {meta['cluster']}, not {cluster}",
+            hint="give a snapshot of this inventory's cluster",
+        )
     return VerifiedSnapshot(path, h.hexdigest(), meta)
 
 
@@ -284,9 +349,19 @@ echo stopped
 
 def _restore_script(m: Member, remote: str, initial_cluster: str, token: str, aside: str) -> str:
     d = shlex.quote(m.data_dir)
-    restore = shlex.join(["etcdctl", "snapshot", "restore", remote, f"--name={m.name}",
-                          f"--initial-cluster={initial_cluster}", f"--initial-cluster-token={token}",
-                          f"--initial-advertise-peer-urls={m.peer_url}", f"--data-dir={m.data_dir}.kprov-new"])
+    restore = shlex.join(
+        [
+            "etcdctl",
+            "snapshot",
+            "restore",
+            remote,
+            f"--name={m.name}",
+            f"--initial-cluster={initial_cluster}",
+            f"--initial-cluster-token={token}",
+            f"--initial-advertise-peer-urls={m.peer_url}",
+            f"--data-dir={m.data_dir}.kprov-new",
+        ]
+    )
     return f"""
 set -e
 rm -rf {d}.kprov-new
@@ -318,8 +393,15 @@ echo healthy
 """
 
 
-def restore(inv: Inventory, connect: ConnectOptions, *, source: Path, yes: bool, timeout_s: int = 600,
-            progress: Callable[[str], None] = lambda _m: None) -> RestoreReport:
+def restore(
+    inv: Inventory,
+    connect: ConnectOptions,
+    *,
+    source: Path,
+    yes: bool,
+    timeout_s: int = 600,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> RestoreReport:
     """Replace the cluster's etcd state with the snapshot on every control plane. Refused before any change
     when the file, its checksum, a control plane or etcdctl is not right, or without `yes`."""
     snap = verify_snapshot_file(Path(source), inv.cluster.name)
@@ -327,8 +409,11 @@ def restore(inv: Inventory, connect: ConnectOptions, *, source: Path, yes: bool,
     members = probe_members(cps, connect)
     if not yes:
         when = snap.metadata.get("time", "an unknown time")
-        raise InputError(f"restoring {snap.path.name} replaces the whole cluster state with the one of {when}: "
-                         "everything written after it is lost", hint="rerun with --yes to restore")
+        raise InputError(
+            f"restoring {snap.path.name} replaces the whole cluster state with the one of {when}: "
+            "everything written after it is lost",
+            hint="rerun with --yes to restore",
+        )
     t0 = time.monotonic()
     token = f"kprov-{inv.cluster.name}-{secrets.token_hex(4)}"
     aside = f".kprov-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
@@ -336,33 +421,49 @@ def restore(inv: Inventory, connect: ConnectOptions, *, source: Path, yes: bool,
     remote = f"{REMOTE_DIR}/restore-{snap.sha256[:16]}.db"
 
     def upload(ssh: SSHHost) -> None:
-        checked(ssh, ssh.run(["sh", "-c", f"umask 077 && mkdir -p {REMOTE_DIR} && rm -f {remote}"], timeout=60),
-                "preparing the upload")
+        checked(
+            ssh,
+            ssh.run(["sh", "-c", f"umask 077 && mkdir -p {REMOTE_DIR} && rm -f {remote}"], timeout=60),
+            "preparing the upload",
+        )
         with open(snap.path, "rb") as fh:
             ssh.put_stream(remote, fh)
         res = checked(ssh, ssh.run(["sha256sum", remote], timeout=120), "checksum of the uploaded snapshot")
         if res.stdout.split()[:1] != [snap.sha256]:
-            raise KprovError(f"{ssh.host.name}: the uploaded snapshot does not match its checksum",
-                             hint="rerun the restore (nothing was stopped yet)")
+            raise KprovError(
+                f"{ssh.host.name}: the uploaded snapshot does not match its checksum",
+                hint="rerun the restore (nothing was stopped yet)",
+            )
 
     def all_cps(what: str, fn: Callable[[SSHHost], object]) -> None:
         progress(what)
         bad = {n: r for n, r in on_hosts(cps, connect, fn).items() if isinstance(r, KprovError)}
         if bad:
             name, err = next(iter(bad.items()))
-            raise KprovError(f"{name}: {err.message} (restore step: {what})",
-                             hint="fix it and rerun `kprov etcd restore` with the same file: every step is "
-                                  "repeatable; parked manifests are in " + PARKED, detail=err.detail)
+            raise KprovError(
+                f"{name}: {err.message} (restore step: {what})",
+                hint="fix it and rerun `kprov etcd restore` with the same file: every step is "
+                "repeatable; parked manifests are in " + PARKED,
+                detail=err.detail,
+            )
 
-    all_cps("uploading the snapshot to every control plane",
-            lambda ssh: upload(ssh))
-    all_cps("stopping the control planes (static pods parked)",
-            lambda ssh: checked(ssh, ssh.script(_stop_script(240), timeout=300), "stopping the control plane"))
-    all_cps("restoring every etcd member with a new cluster token",
-            lambda ssh: checked(ssh, ssh.script(_restore_script(members[ssh.host.name], remote, initial_cluster,
-                                                                token, aside), timeout=600), "etcdctl snapshot restore"))
-    all_cps("starting the control planes",
-            lambda ssh: checked(ssh, ssh.script(_start_script(), timeout=60), "starting the control plane"))
+    all_cps("uploading the snapshot to every control plane", lambda ssh: upload(ssh))
+    all_cps(
+        "stopping the control planes (static pods parked)",
+        lambda ssh: checked(ssh, ssh.script(_stop_script(240), timeout=300), "stopping the control plane"),
+    )
+    all_cps(
+        "restoring every etcd member with a new cluster token",
+        lambda ssh: checked(
+            ssh,
+            ssh.script(_restore_script(members[ssh.host.name], remote, initial_cluster, token, aside), timeout=600),
+            "etcdctl snapshot restore",
+        ),
+    )
+    all_cps(
+        "starting the control planes",
+        lambda ssh: checked(ssh, ssh.script(_start_script(), timeout=60), "starting the control plane"),
+    )
     progress("waiting for a healthy API server")
     with session(cps[0], connect) as ssh:
         checked(ssh, ssh.script(_wait_healthy_script(timeout_s), timeout=timeout_s + 60), "waiting for the API server")
@@ -370,5 +471,6 @@ def restore(inv: Inventory, connect: ConnectOptions, *, source: Path, yes: bool,
     progress("restarting kubelet on every node")
     on_hosts(inv.hosts, connect, lambda ssh: ssh.run(["systemctl", "restart", "kubelet"], timeout=120))
     on_hosts(cps, connect, lambda ssh: ssh.run(["rm", "-f", remote], timeout=60))
-    return RestoreReport(snap.path, tuple(m.name for m in members.values()), token,
-                         round(time.monotonic() - t0, 1), aside)
+    return RestoreReport(
+        snap.path, tuple(m.name for m in members.values()), token, round(time.monotonic() - t0, 1), aside
+    )

@@ -21,16 +21,23 @@ from provisioner.errors import InputError
 CONTROL_PLANE_GROUPS = ("kube_control_plane", "kube-master", "kube_master")
 WORKER_GROUPS = ("kube_node", "kube-node")
 SKIP_GROUPS = {"all", "ungrouped", "k8s_cluster", "k8s-cluster", *CONTROL_PLANE_GROUPS, *WORKER_GROUPS}
-VAR_MAP = {"ansible_host": "address", "ansible_ssh_host": "address", "ansible_user": "user",
-           "ansible_ssh_user": "user", "ansible_port": "port", "ansible_ssh_port": "port",
-           "ansible_ssh_private_key_file": "ssh_key", "ansible_become": "become"}
+VAR_MAP = {
+    "ansible_host": "address",
+    "ansible_ssh_host": "address",
+    "ansible_user": "user",
+    "ansible_ssh_user": "user",
+    "ansible_port": "port",
+    "ansible_ssh_port": "port",
+    "ansible_ssh_private_key_file": "ssh_key",
+    "ansible_become": "become",
+}
 _NAME = re.compile(r"[^a-z0-9-]+")
 
 
 @dataclass
 class _Parsed:
     hostvars: dict[str, dict[str, Any]] = field(default_factory=dict)
-    groups: dict[str, list[str]] = field(default_factory=dict)      # direct members
+    groups: dict[str, list[str]] = field(default_factory=dict)  # direct members
     children: dict[str, list[str]] = field(default_factory=dict)
     groupvars: dict[str, dict[str, Any]] = field(default_factory=dict)
 
@@ -51,7 +58,7 @@ def looks_like_ansible(text: str) -> bool:
     if re.search(r"^\s*\[[^\]]+\]\s*$", text, re.M) and "hosts:" not in text:
         return True
     if not (re.search(r"^all\s*:", text, re.M) or '"_meta"' in text):
-        return False   # cheap: hostile or broken YAML is left to the inventory loader's bounded reader
+        return False  # cheap: hostile or broken YAML is left to the inventory loader's bounded reader
     try:
         doc = yaml.safe_load(text)
     except Exception:
@@ -68,13 +75,17 @@ def parse(path: Path) -> _Parsed:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise InputError(f"cannot read {path}: {exc}", hint="give an Ansible inventory file (YAML, INI or JSON)") from None
+        raise InputError(
+            f"cannot read {path}: {exc}", hint="give an Ansible inventory file (YAML, INI or JSON)"
+        ) from None
     stripped = text.lstrip()
     if stripped.startswith("{"):
         try:
             return _from_json(json.loads(text))
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}: invalid JSON: {exc}", hint="give the output of `ansible-inventory --list`") from None
+            raise InputError(
+                f"{path}: invalid JSON: {exc}", hint="give the output of `ansible-inventory --list`"
+            ) from None
     if re.search(r"^\s*\[[^\]]+\]\s*$", text, re.M):
         return _from_ini(text, path)
     try:
@@ -113,7 +124,9 @@ def _from_ini(text: str, path: Path) -> _Parsed:
         if m:
             section, kind = m[1], m[2] or "hosts"
             if kind not in ("hosts", "vars", "children"):
-                raise InputError(f"{path}:{lineno}: unknown section kind :{kind}", hint="[group], [group:vars], [group:children]")
+                raise InputError(
+                    f"{path}:{lineno}: unknown section kind :{kind}", hint="[group], [group:vars], [group:children]"
+                )
             continue
         if kind == "children":
             parsed.children.setdefault(section, []).append(line)
@@ -126,7 +139,9 @@ def _from_ini(text: str, path: Path) -> _Parsed:
             for pair in pairs:
                 key, sep, value = pair.partition("=")
                 if not sep:
-                    raise InputError(f"{path}:{lineno}: expected key=value, got {pair!r}", hint="host ansible_host=10.0.0.1")
+                    raise InputError(
+                        f"{path}:{lineno}: expected key=value, got {pair!r}", hint="host ansible_host=10.0.0.1"
+                    )
                 hvars[key] = _ini_value(value)
             parsed.host(name, hvars)
             parsed.groups.setdefault(section, []).append(name)
@@ -166,9 +181,11 @@ def convert(path: Path, cluster_name: str | None = None) -> dict[str, Any]:
     control = [h for g in CONTROL_PLANE_GROUPS for h in parsed.members(g)]
     workers = [h for g in WORKER_GROUPS for h in parsed.members(g)]
     if not control:
-        raise InputError(f"{path}: no host in kube_control_plane",
-                         hint="put the control plane hosts in group kube_control_plane (kubespray's name) "
-                              "and the workers in kube_node")
+        raise InputError(
+            f"{path}: no host in kube_control_plane",
+            hint="put the control plane hosts in group kube_control_plane (kubespray's name) "
+            "and the workers in kube_node",
+        )
     order = list(dict.fromkeys(control + workers))
     hosts = []
     for name in order:

@@ -145,8 +145,9 @@ class _Doc:
             text = path.read_text(encoding="utf-8")
             data = yaml.safe_load(text) or {}
         except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-            raise InputError(f"cannot read kubeconfig {path}: {exc}",
-                             hint="fix or move the file (kubectl cannot use it either)") from None
+            raise InputError(
+                f"cannot read kubeconfig {path}: {exc}", hint="fix or move the file (kubectl cannot use it either)"
+            ) from None
         if not isinstance(data, dict):
             raise InputError(f"{path} is not a kubeconfig (expected a mapping)", hint="fix or move the file")
         header = _LEADING_COMMENTS.match(text).group(0) if "#" in text else ""  # type: ignore[union-attr]
@@ -231,8 +232,10 @@ def kubeconfig(opts: KubeconfigOptions) -> KubeconfigReport:
     if opts.remove:
         return KubeconfigReport(path, removed=remove(inv.cluster.name))
     if not path.is_file():
-        raise InputError(f"no kubeconfig for cluster {inv.cluster.name} at {path}",
-                         hint="run `kprov up` first (it fetches the admin kubeconfig)")
+        raise InputError(
+            f"no kubeconfig for cluster {inv.cluster.name} at {path}",
+            hint="run `kprov up` first (it fetches the admin kubeconfig)",
+        )
     if opts.merge:
         return KubeconfigReport(path, merged=merge(path, inv.cluster.name, use=opts.use))
     return KubeconfigReport(path)

@@ -49,7 +49,7 @@ class ReconfigureOptions:
 @dataclass(frozen=True)
 class HostStep:
     host: str
-    actions: tuple[str, ...]          # what was done there ('' when the facts said nothing was needed)
+    actions: tuple[str, ...]  # what was done there ('' when the facts said nothing was needed)
     seconds: float
 
 
@@ -62,6 +62,7 @@ class ReconfigureReport:
 
 
 # --- rendering: what kprov would write for `kubeadm init` on a control plane ------------------------------
+
 
 def render_kubeadm_config(inv: Inventory, host: Host, extra_vars: Mapping[str, Any] | None = None) -> str:
     """The control_plane role's kubeadm config for `host`, rendered here with the role's variables (defaults <
@@ -77,24 +78,41 @@ def render_kubeadm_config(inv: Inventory, host: Host, extra_vars: Mapping[str, A
     # the bundle's variables do not reach the kubeadm config: skip hashing the bundle
     light = dataclasses.replace(inv, cluster=dataclasses.replace(inv.cluster, kubernetes_source="pkgs"))
     base = cluster_vars(light, Redactor())
-    variables = merge_host_vars(env, inv, host, role_name=role.name, role_defaults=role.defaults, base_vars=base,
-                                extra_vars=dict(extra_vars or {}), run_vars={}, all_run_vars={}, check=True)
+    variables = merge_host_vars(
+        env,
+        inv,
+        host,
+        role_name=role.name,
+        role_defaults=role.defaults,
+        base_vars=base,
+        extra_vars=dict(extra_vars or {}),
+        run_vars={},
+        all_run_vars={},
+        check=True,
+    )
     return Renderer(env, variables, f"{host.name}: {KUBEADM_TEMPLATE}").render_file(KUBEADM_TEMPLATE)
 
 
 # --- facts ----------------------------------------------------------------------------------------------
 
+
 def _kubectl_json(ssh: SSHHost, *args: str) -> dict[str, Any]:
-    res = checked(ssh, ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *args, "-o", "json"], timeout=120),
-                  f"kubectl {' '.join(args)}", hint="is the API server healthy? (`kprov status`)")
+    res = checked(
+        ssh,
+        ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *args, "-o", "json"], timeout=120),
+        f"kubectl {' '.join(args)}",
+        hint="is the API server healthy? (`kprov status`)",
+    )
     return json.loads(res.stdout)
 
 
 def stored_config(ssh: SSHHost) -> tuple[str, str]:
     """(ClusterConfiguration, kube-proxy config.conf) as kubeadm stored them in kube-system."""
     kubeadm = _kubectl_json(ssh, "-n", "kube-system", "get", "configmap", "kubeadm-config")
-    res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "-n", "kube-system", "get", "configmap", "kube-proxy",
-                   "-o", "json"], timeout=120)
+    res = ssh.run(
+        ["kubectl", "--kubeconfig", ADMIN_CONF, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "json"],
+        timeout=120,
+    )
     proxy = json.loads(res.stdout).get("data", {}).get("config.conf", "") if res.rc == 0 else ""
     return kubeadm.get("data", {}).get("ClusterConfiguration", ""), proxy
 
@@ -125,7 +143,8 @@ def cert_sans(pem: bytes) -> set[str]:
     except x509.ExtensionNotFound:
         return set()
     return {str(v) for v in san.get_values_for_type(x509.DNSName)} | {
-        str(v) for v in san.get_values_for_type(x509.IPAddress)}
+        str(v) for v in san.get_values_for_type(x509.IPAddress)
+    }
 
 
 def needs_new_certificate(have: set[str], stored_sans: list[str], wanted_sans: list[str]) -> bool:
@@ -145,6 +164,7 @@ def _norm(name: str) -> str:
 
 
 # --- applying --------------------------------------------------------------------------------------------
+
 
 def _restart_script(timeout_s: int, server: str) -> str:
     """Park the control-plane manifests (not etcd's) until the API server's port is closed, put them back,
@@ -175,18 +195,29 @@ def _manifests_sum(ssh: SSHHost) -> str:
 
 
 def _put_config(ssh: SSHHost, text: str) -> None:
-    script = (f"umask 077 && mkdir -p /etc/kubernetes/kprov && cat > {RECONFIGURE_FILE}.tmp && "
-              f"mv {RECONFIGURE_FILE}.tmp {RECONFIGURE_FILE}")
+    script = (
+        f"umask 077 && mkdir -p /etc/kubernetes/kprov && cat > {RECONFIGURE_FILE}.tmp && "
+        f"mv {RECONFIGURE_FILE}.tmp {RECONFIGURE_FILE}"
+    )
     checked(ssh, ssh.run(["sh", "-c", script], stdin=text.encode(), timeout=60), f"writing {RECONFIGURE_FILE}")
 
 
-def reconfigure_host(inv: Inventory, host: Host, connect: ConnectOptions, drift: Drift, stored_sans: list[str],
-                     opts: ReconfigureOptions, progress: Callable[[str], None]) -> HostStep:
+def reconfigure_host(
+    inv: Inventory,
+    host: Host,
+    connect: ConnectOptions,
+    drift: Drift,
+    stored_sans: list[str],
+    opts: ReconfigureOptions,
+    progress: Callable[[str], None],
+) -> HostStep:
     """One control plane: new API server certificate and/or manifests as the facts require, then restarted."""
     t0 = time.monotonic()
     rendered = render_kubeadm_config(inv, host, opts.extra_vars)
-    wanted = [str(s) for s in (split_rendered(rendered).get("ClusterConfiguration", {}).get("apiServer") or {})
-              .get("certSANs") or []]
+    wanted = [
+        str(s)
+        for s in (split_rendered(rendered).get("ClusterConfiguration", {}).get("apiServer") or {}).get("certSANs") or []
+    ]
     actions: list[str] = []
     with session(host, connect) as ssh:
         _put_config(ssh, rendered)
@@ -197,32 +228,47 @@ def reconfigure_host(inv: Inventory, host: Host, connect: ConnectOptions, drift:
             if needs_new_certificate(have, stored_sans, wanted):
                 aside = f"{SET_ASIDE_DIR}-{time.strftime('%Y%m%dT%H%M%S', time.gmtime())}"
                 progress(f"{host.name}: new API server certificate (old one kept in {aside})")
-                checked(ssh, ssh.script(
-                    f"set -e\numask 077\nmkdir -p {aside}\n"
-                    f"mv /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key {aside}/\n"
-                    f"kubeadm init phase certs apiserver --config {RECONFIGURE_FILE} || "
-                    f"{{ rc=$?; cp -p {aside}/apiserver.crt {aside}/apiserver.key /etc/kubernetes/pki/; exit $rc; }}\n",
-                    timeout=180), "kubeadm init phase certs apiserver",
-                    hint=f"the old certificate is back in place; see the error above on {host.name}")
+                checked(
+                    ssh,
+                    ssh.script(
+                        f"set -e\numask 077\nmkdir -p {aside}\n"
+                        f"mv /etc/kubernetes/pki/apiserver.crt /etc/kubernetes/pki/apiserver.key {aside}/\n"
+                        f"kubeadm init phase certs apiserver --config {RECONFIGURE_FILE} || "
+                        f"{{ rc=$?; cp -p {aside}/apiserver.crt {aside}/apiserver.key /etc/kubernetes/pki/; exit $rc; }}\n",
+                        timeout=180,
+                    ),
+                    "kubeadm init phase certs apiserver",
+                    hint=f"the old certificate is back in place; see the error above on {host.name}",
+                )
                 actions.append("apiserver certificate")
                 new_cert = True
         if drift.args:
             progress(f"{host.name}: control-plane manifests with the new extra args")
-            checked(ssh, ssh.run(["kubeadm", "init", "phase", "control-plane", "all", "--config", RECONFIGURE_FILE],
-                                 timeout=180), "kubeadm init phase control-plane all")
+            checked(
+                ssh,
+                ssh.run(
+                    ["kubeadm", "init", "phase", "control-plane", "all", "--config", RECONFIGURE_FILE], timeout=180
+                ),
+                "kubeadm init phase control-plane all",
+            )
         changed = _manifests_sum(ssh) != before
         if changed:
             actions.append("static pod manifests")
         if new_cert or changed:
             progress(f"{host.name}: restarting the control-plane static pods, waiting for a healthy API server")
-            checked(ssh, ssh.script(_restart_script(opts.timeout_s, local_server(host)), timeout=opts.timeout_s + 60),
-                    "restarting the control-plane static pods", hint=f"see `journalctl -u kubelet` on {host.name}")
+            checked(
+                ssh,
+                ssh.script(_restart_script(opts.timeout_s, local_server(host)), timeout=opts.timeout_s + 60),
+                "restarting the control-plane static pods",
+                hint=f"see `journalctl -u kubelet` on {host.name}",
+            )
             actions.append("static pods restarted")
     return HostStep(host.name, tuple(actions), round(time.monotonic() - t0, 1))
 
 
-def reconfigure(inv: Inventory, connect: ConnectOptions, opts: ReconfigureOptions,
-                progress: Callable[[str], None] = lambda _m: None) -> ReconfigureReport:
+def reconfigure(
+    inv: Inventory, connect: ConnectOptions, opts: ReconfigureOptions, progress: Callable[[str], None] = lambda _m: None
+) -> ReconfigureReport:
     """Apply the drift, one control plane at a time, then the ConfigMaps. Nothing is changed when there is no
     drift; a cluster whose control planes are not all healthy is refused (InputError) before any change."""
     t0 = time.monotonic()
@@ -231,18 +277,35 @@ def reconfigure(inv: Inventory, connect: ConnectOptions, opts: ReconfigureOption
     for h in cps:
         try:
             with session(h, connect) as ssh:
-                res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", local_server(h), "get",
-                               "--raw=/readyz", "--request-timeout=10s"], timeout=30)
+                res = ssh.run(
+                    [
+                        "kubectl",
+                        "--kubeconfig",
+                        ADMIN_CONF,
+                        "--server",
+                        local_server(h),
+                        "get",
+                        "--raw=/readyz",
+                        "--request-timeout=10s",
+                    ],
+                    timeout=30,
+                )
         except KprovError as exc:
-            raise InputError(f"{h.name}: {exc.message}: nothing reconfigured",
-                             hint="every control plane must be reachable and healthy (`kprov status`)") from None
+            raise InputError(
+                f"{h.name}: {exc.message}: nothing reconfigured",
+                hint="every control plane must be reachable and healthy (`kprov status`)",
+            ) from None
         if res.rc != 0 or res.stdout.strip() != "ok":
-            raise InputError(f"{h.name}: API server (or its etcd) not ready: nothing reconfigured",
-                             hint="a reconfiguration starts from a healthy control plane: check it (`kprov status`)")
+            raise InputError(
+                f"{h.name}: API server (or its etcd) not ready: nothing reconfigured",
+                hint="a reconfiguration starts from a healthy control plane: check it (`kprov status`)",
+            )
     drift = probe_drift(inv, connect, opts.extra_vars)
     if drift is None:
-        raise InputError(f"{cp1.name} is not initialised: nothing to reconfigure",
-                         hint=f"`kprov up -i {inv.path}` builds the cluster with the inventory's configuration")
+        raise InputError(
+            f"{cp1.name} is not initialised: nothing to reconfigure",
+            hint=f"`kprov up -i {inv.path}` builds the cluster with the inventory's configuration",
+        )
     if not drift:
         return ReconfigureReport(drift, seconds=round(time.monotonic() - t0, 1))
     with session(cp1, connect) as ssh:
@@ -258,24 +321,41 @@ def reconfigure(inv: Inventory, connect: ConnectOptions, opts: ReconfigureOption
         _put_config(ssh, render_kubeadm_config(inv, cp1, opts.extra_vars))
         if drift.sans or drift.args:
             progress("kube-system/kubeadm-config: the new ClusterConfiguration")
-            checked(ssh, ssh.run(["kubeadm", "init", "phase", "upload-config", "kubeadm", "--config", RECONFIGURE_FILE],
-                                 timeout=180), "kubeadm init phase upload-config kubeadm")
+            checked(
+                ssh,
+                ssh.run(
+                    ["kubeadm", "init", "phase", "upload-config", "kubeadm", "--config", RECONFIGURE_FILE], timeout=180
+                ),
+                "kubeadm init phase upload-config kubeadm",
+            )
             cluster_actions.append("kubeadm-config ConfigMap")
         if drift.kube_proxy:
             progress("kube-proxy: ConfigMap and DaemonSet, then its pods restarted")
-            checked(ssh, ssh.run(["kubeadm", "init", "phase", "addon", "kube-proxy", "--config", RECONFIGURE_FILE],
-                                 timeout=180), "kubeadm init phase addon kube-proxy")
+            checked(
+                ssh,
+                ssh.run(["kubeadm", "init", "phase", "addon", "kube-proxy", "--config", RECONFIGURE_FILE], timeout=180),
+                "kubeadm init phase addon kube-proxy",
+            )
             k = ["kubectl", "--kubeconfig", ADMIN_CONF, "-n", "kube-system"]
-            checked(ssh, ssh.run([*k, "rollout", "restart", "daemonset/kube-proxy"], timeout=120),
-                    "restarting kube-proxy")
-            checked(ssh, ssh.run([*k, "rollout", "status", "daemonset/kube-proxy", f"--timeout={opts.timeout_s}s"],
-                                 timeout=opts.timeout_s + 60), "kube-proxy rollout",
-                    hint="`kubectl -n kube-system get pods -l k8s-app=kube-proxy` shows the pods that did not start")
+            checked(
+                ssh, ssh.run([*k, "rollout", "restart", "daemonset/kube-proxy"], timeout=120), "restarting kube-proxy"
+            )
+            checked(
+                ssh,
+                ssh.run(
+                    [*k, "rollout", "status", "daemonset/kube-proxy", f"--timeout={opts.timeout_s}s"],
+                    timeout=opts.timeout_s + 60,
+                ),
+                "kube-proxy rollout",
+                hint="`kubectl -n kube-system get pods -l k8s-app=kube-proxy` shows the pods that did not start",
+            )
             cluster_actions.append("kube-proxy ConfigMap + pods restarted")
     left = probe_drift(inv, connect, opts.extra_vars)
     if left:
-        raise TaskFailed(f"drift remains after the reconfiguration: {left.items[0].line()}",
-                         hint="see the steps above; rerun `kprov upgrade --reconfigure --yes` (it resumes)")
+        raise TaskFailed(
+            f"drift remains after the reconfiguration: {left.items[0].line()}",
+            hint="see the steps above; rerun `kprov upgrade --reconfigure --yes` (it resumes)",
+        )
     return ReconfigureReport(drift, tuple(steps), tuple(cluster_actions), round(time.monotonic() - t0, 1))
 
 
@@ -294,6 +374,8 @@ def drift_warnings(inv: Inventory, connect: ConnectOptions, extra_vars: Mapping[
     if not drift:
         return []
     lines = [f"configuration drift on cluster {inv.cluster.name}: {item.line()}" for item in drift.items]
-    lines.append(f"up does not apply configuration drift: run `kprov upgrade --reconfigure -i {inv.path}` to see it "
-                 "and with --yes to apply it (one control plane at a time)")
+    lines.append(
+        f"up does not apply configuration drift: run `kprov upgrade --reconfigure -i {inv.path}` to see it "
+        "and with --yes to apply it (one control plane at a time)"
+    )
     return lines

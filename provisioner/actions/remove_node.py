@@ -51,14 +51,14 @@ class RemoveNodeOptions:
 
 @dataclass(frozen=True)
 class EtcdChange:
-    via: str                            # the control plane whose etcd answers
+    via: str  # the control plane whose etcd answers
     members: tuple[em.EtcdMember, ...]  # before the removal
-    member: em.EtcdMember | None        # the removed host's member (None: not, or no longer, a member)
+    member: em.EtcdMember | None  # the removed host's member (None: not, or no longer, a member)
 
 
 @dataclass(frozen=True)
 class BalancerChange:
-    mode: str              # cluster.api_endpoint, "" when the inventory has none
+    mode: str  # cluster.api_endpoint, "" when the inventory has none
     hosts: tuple[str, ...]  # nodes whose balancer config is re-rendered without the host
     note: str
 
@@ -70,14 +70,14 @@ class RemovalPlan:
     control_plane: bool
     reachable: bool
     unreachable_why: str
-    api_via: str                  # the surviving control plane kubectl and etcd requests run on
+    api_via: str  # the surviving control plane kubectl and etcd requests run on
     node_exists: bool
     cordoned: bool
     drain: DrainPlan | None
     etcd: EtcdChange | None
     balancer: BalancerChange | None
-    refusals: tuple[str, ...]     # unsafe without --force
-    blockers: tuple[str, ...]     # refused even with --force
+    refusals: tuple[str, ...]  # unsafe without --force
+    blockers: tuple[str, ...]  # refused even with --force
     warnings: tuple[str, ...]
 
     @property
@@ -90,18 +90,28 @@ class RemovalPlan:
         if self.node_exists:
             out.append(f"cordon Node {self.host}" + (" (already cordoned)" if self.cordoned else ""))
             if self.drain is not None and self.reachable:
-                out.append(f"drain {self.host}: evict {len(self.drain.moving)} pod(s)"
-                           + (f", {len(self.drain.pdb_waits)} held by a PodDisruptionBudget until replacements "
-                              "are Ready" if self.drain.pdb_waits else ""))
+                out.append(
+                    f"drain {self.host}: evict {len(self.drain.moving)} pod(s)"
+                    + (
+                        f", {len(self.drain.pdb_waits)} held by a PodDisruptionBudget until replacements are Ready"
+                        if self.drain.pdb_waits
+                        else ""
+                    )
+                )
             elif self.drain is not None:
-                out.append(f"no drain (host unreachable): its {len(self.drain.moving)} pod(s) go with the Node "
-                           "and their controllers recreate them elsewhere")
+                out.append(
+                    f"no drain (host unreachable): its {len(self.drain.moving)} pod(s) go with the Node "
+                    "and their controllers recreate them elsewhere"
+                )
         else:
             out.append(f"Node {self.host}: not in the cluster (already deleted)")
         if self.etcd is not None:
-            out.append(f"remove etcd member {self.etcd.member.name or self.etcd.member.id} ({self.etcd.member.id}) "
-                       f"via {self.etcd.via}: {len(self.etcd.members)} -> {len(self.etcd.members) - 1} members"
-                       if self.etcd.member else f"etcd: {self.host} is not a member (already removed)")
+            out.append(
+                f"remove etcd member {self.etcd.member.name or self.etcd.member.id} ({self.etcd.member.id}) "
+                f"via {self.etcd.via}: {len(self.etcd.members)} -> {len(self.etcd.members) - 1} members"
+                if self.etcd.member
+                else f"etcd: {self.host} is not a member (already removed)"
+            )
         if self.balancer is not None:
             if self.balancer.mode in BALANCED_MODES and self.reachable:
                 out.append(f"stop and disable keepalived/haproxy on {self.host}")
@@ -114,15 +124,17 @@ class RemovalPlan:
         if self.cleanup:
             out.append(f"clean {self.host}: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)")
         else:
-            out.append(f"skip the host cleanup of {self.host}: "
-                       + (self.unreachable_why or "not in the inventory (no address)"))
+            out.append(
+                f"skip the host cleanup of {self.host}: "
+                + (self.unreachable_why or "not in the inventory (no address)")
+            )
         return out
 
 
 @dataclass(frozen=True)
 class Step:
     name: str
-    outcome: str    # "done" | "already done" | "skipped"
+    outcome: str  # "done" | "already done" | "skipped"
     detail: str = ""
 
 
@@ -139,6 +151,7 @@ class RemovalReport:
 
 
 # --- the cluster as one surviving control plane sees it ------------------------------------------------
+
 
 class ClusterApi:
     """kubectl and etcd requests on one control plane, over one SSH session."""
@@ -158,15 +171,21 @@ class ClusterApi:
     def kubectl_ok(self, *args: str, what: str, timeout: float = 120) -> str:
         res = self.kubectl(*args, timeout=timeout)
         if res.rc != 0:
-            raise KprovError(f"{self.name}: {what} failed (exit {res.rc})", detail=res.stderr_tail(),
-                             hint="check the API server (`kprov status`); rerun remove-node: it resumes")
+            raise KprovError(
+                f"{self.name}: {what} failed (exit {res.rc})",
+                detail=res.stderr_tail(),
+                hint="check the API server (`kprov status`); rerun remove-node: it resumes",
+            )
         return res.stdout
 
     def script(self, text: str, what: str, hint: str | None = None, timeout: float = 120) -> str:
         res = self.ssh.script(text, timeout=timeout)
         if res.rc != 0:
-            raise KprovError(f"{self.name}: {what} failed (exit {res.rc})", detail=res.stderr_tail(),
-                             hint=hint or "rerun remove-node: it resumes where it stopped")
+            raise KprovError(
+                f"{self.name}: {what} failed (exit {res.rc})",
+                detail=res.stderr_tail(),
+                hint=hint or "rerun remove-node: it resumes where it stopped",
+            )
         return res.stdout
 
     def etcd_members(self) -> list[em.EtcdMember]:
@@ -178,10 +197,15 @@ class ClusterApi:
 
 def open_api(inv: Inventory, removed: str, connect: ConnectOptions) -> tuple[SSHHost, list[str]]:
     """An SSH session to the first reachable control plane other than `removed`, and the unreachable ones."""
-    if removed and not [cp for cp in inv.control_planes if cp.name != removed] and \
-            any(cp.name == removed for cp in inv.control_planes):
-        raise InputError(f"refusing to remove {removed}: it is the last control plane",
-                         hint="`kprov reset -i INVENTORY` tears the whole cluster down")
+    if (
+        removed
+        and not [cp for cp in inv.control_planes if cp.name != removed]
+        and any(cp.name == removed for cp in inv.control_planes)
+    ):
+        raise InputError(
+            f"refusing to remove {removed}: it is the last control plane",
+            hint="`kprov reset -i INVENTORY` tears the whole cluster down",
+        )
     failed: list[str] = []
     for cp in inv.control_planes:
         if cp.name == removed:
@@ -193,9 +217,11 @@ def open_api(inv: Inventory, removed: str, connect: ConnectOptions) -> tuple[SSH
         except KprovError as exc:
             ssh.close()
             failed.append(f"{cp.name}: {exc.message}")
-    raise InputError(f"no reachable control plane other than {removed}" + (f" ({'; '.join(failed)})" if failed else ""),
-                     hint="kprov removes a node through a surviving control plane: bring one back, or "
-                          "`kprov reset` the cluster when it is the last one")
+    raise InputError(
+        f"no reachable control plane other than {removed}" + (f" ({'; '.join(failed)})" if failed else ""),
+        hint="kprov removes a node through a surviving control plane: bring one back, or "
+        "`kprov reset` the cluster when it is the last one",
+    )
 
 
 def _reachable(host: Host, connect: ConnectOptions) -> str:
@@ -222,16 +248,26 @@ def _balancer(inv: Inventory, name: str) -> BalancerChange:
     mode = str(getattr(inv.cluster, "api_endpoint", None) or "")
     rest = tuple(h.name for h in inventory_without(inv, name).hosts)
     if mode not in BALANCED_MODES:
-        return BalancerChange(mode, (), f"balancer: not managed by kprov (api_endpoint {mode or 'external'}): "
-                                        f"take {name} out of your load balancer's backends yourself")
+        return BalancerChange(
+            mode,
+            (),
+            f"balancer: not managed by kprov (api_endpoint {mode or 'external'}): "
+            f"take {name} out of your load balancer's backends yourself",
+        )
     if not _balancer_plays():
-        return BalancerChange(mode, (), f"balancer ({mode}): this kprov has no {LB_ROLE} role to re-render: "
-                                        f"take {name} out of the haproxy backends by hand")
-    return BalancerChange(mode, rest, f"balancer ({mode}): re-render the {LB_ROLE} role on {', '.join(rest)} "
-                                      f"without {name}")
+        return BalancerChange(
+            mode,
+            (),
+            f"balancer ({mode}): this kprov has no {LB_ROLE} role to re-render: "
+            f"take {name} out of the haproxy backends by hand",
+        )
+    return BalancerChange(
+        mode, rest, f"balancer ({mode}): re-render the {LB_ROLE} role on {', '.join(rest)} without {name}"
+    )
 
 
 # --- plan ----------------------------------------------------------------------------------------------
+
 
 def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> RemovalPlan:
     """What removing opts.host would do. Reads only: never changes the cluster or a host."""
@@ -239,12 +275,17 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
     host = next((h for h in inv.hosts if h.name == name), None)
     node_json = api.kubectl("get", "node", name, "-o", "json", "--ignore-not-found")
     if node_json.rc != 0:
-        raise KprovError(f"{api.name}: kubectl get node {name} failed (exit {node_json.rc})",
-                         detail=node_json.stderr_tail(), hint="check the API server (`kprov status`)")
+        raise KprovError(
+            f"{api.name}: kubectl get node {name} failed (exit {node_json.rc})",
+            detail=node_json.stderr_tail(),
+            hint="check the API server (`kprov status`)",
+        )
     node = json.loads(node_json.stdout) if node_json.stdout.strip() else None
     if host is None and node is None:
-        raise InputError(f"--host {name!r}: neither a host of {inv.path} nor a Node of cluster {inv.cluster.name}",
-                         hint=f"hosts: {', '.join(h.name for h in inv.hosts)}")
+        raise InputError(
+            f"--host {name!r}: neither a host of {inv.path} nor a Node of cluster {inv.cluster.name}",
+            hint=f"hosts: {', '.join(h.name for h in inv.hosts)}",
+        )
     labels = (node or {}).get("metadata", {}).get("labels", {}) or {}
     control_plane = bool(host and host.is_control_plane) or any(k in labels for k in CP_LABELS)
     why = _reachable(host, opts.connect) if host is not None else ""
@@ -255,13 +296,23 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
 
     drain = None
     if node is not None:
-        pods = api.kubectl_ok("get", "pods", "-A", "--field-selector", f"spec.nodeName={name}", "-o", "json",
-                              what="listing the node's pods")
+        pods = api.kubectl_ok(
+            "get",
+            "pods",
+            "-A",
+            "--field-selector",
+            f"spec.nodeName={name}",
+            "-o",
+            "json",
+            what="listing the node's pods",
+        )
         pdbs = api.kubectl_ok("get", "pdb", "-A", "-o", "json", what="listing PodDisruptionBudgets")
         drain = drain_plan(name, pods, pdbs, force=opts.force)
         if drain.needs_force and reachable:
-            refusals.append(f"{len(drain.needs_force)} pod(s) without a controller would be lost: "
-                            + ", ".join(p.ref for p in drain.needs_force))
+            refusals.append(
+                f"{len(drain.needs_force)} pod(s) without a controller would be lost: "
+                + ", ".join(p.ref for p in drain.needs_force)
+            )
 
     etcd = balancer = None
     if control_plane:
@@ -283,17 +334,35 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
     elif str(getattr(inv.cluster, "api_endpoint", "") or "") == "local":
         balancer = BalancerChange("local", (), f"balancer (local): stop {name}'s own API proxy (no other node changes)")
     if not reachable:
-        warnings.append(f"{name}: {why or 'not in the inventory'}: the host is not cleaned "
-                        "(kubelet, containers and files stay on it if it ever comes back: run `kprov reset` on it)")
-    return RemovalPlan(name, host is not None, control_plane, reachable, why, api.name, node is not None,
-                       bool((node or {}).get("spec", {}).get("unschedulable")), drain, etcd, balancer,
-                       tuple(refusals), tuple(blockers), tuple(warnings))
+        warnings.append(
+            f"{name}: {why or 'not in the inventory'}: the host is not cleaned "
+            "(kubelet, containers and files stay on it if it ever comes back: run `kprov reset` on it)"
+        )
+    return RemovalPlan(
+        name,
+        host is not None,
+        control_plane,
+        reachable,
+        why,
+        api.name,
+        node is not None,
+        bool((node or {}).get("spec", {}).get("unschedulable")),
+        drain,
+        etcd,
+        balancer,
+        tuple(refusals),
+        tuple(blockers),
+        tuple(warnings),
+    )
 
 
 def _control_plane_nodes(api: ClusterApi) -> set[str]:
     out = api.kubectl_ok("get", "nodes", "-o", "json", what="listing the Nodes")
-    return {i["metadata"]["name"] for i in json.loads(out).get("items", [])
-            if any(k in (i["metadata"].get("labels") or {}) for k in CP_LABELS)}
+    return {
+        i["metadata"]["name"]
+        for i in json.loads(out).get("items", [])
+        if any(k in (i["metadata"].get("labels") or {}) for k in CP_LABELS)
+    }
 
 
 def _internal_ip(node: dict | None) -> str:
@@ -306,17 +375,28 @@ def _internal_ip(node: dict | None) -> str:
 def check_allowed(plan: RemovalPlan, force: bool) -> None:
     """InputError (exit 2, nothing changed) when the plan is unsafe: blockers always, refusals without --force."""
     if plan.blockers:
-        raise InputError(f"refusing to remove {plan.host}: {plan.blockers[0]}",
-                         hint="`kprov reset -i INVENTORY` tears the whole cluster down")
+        raise InputError(
+            f"refusing to remove {plan.host}: {plan.blockers[0]}",
+            hint="`kprov reset -i INVENTORY` tears the whole cluster down",
+        )
     if plan.refusals and not force:
-        raise InputError(f"refusing to remove {plan.host}: {plan.refusals[0]}",
-                         hint="rerun with --force to remove it anyway (nothing was changed)")
+        raise InputError(
+            f"refusing to remove {plan.host}: {plan.refusals[0]}",
+            hint="rerun with --force to remove it anyway (nothing was changed)",
+        )
 
 
 # --- apply ---------------------------------------------------------------------------------------------
 
-def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api: ClusterApi, run_role: RunRole,
-                progress: Callable[[str], None] = lambda _m: None) -> RemovalReport:
+
+def remove_node(
+    inv: Inventory,
+    opts: RemoveNodeOptions,
+    plan: RemovalPlan,
+    api: ClusterApi,
+    run_role: RunRole,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> RemovalReport:
     """Carry the plan out (check_allowed first). Every step re-reads the state it changes: rerunnable."""
     check_allowed(plan, opts.force)
     t0 = time.monotonic()
@@ -360,13 +440,17 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
         step("balancer on the host", "done" if "stopped" in out else "already done", "keepalived/haproxy disabled")
     if plan.balancer is not None and plan.balancer.hosts:
         rest = inventory_without(inv, name)
-        plays = [Play(p.role, ",".join(h for h in plan.balancer.hosts
-                                       if h in _select(rest, p.hosts)) or "none-left") for p in _balancer_plays()]
+        plays = [
+            Play(p.role, ",".join(h for h in plan.balancer.hosts if h in _select(rest, p.hosts)) or "none-left")
+            for p in _balancer_plays()
+        ]
         report = run_role(rest, [p for p in plays if p.hosts != "none-left"])
         if report.exit_status():
-            raise KprovError(f"re-rendering the balancer without {name} failed on "
-                             f"{', '.join(report.failed_hosts + report.unreachable_hosts)}",
-                             hint="fix it and rerun remove-node: it resumes")
+            raise KprovError(
+                f"re-rendering the balancer without {name} failed on "
+                f"{', '.join(report.failed_hosts + report.unreachable_hosts)}",
+                hint="fix it and rerun remove-node: it resumes",
+            )
         step("balancer", "done" if report.changed else "already done", plan.balancer.note)
     elif plan.balancer is not None and plan.control_plane:
         warnings.append(plan.balancer.note)
@@ -374,12 +458,16 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
     if plan.node_exists:
         if plan.reachable:
             with session(inv.host(name), opts.connect) as ssh:
-                ssh.script("if systemctl is-active -q kubelet 2>/dev/null; then systemctl stop kubelet; fi\n",
-                           timeout=120)
+                ssh.script(
+                    "if systemctl is-active -q kubelet 2>/dev/null; then systemctl stop kubelet; fi\n", timeout=120
+                )
         res = api.kubectl("delete", "node", name, "--ignore-not-found", "--wait=true", "--timeout=120s", timeout=180)
         if res.rc != 0:
-            raise KprovError(f"{api.name}: kubectl delete node {name} failed (exit {res.rc})",
-                             detail=res.stderr_tail(), hint="rerun remove-node: it resumes")
+            raise KprovError(
+                f"{api.name}: kubectl delete node {name} failed (exit {res.rc})",
+                detail=res.stderr_tail(),
+                hint="rerun remove-node: it resumes",
+            )
         step("delete Node", "done" if "deleted" in res.stdout else "already done")
     else:
         step("delete Node", "already done")
@@ -388,8 +476,10 @@ def remove_node(inv: Inventory, opts: RemoveNodeOptions, plan: RemovalPlan, api:
         report = run_role(inv, [Play("reset", name)])
         if report.exit_status():
             host_recap = report.hosts.get(name)
-            raise KprovError(f"{name}: host cleanup failed: {host_recap.first_error if host_recap else 'see above'}",
-                             hint=f"the Node is gone; rerun remove-node (or `kprov reset -l {name}`) to finish")
+            raise KprovError(
+                f"{name}: host cleanup failed: {host_recap.first_error if host_recap else 'see above'}",
+                hint=f"the Node is gone; rerun remove-node (or `kprov reset -l {name}`) to finish",
+            )
         step("host cleanup", "done" if report.changed else "already done", "reset role")
     else:
         step("host cleanup", "skipped", plan.unreachable_why or "not in the inventory")
@@ -414,7 +504,7 @@ def _select(inv: Inventory, pattern: str) -> list[str]:
         members = groups.get(base, [base] if any(h.name == base for h in inv.hosts) else [])
         if sl:
             a, colon, b = sl.rstrip("]").partition(":")
-            members = members[int(a) if a else None:int(b) if b else None] if colon else members[int(a):int(a) + 1]
+            members = members[int(a) if a else None : int(b) if b else None] if colon else members[int(a) : int(a) + 1]
         out.extend(m for m in members if m not in out)
     return out
 
@@ -432,10 +522,12 @@ def _drain(api: ClusterApi, name: str, opts: RemoveNodeOptions) -> None:
     if pods.rc == 0 and pdbs.rc == 0:
         still = drain_plan(name, pods.stdout, pdbs.stdout, force=opts.force)
         left = ", ".join(f"{p.ref}" + (f" (PodDisruptionBudget {p.pdb})" if p.pdb else "") for p in still.moving)
-    raise KprovError(f"drain of {name} did not finish within {opts.drain_timeout_s}s"
-                     + (f"; still on it: {left}" if left else ""), detail=res.stderr_tail(),
-                     hint="a PodDisruptionBudget may allow no disruption (scale up its workload) or a pod may not "
-                          "stop; rerun remove-node (optionally with a larger --drain-timeout): it resumes")
+    raise KprovError(
+        f"drain of {name} did not finish within {opts.drain_timeout_s}s" + (f"; still on it: {left}" if left else ""),
+        detail=res.stderr_tail(),
+        hint="a PodDisruptionBudget may allow no disruption (scale up its workload) or a pod may not "
+        "stop; rerun remove-node (optionally with a larger --drain-timeout): it resumes",
+    )
 
 
 def _drop_cluster_status(api: ClusterApi, name: str) -> bool:
@@ -451,12 +543,23 @@ def _drop_cluster_status(api: ClusterApi, name: str) -> bool:
         return False
     del endpoints[name]
     patch = json.dumps({"data": {"ClusterStatus": yaml.safe_dump(status, sort_keys=False)}})
-    api.kubectl_ok("-n", "kube-system", "patch", "configmap", "kubeadm-config", "--type", "merge", "-p", patch,
-                   what="updating kubeadm's ClusterStatus")
+    api.kubectl_ok(
+        "-n",
+        "kube-system",
+        "patch",
+        "configmap",
+        "kubeadm-config",
+        "--type",
+        "merge",
+        "-p",
+        patch,
+        what="updating kubeadm's ClusterStatus",
+    )
     return True
 
 
 # --- `up`: Nodes the inventory no longer lists ---------------------------------------------------------
+
 
 def unknown_nodes(inv: Inventory, connect: ConnectOptions) -> list[str]:
     """Nodes in the cluster that are not hosts of the inventory ([] when no control plane answers)."""
@@ -473,8 +576,19 @@ def unknown_nodes(inv: Inventory, connect: ConnectOptions) -> list[str]:
 
 def describe_pods(plan: DrainPlan) -> list[tuple[str, str, str]]:
     """(pod, owner, what happens) rows for the preview, the moving pods first."""
-    order = {a: i for i, a in enumerate([PodAction.EVICT, PodAction.DELETE, PodAction.FINISHED,
-                                          PodAction.NEEDS_FORCE, PodAction.DAEMONSET, PodAction.STATIC])}
+    order = {
+        a: i
+        for i, a in enumerate(
+            [
+                PodAction.EVICT,
+                PodAction.DELETE,
+                PodAction.FINISHED,
+                PodAction.NEEDS_FORCE,
+                PodAction.DAEMONSET,
+                PodAction.STATIC,
+            ]
+        )
+    }
     rows = []
     for p in sorted(plan.pods, key=lambda p: (order[p.action], p.ref)):
         what = p.action.value

@@ -38,8 +38,9 @@ def targets(req: RunRequest, inv: Inventory) -> list[str]:
     return select_hosts(inv, req.limit) if req.limit else [h.name for h in inv.hosts]
 
 
-def reset(req: RunRequest, opts: ResetOptions, open_sink: Callable[[], Any], *, inventory: Inventory,
-          warn: Warn = quiet) -> ResetReport:
+def reset(
+    req: RunRequest, opts: ResetOptions, open_sink: Callable[[], Any], *, inventory: Inventory, warn: Warn = quiet
+) -> ResetReport:
     req = req.with_vars(reset_containerd_state=opts.containerd_state)
     outcome = execute(req, PLAYS, open_sink, inventory=inventory, title="RESET", warn=warn)
     if outcome.exit_status != 0 or outcome.report is None or req.limit:

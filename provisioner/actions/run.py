@@ -64,8 +64,15 @@ class RunRequest:
         return ConnectOptions(connect_timeout=self.connect_timeout, accept_new_host_keys=self.accept_new_host_keys)
 
     def run_options(self, check: bool = False) -> RunOptions:
-        return RunOptions(check=check, forks=self.forks, tags=self.tags, skip_tags=self.skip_tags,
-                          limit=self.limit, extra_vars=self.extra_vars, connect=self.connect())
+        return RunOptions(
+            check=check,
+            forks=self.forks,
+            tags=self.tags,
+            skip_tags=self.skip_tags,
+            limit=self.limit,
+            extra_vars=self.extra_vars,
+            connect=self.connect(),
+        )
 
     def with_vars(self, **extra: object) -> RunRequest:
         return replace(self, extra_vars={**self.extra_vars, **extra})
@@ -98,8 +105,9 @@ def select(req: RunRequest, inv: Inventory, plays: Sequence[Play]) -> Selection:
     if limit:
         chosen = tuple(select_hosts(inv, limit))
         if not chosen:
-            raise InputError(f"--limit {','.join(limit)} selects no host",
-                             hint=f"hosts: {', '.join(h.name for h in inv.hosts)}")
+            raise InputError(
+                f"--limit {','.join(limit)} selects no host", hint=f"hosts: {', '.join(h.name for h in inv.hosts)}"
+            )
         limit = chosen
     roles_dir = Path(req.roles_dir).resolve() if req.roles_dir else ROLES_DIR
     roles = {p.role: load_role(p.role, roles_dir) for p in plays}
@@ -109,8 +117,9 @@ def select(req: RunRequest, inv: Inventory, plays: Sequence[Play]) -> Selection:
     for flag, chosen_tags in (("--tags", req.tags), ("--skip-tags", req.skip_tags)):
         unknown = sorted(chosen_tags - known)
         if unknown:
-            warnings.append(f"{flag} {', '.join(unknown)}: no task has this tag; known tags: "
-                            f"{', '.join(sorted(known))}")
+            warnings.append(
+                f"{flag} {', '.join(unknown)}: no task has this tag; known tags: {', '.join(sorted(known))}"
+            )
     if (req.tags or req.skip_tags) and not any(pl.tasks and pl.hosts for pl in listed):
         warnings.append(f"the tag selection selects no task; known tags: {', '.join(sorted(known))}")
     return Selection(limit, listed, tuple(warnings))
@@ -126,18 +135,27 @@ def run_plays(req: RunRequest, inv: Inventory, plays: Sequence[Play], sink: Any,
         if (roles_dir.parent / "templates").is_dir():
             dirs["templates_dir"] = roles_dir.parent / "templates"
     with contextlib.ExitStack() as stack:
-        if not check:   # a plan never changes a host: it may run beside a run that does
+        if not check:  # a plan never changes a host: it may run beside a run that does
             stack.enter_context(cluster_lock(inv.cluster.name))
-        runner = Runner(inv, req.run_options(check=check), sink, redactor=redactor,
-                        base_vars=cluster_vars(inv, redactor), **dirs)
+        runner = Runner(
+            inv, req.run_options(check=check), sink, redactor=redactor, base_vars=cluster_vars(inv, redactor), **dirs
+        )
         try:
             return runner.run(plays)
         finally:
             runner.close()
 
 
-def execute(req: RunRequest, plays: Sequence[Play], open_sink: Callable[[], Any], *, check: bool = False,
-            title: str = "RECAP", inventory: Inventory | None = None, warn: Warn = quiet) -> RunOutcome:
+def execute(
+    req: RunRequest,
+    plays: Sequence[Play],
+    open_sink: Callable[[], Any],
+    *,
+    check: bool = False,
+    title: str = "RECAP",
+    inventory: Inventory | None = None,
+    warn: Warn = quiet,
+) -> RunOutcome:
     """Select, run the plays and recap. `open_sink` is called only when something runs (--list-* opens
     no log file)."""
     inv = inventory or load_inventory(req.inventory)

@@ -23,7 +23,7 @@ from provisioner.errors import InputError
 from provisioner.inventory.model import Inventory
 
 _SUBSCRIPT = re.compile(r"^(?P<base>.+?)\[(?P<a>-?\d*)(?P<colon>:?)(?P<b>-?\d*)\]$")
-_GLOB = re.compile(r"[*?\[]")   # checked after group[subscript]: `cp[12]` is a glob when cp is no group
+_GLOB = re.compile(r"[*?\[]")  # checked after group[subscript]: `cp[12]` is a glob when cp is no group
 
 
 def _hint(inv: Inventory) -> str:
@@ -67,12 +67,14 @@ def _match_part(inv: Inventory, part: str, where: str) -> list[str]:
     return [n for n in names if n in chosen]
 
 
-def select_hosts(inv: Inventory, pattern: str | Sequence[str], *, where: str = "--limit",
-                 strict: bool = True) -> list[str]:
+def select_hosts(
+    inv: Inventory, pattern: str | Sequence[str], *, where: str = "--limit", strict: bool = True
+) -> list[str]:
     """Host names the pattern selects, in inventory order. With `strict`, a part that matches nothing
     is bad input (a typo must not silently widen or empty a run)."""
-    parts = [p.strip() for item in ([pattern] if isinstance(pattern, str) else pattern)
-             for p in item.split(",") if p.strip()]
+    parts = [
+        p.strip() for item in ([pattern] if isinstance(pattern, str) else pattern) for p in item.split(",") if p.strip()
+    ]
     plus: list[str] = []
     intersect: list[list[str]] = []
     minus: set[str] = set()
@@ -100,8 +102,8 @@ def select_hosts(inv: Inventory, pattern: str | Sequence[str], *, where: str = "
 class PlayListing:
     play: Play
     hosts: tuple[str, ...]
-    tasks: tuple[tuple[str, frozenset[str]], ...]   # (task name, tags) of the selected tasks
-    tags: frozenset[str]                            # every tag of the role
+    tasks: tuple[tuple[str, frozenset[str]], ...]  # (task name, tags) of the selected tasks
+    tags: frozenset[str]  # every tag of the role
 
 
 def task_selected(tags: frozenset[str], only: frozenset[str], skip: frozenset[str]) -> bool:
@@ -109,12 +111,21 @@ def task_selected(tags: frozenset[str], only: frozenset[str], skip: frozenset[st
     return (not only or bool(tags & only)) and not (tags & skip)
 
 
-def listing(inv: Inventory, plays: Iterable[Play], roles: dict[str, Role], limit: Sequence[str] | None,
-            only: frozenset[str], skip: frozenset[str]) -> list[PlayListing]:
+def listing(
+    inv: Inventory,
+    plays: Iterable[Play],
+    roles: dict[str, Role],
+    limit: Sequence[str] | None,
+    only: frozenset[str],
+    skip: frozenset[str],
+) -> list[PlayListing]:
     out = []
     for play in plays:
-        hosts = [n for n in select_hosts(inv, play.hosts, where=f"play {play.role}", strict=False)
-                 if limit is None or n in limit]
+        hosts = [
+            n
+            for n in select_hosts(inv, play.hosts, where=f"play {play.role}", strict=False)
+            if limit is None or n in limit
+        ]
         role = roles[play.role]
         tasks = tuple((t.name, t.tags) for t in role.tasks if task_selected(t.tags, only, skip))
         out.append(PlayListing(play, tuple(hosts), tasks, frozenset().union(*(t.tags for t in role.tasks))))

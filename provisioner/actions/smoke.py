@@ -21,8 +21,14 @@ from provisioner.secrets import Redactor
 def smoke_vars(inv: Inventory, base_vars: Mapping[str, Any], extra_vars: Mapping[str, Any]) -> dict[str, Any]:
     """The smoke role's defaults < computed cluster vars < cluster.vars < -e, rendered."""
     defaults = load_yaml_file(ROLES_DIR / "smoke" / "defaults.yaml").data or {}
-    merged = {**defaults, **base_vars, **inv.cluster.vars, **extra_vars,
-              "cluster": inv.cluster.public_view(), "hosts": [h.public_view() for h in inv.hosts]}
+    merged = {
+        **defaults,
+        **base_vars,
+        **inv.cluster.vars,
+        **extra_vars,
+        "cluster": inv.cluster.public_view(),
+        "hosts": [h.public_view() for h in inv.hosts],
+    }
     return resolve_vars(make_env(TEMPLATES_DIR), merged)
 
 
@@ -46,8 +52,9 @@ class SmokeReport:
         return self.result.ok
 
 
-def smoke(req: RunRequest, opts: SmokeOptions = SmokeOptions(), *, inventory: Inventory | None = None,
-          progress: Warn = quiet) -> SmokeReport:
+def smoke(
+    req: RunRequest, opts: SmokeOptions = SmokeOptions(), *, inventory: Inventory | None = None, progress: Warn = quiet
+) -> SmokeReport:
     """Run the smoke test through the first control plane's kubectl; the report says whether it passed."""
     inv = inventory or load_inventory(req.inventory)
     variables = smoke_vars(inv, cluster_vars(inv, Redactor()), req.extra_vars)
@@ -55,8 +62,9 @@ def smoke(req: RunRequest, opts: SmokeOptions = SmokeOptions(), *, inventory: In
         variables["smoke_node_port"] = opts.node_port
     kubectl = Kubectl(kubeconfig_path(inv), inv.control_planes[0], req.connect())
     try:
-        result = run_smoke(inv, kubectl, variables, manifest=render_manifest(variables), keep=opts.keep,
-                           progress=progress)
+        result = run_smoke(
+            inv, kubectl, variables, manifest=render_manifest(variables), keep=opts.keep, progress=progress
+        )
     finally:
         kubectl.close()
     return SmokeReport(result, len(inv.hosts))

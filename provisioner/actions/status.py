@@ -97,8 +97,15 @@ def status(req: RunRequest) -> StatusReport:
     nodes, api_error = _nodes(inv, req)
     with open(os.devnull, "w", encoding="utf-8") as devnull:
         report = run_plays(req, inv, load_plays(), JsonSink(devnull), check=True)
-    rows = tuple(NodeStatus(h.name, tuple(h.roles), nodes.get(h.name, (False, ""))[1],
-                            nodes[h.name][0] if h.name in nodes else None, _drift(report, h.name))
-                 for h in inv.hosts)
+    rows = tuple(
+        NodeStatus(
+            h.name,
+            tuple(h.roles),
+            nodes.get(h.name, (False, ""))[1],
+            nodes[h.name][0] if h.name in nodes else None,
+            _drift(report, h.name),
+        )
+        for h in inv.hosts
+    )
     nearest, certs_error = _nearest_cert(inv, req)
     return StatusReport(inv.cluster.name, rows, api_error, nearest, certs_error, bool(report.unreachable_hosts))

@@ -38,13 +38,16 @@ def unknown_nodes_warning(req: RunRequest, inv: Inventory) -> str:
     extra = unknown_nodes(inv, req.connect())
     if not extra:
         return ""
-    return (f"Node(s) in cluster {inv.cluster.name} but not in {req.inventory}: {', '.join(extra)} "
-            f"(up never re-adds them; `kprov remove-node -i {req.inventory} --host NAME` removes one "
-            "from the cluster)")
+    return (
+        f"Node(s) in cluster {inv.cluster.name} but not in {req.inventory}: {', '.join(extra)} "
+        f"(up never re-adds them; `kprov remove-node -i {req.inventory} --host NAME` removes one "
+        "from the cluster)"
+    )
 
 
-def up(req: RunRequest, opts: UpOptions, open_sink: Callable[[], Any], *, warn: Warn = quiet,
-       progress: Warn = quiet) -> UpReport:
+def up(
+    req: RunRequest, opts: UpOptions, open_sink: Callable[[], Any], *, warn: Warn = quiet, progress: Warn = quiet
+) -> UpReport:
     """Provision the cluster; when that succeeded, warn about unlisted Nodes and run the smoke test."""
     inv = load_inventory(req.inventory)
     outcome = execute(req, load_plays(), open_sink, inventory=inv, warn=warn)

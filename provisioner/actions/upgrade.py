@@ -53,7 +53,7 @@ class NodeResult:
     from_version: str
     to_version: str
     seconds: float
-    status: str            # upgraded | uncordoned | unchanged | failed | not started
+    status: str  # upgraded | uncordoned | unchanged | failed | not started
     message: str = ""
 
 
@@ -73,14 +73,19 @@ def target_inventory(inv: Inventory, target: str, only: str | None = None) -> In
     cluster = dataclasses.replace(inv.cluster, kubernetes_version=target)
     if only is None:
         return dataclasses.replace(inv, cluster=cluster)
-    groups = {name: dataclasses.replace(g, hosts=tuple(h for h in g.hosts if h == only))
-              for name, g in inv.groups.items()}
+    groups = {
+        name: dataclasses.replace(g, hosts=tuple(h for h in g.hosts if h == only)) for name, g in inv.groups.items()
+    }
     return dataclasses.replace(inv, cluster=cluster, hosts=(inv.host(only),), groups=groups)
 
 
 def _kubectl(ssh: SSHHost, *args: str, timeout: float = 120) -> str:
-    res = checked(ssh, ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *args], timeout=timeout),
-                  f"kubectl {' '.join(args[:2])}", hint="is the API server healthy? (`kprov status`)")
+    res = checked(
+        ssh,
+        ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *args], timeout=timeout),
+        f"kubectl {' '.join(args[:2])}",
+        hint="is the API server healthy? (`kprov status`)",
+    )
     return res.stdout
 
 
@@ -97,20 +102,43 @@ def prepare(inv: Inventory, connect: ConnectOptions, opts: UpgradeOptions) -> Up
         nodes = parse_nodes(_kubectl(ssh, "get", "nodes", "-o", "json"))
         pods = parse_pods(_kubectl(ssh, "get", "pods", "-A", "-o", "json"))
         pdbs = parse_pdbs(_kubectl(ssh, "get", "pdb", "-A", "-o", "json"))
+
     # each control plane's own API server (etcd included in its readiness) answers
     def ready(ssh: SSHHost) -> bool:
-        res = ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, "--server", local_server(ssh.host), "get",
-                       "--raw=/readyz", "--request-timeout=10s"], timeout=30)
+        res = ssh.run(
+            [
+                "kubectl",
+                "--kubeconfig",
+                ADMIN_CONF,
+                "--server",
+                local_server(ssh.host),
+                "get",
+                "--raw=/readyz",
+                "--request-timeout=10s",
+            ],
+            timeout=30,
+        )
         return res.rc == 0 and res.stdout.strip() == "ok"
 
     unhealthy = [n for n, ok in on_hosts(cps, connect, ready).items() if ok is not True]
     if unhealthy:
-        raise InputError(f"{unhealthy[0]}: API server (or its etcd) not ready: no node upgraded",
-                         hint="an upgrade starts from a healthy control plane: check it (`kprov status`), then rerun")
+        raise InputError(
+            f"{unhealthy[0]}: API server (or its etcd) not ready: no node upgraded",
+            hint="an upgrade starts from a healthy control plane: check it (`kprov status`), then rerun",
+        )
     apiservers = {h.name: v.apiserver for h in cps if isinstance(v := versions[h.name], NodeVersions)}
-    plan = build_plan(control_planes=[h.name for h in cps], workers=[h.name for h in inv.workers], nodes=nodes,
-                      apiservers=apiservers, target=target, source=inv.cluster.kubernetes_source, pods=pods,
-                      pdbs=pdbs, serial=opts.serial, apt_base=opts.apt_base)
+    plan = build_plan(
+        control_planes=[h.name for h in cps],
+        workers=[h.name for h in inv.workers],
+        nodes=nodes,
+        apiservers=apiservers,
+        target=target,
+        source=inv.cluster.kubernetes_source,
+        pods=pods,
+        pdbs=pdbs,
+        serial=opts.serial,
+        apt_base=opts.apt_base,
+    )
     if plan.pending:
         _check_source(inv, target)
     return plan
@@ -125,11 +153,15 @@ def _check_source(inv: Inventory, target: str) -> None:
         try:
             have = read_manifest(inv.cluster.bundle or "").kubernetes_version
         except (KprovError, OSError) as exc:
-            raise InputError(f"cluster.bundle {inv.cluster.bundle}: {exc}: no node upgraded",
-                             hint=f"point cluster.bundle at a bundle of {target} (`kprov bundle build`)") from None
+            raise InputError(
+                f"cluster.bundle {inv.cluster.bundle}: {exc}: no node upgraded",
+                hint=f"point cluster.bundle at a bundle of {target} (`kprov bundle build`)",
+            ) from None
         if not same_version(have, target):
-            raise InputError(f"cluster.bundle is a bundle of {have}, not of the target {target}: no node upgraded",
-                             hint=f"point cluster.bundle at a bundle of {target} (`kprov bundle build`)")
+            raise InputError(
+                f"cluster.bundle is a bundle of {have}, not of the target {target}: no node upgraded",
+                hint=f"point cluster.bundle at a bundle of {target} (`kprov bundle build`)",
+            )
 
 
 def _wait_ready_script(node: str, target: str, timeout_s: int) -> str:
@@ -144,9 +176,15 @@ done
 """
 
 
-def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: UpgradeOptions, *,
-        install_role: Callable[[Inventory, str], bool],
-        progress: Callable[[str], None] = lambda _m: None) -> UpgradeReport:
+def run(
+    inv: Inventory,
+    connect: ConnectOptions,
+    plan: UpgradePlan,
+    opts: UpgradeOptions,
+    *,
+    install_role: Callable[[Inventory, str], bool],
+    progress: Callable[[str], None] = lambda _m: None,
+) -> UpgradeReport:
     """Carry the plan out: control planes one by one, then workers `serial` at a time. A failed node stops
     the upgrade before any further node is touched; a rerun resumes from the facts."""
     cp1 = inv.control_planes[0]
@@ -168,21 +206,28 @@ def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: Upgrad
                 if n.uncordon_only:
                     progress(f"{n.host}: already at v{plan.target}, uncordoning")
                     uncordon(n.host)
-                    return NodeResult(n.host, n.from_version, n.to_version, round(time.monotonic() - t0, 1),
-                                      "uncordoned")
+                    return NodeResult(
+                        n.host, n.from_version, n.to_version, round(time.monotonic() - t0, 1), "uncordoned"
+                    )
                 return NodeResult(n.host, n.from_version, n.to_version, 0.0, "unchanged")
             progress(f"{n.host}: cordon and drain")
-            on_cp1([*k, "annotate", "--overwrite", "node", n.host, f"{CORDON_ANNOTATION}={plan.target}"],
-                   f"annotate {n.host}")
+            on_cp1(
+                [*k, "annotate", "--overwrite", "node", n.host, f"{CORDON_ANNOTATION}={plan.target}"],
+                f"annotate {n.host}",
+            )
             on_cp1([*k, "cordon", n.host], f"cordon {n.host}")
             with session(cp1, connect) as ssh:
-                res = ssh.run([*k, "drain", n.host, *DRAIN_ARGS, f"--timeout={opts.drain_timeout_s}s"],
-                              timeout=opts.drain_timeout_s + 60)
+                res = ssh.run(
+                    [*k, "drain", n.host, *DRAIN_ARGS, f"--timeout={opts.drain_timeout_s}s"],
+                    timeout=opts.drain_timeout_s + 60,
+                )
             if res.rc != 0:
-                raise TaskFailed(f"{n.host}: drain did not finish within {opts.drain_timeout_s}s "
-                                 f"(a PodDisruptionBudget or a stuck pod): node left cordoned, not upgraded",
-                                 hint="fix what blocks the eviction, then rerun `kprov upgrade` (it resumes)",
-                                 detail=res.stderr_tail())
+                raise TaskFailed(
+                    f"{n.host}: drain did not finish within {opts.drain_timeout_s}s "
+                    f"(a PodDisruptionBudget or a stuck pod): node left cordoned, not upgraded",
+                    hint="fix what blocks the eviction, then rerun `kprov upgrade` (it resumes)",
+                    detail=res.stderr_tail(),
+                )
             with session(host, connect) as ssh:
                 if plan.source == "pkgs":
                     progress(f"{n.host}: packages at {plan.target}, kubeadm upgrade, kubelet restart")
@@ -191,26 +236,47 @@ def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: Upgrad
                 else:
                     progress(f"{n.host}: binaries and images of {plan.target} from the bundle")
                     if not install_role(target_inventory(inv, plan.target, only=n.host), n.host):
-                        raise TaskFailed(f"{n.host}: installing {plan.target} from the bundle failed: not upgraded",
-                                         hint="see the task output above; rerun `kprov upgrade` (it resumes)")
+                        raise TaskFailed(
+                            f"{n.host}: installing {plan.target} from the bundle failed: not upgraded",
+                            hint="see the task output above; rerun `kprov upgrade` (it resumes)",
+                        )
                     # resumable: an API server already at the target was applied by an interrupted run
-                    already = n.kind == "first-control-plane" and same_version(_apiserver_version(host, connect),
-                                                                                plan.target)
+                    already = n.kind == "first-control-plane" and same_version(
+                        _apiserver_version(host, connect), plan.target
+                    )
                     if not already:
                         progress(f"{n.host}: {shlex.join(kubeadm_upgrade(n.kind, plan.target))}")
-                        checked(ssh, ssh.run(kubeadm_upgrade(n.kind, plan.target), timeout=1800),
-                                "kubeadm upgrade", hint=f"see /var/log on {n.host}; rerun `kprov upgrade` to resume")
-                    checked(ssh, ssh.script("systemctl daemon-reload && systemctl restart kubelet", timeout=120),
-                            "kubelet restart")
+                        checked(
+                            ssh,
+                            ssh.run(kubeadm_upgrade(n.kind, plan.target), timeout=1800),
+                            "kubeadm upgrade",
+                            hint=f"see /var/log on {n.host}; rerun `kprov upgrade` to resume",
+                        )
+                    checked(
+                        ssh,
+                        ssh.script("systemctl daemon-reload && systemctl restart kubelet", timeout=120),
+                        "kubelet restart",
+                    )
             progress(f"{n.host}: waiting for Ready at v{plan.target}")
             with session(cp1, connect) as ssh:
-                checked(ssh, ssh.script(_wait_ready_script(n.host, plan.target, opts.ready_timeout_s),
-                                        timeout=opts.ready_timeout_s + 60), f"{n.host} Ready at the target")
+                checked(
+                    ssh,
+                    ssh.script(
+                        _wait_ready_script(n.host, plan.target, opts.ready_timeout_s), timeout=opts.ready_timeout_s + 60
+                    ),
+                    f"{n.host} Ready at the target",
+                )
             uncordon(n.host)
             return NodeResult(n.host, n.from_version, n.to_version, round(time.monotonic() - t0, 1), "upgraded")
         except KprovError as exc:
-            return NodeResult(n.host, n.from_version, n.to_version, round(time.monotonic() - t0, 1), "failed",
-                              exc.message + (f" ({exc.detail.strip().splitlines()[-1]})" if exc.detail else ""))
+            return NodeResult(
+                n.host,
+                n.from_version,
+                n.to_version,
+                round(time.monotonic() - t0, 1),
+                "failed",
+                exc.message + (f" ({exc.detail.strip().splitlines()[-1]})" if exc.detail else ""),
+            )
 
     results: list[NodeResult] = []
     cps = [n for n in plan.nodes if n.kind != "worker"]
@@ -221,14 +287,17 @@ def run(inv: Inventory, connect: ConnectOptions, plan: UpgradePlan, opts: Upgrad
             break
     else:
         for i in range(0, len(workers), plan.serial):
-            batch = workers[i:i + plan.serial]
+            batch = workers[i : i + plan.serial]
             with ThreadPoolExecutor(max_workers=len(batch)) as pool:
                 results.extend(pool.map(one, batch))
             if any(r.status == "failed" for r in results):
                 break
     seen = {r.host for r in results}
-    results.extend(NodeResult(n.host, n.from_version, n.to_version, 0.0, "not started") for n in plan.nodes
-                   if n.host not in seen and not n.done)
+    results.extend(
+        NodeResult(n.host, n.from_version, n.to_version, 0.0, "not started")
+        for n in plan.nodes
+        if n.host not in seen and not n.done
+    )
     return UpgradeReport(plan, tuple(results))
 
 

@@ -27,10 +27,10 @@ class NodeFacts:
 
     name: str
     ready: bool
-    kubelet: str                    # the version the kubelet reports to the API server
+    kubelet: str  # the version the kubelet reports to the API server
     unschedulable: bool = False
     cordoned_by_kprov: bool = False
-    apiserver: str = ""             # control planes: the API server's image tag
+    apiserver: str = ""  # control planes: the API server's image tag
 
 
 @dataclass(frozen=True)
@@ -54,7 +54,7 @@ class PdbFacts:
 @dataclass(frozen=True)
 class NodeUpgrade:
     host: str
-    kind: str                       # first-control-plane | control-plane | worker
+    kind: str  # first-control-plane | control-plane | worker
     from_version: str
     to_version: str
     steps: tuple[str, ...]
@@ -80,14 +80,19 @@ class UpgradePlan:
 
 # --- parsers of kubectl JSON (pure) -----------------------------------------------------------------------
 
+
 def parse_nodes(doc: str) -> dict[str, NodeFacts]:
     out = {}
     for item in json.loads(doc).get("items", []):
         meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
         ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
         out[meta.get("name", "")] = NodeFacts(
-            meta.get("name", ""), ready, status.get("nodeInfo", {}).get("kubeletVersion", "").lstrip("v"),
-            bool(spec.get("unschedulable")), CORDON_ANNOTATION in (meta.get("annotations") or {}))
+            meta.get("name", ""),
+            ready,
+            status.get("nodeInfo", {}).get("kubeletVersion", "").lstrip("v"),
+            bool(spec.get("unschedulable")),
+            CORDON_ANNOTATION in (meta.get("annotations") or {}),
+        )
     return out
 
 
@@ -98,9 +103,16 @@ def parse_pods(doc: str) -> list[PodFacts]:
         if status.get("phase") in ("Succeeded", "Failed"):
             continue
         owners = meta.get("ownerReferences") or []
-        pods.append(PodFacts(meta.get("namespace", ""), meta.get("name", ""), spec.get("nodeName", ""),
-                             meta.get("labels") or {}, any(o.get("kind") == "DaemonSet" for o in owners),
-                             "kubernetes.io/config.mirror" in (meta.get("annotations") or {})))
+        pods.append(
+            PodFacts(
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                spec.get("nodeName", ""),
+                meta.get("labels") or {},
+                any(o.get("kind") == "DaemonSet" for o in owners),
+                "kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
+            )
+        )
     return pods
 
 
@@ -108,28 +120,46 @@ def parse_pdbs(doc: str) -> list[PdbFacts]:
     pdbs = []
     for item in json.loads(doc).get("items", []):
         meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
-        pdbs.append(PdbFacts(meta.get("namespace", ""), meta.get("name", ""),
-                             (spec.get("selector") or {}).get("matchLabels") or {},
-                             int(status.get("disruptionsAllowed", 0))))
+        pdbs.append(
+            PdbFacts(
+                meta.get("namespace", ""),
+                meta.get("name", ""),
+                (spec.get("selector") or {}).get("matchLabels") or {},
+                int(status.get("disruptionsAllowed", 0)),
+            )
+        )
     return pdbs
 
 
-def drain_preview(node: str, pods: Sequence[PodFacts], pdbs: Sequence[PdbFacts]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+def drain_preview(
+    node: str, pods: Sequence[PodFacts], pdbs: Sequence[PdbFacts]
+) -> tuple[tuple[str, ...], tuple[str, ...]]:
     """(pods a drain of `node` evicts, PDBs that would block it: they allow no disruption of such a pod)."""
     evicted = [p for p in pods if p.node == node and not p.daemonset and not p.mirror]
-    blocking = sorted({f"{b.namespace}/{b.name}" for b in pdbs for p in evicted
-                       if b.namespace == p.namespace and b.selector and b.disruptions_allowed < 1
-                       and all(p.labels.get(k) == v for k, v in b.selector.items())})
+    blocking = sorted(
+        {
+            f"{b.namespace}/{b.name}"
+            for b in pdbs
+            for p in evicted
+            if b.namespace == p.namespace
+            and b.selector
+            and b.disruptions_allowed < 1
+            and all(p.labels.get(k) == v for k, v in b.selector.items())
+        }
+    )
     return tuple(f"{p.namespace}/{p.name}" for p in evicted), tuple(blocking)
 
 
 # --- package steps for `kubernetes_source: pkgs` (golden-tested; cannot run on the lab) -------------------
 
+
 def apt_sources(target: str, apt_base: str) -> str:
     """The deb822 source `up` writes (apt_repository `kubernetes`), pointed at the target's minor repository."""
     v = KubeVersion.parse(target)
-    return (f"Types: deb\nURIs: {apt_base}/v{v.major}.{v.minor}/deb/\nSuites: /\n"
-            "Signed-By: /etc/apt/keyrings/kubernetes.gpg\n")
+    return (
+        f"Types: deb\nURIs: {apt_base}/v{v.major}.{v.minor}/deb/\nSuites: /\n"
+        "Signed-By: /etc/apt/keyrings/kubernetes.gpg\n"
+    )
 
 
 def pkgs_steps(kind: str, target: str, apt_base: str) -> tuple[str, ...]:
@@ -169,8 +199,11 @@ def kubeadm_upgrade(kind: str, target: str) -> list[str]:
 def bundle_steps(kind: str, target: str) -> tuple[str, ...]:
     """What one node does for `bundle`: the kubernetes role at the target (binaries + images from the bundle),
     kubeadm upgrade, kubelet restart (shown in the plan; the role runs through the engine)."""
-    return (f"kprov role kubernetes at {KubeVersion.parse(target)} (bundle binaries and images)",
-            shlex.join(kubeadm_upgrade(kind, target)), "systemctl restart kubelet")
+    return (
+        f"kprov role kubernetes at {KubeVersion.parse(target)} (bundle binaries and images)",
+        shlex.join(kubeadm_upgrade(kind, target)),
+        "systemctl restart kubelet",
+    )
 
 
 def node_steps(kind: str, source: str, target: str, apt_base: str = "") -> tuple[str, ...]:
@@ -180,33 +213,55 @@ def node_steps(kind: str, source: str, target: str, apt_base: str = "") -> tuple
 
 # --- the plan ---------------------------------------------------------------------------------------------
 
-def build_plan(*, control_planes: Sequence[str], workers: Sequence[str], nodes: Mapping[str, NodeFacts],
-               apiservers: Mapping[str, str], target: str, source: str, pods: Sequence[PodFacts] = (),
-               pdbs: Sequence[PdbFacts] = (), serial: int = 1, apt_base: str = "") -> UpgradePlan:
+
+def build_plan(
+    *,
+    control_planes: Sequence[str],
+    workers: Sequence[str],
+    nodes: Mapping[str, NodeFacts],
+    apiservers: Mapping[str, str],
+    target: str,
+    source: str,
+    pods: Sequence[PodFacts] = (),
+    pdbs: Sequence[PdbFacts] = (),
+    serial: int = 1,
+    apt_base: str = "",
+) -> UpgradePlan:
     """Validate the step and the cluster's health, then order the nodes. InputError (nothing changed) when the
     step is not allowed or a node is missing / NotReady."""
     if serial < 1:
         raise InputError(f"--serial {serial}: must be 1 or more", hint="--serial 1 upgrades one worker at a time")
     missing = [n for n in (*control_planes, *workers) if n not in nodes]
     if missing:
-        raise InputError(f"node {missing[0]} is not part of the cluster: no node upgraded",
-                         hint="join it first (`kprov up` or `kprov add-node`), or remove it from the inventory")
+        raise InputError(
+            f"node {missing[0]} is not part of the cluster: no node upgraded",
+            hint="join it first (`kprov up` or `kprov add-node`), or remove it from the inventory",
+        )
     versions = [apiservers.get(cp, "") for cp in control_planes]
     if not all(versions):
         cp = control_planes[versions.index("")]
-        raise InputError(f"{cp}: no API server found (is it initialised?): no node upgraded",
-                         hint="`kprov status` shows the control planes; `kprov up` builds the cluster")
+        raise InputError(
+            f"{cp}: no API server found (is it initialised?): no node upgraded",
+            hint="`kprov status` shows the control planes; `kprov up` builds the cluster",
+        )
     running = min(versions, key=lambda v: KubeVersion.parse(v).sort_key())
     check_upgrade_step(running, target)
-    newer = [n for n, f in nodes.items() if f.kubelet and KubeVersion.parse(f.kubelet).sort_key()
-             > KubeVersion.parse(target).sort_key()]
+    newer = [
+        n
+        for n, f in nodes.items()
+        if f.kubelet and KubeVersion.parse(f.kubelet).sort_key() > KubeVersion.parse(target).sort_key()
+    ]
     if newer:
-        raise InputError(f"the kubelet on {newer[0]} ({nodes[newer[0]].kubelet}) is newer than the target {target}",
-                         hint="kubelet must never be newer than the API server: upgrade to at least that version")
+        raise InputError(
+            f"the kubelet on {newer[0]} ({nodes[newer[0]].kubelet}) is newer than the target {target}",
+            hint="kubelet must never be newer than the API server: upgrade to at least that version",
+        )
     not_ready = [n for n in (*control_planes, *workers) if not nodes[n].ready]
     if not_ready:
-        raise InputError(f"node {not_ready[0]} is NotReady: no node upgraded",
-                         hint="an upgrade starts from a healthy cluster: fix the node (`kprov status`), then rerun")
+        raise InputError(
+            f"node {not_ready[0]} is NotReady: no node upgraded",
+            hint="an upgrade starts from a healthy cluster: fix the node (`kprov status`), then rerun",
+        )
     plan: list[NodeUpgrade] = []
     for i, name in enumerate((*control_planes, *workers)):
         kind = "worker" if name in workers else ("first-control-plane" if i == 0 else "control-plane")
@@ -214,8 +269,19 @@ def build_plan(*, control_planes: Sequence[str], workers: Sequence[str], nodes: 
         at_target = same_version(f.kubelet, target) and (kind == "worker" or same_version(apiservers[name], target))
         evict, blocking = drain_preview(name, pods, pdbs)
         steps = ("uncordon",) if at_target else node_steps(kind, source, target, apt_base)
-        plan.append(NodeUpgrade(name, kind, apiservers.get(name) or f.kubelet, target, steps, evict, blocking,
-                                done=at_target, uncordon_only=at_target and f.unschedulable and f.cordoned_by_kprov))
+        plan.append(
+            NodeUpgrade(
+                name,
+                kind,
+                apiservers.get(name) or f.kubelet,
+                target,
+                steps,
+                evict,
+                blocking,
+                done=at_target,
+                uncordon_only=at_target and f.unschedulable and f.cordoned_by_kprov,
+            )
+        )
     notes: tuple[str, ...] = ()
     if KubeVersion.parse(target).pre:
         notes = (f"{target} is a pre-release: kubeadm upgrade apply runs with --allow-experimental-upgrades",)

@@ -52,9 +52,12 @@ def parse_node_versions(out: str) -> NodeVersions:
         key, _, value = line.strip().partition(" ")
         facts[key] = value.strip()
     strip = lambda s: s.lstrip("v")  # noqa: E731
-    return NodeVersions(joined=facts.get("joined") == "yes", kubelet=strip(facts.get("kubelet", "")),
-                        kubeadm=strip(facts.get("kubeadm", "")),
-                        apiserver=strip(image_tag(facts["apiserver"])) if facts.get("apiserver") else "")
+    return NodeVersions(
+        joined=facts.get("joined") == "yes",
+        kubelet=strip(facts.get("kubelet", "")),
+        kubeadm=strip(facts.get("kubeadm", "")),
+        apiserver=strip(image_tag(facts["apiserver"])) if facts.get("apiserver") else "",
+    )
 
 
 def probe_versions(hosts: Sequence[Host], connect: ConnectOptions) -> dict[str, NodeVersions | KprovError]:
@@ -69,8 +72,11 @@ def probe_versions(hosts: Sequence[Host], connect: ConnectOptions) -> dict[str, 
 
 def version_mismatches(wanted: str, versions: dict[str, NodeVersions | KprovError]) -> dict[str, str]:
     """host -> the version it runs, for the hosts of a cluster that run another version than `wanted`."""
-    return {name: v.running for name, v in versions.items()
-            if isinstance(v, NodeVersions) and v.running and not same_version(v.running, wanted)}
+    return {
+        name: v.running
+        for name, v in versions.items()
+        if isinstance(v, NodeVersions) and v.running and not same_version(v.running, wanted)
+    }
 
 
 def guard_version_unchanged(inv: Inventory, hosts: Sequence[Host], connect: ConnectOptions) -> None:
@@ -88,4 +94,5 @@ def guard_version_unchanged(inv: Inventory, hosts: Sequence[Host], connect: Conn
         f"cluster {inv.cluster.name} runs Kubernetes {' and '.join(running)} ({where}) but the inventory wants "
         f"{wanted}: up/apply/plan never change the Kubernetes version",
         hint=f"run `kprov upgrade -i {inv.path}` (drains and upgrades node by node), "
-             f"or set kubernetes_version back to \"{running[0]}\"")
+        f'or set kubernetes_version back to "{running[0]}"',
+    )

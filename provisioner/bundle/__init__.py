@@ -18,7 +18,18 @@ from provisioner.bundle.manifest import (
 )
 
 __all__ = [
-    "CORE_IMAGES", "FORMAT", "KINDS", "OPTIONAL_IMAGES",
-    "BuildSpec", "FileEntry", "ImageFile", "Manifest", "Skipped",
-    "build", "extract", "normalize_version", "read_manifest", "verify",
+    "CORE_IMAGES",
+    "FORMAT",
+    "KINDS",
+    "OPTIONAL_IMAGES",
+    "BuildSpec",
+    "FileEntry",
+    "ImageFile",
+    "Manifest",
+    "Skipped",
+    "build",
+    "extract",
+    "normalize_version",
+    "read_manifest",
+    "verify",
 ]

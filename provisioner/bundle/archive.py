@@ -27,8 +27,10 @@ def _open(path: Path, stream: bool) -> tarfile.TarFile:
     try:
         return tarfile.open(path, "r|*" if stream else "r:*")
     except (tarfile.TarError, OSError, EOFError) as exc:
-        raise BundleError(f"{path.name}: not a readable tar or tar.gz archive ({one_line(exc)})",
-                          hint="a bundle is a .tar or .tar.gz made by kprov bundle build") from None
+        raise BundleError(
+            f"{path.name}: not a readable tar or tar.gz archive ({one_line(exc)})",
+            hint="a bundle is a .tar or .tar.gz made by kprov bundle build",
+        ) from None
 
 
 def _member_name(member: tarfile.TarInfo) -> str:
@@ -70,8 +72,9 @@ def _scan(path: Path, dest: Path | None) -> Manifest:
                 if member.isdir():
                     continue
                 if not member.isfile():
-                    raise BundleError(f"{path.name}: {name} is not a regular file (links and devices are refused)",
-                                      hint=_REBUILD)
+                    raise BundleError(
+                        f"{path.name}: {name} is not a regular file (links and devices are refused)", hint=_REBUILD
+                    )
                 if name in seen or (name == MANIFEST_NAME and manifest_bytes is not None):
                     raise BundleError(f"{path.name}: {name} appears twice in the archive", hint=_REBUILD)
                 f = t.extractfile(member)
@@ -99,19 +102,25 @@ def _scan(path: Path, dest: Path | None) -> Manifest:
             raise BundleError(f"{path.name}: {entry.path} is listed in the manifest but missing", hint=_REBUILD)
         digest, size, _ = got
         if size != entry.size:
-            raise BundleError(f"{path.name}: {entry.path} has {size} bytes, the manifest says {entry.size}",
-                              hint=_REBUILD)
+            raise BundleError(
+                f"{path.name}: {entry.path} has {size} bytes, the manifest says {entry.size}", hint=_REBUILD
+            )
         if digest != entry.sha256:
-            raise BundleError(f"{path.name}: {entry.path} is corrupt (sha256 {digest[:12]}…, "
-                              f"manifest says {entry.sha256[:12]}…)", hint=_REBUILD)
+            raise BundleError(
+                f"{path.name}: {entry.path} is corrupt (sha256 {digest[:12]}…, manifest says {entry.sha256[:12]}…)",
+                hint=_REBUILD,
+            )
         if dest is not None:
             os.chmod(dest / entry.path, entry.mode)
     if dest is not None:
         (dest / MANIFEST_NAME).write_bytes(manifest_bytes)
     if seen:
         extra = sorted(seen)
-        raise BundleError(f"{path.name}: {extra[0]} is not listed in the manifest"
-                          + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""), hint=_REBUILD)
+        raise BundleError(
+            f"{path.name}: {extra[0]} is not listed in the manifest"
+            + (f" (and {len(extra) - 1} more)" if len(extra) > 1 else ""),
+            hint=_REBUILD,
+        )
     return manifest
 
 

@@ -79,8 +79,10 @@ class _Sources:
 
     def add(self, bundle_path: str, local: Path, origin: str) -> None:
         if bundle_path in self.files:
-            raise InputError(f"{bundle_path} comes from both {self.origin[bundle_path]} and {origin}",
-                             hint="give each file from one source only")
+            raise InputError(
+                f"{bundle_path} comes from both {self.origin[bundle_path]} and {origin}",
+                hint="give each file from one source only",
+            )
         self.files[bundle_path] = local
         self.origin[bundle_path] = origin
 
@@ -115,8 +117,10 @@ def _from_dir(src: _Sources, d: Path) -> list[Skipped]:
             continue
         bundle_path = _bundle_path_in_dir(rel)
         if bundle_path is None or not p.is_file():
-            raise InputError(f"--from-dir {d}: unexpected file {rel}",
-                             hint="expected bin/*, cni/bin/* (or cni/*), images/*.tar, tools/*")
+            raise InputError(
+                f"--from-dir {d}: unexpected file {rel}",
+                hint="expected bin/*, cni/bin/* (or cni/*), images/*.tar, tools/*",
+            )
         src.add(bundle_path, p, f"{d}")
     return skipped
 
@@ -130,8 +134,9 @@ def _from_base_url(src: _Sources, base_url: str, spec: BuildSpec, version: str, 
         return
     for name in RELEASE_IMAGES:
         url = f"{base}/{name}.tar"
-        raw = download(url, work / f"{name}.raw.tar", timeout=spec.timeout, checksum_url=f"{url}.sha256",
-                       required=not spec.partial)
+        raw = download(
+            url, work / f"{name}.raw.tar", timeout=spec.timeout, checksum_url=f"{url}.sha256", required=not spec.partial
+        )
         if raw is None:
             continue
         # release tars are tagged e.g. k8s.gcr.io/kube-apiserver-amd64:v1.20.2; kubeadm wants the plain name
@@ -222,50 +227,62 @@ def _contains(path: Path, needle: bytes) -> bool:
         while chunk := f.read(1 << 20):
             if needle in tail + chunk:
                 return True
-            tail = chunk[-len(needle):]
+            tail = chunk[-len(needle) :]
     return False
 
 
 def _check_binaries(src: _Sources, version: str) -> None:
     for name in REQUIRED_BINARIES:
         if f"bin/{name}" not in src.files:
-            raise InputError(f"no {name} among the sources (bin/{name})",
-                             hint="give --from-dir with bin/kubeadm, bin/kubelet, bin/kubectl, or --base-url")
+            raise InputError(
+                f"no {name} among the sources (bin/{name})",
+                hint="give --from-dir with bin/kubeadm, bin/kubelet, bin/kubectl, or --base-url",
+            )
     # kubeadm carries its version string; a mismatch means binaries of another release were picked up
     if not _contains(src.files["bin/kubeadm"], f"v{version}".encode()):
-        raise BundleError(f"bin/kubeadm (from {src.origin['bin/kubeadm']}) is not kubeadm v{version}",
-                          hint="the binaries must match --kubernetes-version")
+        raise BundleError(
+            f"bin/kubeadm (from {src.origin['bin/kubeadm']}) is not kubeadm v{version}",
+            hint="the binaries must match --kubernetes-version",
+        )
 
 
-def _collect_images(src: _Sources, spec: BuildSpec, version: str, skipped: dict[str, Skipped]
-                    ) -> tuple[dict[str, str | None], list[ImageFile]]:
+def _collect_images(
+    src: _Sources, spec: BuildSpec, version: str, skipped: dict[str, Skipped]
+) -> tuple[dict[str, str | None], list[ImageFile]]:
     images: dict[str, str | None] = {}
     files: list[ImageFile] = []
     by_ref: dict[str, str] = {}
     for path in sorted(p for p in src.files if p.startswith("images/")):
-        key = path[len("images/"):-len(".tar")]
+        key = path[len("images/") : -len(".tar")]
         if not IMAGE_KEY_RE.match(key):
-            raise InputError(f"{path}: bad image file name (from {src.origin[path]})",
-                             hint="name image tars <key>.tar with lowercase letters, digits, '.', '_' or '-'")
+            raise InputError(
+                f"{path}: bad image file name (from {src.origin[path]})",
+                hint="name image tars <key>.tar with lowercase letters, digits, '.', '_' or '-'",
+            )
         ref = dockerarchive.image_ref(src.files[path])
         if ref in by_ref:
             raise BundleError(f"{path} and {by_ref[ref]} both hold {ref}")
         by_ref[ref] = path
         if key in CORE_IMAGES + ("coredns",):
             if not ref.startswith(spec.image_repository + "/"):
-                raise BundleError(f"{path} holds {ref}, which is not under image repository {spec.image_repository}",
-                                  hint="kubeadm pulls all control-plane images from one imageRepository; "
-                                       "retag the image or set --image-repository")
+                raise BundleError(
+                    f"{path} holds {ref}, which is not under image repository {spec.image_repository}",
+                    hint="kubeadm pulls all control-plane images from one imageRepository; "
+                    "retag the image or set --image-repository",
+                )
             if key in RELEASE_IMAGES and not ref.endswith(f":v{version}"):
-                raise BundleError(f"{path} holds {ref}, expected tag v{version}",
-                                  hint="the images must match --kubernetes-version")
+                raise BundleError(
+                    f"{path} holds {ref}, expected tag v{version}", hint="the images must match --kubernetes-version"
+                )
         images[key] = ref
         files.append(ImageFile(ref=ref, path=path))
     for key in CORE_IMAGES:
         if key not in images:
             if not spec.partial:
-                raise InputError(f"no {key} image among the sources (images/{key}.tar)",
-                                 hint="add it (--images-dir/--from-dir) or pass --partial to record it as skipped")
+                raise InputError(
+                    f"no {key} image among the sources (images/{key}.tar)",
+                    hint="add it (--images-dir/--from-dir) or pass --partial to record it as skipped",
+                )
             images[key] = None
             skipped.setdefault(key, Skipped(key, "image not provided when the bundle was built"))
     for key in OPTIONAL_IMAGES:
@@ -277,6 +294,7 @@ def _collect_images(src: _Sources, spec: BuildSpec, version: str, skipped: dict[
 
 def _write_archive(out_tmp: Path, manifest: Manifest, src: _Sources, mtime: int, gz: bool) -> None:
     with tarfile.open(out_tmp, "w:gz" if gz else "w", format=tarfile.PAX_FORMAT) as t:
+
         def info(name: str, size: int, mode: int) -> tarfile.TarInfo:
             ti = tarfile.TarInfo(name)
             ti.size, ti.mode, ti.mtime = size, mode, mtime
@@ -345,9 +363,17 @@ def build(spec: BuildSpec, out_path: Path | str) -> Manifest:
             entries.append(FileEntry(path=path, sha256=digest, size=size, mode=_mode(path, local, kind), kind=kind))
         mtime = int(os.environ.get("SOURCE_DATE_EPOCH", time.time()))
         created = spec.created or time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
-        manifest = Manifest(kubernetes_version=version, arch=spec.arch, created=created, label=spec.label,
-                            image_repository=spec.image_repository, images=images, files=tuple(entries),
-                            image_files=tuple(image_files), skipped=tuple(skipped.values()))
+        manifest = Manifest(
+            kubernetes_version=version,
+            arch=spec.arch,
+            created=created,
+            label=spec.label,
+            image_repository=spec.image_repository,
+            images=images,
+            files=tuple(entries),
+            image_files=tuple(image_files),
+            skipped=tuple(skipped.values()),
+        )
         _write_archive(out_tmp, manifest, src, mtime, gz)
         # the sources must not have changed while they were copied
         for entry in manifest.files:

@@ -29,10 +29,14 @@ SERVER_SOURCE = Path(__file__).with_name("serve.py")
 
 def control_plane_only(manifest: Manifest) -> frozenset[str]:
     """Bundle paths a worker does not need: the control-plane images and binaries."""
-    out = {i.path for i in manifest.image_files
-           if any(manifest.images.get(k) == i.ref for k in CONTROL_PLANE_IMAGES)}
-    out |= {f.path for f in manifest.files if f.kind in ("binary", "tool") and f.path.startswith("bin/")
-            and os.path.basename(f.path) in CONTROL_PLANE_BINARIES}
+    out = {i.path for i in manifest.image_files if any(manifest.images.get(k) == i.ref for k in CONTROL_PLANE_IMAGES)}
+    out |= {
+        f.path
+        for f in manifest.files
+        if f.kind in ("binary", "tool")
+        and f.path.startswith("bin/")
+        and os.path.basename(f.path) in CONTROL_PLANE_BINARIES
+    }
     return frozenset(out)
 
 
@@ -54,14 +58,14 @@ def distribution_vars(path: Path | str, manifest: Manifest) -> dict[str, Any]:
     """Cluster-wide variables for the roles: every file with its checksum, size and who needs it."""
     cp_only = control_plane_only(manifest)
     raw = manifest_bytes(path)
-    files = [{"path": f.path, "sha256": f.sha256, "size": f.size, "cp_only": f.path in cp_only}
-             for f in manifest.files]
-    files.append({"path": MANIFEST_NAME, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw),
-                  "cp_only": False})
-    return {"bundle_files": files,
-            "bundle_cp_only_paths": sorted(cp_only),
-            "bundle_worker_bytes": sum(f["size"] for f in files if not f["cp_only"]),
-            "bundle_full_bytes": sum(f["size"] for f in files)}
+    files = [{"path": f.path, "sha256": f.sha256, "size": f.size, "cp_only": f.path in cp_only} for f in manifest.files]
+    files.append({"path": MANIFEST_NAME, "sha256": hashlib.sha256(raw).hexdigest(), "size": len(raw), "cp_only": False})
+    return {
+        "bundle_files": files,
+        "bundle_cp_only_paths": sorted(cp_only),
+        "bundle_worker_bytes": sum(f["size"] for f in files if not f["cp_only"]),
+        "bundle_full_bytes": sum(f["size"] for f in files),
+    }
 
 
 def needed_files(files: Iterable[Mapping[str, Any]], control_plane: bool) -> list[Mapping[str, Any]]:
@@ -73,8 +77,9 @@ def _q(v: Any) -> str:
     return shlex.quote(str(v))
 
 
-def serve_script(root: str, bind: str, port: int, token: str, peers: Sequence[str], idle: int, deadline: int,
-                 meanwhile: str = "") -> str:
+def serve_script(
+    root: str, bind: str, port: int, token: str, peers: Sequence[str], idle: int, deadline: int, meanwhile: str = ""
+) -> str:
     """Run the bundle server until every peer has its copy (or idle/deadline).
 
     `meanwhile` (shell) runs on the seed while it serves, e.g. its own image import: the seed's work then
@@ -85,33 +90,39 @@ def serve_script(root: str, bind: str, port: int, token: str, peers: Sequence[st
     code = base64.b64encode(SERVER_SOURCE.read_bytes()).decode()
     loader = "import base64,sys;exec(compile(base64.b64decode(sys.argv.pop(1)),'kprov-bundle-serve','exec'))"
     args = " ".join(_q(a) for a in (root, bind, int(port), token, int(idle), int(deadline), *peers))
-    serve = (f"if ! command -v python3 >/dev/null 2>&1; then echo 'not served: no python3 on the seed'; exit 0; fi\n"
-             f"[ -f {_q(root + '/' + MANIFEST_NAME)} ] || {{ echo 'not served: no unpacked bundle at {root}'; exit 0; }}\n"
-             f"python3 -c {_q(loader)} {code} {args} || echo 'not served: the server failed (see stderr)'")
+    serve = (
+        f"if ! command -v python3 >/dev/null 2>&1; then echo 'not served: no python3 on the seed'; exit 0; fi\n"
+        f"[ -f {_q(root + '/' + MANIFEST_NAME)} ] || {{ echo 'not served: no unpacked bundle at {root}'; exit 0; }}\n"
+        f"python3 -c {_q(loader)} {code} {args} || echo 'not served: the server failed (see stderr)'"
+    )
     if not meanwhile.strip():
         return serve
     # the server's summary line is printed after meanwhile's output (it waits for its own end first)
     # both in the background: `set -e` holds inside meanwhile (it would not in an && / || list)
-    return (f"( {serve}\n) & kprov_serve=$!\n"
-            f"( set -e\n{meanwhile}\n) & kprov_work=$!\n"
-            f"wait \"$kprov_work\" && kprov_rc=0 || kprov_rc=$?\n"
-            f"wait \"$kprov_serve\" || true\n"
-            f"exit \"$kprov_rc\"")
+    return (
+        f"( {serve}\n) & kprov_serve=$!\n"
+        f"( set -e\n{meanwhile}\n) & kprov_work=$!\n"
+        f'wait "$kprov_work" && kprov_rc=0 || kprov_rc=$?\n'
+        f'wait "$kprov_serve" || true\n'
+        f'exit "$kprov_rc"'
+    )
 
 
-def pull_script(dest: str, base_url: str, files: Sequence[Mapping[str, Any]], peer: str, wait: int,
-                stall: int = 30) -> str:
+def pull_script(
+    dest: str, base_url: str, files: Sequence[Mapping[str, Any]], peer: str, wait: int, stall: int = 30
+) -> str:
     """Pull `files` from the seed into `dest` (resumable, checksum-verified), then tell the seed.
 
     Prints `pulled: ...` on success, else `fallback: <reason>` (exit 0 both: the role then uploads the
     bundle directly). Partial files stay in `dest`.part, so a rerun resumes with Range requests."""
     sums = "".join(f"{f['sha256']}  {safe_member_path(f['path'])}\n" for f in files)
-    fetch = "\n".join(f"get {_q(f['path'])} {int(f['size'])} || fail 'cannot fetch {f['path']} from the seed'"
-                      for f in files)
+    fetch = "\n".join(
+        f"get {_q(f['path'])} {int(f['size'])} || fail 'cannot fetch {f['path']} from the seed'" for f in files
+    )
     total = sum(int(f["size"]) for f in files)
     dirs = sorted({os.path.dirname(f["path"]) for f in files if os.path.dirname(f["path"])})
     return f"""d={_q(dest)}
-url={_q(base_url.rstrip('/'))}
+url={_q(base_url.rstrip("/"))}
 done_url() {{ curl -fsS --connect-timeout 5 --max-time 10 -o /dev/null "$url/done/"{_q(peer)} 2>/dev/null || true; }}
 fail() {{ echo "fallback: $1"; done_url; exit 0; }}
 command -v curl >/dev/null 2>&1 || {{ echo 'fallback: no curl on this node'; exit 0; }}
@@ -122,7 +133,7 @@ until curl -fsS --connect-timeout 3 --max-time 5 -o /dev/null "$url/ping" 2>/dev
   sleep 1
 done
 mkdir -p "$d.part" && cd "$d.part" || fail 'cannot write {dest}.part'
-mkdir -p {' '.join(_q(x) for x in dirs) or '.'}
+mkdir -p {" ".join(_q(x) for x in dirs) or "."}
 get() {{
   have=$(stat -c %s -- "$1" 2>/dev/null || echo 0)
   [ "$have" -eq "$2" ] && return 0

@@ -70,9 +70,17 @@ def parse_item(spec: str) -> Item:
     raise BundleError(f"bad image item {spec!r}", hint="use SRC:DST, DST->TARGET or DIR/")
 
 
-def write_image(out: Path, ref: str, items: Iterable[Item], *, entrypoint: list[str] | None = None,
-                cmd: list[str] | None = None, env: list[str] | None = None, arch: str = "amd64",
-                mtime: int | None = None) -> None:
+def write_image(
+    out: Path,
+    ref: str,
+    items: Iterable[Item],
+    *,
+    entrypoint: list[str] | None = None,
+    cmd: list[str] | None = None,
+    env: list[str] | None = None,
+    arch: str = "amd64",
+    mtime: int | None = None,
+) -> None:
     """Write a single-layer docker-archive image to `out`.
 
     Deterministic for the same inputs and `mtime` (default: $SOURCE_DATE_EPOCH or 0).
@@ -131,10 +139,17 @@ def write_image(out: Path, ref: str, items: Iterable[Item], *, entrypoint: list[
     if cmd:
         config["Cmd"] = cmd
     created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(mtime))
-    cfg = json.dumps({"architecture": arch, "os": "linux", "created": created, "config": config,
-                      "rootfs": {"type": "layers", "diff_ids": [diff_id]},
-                      "history": [{"created": created, "created_by": "kprov dockerarchive"}]},
-                     sort_keys=True).encode()
+    cfg = json.dumps(
+        {
+            "architecture": arch,
+            "os": "linux",
+            "created": created,
+            "config": config,
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+            "history": [{"created": created, "created_by": "kprov dockerarchive"}],
+        },
+        sort_keys=True,
+    ).encode()
     cfg_name = hashlib.sha256(cfg).hexdigest() + ".json"
     manifest = json.dumps([{"Config": cfg_name, "RepoTags": [ref], "Layers": ["layer.tar"]}]).encode()
     _write_members(out, [("layer.tar", layer), (cfg_name, cfg), ("manifest.json", manifest)], mtime)
@@ -162,8 +177,10 @@ def _read_index(path: Path) -> list:
             except KeyError:
                 f = None
             if f is None:
-                raise BundleError(f"{path.name}: not a docker-archive image (no manifest.json inside)",
-                                  hint="save images with `docker save` / `ctr images export` (docker format)")
+                raise BundleError(
+                    f"{path.name}: not a docker-archive image (no manifest.json inside)",
+                    hint="save images with `docker save` / `ctr images export` (docker format)",
+                )
             index = json.loads(f.read())
     except (tarfile.TarError, OSError, ValueError) as exc:
         raise BundleError(f"{path.name}: not a readable docker-archive image ({one_line(exc)})") from None
@@ -181,8 +198,10 @@ def image_ref(path: Path) -> str:
     """The single image reference inside a docker-archive; BundleError unless exactly one."""
     refs = image_refs(path)
     if len(refs) != 1:
-        raise BundleError(f"{path.name}: expected exactly one tagged image, found {len(refs)} ({', '.join(refs)})",
-                          hint="put one image per tar file")
+        raise BundleError(
+            f"{path.name}: expected exactly one tagged image, found {len(refs)} ({', '.join(refs)})",
+            hint="put one image per tar file",
+        )
     return refs[0]
 
 

@@ -38,8 +38,10 @@ def fetch_checksum(url: str, timeout: float = 60) -> str | None:
     except FileNotFoundError:
         return None
     except (urllib.error.URLError, OSError) as exc:
-        raise BundleError(f"download failed: {url}: {getattr(exc, 'reason', exc)}",
-                          hint="check the URL and that the server is reachable") from None
+        raise BundleError(
+            f"download failed: {url}: {getattr(exc, 'reason', exc)}",
+            hint="check the URL and that the server is reachable",
+        ) from None
     m = _SHA256_RE.search(text)
     if not m:
         raise BundleError(f"{url}: not a sha256 checksum file")
@@ -47,13 +49,16 @@ def fetch_checksum(url: str, timeout: float = 60) -> str | None:
 
 
 @overload
-def download(url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ...,
-             required: Literal[True] = ...) -> Path: ...
+def download(
+    url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ..., required: Literal[True] = ...
+) -> Path: ...
 @overload
-def download(url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ...,
-             required: bool) -> Path | None: ...
-def download(url: str, dest: Path, *, timeout: float = 60, checksum_url: str | None = None,
-             required: bool = True) -> Path | None:
+def download(
+    url: str, dest: Path, *, timeout: float = ..., checksum_url: str | None = ..., required: bool
+) -> Path | None: ...
+def download(
+    url: str, dest: Path, *, timeout: float = 60, checksum_url: str | None = None, required: bool = True
+) -> Path | None:
     """Download `url` to `dest`, verifying it against `checksum_url` when that file exists.
 
     Returns None for a 404 when not `required`; any other failure is a BundleError and leaves no file.
@@ -70,19 +75,25 @@ def download(url: str, dest: Path, *, timeout: float = 60, checksum_url: str | N
         tmp.unlink(missing_ok=True)
         if exc.code == 404 and not required:
             return None
-        raise BundleError(f"download failed: {url}: HTTP {exc.code}",
-                          hint="check --base-url/--kubernetes-version/--arch against the release layout") from None
+        raise BundleError(
+            f"download failed: {url}: HTTP {exc.code}",
+            hint="check --base-url/--kubernetes-version/--arch against the release layout",
+        ) from None
     except (urllib.error.URLError, OSError) as exc:
         tmp.unlink(missing_ok=True)
         if isinstance(exc, FileNotFoundError) and not required:
             return None
-        raise BundleError(f"download failed: {url}: {getattr(exc, 'reason', exc)}",
-                          hint="check the URL and that the server is reachable") from None
+        raise BundleError(
+            f"download failed: {url}: {getattr(exc, 'reason', exc)}",
+            hint="check the URL and that the server is reachable",
+        ) from None
     got = h.hexdigest()
     if expected is not None and got != expected:
         tmp.unlink(missing_ok=True)
-        raise BundleError(f"checksum mismatch for {url}: got sha256 {got[:12]}…, {checksum_url} says {expected[:12]}…",
-                          hint="the download is corrupt or the checksum file belongs to another file")
+        raise BundleError(
+            f"checksum mismatch for {url}: got sha256 {got[:12]}…, {checksum_url} says {expected[:12]}…",
+            hint="the download is corrupt or the checksum file belongs to another file",
+        )
     os.replace(tmp, dest)
     log.info("downloaded %s%s", url, " (sha256 verified)" if expected else " (no checksum published)")
     return dest

@@ -40,7 +40,7 @@ def one_line(exc: BaseException) -> str:
     if not lines:
         return type(exc).__name__
     if len(lines) > 1 and lines[-1].startswith("- method tar:"):
-        return lines[-1][len("- method tar:"):].strip().rstrip(")")
+        return lines[-1][len("- method tar:") :].strip().rstrip(")")
     return " ".join(lines)
 
 
@@ -76,8 +76,13 @@ class FileEntry:
     kind: str = "tool"
 
     def to_dict(self) -> dict[str, Any]:
-        return {"path": self.path, "sha256": self.sha256, "size": self.size,
-                "mode": f"{self.mode:04o}", "kind": self.kind}
+        return {
+            "path": self.path,
+            "sha256": self.sha256,
+            "size": self.size,
+            "mode": f"{self.mode:04o}",
+            "kind": self.kind,
+        }
 
 
 @dataclass(frozen=True)
@@ -126,7 +131,6 @@ class Manifest:
         """The entry for a bundle path, or None."""
         return self._by_path.get(path)
 
-
     @property
     def total_size(self) -> int:
         return sum(f.size for f in self.files)
@@ -164,8 +168,10 @@ class Manifest:
             p.fail("the manifest is not a JSON object")
         fmt = data.get("format")
         if fmt != FORMAT:
-            raise BundleError(f"{source}: unsupported bundle format {fmt!r} (this kprov reads format {FORMAT})",
-                              hint="rebuild the bundle with this kprov version")
+            raise BundleError(
+                f"{source}: unsupported bundle format {fmt!r} (this kprov reads format {FORMAT})",
+                hint="rebuild the bundle with this kprov version",
+            )
         version = p.string(data, "kubernetes_version")
         try:
             version = normalize_version(version)
@@ -185,7 +191,11 @@ class Manifest:
             p.fail("'images' must be an object")
         images: dict[str, str | None] = {}
         for key, ref in images_raw.items():
-            if not isinstance(key, str) or not IMAGE_KEY_RE.match(key) or not (ref is None or isinstance(ref, str) and ref):
+            if (
+                not isinstance(key, str)
+                or not IMAGE_KEY_RE.match(key)
+                or not (ref is None or isinstance(ref, str) and ref)
+            ):
                 p.fail(f"bad images entry {key!r}: {ref!r}")
             images[key] = ref
         image_files = tuple(p.image_file(i, e) for i, e in enumerate(p.list(data, "image_files")))
@@ -193,12 +203,24 @@ class Manifest:
             entry = next((f for f in files if f.path == im.path), None)
             if entry is None or entry.kind != "image":
                 p.fail(f"image_files entry {im.ref!r} points at {im.path!r}, which is not an image file of the bundle")
-        skipped = tuple(Skipped(p.string(s, "what"), p.string(s, "why")) if isinstance(s, dict)
-                        else p.fail(f"bad skipped entry {s!r}") for s in p.list(data, "skipped", required=False))
-        return cls(format=fmt, kubernetes_version=version, arch=arch, created=p.string(data, "created"),
-                   label=p.string(data, "label", allow_empty=True),
-                   image_repository=p.string(data, "image_repository"), images=images, files=files,
-                   image_files=image_files, skipped=skipped)
+        skipped = tuple(
+            Skipped(p.string(s, "what"), p.string(s, "why"))
+            if isinstance(s, dict)
+            else p.fail(f"bad skipped entry {s!r}")
+            for s in p.list(data, "skipped", required=False)
+        )
+        return cls(
+            format=fmt,
+            kubernetes_version=version,
+            arch=arch,
+            created=p.string(data, "created"),
+            label=p.string(data, "label", allow_empty=True),
+            image_repository=p.string(data, "image_repository"),
+            images=images,
+            files=files,
+            image_files=image_files,
+            skipped=skipped,
+        )
 
 
 class _Parser:
@@ -235,7 +257,7 @@ class _Parser:
         if not isinstance(size, int) or isinstance(size, bool) or size < 0:
             self.fail(f"{path}: bad size {size!r}")
         if not isinstance(mode, str) or not _MODE_RE.match(mode):
-            self.fail(f"{path}: bad mode {mode!r} (expected e.g. \"0755\")")
+            self.fail(f'{path}: bad mode {mode!r} (expected e.g. "0755")')
         if kind not in KINDS:
             self.fail(f"{path}: bad kind {kind!r} (one of {', '.join(KINDS)})")
         return FileEntry(path=path, sha256=sha, size=size, mode=int(mode, 8), kind=kind)

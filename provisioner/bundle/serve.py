@@ -76,12 +76,12 @@ class Handler(BaseHTTPRequestHandler):
             prefix = "/" + st.token + "/"
             if not self.path.startswith(prefix):
                 return self._reply(404)
-            rest = self.path[len(prefix):]
+            rest = self.path[len(prefix) :]
             if rest == "ping":
                 return self._reply(200, b"ok\n")
             if rest.startswith("done/"):
                 with st.lock:
-                    st.done.add(rest[len("done/"):])
+                    st.done.add(rest[len("done/") :])
                 return self._reply(200, b"ok\n")
             if not rest.startswith("f/") or rest[2:] not in st.allowed:
                 return self._reply(404)
@@ -152,9 +152,19 @@ def main(argv):
     server.shutdown()
     server.server_close()
     missing = sorted(state.peers - state.done)
-    print("served %d bytes in %d requests on %s:%s to %d of %d nodes; stopped: %s%s" % (
-        state.sent, state.requests, bind, server.server_address[1], len(state.peers & state.done),
-        len(state.peers), why, (" (no word from %s)" % ", ".join(missing)) if missing else ""))
+    print(
+        "served %d bytes in %d requests on %s:%s to %d of %d nodes; stopped: %s%s"
+        % (
+            state.sent,
+            state.requests,
+            bind,
+            server.server_address[1],
+            len(state.peers & state.done),
+            len(state.peers),
+            why,
+            (" (no word from %s)" % ", ".join(missing)) if missing else "",
+        )
+    )
     return 0
 
 

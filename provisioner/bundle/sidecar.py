@@ -43,11 +43,15 @@ def read_sidecar(bundle: Path | str, shown_as: Path | str | None = None) -> str 
     lines = raw.decode("utf-8", "replace").strip().splitlines() if len(raw) <= _MAX_BYTES else []
     m = _LINE_RE.match(lines[0].strip()) if len(lines) == 1 else None
     if m is None:
-        raise BundleError(f"{shown}: not a sha256 checksum file (expected one line: HEX  {bundle.name})",
-                          hint="copy the .sha256 written by `kprov bundle build` along with the bundle")
+        raise BundleError(
+            f"{shown}: not a sha256 checksum file (expected one line: HEX  {bundle.name})",
+            hint="copy the .sha256 written by `kprov bundle build` along with the bundle",
+        )
     if m.group(2) is not None and Path(m.group(2)).name != bundle.name:
-        raise BundleError(f"{shown}: is the checksum of {m.group(2)!r}, not of {bundle.name}",
-                          hint="copy the .sha256 written by `kprov bundle build` along with the bundle")
+        raise BundleError(
+            f"{shown}: is the checksum of {m.group(2)!r}, not of {bundle.name}",
+            hint="copy the .sha256 written by `kprov bundle build` along with the bundle",
+        )
     return m.group(1).lower()
 
 
@@ -56,7 +60,8 @@ def missing_sidecar_error(bundle: Path | str) -> BundleError:
     return BundleError(
         f"{bundle} has no checksum file {sidecar_path(bundle).name}: refusing an unverified bundle",
         hint="copy the .sha256 that `kprov bundle build` wrote along with the bundle, "
-             "or set cluster.allow_unverified_bundle: true to use it unverified")
+        "or set cluster.allow_unverified_bundle: true to use it unverified",
+    )
 
 
 def check_digest(bundle: Path | str, digest: str, *, allow_missing: bool) -> bool:
@@ -68,9 +73,10 @@ def check_digest(bundle: Path | str, digest: str, *, allow_missing: bool) -> boo
             return False
         raise missing_sidecar_error(bundle)
     if digest.lower() != expected:
-        raise BundleError(f"{bundle}: sha256 {digest[:12]}… does not match {sidecar_path(bundle).name} "
-                          f"({expected[:12]}…)",
-                          hint="the bundle is corrupt or was replaced: copy it and its .sha256 again from where it was built")
+        raise BundleError(
+            f"{bundle}: sha256 {digest[:12]}… does not match {sidecar_path(bundle).name} ({expected[:12]}…)",
+            hint="the bundle is corrupt or was replaced: copy it and its .sha256 again from where it was built",
+        )
     return True
 
 

@@ -41,8 +41,10 @@ def _parse_skip(values: tuple[str, ...]) -> tuple[Skipped, ...]:
 
 
 def _summary(m: Manifest) -> str:
-    return (f"kubernetes {m.kubernetes_version} {m.arch}, {len(m.files)} files, "
-            f"{len(m.image_files)} images, {m.total_size / (1 << 20):.1f} MiB")
+    return (
+        f"kubernetes {m.kubernetes_version} {m.arch}, {len(m.files)} files, "
+        f"{len(m.image_files)} images, {m.total_size / (1 << 20):.1f} MiB"
+    )
 
 
 @click.group()
@@ -52,37 +54,91 @@ def bundle() -> None:
 
 @bundle.command("build")
 @click.option("--kubernetes-version", "version", required=True, help="e.g. 1.20.2 (a leading v is accepted).")
-@click.option("-o", "--output", "output", required=True, type=click.Path(path_type=Path),
-              help="Bundle file to write (.tar or .tar.gz); written atomically.")
+@click.option(
+    "-o",
+    "--output",
+    "output",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Bundle file to write (.tar or .tar.gz); written atomically.",
+)
 @click.option("--arch", default="amd64", show_default=True)
-@click.option("--from-dir", type=click.Path(path_type=Path),
-              help="Directory laid out like a bundle: bin/, cni/bin/ (or cni/), images/*.tar, tools/.")
-@click.option("--base-url", help="Release base URL: {URL}/v{V}/bin/linux/{ARCH}/{kubeadm,kubelet,kubectl} "
-                                 "(+ .sha256 files, checked when present).")
-@click.option("--release-images/--no-release-images", default=True, show_default=True,
-              help="With --base-url, also fetch kube-apiserver/-controller-manager/-scheduler/-proxy .tar.")
+@click.option(
+    "--from-dir",
+    type=click.Path(path_type=Path),
+    help="Directory laid out like a bundle: bin/, cni/bin/ (or cni/), images/*.tar, tools/.",
+)
+@click.option(
+    "--base-url",
+    help="Release base URL: {URL}/v{V}/bin/linux/{ARCH}/{kubeadm,kubelet,kubectl} "
+    "(+ .sha256 files, checked when present).",
+)
+@click.option(
+    "--release-images/--no-release-images",
+    default=True,
+    show_default=True,
+    help="With --base-url, also fetch kube-apiserver/-controller-manager/-scheduler/-proxy .tar.",
+)
 @click.option("--cni-url", help="CNI plugins .tgz (URL.sha256 checked when present).")
 @click.option("--crictl-url", help="crictl binary or cri-tools .tar.gz (URL.sha256 checked when present).")
-@click.option("--images-dir", "images_dirs", multiple=True, type=click.Path(path_type=Path),
-              help="Directory of docker-archive *.tar images (file stem = key, e.g. pause.tar). Repeatable.")
-@click.option("--image-repository", default="k8s.gcr.io", show_default=True,
-              help="Registry prefix all control-plane images must use (kubeadm imageRepository).")
+@click.option(
+    "--images-dir",
+    "images_dirs",
+    multiple=True,
+    type=click.Path(path_type=Path),
+    help="Directory of docker-archive *.tar images (file stem = key, e.g. pause.tar). Repeatable.",
+)
+@click.option(
+    "--image-repository",
+    default="k8s.gcr.io",
+    show_default=True,
+    help="Registry prefix all control-plane images must use (kubeadm imageRepository).",
+)
 @click.option("--label", default="", help="Free text recorded in the manifest (e.g. 'lab build, not upstream').")
-@click.option("--skip", "skips", multiple=True, metavar="WHAT=WHY",
-              help="Record something left out (or shipped as a stand-in) and why. Repeatable.")
+@click.option(
+    "--skip",
+    "skips",
+    multiple=True,
+    metavar="WHAT=WHY",
+    help="Record something left out (or shipped as a stand-in) and why. Repeatable.",
+)
 @click.option("--partial", is_flag=True, help="Allow missing control-plane images (recorded as skipped).")
 @click.option("--timeout", default=60.0, show_default=True, help="Seconds per download.")
 @click.option("-q", "--quiet", is_flag=True, help="No progress lines.")
-def build_cmd(version: str, output: Path, arch: str, from_dir: Path | None, base_url: str | None,
-              release_images: bool, cni_url: str | None, crictl_url: str | None, images_dirs: tuple[Path, ...],
-              image_repository: str, label: str, skips: tuple[str, ...], partial: bool, timeout: float,
-              quiet: bool) -> None:
+def build_cmd(
+    version: str,
+    output: Path,
+    arch: str,
+    from_dir: Path | None,
+    base_url: str | None,
+    release_images: bool,
+    cni_url: str | None,
+    crictl_url: str | None,
+    images_dirs: tuple[Path, ...],
+    image_repository: str,
+    label: str,
+    skips: tuple[str, ...],
+    partial: bool,
+    timeout: float,
+    quiet: bool,
+) -> None:
     """Build a bundle from a local directory and/or a release URL."""
     _progress_logging(quiet)
-    spec = BuildSpec(kubernetes_version=version, arch=arch, label=label, image_repository=image_repository,
-                     from_dir=from_dir, base_url=base_url, release_images=release_images, cni_url=cni_url,
-                     crictl_url=crictl_url, images_dirs=tuple(images_dirs), skipped=_parse_skip(skips),
-                     partial=partial, timeout=timeout)
+    spec = BuildSpec(
+        kubernetes_version=version,
+        arch=arch,
+        label=label,
+        image_repository=image_repository,
+        from_dir=from_dir,
+        base_url=base_url,
+        release_images=release_images,
+        cni_url=cni_url,
+        crictl_url=crictl_url,
+        images_dirs=tuple(images_dirs),
+        skipped=_parse_skip(skips),
+        partial=partial,
+        timeout=timeout,
+    )
     manifest = build(spec, output)
     click.echo(f"built {output}: {_summary(manifest)}")
     for s in manifest.skipped:
@@ -110,8 +166,9 @@ def inspect_cmd(file: Path, as_json: bool) -> None:
     from rich.table import Table
 
     console = Console()
-    console.print(f"[bold]{file}[/]  format {m.format}  kubernetes {m.kubernetes_version}  {m.arch}  "
-                  f"created {m.created}")
+    console.print(
+        f"[bold]{file}[/]  format {m.format}  kubernetes {m.kubernetes_version}  {m.arch}  created {m.created}"
+    )
     if m.label:
         console.print(f"label: {m.label}")
     console.print(f"image repository: {m.image_repository}")

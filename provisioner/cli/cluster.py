@@ -30,10 +30,10 @@ def reset(common: Common, containerd_state: bool, yes: bool) -> int:
     if not common.listing_only:
         wiped = "Kubernetes and containerd's images" if containerd_state else "Kubernetes"
         hosts = reset_action.targets(common, inv)
-        confirm_removal(f"reset removes {wiped} from {len(hosts)} host(s) of cluster {inv.cluster.name}",
-                        hosts, yes)
-    report = reset_action.reset(common, reset_action.ResetOptions(containerd_state), common.sink, inventory=inv,
-                                warn=warn)
+        confirm_removal(f"reset removes {wiped} from {len(hosts)} host(s) of cluster {inv.cluster.name}", hosts, yes)
+    report = reset_action.reset(
+        common, reset_action.ResetOptions(containerd_state), common.sink, inventory=inv, warn=warn
+    )
     rc = render_run(report.run, common)
     if report.stale_kubeconfigs:
         _offer_kubeconfig_removal(inv.cluster.name, common.inventory, yes)
@@ -47,12 +47,14 @@ def _offer_kubeconfig_removal(cluster: str, inventory: str, yes: bool) -> None:
         return
     name = kc.context_name(cluster)
     where = ", ".join(map(str, holders))
-    if not yes and sys.stdin.isatty() and click.confirm(f"remove context {name} from {where}?", default=False,
-                                                        err=True):
+    if (
+        not yes
+        and sys.stdin.isatty()
+        and click.confirm(f"remove context {name} from {where}?", default=False, err=True)
+    ):
         _status_removed(kc.remove(cluster))
         return
-    click.echo(f"context {name} stays in {where}; remove it with: kprov kubeconfig -i {inventory} --remove",
-               err=True)
+    click.echo(f"context {name} stays in {where}; remove it with: kprov kubeconfig -i {inventory} --remove", err=True)
 
 
 @click.command("add-node")
@@ -83,16 +85,21 @@ def status(common: Common) -> int:
     c = report.nearest_cert
     if c is not None:
         color = "red" if c.days_left < 30 else "green"
-        console.print(f"nearest certificate expiry: {c.name} on {c.host}, {c.expires:%Y-%m-%d} "
-                      f"([{color}]{c.days_left} days[/{color}]; `kprov certs check` lists all)")
+        console.print(
+            f"nearest certificate expiry: {c.name} on {c.host}, {c.expires:%Y-%m-%d} "
+            f"([{color}]{c.days_left} days[/{color}]; `kprov certs check` lists all)"
+        )
     return report.exit_status
 
 
 @click.command()
 @click.option("-i", "--inventory", required=True, type=click.Path(dir_okay=False), help="Inventory YAML file.")
-@click.option("--merge", is_flag=True,
-              help="Merge into your kubeconfig ($KUBECONFIG's first existing file, else ~/.kube/config) as "
-                   "context kprov-<cluster>.")
+@click.option(
+    "--merge",
+    is_flag=True,
+    help="Merge into your kubeconfig ($KUBECONFIG's first existing file, else ~/.kube/config) as "
+    "context kprov-<cluster>.",
+)
 @click.option("--use", "use_context", is_flag=True, help="With --merge: also make it the current context.")
 @click.option("--print", "print_config", is_flag=True, help="Print the kubeconfig itself on stdout.")
 @click.option("--remove", is_flag=True, help="Remove the merged kprov-<cluster> entries from your kubeconfig.")
@@ -110,13 +117,20 @@ def kubeconfig(inventory: str, merge: bool, use_context: bool, print_config: boo
     if report.merged is not None:
         merged = report.merged
         where = ", ".join(str(f) for f in merged.written) or "your kubeconfig (already up to date)"
-        note = ("now the current context" if merged.switched
-                else f"current context stays {merged.current_context}" if merged.current_context != merged.context
-                else "the current context")
+        note = (
+            "now the current context"
+            if merged.switched
+            else f"current context stays {merged.current_context}"
+            if merged.current_context != merged.context
+            else "the current context"
+        )
         click.echo(f"merged context {merged.context} into {where}; {note}", err=True)
         for f in merged.readable_by_others:
-            click.secho(f"warning: {f} is readable by other users; it now holds cluster-admin credentials "
-                        f"(chmod 600 {f})", fg="yellow", err=True)
+            click.secho(
+                f"warning: {f} is readable by other users; it now holds cluster-admin credentials (chmod 600 {f})",
+                fg="yellow",
+                err=True,
+            )
     path = report.path
     if print_config:
         click.echo(path.read_text(encoding="utf-8"), nl=False)
@@ -136,4 +150,3 @@ def _status_removed(report: kc.RemoveReport) -> None:
 def merge_kubeconfig(source: Path, target: Path, cluster: str, use_context: bool = False) -> None:
     """Merge into one given kubeconfig file (see provisioner.actions.kubeconfig.merge)."""
     kc.merge(source, cluster, use=use_context, files=[target])
-

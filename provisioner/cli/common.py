@@ -48,9 +48,9 @@ def parse_extra_vars(items: tuple[str, ...]) -> dict[str, Any]:
             try:
                 data = yaml.safe_load(item)
             except yaml.YAMLError:
-                raise InputError(f"-e {item!r}: invalid JSON/YAML mapping", hint='e.g. -e \'{"a": 1}\'') from None
+                raise InputError(f"-e {item!r}: invalid JSON/YAML mapping", hint="e.g. -e '{\"a\": 1}'") from None
             if not isinstance(data, dict):
-                raise InputError(f"-e {item!r}: expected a mapping", hint='e.g. -e \'{"a": 1}\'')
+                raise InputError(f"-e {item!r}: expected a mapping", hint="e.g. -e '{\"a\": 1}'")
             out.update(data)
             continue
         key, sep, value = item.partition("=")
@@ -85,7 +85,9 @@ def _complete_roles(ctx: click.Context, param: click.Parameter, incomplete: str)
 
     roles_dir = Path(ctx.params.get("roles_dir") or ROLES_DIR)
     try:
-        return sorted(p.name for p in roles_dir.iterdir() if (p / "tasks.yaml").is_file() and p.name.startswith(incomplete))
+        return sorted(
+            p.name for p in roles_dir.iterdir() if (p / "tasks.yaml").is_file() and p.name.startswith(incomplete)
+        )
     except OSError:
         return []
 
@@ -113,27 +115,53 @@ def _complete_hosts(ctx: click.Context, param: click.Parameter, incomplete: str)
 complete_roles = _complete_roles
 
 _inventory_option = click.option(
-    "-i", "--inventory", required=True, type=click.Path(dir_okay=False), envvar="KPROV_INVENTORY",
-    help="Inventory YAML file [env: KPROV_INVENTORY].")
+    "-i",
+    "--inventory",
+    required=True,
+    type=click.Path(dir_okay=False),
+    envvar="KPROV_INVENTORY",
+    help="Inventory YAML file [env: KPROV_INVENTORY].",
+)
 #: options of commands that run roles (up, apply, plan, reset, add-node, ...), in --help order
 _TASK_OPTIONS = (
-    click.option("-l", "--limit", multiple=True, shell_complete=_complete_hosts,
-                 help="Only hosts matching these patterns: host, group, glob (lab-*), !exclude, &intersect, "
-                      "group[0], group[1:]; comma-separated, repeatable."),
-    click.option("-t", "--tags", multiple=True, help="Only tasks with these tags (every task is tagged with its role)."),
+    click.option(
+        "-l",
+        "--limit",
+        multiple=True,
+        shell_complete=_complete_hosts,
+        help="Only hosts matching these patterns: host, group, glob (lab-*), !exclude, &intersect, "
+        "group[0], group[1:]; comma-separated, repeatable.",
+    ),
+    click.option(
+        "-t", "--tags", multiple=True, help="Only tasks with these tags (every task is tagged with its role)."
+    ),
     click.option("--skip-tags", multiple=True, help="Skip tasks with these tags."),
     click.option("--list-hosts", is_flag=True, help="Print the hosts each play would run on, then exit."),
     click.option("--list-tasks", is_flag=True, help="Print the tasks each play would run, then exit."),
     click.option("--list-tags", is_flag=True, help="Print the tags of each play, then exit."),
-    click.option("-f", "--forks", default=DEFAULT_FORKS, show_default=True, type=click.IntRange(1, 1024),
-                 help="Hosts worked on in parallel."),
+    click.option(
+        "-f",
+        "--forks",
+        default=DEFAULT_FORKS,
+        show_default=True,
+        type=click.IntRange(1, 1024),
+        help="Hosts worked on in parallel.",
+    ),
     click.option("--diff", is_flag=True, help="Show diffs of changed files."),
-    click.option("--roles-dir", type=click.Path(file_okay=False, exists=True),
-                 help="Use roles from this directory (its sibling templates/ holds their templates)."),
+    click.option(
+        "--roles-dir",
+        type=click.Path(file_okay=False, exists=True),
+        help="Use roles from this directory (its sibling templates/ holds their templates).",
+    ),
 )
 _CONNECTION_OPTIONS = (
-    click.option("-e", "--extra-vars", "extra", multiple=True,
-                 help="key=value (a string), a JSON/YAML mapping (typed values) or @file.yaml; repeatable."),
+    click.option(
+        "-e",
+        "--extra-vars",
+        "extra",
+        multiple=True,
+        help="key=value (a string), a JSON/YAML mapping (typed values) or @file.yaml; repeatable.",
+    ),
     click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True),
     click.option("--log-file", type=click.Path(dir_okay=False), help="Also append JSON events to this file."),
     click.option("-v", "--verbose", count=True, help="Show ok/skipped tasks and diffs; -vvv: SSH library log."),
@@ -157,16 +185,25 @@ def run_options(func: Callable[..., Any] | None = None, *, tasks: bool = True) -
             logging.basicConfig(level=logging.DEBUG if verbose > 1 else logging.INFO, stream=sys.stderr)
             paramiko_log = logging.getLogger("paramiko")
             paramiko_log.setLevel(logging.DEBUG if verbose > 2 else logging.WARNING)
-            paramiko_log.propagate = True   # silenced by default (cli.main.quiet_library_loggers)
+            paramiko_log.propagate = True  # silenced by default (cli.main.quiet_library_loggers)
         limit = tuple(_split(kwargs.pop("limit", ())))
         common = Common(
-            inventory=kwargs.pop("inventory"), limit=limit or None, tags=frozenset(_split(kwargs.pop("tags", ()))),
-            skip_tags=frozenset(_split(kwargs.pop("skip_tags", ()))), extra_vars=parse_extra_vars(kwargs.pop("extra")),
-            forks=kwargs.pop("forks", DEFAULT_FORKS), log_format=kwargs.pop("log_format"), verbose=verbose,
-            diff=kwargs.pop("diff", False), accept_new_host_keys=kwargs.pop("accept_new_host_keys"),
-            connect_timeout=kwargs.pop("connect_timeout"), log_file=kwargs.pop("log_file"),
-            roles_dir=kwargs.pop("roles_dir", None), list_hosts=kwargs.pop("list_hosts", False),
-            list_tasks=kwargs.pop("list_tasks", False), list_tags=kwargs.pop("list_tags", False),
+            inventory=kwargs.pop("inventory"),
+            limit=limit or None,
+            tags=frozenset(_split(kwargs.pop("tags", ()))),
+            skip_tags=frozenset(_split(kwargs.pop("skip_tags", ()))),
+            extra_vars=parse_extra_vars(kwargs.pop("extra")),
+            forks=kwargs.pop("forks", DEFAULT_FORKS),
+            log_format=kwargs.pop("log_format"),
+            verbose=verbose,
+            diff=kwargs.pop("diff", False),
+            accept_new_host_keys=kwargs.pop("accept_new_host_keys"),
+            connect_timeout=kwargs.pop("connect_timeout"),
+            log_file=kwargs.pop("log_file"),
+            roles_dir=kwargs.pop("roles_dir", None),
+            list_hosts=kwargs.pop("list_hosts", False),
+            list_tasks=kwargs.pop("list_tasks", False),
+            list_tags=kwargs.pop("list_tags", False),
         )
         _refuse_ansible_inventory(common.inventory)
         return func(common=common, **kwargs)
@@ -187,10 +224,12 @@ def _refuse_ansible_inventory(path: str) -> None:
             return
         text = p.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError):
-        return   # the loader reports unreadable files
+        return  # the loader reports unreadable files
     if looks_like_ansible(text):
-        raise InputError(f"{path} is an Ansible inventory, not a kprov one",
-                         hint=f"convert it: kprov inventory import {path} -o kprov-inventory.yaml")
+        raise InputError(
+            f"{path} is an Ansible inventory, not a kprov one",
+            hint=f"convert it: kprov inventory import {path} -o kprov-inventory.yaml",
+        )
 
 
 def warn(message: str) -> None:
@@ -222,8 +261,9 @@ def print_listing(listed: list[Any], common: Common) -> None:
         click.echo(f"all tags: [{', '.join(sorted(frozenset().union(*(pl.tags for pl in listed))))}]")
 
 
-yes_option = click.option("-y", "--yes", is_flag=True,
-                          help="Do not ask for confirmation (required when there is no terminal to ask on).")
+yes_option = click.option(
+    "-y", "--yes", is_flag=True, help="Do not ask for confirmation (required when there is no terminal to ask on)."
+)
 
 
 class NotConfirmed(KprovError):
@@ -236,8 +276,9 @@ def confirm_removal(what: str, items: Sequence[str], yes: bool) -> None:
     if yes:
         return
     if not sys.stdin.isatty():
-        raise InputError(f"{what}: not confirmed (no terminal to ask on)",
-                         hint="add --yes (-y) to confirm in scripts and CI")
+        raise InputError(
+            f"{what}: not confirmed (no terminal to ask on)", hint="add --yes (-y) to confirm in scripts and CI"
+        )
     click.echo(f"{what}:", err=True)
     for item in items:
         click.echo(f"  - {item}", err=True)

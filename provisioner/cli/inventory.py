@@ -18,8 +18,11 @@ def inventory() -> None:
     """Inventory tools: import from Ansible, JSON Schema for editors."""
 
 
-@inventory.command("import", epilog="\b\nExamples:\n  kprov inventory import hosts.ini -o cluster.yaml\n"
-                                    "  ansible-inventory -i inventory/ --list > inv.json && kprov inventory import inv.json")
+@inventory.command(
+    "import",
+    epilog="\b\nExamples:\n  kprov inventory import hosts.ini -o cluster.yaml\n"
+    "  ansible-inventory -i inventory/ --list > inv.json && kprov inventory import inv.json",
+)
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 @click.option("--cluster-name", help="cluster.name (default: from the file name).")
@@ -30,11 +33,12 @@ def import_cmd(file: Path, output: Path | None, cluster_name: str | None) -> Non
     ansible_host/user/port/ssh_private_key_file/become become address/user/port/ssh_key/become."""
     doc = inventory_import.convert(file, cluster_name)
     text = f"# Imported from {file.name} by `kprov inventory import`; review before use.\n" + yaml.safe_dump(
-        doc, sort_keys=False, default_flow_style=False)
+        doc, sort_keys=False, default_flow_style=False
+    )
     with tempfile.TemporaryDirectory() as tmp:
         check = Path(tmp) / "inventory.yaml"
         check.write_text(text)
-        load_inventory(check, resolve=False)   # what we print is a valid kprov inventory, or bad input
+        load_inventory(check, resolve=False)  # what we print is a valid kprov inventory, or bad input
     if output:
         output.write_text(text)
         click.echo(f"wrote {len(doc['hosts'])} host(s) to {output}", err=True)

@@ -20,8 +20,13 @@ from provisioner.errors import ExitStatus, KprovError
 #: the feature groups on first use (`ec2` pulls in boto3, 0.3 s), and a module that fails to import is an
 #: error, never a command silently missing from `kprov --help`.
 _COMMANDS: dict[str, click.Command] = {
-    "up": run.up, "plan": run.plan, "apply": run.apply,
-    "smoke": smoke.smoke, "reset": cluster.reset, "add-node": cluster.add_node, "status": cluster.status,
+    "up": run.up,
+    "plan": run.plan,
+    "apply": run.apply,
+    "smoke": smoke.smoke,
+    "reset": cluster.reset,
+    "add-node": cluster.add_node,
+    "status": cluster.status,
     "kubeconfig": cluster.kubeconfig,
 }
 _LAZY_COMMANDS = {
@@ -69,7 +74,7 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
     ctx.ensure_object(dict)
     ctx.obj["traceback"] = show_traceback
     if os.environ.get("NO_COLOR"):
-        ctx.color = False   # every click.secho of every command (warnings, notes) without colour: no-color.org
+        ctx.color = False  # every click.secho of every command (warnings, notes) without colour: no-color.org
 
 
 for _cmd in _COMMANDS.values():
@@ -77,20 +82,31 @@ for _cmd in _COMMANDS.values():
 
 #: shown at the end of each command's --help (commands that set their own epilog keep it)
 EXAMPLES = {
-    "up": ["kprov up -i inventories/lab.yaml", "kprov up -i prod.yaml --limit 'worker,!w3' --no-smoke",
-           "KPROV_INVENTORY=prod.yaml kprov up --log-format json > run.jsonl"],
-    "plan": ["kprov plan -i prod.yaml", "kprov plan -i prod.yaml --limit control_plane --diff",
-             "kprov plan -i prod.yaml --list-tasks --tags containerd"],
-    "apply": ["kprov apply -i prod.yaml containerd", "kprov apply -i prod.yaml cni --limit 'worker[1:]'",
-              "kprov apply -i prod.yaml containerd -e containerd_version=1.7.24-1"],
+    "up": [
+        "kprov up -i inventories/lab.yaml",
+        "kprov up -i prod.yaml --limit 'worker,!w3' --no-smoke",
+        "KPROV_INVENTORY=prod.yaml kprov up --log-format json > run.jsonl",
+    ],
+    "plan": [
+        "kprov plan -i prod.yaml",
+        "kprov plan -i prod.yaml --limit control_plane --diff",
+        "kprov plan -i prod.yaml --list-tasks --tags containerd",
+    ],
+    "apply": [
+        "kprov apply -i prod.yaml containerd",
+        "kprov apply -i prod.yaml cni --limit 'worker[1:]'",
+        "kprov apply -i prod.yaml containerd -e containerd_version=1.7.24-1",
+    ],
     "reset": ["kprov reset -i lab.yaml --limit w3", "kprov reset -i lab.yaml --yes   # no prompt (scripts, CI)"],
     "add-node": ["kprov add-node -i prod.yaml --host w4", "kprov add-node -i prod.yaml --host w4 --host w5"],
     "status": ["kprov status -i prod.yaml"],
     "smoke": ["kprov smoke -i prod.yaml", "kprov smoke -i prod.yaml --keep --node-port 30999"],
-    "kubeconfig": ["export KUBECONFIG=$(kprov kubeconfig -i prod.yaml)",
-                   "kprov kubeconfig -i prod.yaml --merge --use   # context kprov-<cluster>",
-                   "kprov kubeconfig -i prod.yaml --print > admin.conf"],
-    "lab": ["kprov lab up --nodes 3", "kprov plan -i \"$(kprov lab inventory | tail -1)\"", "kprov lab down"],
+    "kubeconfig": [
+        "export KUBECONFIG=$(kprov kubeconfig -i prod.yaml)",
+        "kprov kubeconfig -i prod.yaml --merge --use   # context kprov-<cluster>",
+        "kprov kubeconfig -i prod.yaml --print > admin.conf",
+    ],
+    "lab": ["kprov lab up --nodes 3", 'kprov plan -i "$(kprov lab inventory | tail -1)"', "kprov lab down"],
 }
 
 
@@ -152,7 +168,7 @@ class _CtrlC:
 
 
 def _install_ctrl_c() -> _CtrlC | None:
-    if threading.current_thread() is not threading.main_thread():   # handlers live in the main thread
+    if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
         return None
     handler = _CtrlC()
     signal.signal(signal.SIGINT, handler)
@@ -160,7 +176,7 @@ def _install_ctrl_c() -> _CtrlC | None:
 
 
 def _exit_interrupted(ctrl_c: _CtrlC | None) -> None:
-    if ctrl_c is None or not ctrl_c.pressed:   # an aborted prompt, or no handler of ours
+    if ctrl_c is None or not ctrl_c.pressed:  # an aborted prompt, or no handler of ours
         click.echo("interrupted", err=True)
         sys.exit(int(ExitStatus.INTERRUPTED))
     sys.stdout.flush()
@@ -176,7 +192,7 @@ def main(argv: list[str] | None = None) -> None:
     quiet_library_loggers()
     ctrl_c = _install_ctrl_c()
     if not argv:
-        argv = ["--help"]   # `kprov` alone: the help, exit 0
+        argv = ["--help"]  # `kprov` alone: the help, exit 0
     try:
         # every option can also come from KPROV_<COMMAND>_<OPTION>; -i also from KPROV_INVENTORY
         rc = cli.main(args=argv, prog_name="kprov", standalone_mode=False, auto_envvar_prefix="KPROV")

@@ -30,14 +30,20 @@ def _console(common: Common) -> Console:
 
 # --- certs ----------------------------------------------------------------------------------------------
 
+
 @click.group()
 def certs() -> None:
     """Certificates of the cluster: check expiry, renew."""
 
 
 @certs.command("check")
-@click.option("--warn-days", default=30, show_default=True, type=int,
-              help="Exit 1 when a certificate expires within this many days.")
+@click.option(
+    "--warn-days",
+    default=30,
+    show_default=True,
+    type=int,
+    help="Exit 1 when a certificate expires within this many days.",
+)
 @run_options
 def certs_check(common: Common, warn_days: int) -> int:
     """Per control plane, every kubeadm certificate with its expiry and days left; kubelet rotation per node."""
@@ -48,13 +54,30 @@ def certs_check(common: Common, warn_days: int) -> int:
     console = _console(common)
     if common.log_format == "json":
         for c in report.certs:
-            click.echo(json.dumps({"host": c.host, "certificate": c.name, "expires": c.expires.isoformat(),
-                                   "days_left": c.days_left(report.now), "authority": c.authority or None,
-                                   "ca": c.is_ca, "externally_managed": c.externally_managed,
-                                   "expiring": c.days_left(report.now) < warn_days}))
+            click.echo(
+                json.dumps(
+                    {
+                        "host": c.host,
+                        "certificate": c.name,
+                        "expires": c.expires.isoformat(),
+                        "days_left": c.days_left(report.now),
+                        "authority": c.authority or None,
+                        "ca": c.is_ca,
+                        "externally_managed": c.externally_managed,
+                        "expiring": c.days_left(report.now) < warn_days,
+                    }
+                )
+            )
         for k in report.kubelets:
-            click.echo(json.dumps({"host": k.host, "kubelet_rotate_certificates": k.rotate,
-                                   "kubelet_client_certificate": k.client_cert or None}))
+            click.echo(
+                json.dumps(
+                    {
+                        "host": k.host,
+                        "kubelet_rotate_certificates": k.rotate,
+                        "kubelet_client_certificate": k.client_cert or None,
+                    }
+                )
+            )
         for host, (msg, _rc) in report.errors.items():
             click.echo(json.dumps({"host": host, "error": msg}))
     table = Table(title=f"CERTIFICATES {inv.cluster.name}", title_justify="left", show_edge=False)
@@ -63,8 +86,13 @@ def certs_check(common: Common, warn_days: int) -> int:
     for c in sorted(report.certs, key=lambda c: (c.host, c.is_ca, c.name)):
         days = c.days_left(report.now)
         shown = f"[red]{days}[/red]" if days < warn_days else str(days)
-        table.add_row(c.host, c.name + (" (CA)" if c.is_ca else ""), c.expires.strftime("%Y-%m-%d %H:%M"),
-                      shown, c.authority or ("-" if c.is_ca else "ca (kubeconfig)"))
+        table.add_row(
+            c.host,
+            c.name + (" (CA)" if c.is_ca else ""),
+            c.expires.strftime("%Y-%m-%d %H:%M"),
+            shown,
+            c.authority or ("-" if c.is_ca else "ca (kubeconfig)"),
+        )
     console.print(table)
     for k in report.kubelets:
         state = {True: "[green]on[/green]", False: "[red]off[/red]", None: "not joined"}[k.rotate]
@@ -73,17 +101,22 @@ def certs_check(common: Common, warn_days: int) -> int:
         console.print(f"[red]{host}: {msg}[/red]")
     if report.nearest is not None:
         n = report.nearest
-        console.print(f"nearest expiry: {n.name} on {n.host}, {n.expires:%Y-%m-%d %H:%M UTC} "
-                      f"({n.days_left(report.now)} days)")
+        console.print(
+            f"nearest expiry: {n.name} on {n.host}, {n.expires:%Y-%m-%d %H:%M UTC} ({n.days_left(report.now)} days)"
+        )
     if report.errors:
         return max(rc for _m, rc in report.errors.values())
     if report.expiring:
-        console.print(f"[red]{len(report.expiring)} certificate(s) expire within {warn_days} days: "
-                      f"run `kprov certs renew -i {common.inventory}`[/red]")
+        console.print(
+            f"[red]{len(report.expiring)} certificate(s) expire within {warn_days} days: "
+            f"run `kprov certs renew -i {common.inventory}`[/red]"
+        )
         return int(ExitStatus.TASK_FAILED)
     if report.rotation_off:
-        console.print(f"[red]kubelet certificate rotation is off on {', '.join(report.rotation_off)}: "
-                      "set rotateCertificates: true (kubelet_extra_config)[/red]")
+        console.print(
+            f"[red]kubelet certificate rotation is off on {', '.join(report.rotation_off)}: "
+            "set rotateCertificates: true (kubelet_extra_config)[/red]"
+        )
         return int(ExitStatus.TASK_FAILED)
     return int(ExitStatus.SUCCESS)
 
@@ -99,18 +132,26 @@ def certs_renew(common: Common) -> int:
     console = _console(common)
     connect = common.run_options().connect
     with maintenance_lock(inv, connect, "kprov certs renew"):
-        report = renew_certs(inv, connect, limit=common.limit, kubeconfig_dest=str(kubeconfig_path(inv)),
-                             progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"))
+        report = renew_certs(
+            inv,
+            connect,
+            limit=common.limit,
+            kubeconfig_dest=str(kubeconfig_path(inv)),
+            progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"),
+        )
     for s in report.steps:
         if common.log_format == "json":
             click.echo(json.dumps({"host": s.host, "renewed": list(s.renewed), "seconds": s.seconds}))
-        console.print(f"{s.host}: {len(s.renewed)} certificate(s) renewed, static pods restarted, "
-                      f"API server healthy ({s.seconds:.0f} s)")
+        console.print(
+            f"{s.host}: {len(s.renewed)} certificate(s) renewed, static pods restarted, "
+            f"API server healthy ({s.seconds:.0f} s)"
+        )
     console.print(f"admin kubeconfig re-fetched: {report.kubeconfig} (0600)")
     return int(ExitStatus.SUCCESS)
 
 
 # --- etcd -----------------------------------------------------------------------------------------------
+
 
 @click.group()
 def etcd() -> None:
@@ -130,11 +171,21 @@ def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
     inv = load_inventory(common.inventory)
     report = snapshot(inv, common.run_options().connect, output=Path(output) if output else None, keep=keep)
     if common.log_format == "json":
-        click.echo(json.dumps({**report.metadata, "path": str(report.path), "seconds": report.seconds,
-                               "pruned": [str(p) for p in report.pruned]}))
+        click.echo(
+            json.dumps(
+                {
+                    **report.metadata,
+                    "path": str(report.path),
+                    "seconds": report.seconds,
+                    "pruned": [str(p) for p in report.pruned],
+                }
+            )
+        )
     console = _console(common)
-    console.print(f"snapshot of {inv.cluster.name} from member {report.member} (revision {report.revision}): "
-                  f"{report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:16]}..., {report.seconds:.1f} s)")
+    console.print(
+        f"snapshot of {inv.cluster.name} from member {report.member} (revision {report.revision}): "
+        f"{report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:16]}..., {report.seconds:.1f} s)"
+    )
     for p in report.pruned:
         console.print(f"pruned {p}")
     return int(ExitStatus.SUCCESS)
@@ -153,28 +204,47 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     inv = load_inventory(common.inventory)
     console = _console(common)
     connect = common.run_options().connect
-    verify_snapshot_file(Path(source), inv.cluster.name)   # bad input: refused before any lock or connection
+    verify_snapshot_file(Path(source), inv.cluster.name)  # bad input: refused before any lock or connection
     with maintenance_lock(inv, connect, "kprov etcd restore"):
-        report = restore(inv, connect, source=Path(source), yes=yes,
-                         progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"))
+        report = restore(
+            inv,
+            connect,
+            source=Path(source),
+            yes=yes,
+            progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"),
+        )
     if common.log_format == "json":
-        click.echo(json.dumps({"restored": str(report.snapshot), "members": list(report.members),
-                               "seconds": report.seconds, "old_data_dir_suffix": report.kept_aside}))
-    console.print(f"restored {report.snapshot.name} on {', '.join(report.members)} in {report.seconds:.0f} s; "
-                  f"API server healthy; the previous data directory is kept as /var/lib/etcd{report.kept_aside}")
+        click.echo(
+            json.dumps(
+                {
+                    "restored": str(report.snapshot),
+                    "members": list(report.members),
+                    "seconds": report.seconds,
+                    "old_data_dir_suffix": report.kept_aside,
+                }
+            )
+        )
+    console.print(
+        f"restored {report.snapshot.name} on {', '.join(report.members)} in {report.seconds:.0f} s; "
+        f"API server healthy; the previous data directory is kept as /var/lib/etcd{report.kept_aside}"
+    )
     return int(ExitStatus.SUCCESS)
 
 
 # --- upgrade --------------------------------------------------------------------------------------------
+
 
 @click.command()
 @click.option("--to", "target", help="Target version (default: the inventory's kubernetes_version).")
 @click.option("--serial", default=1, show_default=True, type=int, help="Workers upgraded at a time.")
 @click.option("--drain-timeout", default=300, show_default=True, type=int, help="Seconds a drain may take.")
 @click.option("--yes", is_flag=True, help="Upgrade (without it: preflight and plan only, nothing changed).")
-@click.option("--reconfigure", is_flag=True,
-              help="Apply configuration drift (API server SANs, component extra args, kube-proxy config) instead of "
-                   "a version upgrade, one control plane at a time.")
+@click.option(
+    "--reconfigure",
+    is_flag=True,
+    help="Apply configuration drift (API server SANs, component extra args, kube-proxy config) instead of "
+    "a version upgrade, one control plane at a time.",
+)
 @run_options
 def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool, reconfigure: bool) -> int:
     """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
@@ -186,8 +256,10 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
     console = _console(common)
     if reconfigure:
         if target:
-            raise InputError("--reconfigure changes the configuration, not the version: --to is not allowed with it",
-                             hint="run `kprov upgrade --to V --yes` first, then `kprov upgrade --reconfigure --yes`")
+            raise InputError(
+                "--reconfigure changes the configuration, not the version: --to is not allowed with it",
+                hint="run `kprov upgrade --to V --yes` first, then `kprov upgrade --reconfigure --yes`",
+            )
         return _reconfigure(common, inv, console, yes)
     with maintenance_lock(inv, common.run_options().connect, "kprov upgrade") if yes else contextlib.nullcontext():
         return _upgrade(common, inv, console, target, serial, drain_timeout, yes)
@@ -216,7 +288,9 @@ def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
         console.print("no drift: nothing to do")
         return int(ExitStatus.SUCCESS)
     for step in report.steps:
-        console.print(f"{step.host}: {', '.join(step.actions) or 'nothing needed (already done)'} ({step.seconds:.0f} s)")
+        console.print(
+            f"{step.host}: {', '.join(step.actions) or 'nothing needed (already done)'} ({step.seconds:.0f} s)"
+        )
         if common.log_format == "json":
             click.echo(json.dumps({"reconfigure": step.host, "actions": list(step.actions), "seconds": step.seconds}))
     console.print(f"cluster: {', '.join(report.cluster_actions) or '-'}; no drift left ({report.seconds:.0f} s)")
@@ -226,43 +300,73 @@ def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
 def _render_drift(common: Common, console: Console, drift) -> None:
     if common.log_format == "json":
         for item in drift.items:
-            click.echo(json.dumps({"drift": item.field, "kind": item.kind, "cluster": item.stored,
-                                   "inventory": item.wanted}))
+            click.echo(
+                json.dumps({"drift": item.field, "kind": item.kind, "cluster": item.stored, "inventory": item.wanted})
+            )
     for item in drift.items:
         console.print(f"drift: {item.line()}")
 
 
-def _upgrade(common: Common, inv, console: Console, target: str | None, serial: int, drain_timeout: int,
-             yes: bool) -> int:
+def _upgrade(
+    common: Common, inv, console: Console, target: str | None, serial: int, drain_timeout: int, yes: bool
+) -> int:
     from dataclasses import replace
 
     from provisioner.actions.run import run_plays
     from provisioner.actions.upgrade import UpgradeOptions, prepare, run
     from provisioner.engine.roles import Play, load_plays, load_role
 
-    apt_base = str(common.extra_vars.get("kubernetes_apt_base")
-                   or inv.cluster.vars.get("kubernetes_apt_base")
-                   or load_role("kubernetes").defaults.get("kubernetes_apt_base", ""))
+    apt_base = str(
+        common.extra_vars.get("kubernetes_apt_base")
+        or inv.cluster.vars.get("kubernetes_apt_base")
+        or load_role("kubernetes").defaults.get("kubernetes_apt_base", "")
+    )
     opts = UpgradeOptions(target=target, serial=serial, drain_timeout_s=drain_timeout, apt_base=apt_base)
     plan = prepare(inv, common.run_options().connect, opts)
-    table = Table(title=f"UPGRADE PLAN {inv.cluster.name}: {plan.running} -> {plan.target} ({plan.source})",
-                  title_justify="left", show_edge=False)
+    table = Table(
+        title=f"UPGRADE PLAN {inv.cluster.name}: {plan.running} -> {plan.target} ({plan.source})",
+        title_justify="left",
+        show_edge=False,
+    )
     for col in ("#", "node", "step", "version", "drain evicts", "blocking PDBs"):
         table.add_column(col)
     for i, n in enumerate(plan.nodes, 1):
-        what = "done" if n.done and not n.uncordon_only else ("uncordon" if n.uncordon_only else
-                                                              ("kubeadm upgrade apply" if n.kind == "first-control-plane"
-                                                               else "kubeadm upgrade node"))
-        table.add_row(str(i), n.host, what, f"{n.from_version} -> {n.to_version}",
-                      ", ".join(n.evictions) or "-", ", ".join(n.blocking_pdbs) or "-")
+        what = (
+            "done"
+            if n.done and not n.uncordon_only
+            else (
+                "uncordon"
+                if n.uncordon_only
+                else ("kubeadm upgrade apply" if n.kind == "first-control-plane" else "kubeadm upgrade node")
+            )
+        )
+        table.add_row(
+            str(i),
+            n.host,
+            what,
+            f"{n.from_version} -> {n.to_version}",
+            ", ".join(n.evictions) or "-",
+            ", ".join(n.blocking_pdbs) or "-",
+        )
     console.print(table)
     for note in plan.notes:
         console.print(f"note: {note}")
     if common.log_format == "json":
         for n in plan.nodes:
-            click.echo(json.dumps({"host": n.host, "kind": n.kind, "from": n.from_version, "to": n.to_version,
-                                   "done": n.done, "steps": list(n.steps), "evictions": list(n.evictions),
-                                   "blocking_pdbs": list(n.blocking_pdbs)}))
+            click.echo(
+                json.dumps(
+                    {
+                        "host": n.host,
+                        "kind": n.kind,
+                        "from": n.from_version,
+                        "to": n.to_version,
+                        "done": n.done,
+                        "steps": list(n.steps),
+                        "evictions": list(n.evictions),
+                        "blocking_pdbs": list(n.blocking_pdbs),
+                    }
+                )
+            )
     if not plan.pending:
         console.print(f"every node runs {plan.target}: nothing to do")
         return int(ExitStatus.SUCCESS)
@@ -277,18 +381,38 @@ def _upgrade(common: Common, inv, console: Console, target: str | None, serial: 
         report = run_plays(c, tinv, plays, c.sink())
         return int(report.exit_status()) == 0
 
-    report = run(inv, common.run_options().connect, plan, opts, install_role=install_role,
-                 progress=lambda m: console.print(f"[dim]upgrade: {m}[/dim]"))
+    report = run(
+        inv,
+        common.run_options().connect,
+        plan,
+        opts,
+        install_role=install_role,
+        progress=lambda m: console.print(f"[dim]upgrade: {m}[/dim]"),
+    )
     recap = Table(title="UPGRADE RECAP", title_justify="left", show_edge=False)
     for col in ("node", "version", "status", "wall time", "message"):
         recap.add_column(col)
     for r in report.nodes:
         color = {"failed": "red", "not started": "yellow"}.get(r.status, "green")
-        recap.add_row(r.host, f"{r.from_version} -> {r.to_version}", f"[{color}]{r.status}[/{color}]",
-                      f"{r.seconds:.0f} s", r.message)
+        recap.add_row(
+            r.host,
+            f"{r.from_version} -> {r.to_version}",
+            f"[{color}]{r.status}[/{color}]",
+            f"{r.seconds:.0f} s",
+            r.message,
+        )
         if common.log_format == "json":
-            click.echo(json.dumps({"upgrade": r.host, "from": r.from_version, "to": r.to_version, "status": r.status,
-                                   "seconds": r.seconds, "msg": r.message}))
+            click.echo(
+                json.dumps(
+                    {
+                        "upgrade": r.host,
+                        "from": r.from_version,
+                        "to": r.to_version,
+                        "status": r.status,
+                        "seconds": r.seconds,
+                        "msg": r.message,
+                    }
+                )
+            )
     console.print(recap)
     return int(ExitStatus.TASK_FAILED) if report.failed else int(ExitStatus.SUCCESS)
-

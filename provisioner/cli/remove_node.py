@@ -42,22 +42,44 @@ def _show_plan(console: Console, plan, common: Common) -> None:
     for w in plan.warnings:
         console.print(f"[yellow]warning: {w}[/yellow]")
     if common.log_format == "json":
-        click.echo(json.dumps({"remove_node": plan.host, "plan": plan.steps(), "refusals": list(plan.refusals),
-                               "blockers": list(plan.blockers), "warnings": list(plan.warnings),
-                               "pods": [{"pod": p, "controller": o, "action": a}
-                                        for p, o, a in (describe_pods(plan.drain) if plan.drain else [])]}))
+        click.echo(
+            json.dumps(
+                {
+                    "remove_node": plan.host,
+                    "plan": plan.steps(),
+                    "refusals": list(plan.refusals),
+                    "blockers": list(plan.blockers),
+                    "warnings": list(plan.warnings),
+                    "pods": [
+                        {"pod": p, "controller": o, "action": a}
+                        for p, o, a in (describe_pods(plan.drain) if plan.drain else [])
+                    ],
+                }
+            )
+        )
 
 
 @click.command("remove-node")
 @click.option("--host", "name", required=True, help="The node to remove (an inventory host or a Node name).")
-@click.option("--force", is_flag=True,
-              help="Delete pods without a controller, and remove a control plane even when etcd would be left "
-                   "without a spare or without quorum.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Delete pods without a controller, and remove a control plane even when etcd would be left "
+    "without a spare or without quorum.",
+)
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation (needed without a terminal).")
-@click.option("--dry-run", is_flag=True, help="Only show what would happen (pods to evict, Node, etcd member, "
-                                               "balancer). Changes nothing.")
-@click.option("--drain-timeout", default=300, show_default=True, type=click.IntRange(10, 86400),
-              help="Seconds the drain may take (PodDisruptionBudgets can hold it up).")
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Only show what would happen (pods to evict, Node, etcd member, balancer). Changes nothing.",
+)
+@click.option(
+    "--drain-timeout",
+    default=300,
+    show_default=True,
+    type=click.IntRange(10, 86400),
+    help="Seconds the drain may take (PodDisruptionBudgets can hold it up).",
+)
 @run_options
 def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool, drain_timeout: int) -> int:
     """Cordon, drain and delete a node, remove its etcd member (control plane), clean the host.
@@ -71,8 +93,7 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
     from provisioner.inventory.loader import load_inventory
 
     inv = load_inventory(common.inventory)
-    opts = rn.RemoveNodeOptions(name, force=force, drain_timeout_s=drain_timeout,
-                                connect=common.run_options().connect)
+    opts = rn.RemoveNodeOptions(name, force=force, drain_timeout_s=drain_timeout, connect=common.run_options().connect)
     console = _console(common)
     ssh, down = rn.open_api(inv, name, opts.connect)
     try:
@@ -87,8 +108,10 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
         rn.check_allowed(plan, force)
         if not yes:
             if not sys.stdin.isatty():
-                raise InputError(f"remove-node {name} changes the cluster: confirm with --yes",
-                                 hint="no terminal to ask on; `--dry-run` shows the plan")
+                raise InputError(
+                    f"remove-node {name} changes the cluster: confirm with --yes",
+                    hint="no terminal to ask on; `--dry-run` shows the plan",
+                )
             if not click.confirm(f"Remove {name} from cluster {inv.cluster.name}?", default=False):
                 console.print("nothing was changed")
                 return int(ExitStatus.SUCCESS)
@@ -101,16 +124,26 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
             return report
 
         with cluster_lock(inv.cluster.name, f"kprov remove-node --host {name}"):
-            report = rn.remove_node(inv, opts, plan, api, run_role,
-                                    progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]"))
+            report = rn.remove_node(
+                inv, opts, plan, api, run_role, progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]")
+            )
     finally:
         ssh.close()
     if common.log_format == "json":
-        click.echo(json.dumps({"removed": report.host, "seconds": report.seconds, "warnings": list(report.warnings),
-                               "steps": [{"step": s.name, "outcome": s.outcome, "detail": s.detail}
-                                         for s in report.steps]}))
-    for w in (w for w in report.warnings if w not in plan.warnings):   # the plan's were shown above
+        click.echo(
+            json.dumps(
+                {
+                    "removed": report.host,
+                    "seconds": report.seconds,
+                    "warnings": list(report.warnings),
+                    "steps": [{"step": s.name, "outcome": s.outcome, "detail": s.detail} for s in report.steps],
+                }
+            )
+        )
+    for w in (w for w in report.warnings if w not in plan.warnings):  # the plan's were shown above
         console.print(f"[yellow]warning: {w}[/yellow]")
-    console.print(f"[green]{name} removed from cluster {inv.cluster.name} ({report.changed} step(s) changed, "
-                  f"{report.seconds:.0f} s): now remove it from {common.inventory}[/green]")
+    console.print(
+        f"[green]{name} removed from cluster {inv.cluster.name} ({report.changed} step(s) changed, "
+        f"{report.seconds:.0f} s): now remove it from {common.inventory}[/green]"
+    )
     return int(ExitStatus.SUCCESS)

@@ -35,8 +35,7 @@ def plan(common: Common) -> int:
 @run_options
 def up(common: Common, no_smoke: bool) -> int:
     """Provision the whole cluster (all roles in roles/site.yaml), then run the smoke test."""
-    report = up_action(common, UpOptions(smoke=not no_smoke), common.sink, warn=warn,
-                       progress=smoke_progress(common))
+    report = up_action(common, UpOptions(smoke=not no_smoke), common.sink, warn=warn, progress=smoke_progress(common))
     rc = render_run(report.run, common)
     if report.smoke_skipped:
         click.echo(f"smoke test skipped ({report.smoke_skipped})", err=True)

@@ -29,20 +29,37 @@ def render_smoke(report: SmokeReport, common: Common) -> int:
     console = _console(common)
     if common.log_format == "json":
         for p in result.probes:
-            click.echo(json.dumps({"smoke": p.node, "phase": p.phase, "url": p.url, "status": p.status,
-                                   "latency_ms": p.latency_ms, "ok": p.ok}))
+            click.echo(
+                json.dumps(
+                    {
+                        "smoke": p.node,
+                        "phase": p.phase,
+                        "url": p.url,
+                        "status": p.status,
+                        "latency_ms": p.latency_ms,
+                        "ok": p.ok,
+                    }
+                )
+            )
     table = Table(title="SMOKE TEST", title_justify="left", show_edge=False)
     for col in ("phase", "node", "url", "http", "latency"):
         table.add_column(col)
     for p in result.probes:
-        table.add_row(p.phase, p.node, p.url, f"[green]{p.status}[/green]" if p.ok else f"[red]{p.status or p.detail}[/red]",
-                      f"{p.latency_ms} ms")
+        table.add_row(
+            p.phase,
+            p.node,
+            p.url,
+            f"[green]{p.status}[/green]" if p.ok else f"[red]{p.status or p.detail}[/red]",
+            f"{p.latency_ms} ms",
+        )
     if result.probes:
         console.print(table)
     if not result.ok:
-        raise SmokeFailed(f"smoke test failed: {result.error or 'not every node answered'}",
-                          hint="see the pod status and events above; `kprov status` shows node health",
-                          detail=result.diagnostics or None)
+        raise SmokeFailed(
+            f"smoke test failed: {result.error or 'not every node answered'}",
+            hint="see the pod status and events above; `kprov status` shows node health",
+            detail=result.diagnostics or None,
+        )
     console.print(f"[green]smoke test passed: the NodePort answered through all {report.nodes} nodes[/green]")
     return int(ExitStatus.SUCCESS)
 

@@ -19,22 +19,42 @@ def vagrant() -> None:
 
 
 @vagrant.command("inventory")
-@click.option("--dir", "directory", type=click.Path(file_okay=False), default=None,
-              help="Directory with the Vagrantfile and settings.yaml [default: ./vagrant].")
-@click.option("--inventory", "-i", "inventory_path", type=click.Path(dir_okay=False), default=None,
-              help="Use the cluster: and vagrant: sections of this provider: vagrant inventory.")
-@click.option("--node-ip", "node_ip_mode", type=click.Choice(["settings", "query"]), default=None,
-              help="node_ip from settings.yaml (fast) or queried on each VM [default: settings].")
+@click.option(
+    "--dir",
+    "directory",
+    type=click.Path(file_okay=False),
+    default=None,
+    help="Directory with the Vagrantfile and settings.yaml [default: ./vagrant].",
+)
+@click.option(
+    "--inventory",
+    "-i",
+    "inventory_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Use the cluster: and vagrant: sections of this provider: vagrant inventory.",
+)
+@click.option(
+    "--node-ip",
+    "node_ip_mode",
+    type=click.Choice(["settings", "query"]),
+    default=None,
+    help="node_ip from settings.yaml (fast) or queried on each VM [default: settings].",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write the inventory to this file.")
-def inventory_cmd(directory: str | None, inventory_path: str | None, node_ip_mode: str | None, output: str | None) -> None:
+def inventory_cmd(
+    directory: str | None, inventory_path: str | None, node_ip_mode: str | None, output: str | None
+) -> None:
     """Print (or write) a static inventory for the running VMs."""
     cluster: dict[str, Any]
     if inventory_path:
         raw = load_raw_inventory(inventory_path)
         section = raw.get("vagrant")
         if raw.get("provider") != "vagrant" or not isinstance(section, dict):
-            raise InventoryError(f"{inventory_path}: expected provider: vagrant with a vagrant: section",
-                                 hint="see inventories/vagrant.yaml")
+            raise InventoryError(
+                f"{inventory_path}: expected provider: vagrant with a vagrant: section",
+                hint="see inventories/vagrant.yaml",
+            )
         provider.validate_section(section, "vagrant")
         path = Path(directory) if directory else provider.vagrant_dir(section, raw)
         settings_file = section.get("settings")

@@ -34,8 +34,13 @@ class Event:
 
     def as_json(self) -> dict[str, object]:
         out: dict[str, object] = {
-            "host": self.host, "role": self.role, "task": self.task, "status": self.status.value,
-            "changed": self.changed, "duration_ms": self.duration_ms, "msg": self.msg,
+            "host": self.host,
+            "role": self.role,
+            "task": self.task,
+            "status": self.status.value,
+            "changed": self.changed,
+            "duration_ms": self.duration_ms,
+            "msg": self.msg,
         }
         if self.diff:
             out["diff"] = self.diff

@@ -32,8 +32,16 @@ from provisioner.transport.ssh import CommandResult
 
 def registered(**values: Any) -> dict[str, Any]:
     """A task's registered result: every key present, as later tasks expect (`x.rc`, `x.stdout`, ...)."""
-    return {"changed": False, "failed": False, "skipped": False, "rc": 0, "stdout": "", "stderr": "",
-            "stdout_lines": [], **values}
+    return {
+        "changed": False,
+        "failed": False,
+        "skipped": False,
+        "rc": 0,
+        "stdout": "",
+        "stderr": "",
+        "stdout_lines": [],
+        **values,
+    }
 
 
 @dataclass(frozen=True)
@@ -88,8 +96,9 @@ class _SharedIO:
 class Executor:
     """Applies decided items and reports outcomes: events, cache invalidation, handlers, failures."""
 
-    def __init__(self, env: jinja2.Environment, sink: Sink, report: RunReport, redactor: Redactor,
-                 extra_vars: Mapping[str, Any]) -> None:
+    def __init__(
+        self, env: jinja2.Environment, sink: Sink, report: RunReport, redactor: Redactor, extra_vars: Mapping[str, Any]
+    ) -> None:
         self.env = env
         self.sink = sink
         self.report = report
@@ -99,8 +108,9 @@ class Executor:
         self._shared_lock = threading.Lock()
 
     # -- applying ---------------------------------------------------------------------------------
-    def apply(self, target: HostState, items: Sequence[Decided], *, timeout: float | None = None,
-              shared: bool = False) -> list[CommandResult | None]:
+    def apply(
+        self, target: HostState, items: Sequence[Decided], *, timeout: float | None = None, shared: bool = False
+    ) -> list[CommandResult | None]:
         """Apply the items' changes on `target`, in order; one result per item (None: did not run).
 
         One change applies itself (a batch of one: its own timeout; with `shared`, identical read-only
@@ -111,9 +121,9 @@ class Executor:
         changes = [(i, i.change) for i in items if i.change is not None]
         results: dict[int, CommandResult] = {}
         if len(changes) == 1:
-            (item, change), = changes
+            ((item, change),) = changes
             io: Any = _SharedIO(self, target) if shared else target.transport
-            on_bytes = getattr(self.sink, "transfer", None)   # optional: sinks that show upload progress
+            on_bytes = getattr(self.sink, "transfer", None)  # optional: sinks that show upload progress
             if on_bytes is not None:
                 io = ProgressIO(io, functools.partial(on_bytes, target.host.name, item.task.name))
             results[id(item)] = change.apply(io, timeout=timeout)
@@ -121,8 +131,10 @@ class Executor:
             scripts = [c for _, c in changes if isinstance(c, Change) and c.batchable]
             assert len(scripts) == len(changes), "only batchable scripts share a round trip"
             mark = marker()
-            parts = [framed(mark, i, f"set -e\n{c.script}", stderr="&1", after="\n[ $rc -eq 0 ] || exit 0")
-                     for i, c in enumerate(scripts)]
+            parts = [
+                framed(mark, i, f"set -e\n{c.script}", stderr="&1", after="\n[ $rc -eq 0 ] || exit 0")
+                for i, c in enumerate(scripts)
+            ]
             res = target.transport.script("\n".join(parts) + "\n")
             for i, (item, _) in enumerate(changes):
                 found = section(res.stdout, mark, i)
@@ -158,21 +170,28 @@ class Executor:
             raise
         finally:
             with self._shared_lock:
-                del self._shared[key]   # later asks (retries) get a fresh answer
+                del self._shared[key]  # later asks (retries) get a fresh answer
             done.set()
         return box[0]
 
-    def settle(self, item: Decided, res: CommandResult | None,
-               variables: Mapping[str, Any]) -> tuple[Status, dict[str, Any]]:
+    def settle(
+        self, item: Decided, res: CommandResult | None, variables: Mapping[str, Any]
+    ) -> tuple[Status, dict[str, Any]]:
         """The outcome of an applied change: its registered data and status; TaskError when it failed."""
         task, change = item.task, item.change
         assert change is not None
         first_line = change.msg.splitlines()[0][:200] if change.msg else ""
         if res is None:
             raise TaskError(f"{first_line} did not run: the host closed the session")
-        data = registered(changed=change.reports_changed, failed=res.rc != 0, rc=res.rc,
-                          stdout=res.stdout.rstrip("\n"), stderr=res.stderr.rstrip("\n"),
-                          stdout_lines=res.stdout.splitlines(), msg=change.msg)
+        data = registered(
+            changed=change.reports_changed,
+            failed=res.rc != 0,
+            rc=res.rc,
+            stdout=res.stdout.rstrip("\n"),
+            stderr=res.stderr.rstrip("\n"),
+            stdout_lines=res.stdout.splitlines(),
+            msg=change.msg,
+        )
         if item.module is not None and isinstance(change, Change):
             # what the script printed, as the module reads it (uploads and local writes add nothing)
             data.update(item.module.result_data(item.args, change, res.rc, res.stdout, res.stderr))
@@ -180,7 +199,7 @@ class Executor:
             self.remember_secrets(data)
         rr = None
         if task.failed_when is not None or task.changed_when is not None:
-            local = {**variables, "result": data}   # `data` itself: changed_when sees the settled `failed`
+            local = {**variables, "result": data}  # `data` itself: changed_when sees the settled `failed`
             if task.register:
                 local[task.register] = data
             rr = Renderer(self.env, local, task.where)
@@ -202,15 +221,22 @@ class Executor:
         changes = [i for i in items if i.change is not None]
         results: list[CommandResult | None] = [None] * len(items)
         if changes:
-            on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show what runs now
+            on_start = getattr(self.sink, "task_start", None)  # optional: sinks that show what runs now
             if on_start is not None:
                 more = f" and {len(changes) - 1} more change(s)" if len(changes) > 1 else ""
                 on_start(st.host.name, changes[0].task.name + more)
             try:
                 results = self.apply(st, items)
             except HostConnectionError as exc:
-                self.mark(st, Status.UNREACHABLE, changes[0].task.role, changes[0].task.name, exc.message,
-                          changes[0].t0, exc.hint or "")
+                self.mark(
+                    st,
+                    Status.UNREACHABLE,
+                    changes[0].task.role,
+                    changes[0].task.name,
+                    exc.message,
+                    changes[0].t0,
+                    exc.hint or "",
+                )
                 return notified
             except KprovError as exc:
                 self.task_failed(st, changes[0].task, changes[0].t0, exc)
@@ -243,25 +269,43 @@ class Executor:
         st.dead = Status.FAILED
         self.emit(st, task, Status.FAILED, t0, msg, stderr_tail=tail)
 
-    def emit(self, st: HostState, task: Task, status: Status, t0: float, msg: str = "", diff: str = "",
-             stderr_tail: str = "") -> None:
+    def emit(
+        self, st: HostState, task: Task, status: Status, t0: float, msg: str = "", diff: str = "", stderr_tail: str = ""
+    ) -> None:
         if task.no_log and not self.extra_vars.get("kprov_unsafe_show_no_log"):
             # may hold secrets kprov cannot recognise; `-e kprov_unsafe_show_no_log=true` shows it
             hidden = "output hidden (no_log; -e kprov_unsafe_show_no_log=true shows it)"
             msg = f"{status.value}: {hidden}" if msg else msg
             diff, stderr_tail = "", (hidden if stderr_tail else "")
-        self._record(Event(host=st.host.name, role=task.role, task=task.name, status=status,
-                           changed=status is Status.CHANGED, duration_ms=int((time.monotonic() - t0) * 1000),
-                           msg=self.redactor.scrub(msg), diff=self.redactor.scrub(diff),
-                           stderr_tail=self.redactor.scrub(stderr_tail)))
+        self._record(
+            Event(
+                host=st.host.name,
+                role=task.role,
+                task=task.name,
+                status=status,
+                changed=status is Status.CHANGED,
+                duration_ms=int((time.monotonic() - t0) * 1000),
+                msg=self.redactor.scrub(msg),
+                diff=self.redactor.scrub(diff),
+                stderr_tail=self.redactor.scrub(stderr_tail),
+            )
+        )
 
-    def mark(self, st: HostState, status: Status, role: str, task: str, msg: str, t0: float,
-             hint: str = "") -> None:
+    def mark(self, st: HostState, status: Status, role: str, task: str, msg: str, t0: float, hint: str = "") -> None:
         """The host is out (unreachable, or failed before any task, e.g. its host key): one event says why."""
         st.dead = status
         full = f"{msg} (hint: {hint})" if hint else msg
-        self._record(Event(host=st.host.name, role=role, task=task, status=status, changed=False,
-                           duration_ms=int((time.monotonic() - t0) * 1000), msg=self.redactor.scrub(full)))
+        self._record(
+            Event(
+                host=st.host.name,
+                role=role,
+                task=task,
+                status=status,
+                changed=False,
+                duration_ms=int((time.monotonic() - t0) * 1000),
+                msg=self.redactor.scrub(full),
+            )
+        )
 
     def _record(self, ev: Event) -> None:
         self.report.record(ev)

@@ -31,8 +31,10 @@ def framed(marker: str, i: int, body: str, stderr: str = "/dev/null", after: str
     """Section i of a batch script: its output between markers, then its exit status.
 
     stdin is /dev/null: a section must never read the rest of the batch script from our stdin."""
-    return (f"echo '{marker} {i} BEGIN'\n( {body}\n) </dev/null 2>{stderr}\nrc=$?\necho \"\"\n"
-            f"echo \"{marker} {i} END $rc\"{after}")
+    return (
+        f"echo '{marker} {i} BEGIN'\n( {body}\n) </dev/null 2>{stderr}\nrc=$?\necho \"\"\n"
+        f'echo "{marker} {i} END $rc"{after}'
+    )
 
 
 def section(out: str, marker: str, i: int) -> tuple[int, str] | None:
@@ -42,9 +44,9 @@ def section(out: str, marker: str, i: int) -> tuple[int, str] | None:
     end = out.find(end_tag, start)
     if start < 0 or end < 0:
         return None
-    body = out[start + len(begin):end]
-    body = body[:-1] if body.endswith("\n") else body   # the echo "" we added
-    rc_line = out[end + len(end_tag):].split("\n", 1)[0]
+    body = out[start + len(begin) : end]
+    body = body[:-1] if body.endswith("\n") else body  # the echo "" we added
+    rc_line = out[end + len(end_tag) :].split("\n", 1)[0]
     return (int(rc_line) if rc_line.strip().isdigit() else 1), body
 
 
@@ -58,9 +60,11 @@ def parse_batch(out: str, queries: Sequence[FactQuery], marker: str, stderr: str
         found = section(out, marker, i)
         if found is None:
             tail = "\n".join((stderr.strip() or out.strip()).splitlines()[-10:])
-            raise TaskError(f"fact gathering output was cut short (query {fq.name}: {fq.script[:120]!r})",
-                            hint="the host closed the session early; check its shell and disk space",
-                            detail=tail or None)
+            raise TaskError(
+                f"fact gathering output was cut short (query {fq.name}: {fq.script[:120]!r})",
+                hint="the host closed the session early; check its shell and disk space",
+                detail=tail or None,
+            )
         rc, body = found
         results.append(fq.parse(body, rc))
     return results
@@ -70,7 +74,7 @@ class FactCache:
     """One host's parsed facts, keyed by query script. Not thread-safe: the host's lock guards it."""
 
     def __init__(self) -> None:
-        self._facts: dict[str, tuple[str, Any]] = {}   # script -> (resource, parsed)
+        self._facts: dict[str, tuple[str, Any]] = {}  # script -> (resource, parsed)
 
     def gather(self, transport: ScriptRunner, queries: Sequence[FactQuery]) -> dict[str, Any]:
         """Answers by query name; the queries not cached yet go to the host in one round trip."""
@@ -79,8 +83,9 @@ class FactCache:
             mark = marker()
             res = transport.script(batch_script(missing, mark), timeout=FACT_TIMEOUT_S)
             if res.rc != 0 and mark not in res.stdout:
-                raise TaskError(f"fact gathering failed (rc={res.rc})", hint="check the host's shell",
-                                detail=res.stderr_tail())
+                raise TaskError(
+                    f"fact gathering failed (rc={res.rc})", hint="check the host's shell", detail=res.stderr_tail()
+                )
             for fq, value in zip(missing, parse_batch(res.stdout, missing, mark, res.stderr)):
                 self._facts[fq.script] = (fq.resource, value)
         return {fq.name: self._facts[fq.script][1] for fq in queries}

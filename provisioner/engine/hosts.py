@@ -16,8 +16,9 @@ from provisioner.transport.ssh import CommandResult
 class Transport(Protocol):
     def connect(self) -> None: ...
     def close(self) -> None: ...
-    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
-             become: bool | None = None) -> CommandResult: ...
+    def exec(
+        self, command: str, *, stdin: bytes | None = None, timeout: float | None = None, become: bool | None = None
+    ) -> CommandResult: ...
     def script(self, script: str, *, timeout: float | None = None, become: bool | None = None) -> CommandResult: ...
     def put_stream(self, remote_path: str, fh: Any, *, offset: int = 0) -> int: ...
     def hold_lock(self, owner: str) -> None: ...
@@ -38,15 +39,16 @@ def select_hosts(inventory: Inventory, pattern: str, limit: Sequence[str] | None
         elif name in by_name:
             members = [name]
         else:
-            raise InputError(f"host pattern {part!r} matches no group or host",
-                             hint=f"groups: {', '.join(sorted(groups))}")
+            raise InputError(
+                f"host pattern {part!r} matches no group or host", hint=f"groups: {', '.join(sorted(groups))}"
+            )
         if sl:
             idx = sl.rstrip("]")
             if ":" in idx:
                 a, _, b = idx.partition(":")
-                members = members[int(a) if a else None:int(b) if b else None]
+                members = members[int(a) if a else None : int(b) if b else None]
             else:
-                members = members[int(idx):int(idx) + 1]
+                members = members[int(idx) : int(idx) + 1]
         chosen.extend(m for m in members if m not in chosen)
     if limit is not None:
         chosen = [c for c in chosen if c in limit]

@@ -26,8 +26,9 @@ from provisioner.errors import LockHeld
 
 def owner_record(what: str) -> str:
     """Who holds a lock: shown to the run that finds it taken."""
-    return json.dumps({"pid": os.getpid(), "host": socket.gethostname(), "since": int(time.time()),
-                       "command": what}, sort_keys=True)
+    return json.dumps(
+        {"pid": os.getpid(), "host": socket.gethostname(), "since": int(time.time()), "command": what}, sort_keys=True
+    )
 
 
 def describe_owner(raw: str) -> str:
@@ -43,7 +44,7 @@ def _lock_dir() -> Path:
     return Path(os.environ.get("KPROV_HOME", Path.home() / ".kprov")) / "locks"
 
 
-_HELD: set[str] = set()   # clusters this process holds: an action that runs plays twice re-enters
+_HELD: set[str] = set()  # clusters this process holds: an action that runs plays twice re-enters
 
 
 @contextlib.contextmanager
@@ -62,8 +63,10 @@ def cluster_lock(cluster: str, what: str | None = None) -> Iterator[None]:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             holder = describe_owner(os.pread(fd, 4096, 0).decode("utf-8", "replace"))
-            raise LockHeld(f"cluster {cluster!r} is locked by {holder}",
-                           hint="wait for that run to finish (a lock of a dead run is released by itself)") from None
+            raise LockHeld(
+                f"cluster {cluster!r} is locked by {holder}",
+                hint="wait for that run to finish (a lock of a dead run is released by itself)",
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, owner_record(what).encode(), 0)
         _HELD.add(cluster)
@@ -77,7 +80,7 @@ def cluster_lock(cluster: str, what: str | None = None) -> Iterator[None]:
         os.close(fd)
 
 
-_HELD_HOSTS: set[str] = set()   # hosts whose lock a maintenance action of this process holds (see hosts_held)
+_HELD_HOSTS: set[str] = set()  # hosts whose lock a maintenance action of this process holds (see hosts_held)
 
 
 def host_key(address: str, port: int, name: str) -> str:

@@ -32,8 +32,23 @@ ROLES_DIR = _data_dir("roles")
 TEMPLATES_DIR = _data_dir("templates")
 
 TASK_KEYS = {
-    "name", "when", "register", "notify", "tags", "loop", "loop_var", "changed_when", "failed_when",
-    "ignore_errors", "no_log", "delegate_to", "check_mode", "timeout", "retries", "delay", "until",
+    "name",
+    "when",
+    "register",
+    "notify",
+    "tags",
+    "loop",
+    "loop_var",
+    "changed_when",
+    "failed_when",
+    "ignore_errors",
+    "no_log",
+    "delegate_to",
+    "check_mode",
+    "timeout",
+    "retries",
+    "delay",
+    "until",
     "run_once",
 }
 
@@ -56,7 +71,7 @@ class Task:
     ignore_errors: bool = False
     no_log: bool = False
     delegate_to: str | None = None
-    check_mode: str = "check"   # "check" (decide only) | "run" (read-only: also runs in plan)
+    check_mode: str = "check"  # "check" (decide only) | "run" (read-only: also runs in plan)
     timeout: int | None = None
     retries: int = 0
     delay: float = 5
@@ -95,26 +110,43 @@ def parse_task(raw: Any, role: str, where: str) -> Task:
     get_module("file", where)  # populate registry
     unknown = [k for k in modules if k not in REGISTRY]
     if unknown:
-        raise RoleError(f"{where}: unknown module or task key {unknown[0]!r}",
-                        hint=f"modules: {', '.join(sorted(REGISTRY))}; task keys: {', '.join(sorted(TASK_KEYS))}")
+        raise RoleError(
+            f"{where}: unknown module or task key {unknown[0]!r}",
+            hint=f"modules: {', '.join(sorted(REGISTRY))}; task keys: {', '.join(sorted(TASK_KEYS))}",
+        )
     if len(modules) != 1:
-        raise RoleError(f"{where}: a task needs exactly one module, found {modules or 'none'}",
-                        hint="e.g. file: {path: /etc/x, content: ...}")
+        raise RoleError(
+            f"{where}: a task needs exactly one module, found {modules or 'none'}",
+            hint="e.g. file: {path: /etc/x, content: ...}",
+        )
     module = modules[0]
     args = raw[module] or {}
     if not isinstance(args, dict):
         raise RoleError(f"{where}: arguments of {module} must be a mapping", hint=f"{module}: {{key: value}}")
     name = raw.get("name") or f"{role} | {module}"
     return Task(
-        name=str(name), module=module, args=args, role=role, where=f"{where} ({name})",
-        when=raw.get("when"), register=raw.get("register"), notify=_as_tuple(raw.get("notify")),
-        tags=frozenset(_as_tuple(raw.get("tags"))) | {role},   # the role name is an implicit tag: --tags containerd
-        loop=raw.get("loop"), loop_var=raw.get("loop_var", "item"),
-        changed_when=raw.get("changed_when"), failed_when=raw.get("failed_when"),
-        ignore_errors=bool(raw.get("ignore_errors", False)), no_log=bool(raw.get("no_log", False)),
-        delegate_to=raw.get("delegate_to"), check_mode=str(raw.get("check_mode", "check")),
-        timeout=raw.get("timeout"), retries=int(raw.get("retries", 0)), delay=float(raw.get("delay", 5)),
-        until=raw.get("until"), run_once=bool(raw.get("run_once", False)),
+        name=str(name),
+        module=module,
+        args=args,
+        role=role,
+        where=f"{where} ({name})",
+        when=raw.get("when"),
+        register=raw.get("register"),
+        notify=_as_tuple(raw.get("notify")),
+        tags=frozenset(_as_tuple(raw.get("tags"))) | {role},  # the role name is an implicit tag: --tags containerd
+        loop=raw.get("loop"),
+        loop_var=raw.get("loop_var", "item"),
+        changed_when=raw.get("changed_when"),
+        failed_when=raw.get("failed_when"),
+        ignore_errors=bool(raw.get("ignore_errors", False)),
+        no_log=bool(raw.get("no_log", False)),
+        delegate_to=raw.get("delegate_to"),
+        check_mode=str(raw.get("check_mode", "check")),
+        timeout=raw.get("timeout"),
+        retries=int(raw.get("retries", 0)),
+        delay=float(raw.get("delay", 5)),
+        until=raw.get("until"),
+        run_once=bool(raw.get("run_once", False)),
     )
 
 
@@ -124,14 +156,18 @@ def _load_list(path: Path, role: str) -> tuple[Task, ...]:
     doc = load_yaml_file(path).data or []
     if not isinstance(doc, list):
         raise RoleError(f"{path}: expected a list of tasks", hint="start the file with '- name: ...'")
-    return tuple(parse_task(t, role, f"{path.relative_to(path.parents[2]) if len(path.parents) > 2 else path}[{i}]")
-                 for i, t in enumerate(doc))
+    return tuple(
+        parse_task(t, role, f"{path.relative_to(path.parents[2]) if len(path.parents) > 2 else path}[{i}]")
+        for i, t in enumerate(doc)
+    )
 
 
 def load_role(name: str, roles_dir: Path = ROLES_DIR) -> Role:
     base = roles_dir / name
     if not (base / "tasks.yaml").is_file():
-        available = sorted(p.name for p in roles_dir.iterdir() if (p / "tasks.yaml").is_file()) if roles_dir.is_dir() else []
+        available = (
+            sorted(p.name for p in roles_dir.iterdir() if (p / "tasks.yaml").is_file()) if roles_dir.is_dir() else []
+        )
         raise RoleError(f"unknown role {name!r}", hint=f"available roles: {', '.join(available) or 'none'}")
     try:
         defaults = load_yaml_file(base / "defaults.yaml").data if (base / "defaults.yaml").exists() else {}
@@ -152,8 +188,10 @@ def load_role(name: str, roles_dir: Path = ROLES_DIR) -> Role:
     for t in tasks:
         for n in t.notify:
             if n not in names:
-                raise RoleError(f"{t.where}: notifies unknown handler {n!r}",
-                                hint=f"handlers of {name}: {', '.join(sorted(names)) or 'none'}")
+                raise RoleError(
+                    f"{t.where}: notifies unknown handler {n!r}",
+                    hint=f"handlers of {name}: {', '.join(sorted(names)) or 'none'}",
+                )
     return Role(name=name, tasks=tasks, handlers=handlers, defaults=defaults)
 
 
@@ -162,9 +200,11 @@ def load_plays(path: Path | None = None) -> tuple[Play, ...]:
     path = path or ROLES_DIR / "site.yaml"
     if not path.is_file():
         # an empty plan that exits 0 would hide a broken install: say so loudly
-        raise RoleError(f"no plays: {path} does not exist",
-                        hint="reinstall kprov from a wheel or the repository (`pip install .`); "
-                             "the package ships roles/ and templates/")
+        raise RoleError(
+            f"no plays: {path} does not exist",
+            hint="reinstall kprov from a wheel or the repository (`pip install .`); "
+            "the package ships roles/ and templates/",
+        )
     doc = load_yaml_file(path).data or []
     if not isinstance(doc, list) or not doc:
         raise RoleError(f"no plays in {path}", hint="list plays as - {role: NAME, hosts: PATTERN}")

@@ -127,8 +127,7 @@ class Runner:
             except KprovError as exc:
                 self.executor.mark(st, Status.UNREACHABLE, "connect", "ssh connect", exc.message, t0, exc.hint or "")
             except Exception as exc:
-                self.executor.mark(st, Status.UNREACHABLE, "connect", "ssh connect",
-                                   f"{type(exc).__name__}: {exc}", t0)
+                self.executor.mark(st, Status.UNREACHABLE, "connect", "ssh connect", f"{type(exc).__name__}: {exc}", t0)
 
     def close(self) -> None:
         for st in self.states.values():
@@ -171,8 +170,10 @@ class Runner:
             # nothing can run on any of them, nor after them: say so once instead of printing empty roles
             names = ", ".join(st.host.name for st in out[:8]) + (f" +{len(out) - 8} more" if len(out) > 8 else "")
             what = "unreachable" if all(st.dead is Status.UNREACHABLE for st in out) else "unreachable or failed"
-            self.report.stopped = (f"stopped before {role.name}: every host of that play is {what} ({names}); "
-                                   "the remaining plays were not run")
+            self.report.stopped = (
+                f"stopped before {role.name}: every host of that play is {what} ({names}); "
+                "the remaining plays were not run"
+            )
             return
         self.sink.play_start(role.name, [s.host.name for s in live])
         t0 = time.monotonic()
@@ -188,9 +189,17 @@ class Runner:
     # -- variables and facts ------------------------------------------------------------------
     def host_vars(self, st: HostState, role: Role) -> dict[str, Any]:
         return merge_host_vars(
-            self.env, self.inventory, st.host, role_name=role.name, role_defaults=role.defaults,
-            base_vars=self.base_vars, extra_vars=self.options.extra_vars, run_vars=st.vars,
-            all_run_vars={n: s.vars for n, s in self.states.items()}, check=self.options.check)
+            self.env,
+            self.inventory,
+            st.host,
+            role_name=role.name,
+            role_defaults=role.defaults,
+            base_vars=self.base_vars,
+            extra_vars=self.options.extra_vars,
+            run_vars=st.vars,
+            all_run_vars={n: s.vars for n, s in self.states.items()},
+            check=self.options.check,
+        )
 
     def gather(self, st: HostState, queries: Sequence[FactQuery]) -> dict[str, Any]:
         with st.lock:
@@ -225,14 +234,15 @@ class Runner:
         if st.dead is not None:
             return
         notified: set[str] = set()
-        on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show what runs now
+        on_start = getattr(self.sink, "task_start", None)  # optional: sinks that show what runs now
         if on_start is not None:
             on_start(st.host.name, f"{role.name} | gathering facts")
         try:
             self._prefetch(st, role)
         except HostConnectionError as exc:
-            self.executor.mark(st, Status.UNREACHABLE, role.name, "gather facts", exc.message, time.monotonic(),
-                               exc.hint or "")
+            self.executor.mark(
+                st, Status.UNREACHABLE, role.name, "gather facts", exc.message, time.monotonic(), exc.hint or ""
+            )
             return
         except KprovError:
             pass
@@ -260,10 +270,21 @@ class Runner:
     # -- batching: consecutive independent changes in one round trip --------------------------
     def _batchable(self, task: Task) -> bool:
         """Tasks whose outcome nothing else in the role reads: decided now, applied with their neighbours."""
-        return (not self.options.check and task.loop is None and task.register is None and task.until is None
-                and task.changed_when is None and task.failed_when is None and not task.retries
-                and task.delegate_to is None and not task.ignore_errors and not task.no_log
-                and task.timeout is None and not task.run_once and get_module(task.module, task.where).batchable)
+        return (
+            not self.options.check
+            and task.loop is None
+            and task.register is None
+            and task.until is None
+            and task.changed_when is None
+            and task.failed_when is None
+            and not task.retries
+            and task.delegate_to is None
+            and not task.ignore_errors
+            and not task.no_log
+            and task.timeout is None
+            and not task.run_once
+            and get_module(task.module, task.where).batchable
+        )
 
     def _decide_into_batch(self, role: Role, st: HostState, task: Task, batch: Batch) -> bool:
         """Decide a task from (cached) facts and queue its outcome. False: run it the normal way."""
@@ -277,17 +298,18 @@ class Runner:
             args = module.validate(module.prepare(task.args, r), task.where)
             queries = module.facts(args)
             resources = {q.resource for q in queries}
-            if batch.has_changes and ("*" in batch.touched or resources & batch.touched
-                                      or any(r.startswith("unless:") for r in resources)):
-                notified = self.executor.flush(st, batch)    # its facts depend on a queued change: apply those first
+            if batch.has_changes and (
+                "*" in batch.touched or resources & batch.touched or any(r.startswith("unless:") for r in resources)
+            ):
+                notified = self.executor.flush(st, batch)  # its facts depend on a queued change: apply those first
                 batch.notified_early.update(notified)
                 if st.dead is not None:
                     return True
             decision = module.check(args, self.gather(st, queries))
         except KprovError:
-            return False   # let the normal path report it with its full context
+            return False  # let the normal path report it with its full context
         if isinstance(decision, Effect):
-            if not decision.batchable:     # uploads, local writes, changes that report ok: on their own
+            if not decision.batchable:  # uploads, local writes, changes that report ok: on their own
                 return False
             batch.add(Decided(task, t0, Status.CHANGED, decision.msg, decision, module, args))
         elif isinstance(decision, SetVars):
@@ -302,7 +324,7 @@ class Runner:
     def _run_task(self, role: Role, st: HostState, task: Task) -> bool:
         """Run one task (all loop items) on one host. Returns True when something changed."""
         t0 = time.monotonic()
-        on_start = getattr(self.sink, "task_start", None)   # optional: sinks that show the task running now
+        on_start = getattr(self.sink, "task_start", None)  # optional: sinks that show the task running now
         if on_start is not None:
             on_start(st.host.name, task.name)
         variables = self.host_vars(st, role)
@@ -315,8 +337,10 @@ class Runner:
             if task.loop is not None:
                 items = r.render(task.loop)
                 if not isinstance(items, list):
-                    raise RoleError(f"{task.where}: loop must render to a list, got {type(items).__name__}",
-                                    hint="loop: \"{{ my_list }}\" or a YAML list")
+                    raise RoleError(
+                        f"{task.where}: loop must render to a list, got {type(items).__name__}",
+                        hint='loop: "{{ my_list }}" or a YAML list',
+                    )
             else:
                 items = [None]
             results, any_changed, msgs, diffs = [], False, [], []
@@ -325,7 +349,7 @@ class Runner:
                 if task.loop is not None:
                     variables[task.loop_var] = item
                     r = Renderer(self.env, variables, task.where)
-                    if task.when is not None and not r.evaluate(task.when):   # `when` holds per item
+                    if task.when is not None and not r.evaluate(task.when):  # `when` holds per item
                         results.append({"changed": False, "skipped": True, "failed": False, "item": item})
                         statuses.append(Status.SKIPPED)
                         continue
@@ -338,8 +362,12 @@ class Runner:
                 if diff:
                     diffs.append(diff)
             if task.loop is not None:
-                reg = {"changed": any_changed, "skipped": all(s is Status.SKIPPED for s in statuses),
-                       "failed": False, "results": results}
+                reg = {
+                    "changed": any_changed,
+                    "skipped": all(s is Status.SKIPPED for s in statuses),
+                    "failed": False,
+                    "results": results,
+                }
             else:
                 reg = results[0]
             self.executor.register(st, task, reg)
@@ -349,8 +377,9 @@ class Runner:
                 final = Status.SKIPPED
             else:
                 final = Status.OK
-            self.executor.emit(st, task, final, t0, "; ".join(msgs[:3]) + (" ..." if len(msgs) > 3 else ""),
-                               "\n".join(diffs))
+            self.executor.emit(
+                st, task, final, t0, "; ".join(msgs[:3]) + (" ..." if len(msgs) > 3 else ""), "\n".join(diffs)
+            )
             return any_changed
         except HostConnectionError as exc:
             self.executor.mark(st, Status.UNREACHABLE, task.role, task.name, exc.message, t0, exc.hint or "")
@@ -386,8 +415,15 @@ class Runner:
             return self._run_once(st, target, task, module, args, variables)
         return self._run_delegable(st, target, task, module, args, variables)
 
-    def _run_once(self, st: HostState, target: HostState, task: Task, module: Module, args: Mapping[str, Any],
-                  variables: dict[str, Any]) -> Outcome:
+    def _run_once(
+        self,
+        st: HostState,
+        target: HostState,
+        task: Task,
+        module: Module,
+        args: Mapping[str, Any],
+        variables: dict[str, Any],
+    ) -> Outcome:
         """`run_once`: the first host runs the task, the others get its result (e.g. one bootstrap
         token for every node joining in this run, instead of one token per node)."""
         key = f"{task.where}@{target.host.name}"
@@ -402,21 +438,43 @@ class Runner:
             self._once[key] = (st.host.name, outcome)
             return outcome
 
-    def _run_delegable(self, st: HostState, target: HostState, task: Task, module: Module,
-                       args: Mapping[str, Any], variables: dict[str, Any]) -> Outcome:
+    def _run_delegable(
+        self,
+        st: HostState,
+        target: HostState,
+        task: Task,
+        module: Module,
+        args: Mapping[str, Any],
+        variables: dict[str, Any],
+    ) -> Outcome:
         if target is st:
             return self._run_on(st, target, task, module, args, variables)
         try:
             return self._run_on(st, target, task, module, args, variables)
         except HostConnectionError as exc:
             # the delegate's connection failed, not ours: that host is unreachable, this task failed
-            self.executor.mark(target, Status.UNREACHABLE, task.role, f"{task.name} (delegated by {st.host.name})",
-                               exc.message, time.monotonic(), exc.hint or "")
-            raise TaskError(f"delegate host {target.host.name} became unreachable: {exc.message}",
-                            hint=exc.hint) from None
+            self.executor.mark(
+                target,
+                Status.UNREACHABLE,
+                task.role,
+                f"{task.name} (delegated by {st.host.name})",
+                exc.message,
+                time.monotonic(),
+                exc.hint or "",
+            )
+            raise TaskError(
+                f"delegate host {target.host.name} became unreachable: {exc.message}", hint=exc.hint
+            ) from None
 
-    def _run_on(self, st: HostState, target: HostState, task: Task, module: Module, args: Mapping[str, Any],
-                variables: dict[str, Any]) -> Outcome:
+    def _run_on(
+        self,
+        st: HostState,
+        target: HostState,
+        task: Task,
+        module: Module,
+        args: Mapping[str, Any],
+        variables: dict[str, Any],
+    ) -> Outcome:
         attempts = 1 + max(0, task.retries)
         runs_in_check = task.check_mode == "run" or module.runs_in_check
         for attempt in range(attempts):
@@ -453,14 +511,18 @@ class Runner:
                 break
             time.sleep(task.delay)
         if task.until is not None and not self._until_holds(task, data, variables):
-            raise TaskError(f"{task.name}: condition {task.until!r} not met after {attempts} attempts",
-                            hint="see the host's output above", detail=data.get("stderr") or data.get("stdout"))
+            raise TaskError(
+                f"{task.name}: condition {task.until!r} not met after {attempts} attempts",
+                hint="see the host's output above",
+                detail=data.get("stderr") or data.get("stdout"),
+            )
         if status is Status.CHANGED:
             return status, data, change.msg, change.diff
         return status, data, data.get("msg", change.msg), ""
 
-    def _apply(self, target: HostState, item: Decided, variables: dict[str, Any],
-               shared: bool = False) -> tuple[Status, dict[str, Any]]:
+    def _apply(
+        self, target: HostState, item: Decided, variables: dict[str, Any], shared: bool = False
+    ) -> tuple[Status, dict[str, Any]]:
         """A batch of one: the executor applies the change on the target and settles its outcome."""
         (res,) = self.executor.apply(target, [item], timeout=item.task.timeout, shared=shared)
         return self.executor.settle(item, res, variables)

@@ -44,8 +44,9 @@ def _nth_subnet(net: str, new_prefix: int, index: int) -> str:
     network = ipaddress.ip_network(net, strict=False)
     size = 2 ** (new_prefix - network.prefixlen)
     if not 0 <= index < size:
-        raise TemplateError(f"subnet index {index} outside {net} split into /{new_prefix}",
-                            hint="use a larger pod CIDR")
+        raise TemplateError(
+            f"subnet index {index} outside {net} split into /{new_prefix}", hint="use a larger pod CIDR"
+        )
     base = int(network.network_address) + index * (2 ** (network.max_prefixlen - new_prefix))
     return f"{ipaddress.ip_address(base)}/{new_prefix}"
 
@@ -67,18 +68,24 @@ def _mirror_items(mirrors: Any) -> list[dict[str, Any]]:
     from provisioner.inventory.loader import MIRROR_URL_RE, REGISTRY_RE
 
     if not isinstance(mirrors or {}, dict):
-        raise TemplateError(f"registry mirrors: expected a mapping, got {type(mirrors).__name__}",
-                            hint="{registry: [mirror URLs]}, e.g. {docker.io: ['http://mirror:5000']}")
+        raise TemplateError(
+            f"registry mirrors: expected a mapping, got {type(mirrors).__name__}",
+            hint="{registry: [mirror URLs]}, e.g. {docker.io: ['http://mirror:5000']}",
+        )
     out = []
     for reg, urls in sorted(dict(mirrors or {}).items(), key=lambda kv: str(kv[0])):
         if not isinstance(reg, str) or not REGISTRY_RE.fullmatch(reg):
-            raise TemplateError(f"registry mirrors: invalid registry name {reg!r}",
-                                hint="use a registry host like docker.io, registry.example.com:5000, or _default")
+            raise TemplateError(
+                f"registry mirrors: invalid registry name {reg!r}",
+                hint="use a registry host like docker.io, registry.example.com:5000, or _default",
+            )
         urls = list(urls or [])
         for url in urls:
             if not isinstance(url, str) or not MIRROR_URL_RE.fullmatch(url):
-                raise TemplateError(f"registry mirrors: {reg}: invalid mirror URL {url!r}",
-                                    hint="use http(s)://host[:port][/path] without spaces or quotes")
+                raise TemplateError(
+                    f"registry mirrors: {reg}: invalid mirror URL {url!r}",
+                    hint="use http(s)://host[:port][/path] without spaces or quotes",
+                )
         out.append({"registry": reg, "mirrors": urls})
     return out
 
@@ -90,28 +97,34 @@ class _Sandbox(jinja2.sandbox.SandboxedEnvironment):
 def make_env(template_dir: Path | None = None) -> jinja2.Environment:
     loader = jinja2.FileSystemLoader(str(template_dir)) if template_dir else None
     env = _Sandbox(
-        loader=loader, undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
-        trim_blocks=True, lstrip_blocks=True, autoescape=False,
+        loader=loader,
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        autoescape=False,
     )
-    env.filters.update({
-        "to_yaml": _to_yaml,
-        "to_json": lambda v, **kw: json.dumps(v, **kw),
-        "b64encode": lambda s: base64.b64encode(str(s).encode()).decode(),
-        "b64decode": lambda s: base64.b64decode(str(s)).decode(),
-        "version_tuple": version_tuple,
-        "minor": lambda v: ".".join(str(x) for x in version_tuple(v)[:2]),
-        "nth_subnet": _nth_subnet,
-        "nth_host": _nth_host,
-        "ip_in": _ip_in,
-        "regex_replace": lambda s, pat, rep: re.sub(pat, rep, str(s)),
-        "basename": lambda p: str(p).rsplit("/", 1)[-1],
-        "quote": lambda s: shlex.quote(str(s)),
-        "regex_search": _regex_search,
-        "mirror_items": _mirror_items,
-        "nodes_table": nodes_table,
-        "pause_version": pause_version,
-        "kubeadm_api_version": kubeadm_api_version,
-    })
+    env.filters.update(
+        {
+            "to_yaml": _to_yaml,
+            "to_json": lambda v, **kw: json.dumps(v, **kw),
+            "b64encode": lambda s: base64.b64encode(str(s).encode()).decode(),
+            "b64decode": lambda s: base64.b64decode(str(s)).decode(),
+            "version_tuple": version_tuple,
+            "minor": lambda v: ".".join(str(x) for x in version_tuple(v)[:2]),
+            "nth_subnet": _nth_subnet,
+            "nth_host": _nth_host,
+            "ip_in": _ip_in,
+            "regex_replace": lambda s, pat, rep: re.sub(pat, rep, str(s)),
+            "basename": lambda p: str(p).rsplit("/", 1)[-1],
+            "quote": lambda s: shlex.quote(str(s)),
+            "regex_search": _regex_search,
+            "mirror_items": _mirror_items,
+            "nodes_table": nodes_table,
+            "pause_version": pause_version,
+            "kubeadm_api_version": kubeadm_api_version,
+        }
+    )
     env.tests["version"] = lambda a, b, op=">=": version_cmp(a, op, b)
     env.tests["contains"] = lambda seq, item: item in (seq or ())
     env.globals["version_cmp"] = version_cmp
@@ -142,7 +155,9 @@ def has_template(value: Any) -> bool:
     return False
 
 
-def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any = None, passes: int = 4) -> dict[str, Any]:
+def resolve_vars(
+    env: jinja2.Environment, variables: dict[str, Any], keys: Any = None, passes: int = 4
+) -> dict[str, Any]:
     """Render variables whose values are templates (role defaults like `x: "{{ cluster.name }}"`).
 
     Values that cannot be rendered yet (they use a result registered later) stay as they are and
@@ -172,8 +187,9 @@ def resolve_vars(env: jinja2.Environment, variables: dict[str, Any], keys: Any =
     for key, err in errors.items():
         if key in out and has_template(out[key]):
             # using it fails with the reason instead of passing the raw "{{ ... }}" text along
-            out[key] = env.undefined(hint=f"variable {key!r} cannot be rendered: {err.split(': cannot render ')[-1]}",
-                                     name=key)
+            out[key] = env.undefined(
+                hint=f"variable {key!r} cannot be rendered: {err.split(': cannot render ')[-1]}", name=key
+            )
     return out
 
 
@@ -182,9 +198,11 @@ class UnsafeTemplate(TemplateError):
 
 
 def _unsafe(where: str, what: str, exc: Exception) -> UnsafeTemplate:
-    return UnsafeTemplate(f"{where}: refused to render {what}: {getattr(exc, 'message', None) or exc}",
-                          hint="templates in inventories and -e values may use variables and filters, "
-                               "not Python attributes (names starting with '_')")
+    return UnsafeTemplate(
+        f"{where}: refused to render {what}: {getattr(exc, 'message', None) or exc}",
+        hint="templates in inventories and -e values may use variables and filters, "
+        "not Python attributes (names starting with '_')",
+    )
 
 
 class Renderer:
@@ -197,8 +215,10 @@ class Renderer:
 
     def _fail(self, what: str, exc: Exception) -> TemplateError:
         msg = getattr(exc, "message", None) or str(exc)
-        return TemplateError(f"{self.where}: cannot render {what}: {msg}",
-                             hint="check variable names (role defaults, inventory vars, -e) and registered results")
+        return TemplateError(
+            f"{self.where}: cannot render {what}: {msg}",
+            hint="check variable names (role defaults, inventory vars, -e) and registered results",
+        )
 
     def render(self, value: Any) -> Any:
         """Render strings (recursively in lists/dicts). A string that is exactly `{{ expr }}` keeps its type."""
@@ -259,11 +279,14 @@ class Renderer:
         except jinja2.sandbox.SecurityError as exc:
             raise _unsafe(self.where, f"template {name}", exc) from None
         except jinja2.TemplateNotFound:
-            raise TemplateError(f"{self.where}: template {name!r} not found",
-                                hint="templates live in the top-level templates/<role>/ directory") from None
+            raise TemplateError(
+                f"{self.where}: template {name!r} not found",
+                hint="templates live in the top-level templates/<role>/ directory",
+            ) from None
         except jinja2.TemplateSyntaxError as exc:
-            raise TemplateError(f"{self.where}: template {name}:{exc.lineno}: {exc.message}",
-                                hint="fix the template syntax") from None
+            raise TemplateError(
+                f"{self.where}: template {name}:{exc.lineno}: {exc.message}", hint="fix the template syntax"
+            ) from None
         except jinja2.UndefinedError as exc:
             raise self._fail(f"template {name}", exc) from None
         except TemplateError:

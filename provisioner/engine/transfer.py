@@ -34,11 +34,11 @@ class ProgressReader:
 
     def seek(self, pos: int, whence: int = os.SEEK_SET) -> int:
         self._pos = self._fh.seek(pos, whence)
-        self._report()   # a resumed upload starts at its offset
+        self._report()  # a resumed upload starts at its offset
         return self._pos
 
     def read(self, size: int = -1) -> bytes:
-        self._report()   # what was read before has been sent
+        self._report()  # what was read before has been sent
         data = self._fh.read(size)
         self._pos += len(data)
         if not data or size is None or size < 0:

@@ -38,17 +38,19 @@ def merge_host_vars(
     merged.update(extra_vars)
     templated = set(merged)
     merged.update({k: v for k, v in run_vars.items() if k not in extra_vars})
-    merged.update({
-        "inventory_hostname": host.name,
-        "host": host.public_view(),
-        "cluster": inventory.cluster.public_view(),
-        "hosts": [h.public_view() for h in inventory.hosts],
-        "groups": inventory.group_members(),
-        "hostvars": {h.name: {**h.public_view(), **all_run_vars.get(h.name, {})} for h in inventory.hosts},
-        "check_mode": check,
-        "role_name": role_name,
-        "operator_home": str(Path.home()),
-        "project_dir": str(PROJECT_ROOT),
-    })
+    merged.update(
+        {
+            "inventory_hostname": host.name,
+            "host": host.public_view(),
+            "cluster": inventory.cluster.public_view(),
+            "hosts": [h.public_view() for h in inventory.hosts],
+            "groups": inventory.group_members(),
+            "hostvars": {h.name: {**h.public_view(), **all_run_vars.get(h.name, {})} for h in inventory.hosts},
+            "check_mode": check,
+            "role_name": role_name,
+            "operator_home": str(Path.home()),
+            "project_dir": str(PROJECT_ROOT),
+        }
+    )
     # registered output is data, never a template: only the layers above it are rendered
     return resolve_vars(env, merged, templated - set(run_vars))

@@ -97,8 +97,10 @@ def unique_identity(node: Node, others: Sequence[Node], req: Requirements) -> st
     for what, value in _identities(node, req):
         clash = sorted(o.name for o in others if o.name != node.name and dict(_identities(o, req)).get(what) == value)
         if clash:
-            return (f"{node.name}: {what} {value} is shared with {', '.join(clash)} (cloned VM?); kubeadm needs "
-                    "machine-id, MAC and product_uuid unique")
+            return (
+                f"{node.name}: {what} {value} is shared with {', '.join(clash)} (cloned VM?); kubeadm needs "
+                "machine-id, MAC and product_uuid unique"
+            )
     return None
 
 

@@ -166,8 +166,19 @@ class KubeletConfigured(Fact):
         return out.strip() == "yes"
 
 
-FACTS: tuple[type[Fact], ...] = (OsRelease, Hostname, MachineId, ProductUuid, Cpus, MemoryMb, CgroupVersion,
-                                 Addresses, Macs, ListeningPorts, KubeletConfigured)
+FACTS: tuple[type[Fact], ...] = (
+    OsRelease,
+    Hostname,
+    MachineId,
+    ProductUuid,
+    Cpus,
+    MemoryMb,
+    CgroupVersion,
+    Addresses,
+    Macs,
+    ListeningPorts,
+    KubeletConfigured,
+)
 
 
 def host_fact_queries() -> list[FactQuery]:
@@ -198,8 +209,20 @@ class HostFacts:
         """From the parsed answers of `host_fact_queries()`, keyed by query name."""
         a = {name.removeprefix("host:"): value for name, value in answers.items()}
         os_id, os_version = a["os"]
-        return cls(os_id, os_version, a["hostname"], a["machine_id"], a["product_uuid"], a["cpus"], a["memory_mb"],
-                   a["cgroup_version"], a["addresses"], a["macs"], a["listening"], a["kubelet_configured"])
+        return cls(
+            os_id,
+            os_version,
+            a["hostname"],
+            a["machine_id"],
+            a["product_uuid"],
+            a["cpus"],
+            a["memory_mb"],
+            a["cgroup_version"],
+            a["addresses"],
+            a["macs"],
+            a["listening"],
+            a["kubelet_configured"],
+        )
 
     def interface_of(self, ip: str) -> str:
         """The interface that has this address ("" when none does)."""

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 @dataclass(frozen=True)
 class FileState:
     exists: bool
-    kind: str = ""          # "regular file", "directory", "symbolic link", ...
-    mode: str = ""          # octal without leading zero padding, e.g. "644"
+    kind: str = ""  # "regular file", "directory", "symbolic link", ...
+    mode: str = ""  # octal without leading zero padding, e.g. "644"
     owner: str = ""
     group: str = ""
     size: int = 0
     sha256: str = ""
-    content: bytes | None = None   # only for small regular files
+    content: bytes | None = None  # only for small regular files
 
     @property
     def is_file(self) -> bool:
@@ -38,12 +38,13 @@ def file_state_script(path: str, with_content: bool = True, limit: int | None = 
     remote_sha = f"if [ -f {p} ]; then sha256sum < {p} | cut -c1-64; else echo; fi; echo"
     if with_content:
         small = f' && [ "${{s##*|}}" -le {limit} ]' if limit is not None else ""
-        body = (f'if [ -f {p} ]{small}; then echo; base64 -w0 -- {p}; echo; '
-                f"else {remote_sha}; fi")
+        body = f"if [ -f {p} ]{small}; then echo; base64 -w0 -- {p}; echo; else {remote_sha}; fi"
     else:
         body = remote_sha
-    return (f"if [ -e {p} ] || [ -L {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' -- {p}); echo \"$s\"; {body}; "
-            f"else echo ABSENT; fi")
+    return (
+        f"if [ -e {p} ] || [ -L {p} ]; then s=$(stat -c '%F|%a|%U|%G|%s' -- {p}); echo \"$s\"; {body}; "
+        f"else echo ABSENT; fi"
+    )
 
 
 def parse_file_state(out: str, rc: int = 0) -> FileState:
@@ -75,8 +76,10 @@ def dpkg_script(names: list[str]) -> str:
     import shlex
 
     qn = " ".join(shlex.quote(n) for n in names)
-    return (f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {qn} 2>/dev/null; "
-            f"echo '--holds--'; apt-mark showhold {qn} 2>/dev/null; true")
+    return (
+        f"dpkg-query -W -f='${{Package}}\\t${{Version}}\\t${{db:Status-Abbrev}}\\n' {qn} 2>/dev/null; "
+        f"echo '--holds--'; apt-mark showhold {qn} 2>/dev/null; true"
+    )
 
 
 def parse_dpkg(out: str, rc: int = 0) -> dict[str, PackageState]:
@@ -92,8 +95,9 @@ def parse_dpkg(out: str, rc: int = 0) -> dict[str, PackageState]:
         # db:Status-Abbrev is desired state, package status, error flag: "ii ", "hi ", "ri ", "rc ", "un "...
         # the package is on the host whenever its status is "i" (also when marked for removal: "ri")
         installed = len(abbrev) >= 2 and abbrev[1] == "i"
-        states[name] = PackageState(name, installed, version if installed else "",
-                                    name in held or abbrev.startswith("h"))
+        states[name] = PackageState(
+            name, installed, version if installed else "", name in held or abbrev.startswith("h")
+        )
     return states
 
 
@@ -115,8 +119,9 @@ class ServiceState:
 
 def parse_systemctl_show(out: str, rc: int = 0) -> ServiceState:
     kv = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
-    return ServiceState(kv.get("LoadState", ""), kv.get("ActiveState", ""), kv.get("UnitFileState", ""),
-                        kv.get("SubState", ""))
+    return ServiceState(
+        kv.get("LoadState", ""), kv.get("ActiveState", ""), kv.get("UnitFileState", ""), kv.get("SubState", "")
+    )
 
 
 def parse_sysctl_values(out: str, rc: int = 0) -> dict[str, str]:
@@ -137,8 +142,9 @@ class SwapState:
 
 def parse_swap(out: str, rc: int = 0) -> SwapState:
     active, _, fstab = out.partition("--fstab--")
-    return SwapState(tuple(x.strip() for x in active.splitlines() if x.strip()),
-                     tuple(x for x in fstab.splitlines() if x.strip()))
+    return SwapState(
+        tuple(x.strip() for x in active.splitlines() if x.strip()), tuple(x for x in fstab.splitlines() if x.strip())
+    )
 
 
 def parse_loaded_modules(out: str, rc: int = 0) -> set[str]:

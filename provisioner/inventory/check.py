@@ -53,8 +53,9 @@ class Check:
 
     def integer(self, value: Any, where: str, minimum: int, maximum: int, hint: str | None = None) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or not minimum <= value <= maximum:
-            raise self.error(where, f"expected an integer from {minimum} to {maximum}, got {value!r}",
-                             hint or DEFAULT_HINT)
+            raise self.error(
+                where, f"expected an integer from {minimum} to {maximum}, got {value!r}", hint or DEFAULT_HINT
+            )
         return value
 
     def cidr(self, value: Any, where: str) -> ipaddress.IPv4Network | ipaddress.IPv6Network:
@@ -62,16 +63,20 @@ class Check:
         try:
             return ipaddress.ip_network(value, strict=True)
         except ValueError:
-            raise self.error(where, f"invalid CIDR {value!r}",
-                             "use network/prefix with host bits zero, e.g. 10.244.0.0/16") from None
+            raise self.error(
+                where, f"invalid CIDR {value!r}", "use network/prefix with host bits zero, e.g. 10.244.0.0/16"
+            ) from None
 
     def ip(self, value: Any, where: str) -> str:
         self.expect(value, str, where, "write the IP address as a string, e.g. 10.0.0.10")
         try:
             return str(ipaddress.ip_address(value))
         except ValueError:
-            raise self.error(where, f"expected an IP address, got {value!r}",
-                             "node_ip is the address Kubernetes uses on this host, e.g. 10.0.0.10") from None
+            raise self.error(
+                where,
+                f"expected an IP address, got {value!r}",
+                "node_ip is the address Kubernetes uses on this host, e.g. 10.0.0.10",
+            ) from None
 
     def port(self, value: Any, where: str) -> int:
         self.expect(value, int, where)
@@ -127,8 +132,9 @@ class Section:
         if pattern is not None and not pattern.match(value):
             self.fail(key, f"invalid value {value!r}")
 
-    def integer(self, key: str, *, minimum: int, maximum: int, section: Mapping[str, Any] | None = None,
-                path: str | None = None) -> None:
+    def integer(
+        self, key: str, *, minimum: int, maximum: int, section: Mapping[str, Any] | None = None, path: str | None = None
+    ) -> None:
         value = (section if section is not None else self.section).get(key)
         if value is not None:
             self.check.integer(value, self.path(path or key), minimum, maximum, self.hint)

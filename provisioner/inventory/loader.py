@@ -30,9 +30,22 @@ from provisioner.providers.base import get_provider, provider_names
 
 TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
 CLUSTER_KEYS = {
-    "name", "kubernetes_version", "pod_cidr", "service_cidr", "cni", "control_plane_endpoint",
-    "kubernetes_source", "bundle", "container_runtime", "vars", "api_endpoint", "api_vip", "api_port",
-    "allow_unverified_bundle", "smoke", "api_cert_sans",
+    "name",
+    "kubernetes_version",
+    "pod_cidr",
+    "service_cidr",
+    "cni",
+    "control_plane_endpoint",
+    "kubernetes_source",
+    "bundle",
+    "container_runtime",
+    "vars",
+    "api_endpoint",
+    "api_vip",
+    "api_port",
+    "allow_unverified_bundle",
+    "smoke",
+    "api_cert_sans",
 }
 RUNTIME_KEYS = {"version", "registry_mirrors"}
 CONNECTION_KEYS = {"user", "port", "ssh_key", "become", "known_hosts", "bastion", "max_sessions"}
@@ -51,10 +64,14 @@ ADDRESS_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$")
 LABEL_NAME_RE = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
 LABEL_PREFIX_RE = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
 LABEL_VALUE_RE = re.compile(r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$")
-LABEL_KEY_HINT = ("a label key is [prefix/]name: name 1-63 letters, digits, '-', '_' or '.', starting and ending "
-                  "with a letter or digit; prefix a lowercase DNS name of at most 253 characters")
-LABEL_VALUE_HINT = ("a label value is empty or 1-63 letters, digits, '-', '_' or '.', starting and ending "
-                    "with a letter or digit (quote it in YAML)")
+LABEL_KEY_HINT = (
+    "a label key is [prefix/]name: name 1-63 letters, digits, '-', '_' or '.', starting and ending "
+    "with a letter or digit; prefix a lowercase DNS name of at most 253 characters"
+)
+LABEL_VALUE_HINT = (
+    "a label value is empty or 1-63 letters, digits, '-', '_' or '.', starting and ending "
+    "with a letter or digit (quote it in YAML)"
+)
 
 DEFAULT_CLUSTER = {
     "kubernetes_version": "1.31.2",
@@ -67,10 +84,20 @@ DEFAULT_CLUSTER = {
 }
 
 #: ports the built-in balancer must leave alone: Kubernetes' own (and sshd); NodePorts are 30000-32767
-RESERVED_PORTS = {22: "sshd", 2379: "etcd", 2380: "etcd peers", 6443: "kube-apiserver", 10248: "kubelet healthz",
-                  10249: "kube-proxy metrics", 10250: "kubelet", 10256: "kube-proxy healthz",
-                  10257: "kube-controller-manager", 10259: "kube-scheduler"}
+RESERVED_PORTS = {
+    22: "sshd",
+    2379: "etcd",
+    2380: "etcd peers",
+    6443: "kube-apiserver",
+    10248: "kubelet healthz",
+    10249: "kube-proxy metrics",
+    10250: "kubelet",
+    10256: "kube-proxy healthz",
+    10257: "kube-controller-manager",
+    10259: "kube-scheduler",
+}
 NODE_PORTS = range(30000, 32768)
+
 
 def _is_ip(value: str) -> bool:
     try:
@@ -105,8 +132,11 @@ def load_inventory(
     if raw is None:
         raise v.fail("", "the inventory is empty", "start from inventories/static-example.yaml")
     if not isinstance(raw, dict):
-        raise v.fail("", f"expected a mapping at the top level, got {type(raw).__name__}",
-                     "an inventory is a mapping with cluster:, hosts:, ... keys")
+        raise v.fail(
+            "",
+            f"expected a mapping at the top level, got {type(raw).__name__}",
+            "an inventory is a mapping with cluster:, hosts:, ... keys",
+        )
     # top-level `x-...` keys are ignored: a place for &anchors that `<<: *anchor` merges elsewhere
     provider = raw.get("provider", "static")
     v.expect(provider, str, "provider")
@@ -130,12 +160,15 @@ def load_inventory(
     if provider != "static":
         section = raw.get(provider)
         if section is None:
-            raise v.fail(provider, f"provider: {provider} needs a {provider}: section",
-                         f"add a {provider}: mapping (see docs/{provider}.md)")
+            raise v.fail(
+                provider,
+                f"provider: {provider} needs a {provider}: section",
+                f"add a {provider}: mapping (see docs/{provider}.md)",
+            )
         v.expect(section, dict, provider)
         provider_section = section
         impl = get_provider(provider)
-        impl.validate_section(section, provider, v)   # errors name file:line like the loader's own
+        impl.validate_section(section, provider, v)  # errors name file:line like the loader's own
         if resolve:
             raw_doc = dict(raw)
             raw_doc["__file__"] = str(path.resolve())
@@ -159,8 +192,12 @@ def load_inventory(
     groups = _groups(v, raw.get("groups") or {}, hosts)
     hosts = [_with_groups(h, groups) for h in hosts]
     return Inventory(
-        path=path.resolve(), provider=provider, cluster=cluster, hosts=tuple(hosts),
-        groups=frozen_map(groups), provider_section=frozen_map(provider_section),
+        path=path.resolve(),
+        provider=provider,
+        cluster=cluster,
+        hosts=tuple(hosts),
+        groups=frozen_map(groups),
+        provider_section=frozen_map(provider_section),
     )
 
 
@@ -177,8 +214,11 @@ def _merge_provider_hosts(v: Check, resolved: list[dict[str, Any]], overrides: l
     if by_name:
         name = next(iter(by_name))
         idx = next(i for i, o in enumerate(overrides) if o.get("name") == name)
-        raise v.fail(f"hosts[{idx}].name", f"host {name!r} is not provided by the provider",
-                     "hosts: entries of a non-static provider only add labels/vars to provider hosts")
+        raise v.fail(
+            f"hosts[{idx}].name",
+            f"host {name!r} is not provided by the provider",
+            "hosts: entries of a non-static provider only add labels/vars to provider hosts",
+        )
     return merged
 
 
@@ -193,22 +233,32 @@ def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
         raise v.fail("cluster.name", "missing cluster name", "add cluster.name, e.g. name: demo")
     v.expect(name, str, "cluster.name")
     if not NAME_RE.match(name):
-        raise v.fail("cluster.name", f"invalid cluster name {name!r}",
-                     "use 1-40 lowercase letters, digits and '-', starting and ending alphanumeric")
+        raise v.fail(
+            "cluster.name",
+            f"invalid cluster name {name!r}",
+            "use 1-40 lowercase letters, digits and '-', starting and ending alphanumeric",
+        )
     version = c["kubernetes_version"]
     if isinstance(version, float):
-        raise v.fail("cluster.kubernetes_version", f"expected a version string like \"1.31.2\", got number {version!r}",
-                     'quote the version: kubernetes_version: "1.31.2"')
+        raise v.fail(
+            "cluster.kubernetes_version",
+            f'expected a version string like "1.31.2", got number {version!r}',
+            'quote the version: kubernetes_version: "1.31.2"',
+        )
     v.expect(version, str, "cluster.kubernetes_version", 'quote the version: kubernetes_version: "1.31.2"')
     if not VERSION_RE.match(version):
-        raise v.fail("cluster.kubernetes_version", f"invalid version {version!r}",
-                     'use MAJOR.MINOR.PATCH, e.g. "1.31.2"')
+        raise v.fail(
+            "cluster.kubernetes_version", f"invalid version {version!r}", 'use MAJOR.MINOR.PATCH, e.g. "1.31.2"'
+        )
     version = version.lstrip("v")
     pod = v.cidr(c["pod_cidr"], "cluster.pod_cidr")
     svc = v.cidr(c["service_cidr"], "cluster.service_cidr")
     if pod.version == svc.version and pod.overlaps(svc):
-        raise v.fail("cluster.service_cidr", f"service CIDR {svc} overlaps pod CIDR {pod}",
-                     "pick disjoint ranges, e.g. pod 10.244.0.0/16 and service 10.96.0.0/12")
+        raise v.fail(
+            "cluster.service_cidr",
+            f"service CIDR {svc} overlaps pod CIDR {pod}",
+            "pick disjoint ranges, e.g. pod 10.244.0.0/16 and service 10.96.0.0/12",
+        )
     cni = c["cni"]
     v.expect(cni, str, "cluster.cni")
     if cni not in CNIS:
@@ -218,19 +268,28 @@ def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
         v.expect(endpoint, str, "cluster.control_plane_endpoint")
         host, _, port = endpoint.rpartition(":")
         if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
-            raise v.fail("cluster.control_plane_endpoint", f"invalid endpoint {endpoint!r}",
-                         "use host:port, e.g. 10.0.0.100:6443 or api.example.com:6443")
+            raise v.fail(
+                "cluster.control_plane_endpoint",
+                f"invalid endpoint {endpoint!r}",
+                "use host:port, e.g. 10.0.0.100:6443 or api.example.com:6443",
+            )
     source = c["kubernetes_source"]
     v.expect(source, str, "cluster.kubernetes_source")
     if source not in KUBERNETES_SOURCES:
-        raise v.fail("cluster.kubernetes_source", f"unknown kubernetes_source {source!r}",
-                     f"use one of: {', '.join(KUBERNETES_SOURCES)}")
+        raise v.fail(
+            "cluster.kubernetes_source",
+            f"unknown kubernetes_source {source!r}",
+            f"use one of: {', '.join(KUBERNETES_SOURCES)}",
+        )
     bundle = c["bundle"]
     if bundle is not None:
         v.expect(bundle, str, "cluster.bundle")
     if source == "bundle" and bundle is None:
-        raise v.fail("cluster.bundle", "kubernetes_source: bundle needs cluster.bundle",
-                     "set cluster.bundle to the path of a bundle built by `kprov bundle build`")
+        raise v.fail(
+            "cluster.bundle",
+            "kubernetes_source: bundle needs cluster.bundle",
+            "set cluster.bundle to the path of a bundle built by `kprov bundle build`",
+        )
     allow_unverified = v.expect(c.get("allow_unverified_bundle", False), bool, "cluster.allow_unverified_bundle")
     if source == "bundle":
         _check_bundle_checksum_file(v, bundle, _resolve_path(base, bundle), allow_unverified)
@@ -244,29 +303,49 @@ def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
     for reg, urls in mirrors.items():
         where = f"cluster.container_runtime.registry_mirrors.{reg}"
         if not isinstance(reg, str) or not REGISTRY_RE.match(reg):
-            raise v.fail(where, f"invalid registry name {reg!r}",
-                         "use a registry host like docker.io, registry.example.com:5000, or _default")
+            raise v.fail(
+                where,
+                f"invalid registry name {reg!r}",
+                "use a registry host like docker.io, registry.example.com:5000, or _default",
+            )
         v.expect(urls, list, where, "give a list of mirror URLs")
         for j, url in enumerate(urls):
             if not isinstance(url, str) or not MIRROR_URL_RE.match(url):
-                raise v.fail(f"{where}[{j}]", f"invalid mirror URL {url!r}",
-                             "use http(s)://host[:port][/path] without spaces or quotes")
+                raise v.fail(
+                    f"{where}[{j}]",
+                    f"invalid mirror URL {url!r}",
+                    "use http(s)://host[:port][/path] without spaces or quotes",
+                )
     cvars = c.get("vars") or {}
     v.expect(cvars, dict, "cluster.vars")
     smoke = v.expect(c.get("smoke", True), bool, "cluster.smoke", "smoke: false skips the smoke test after `up`")
     mode, vip, prefix, api_port, endpoint = _api_endpoint(v, c, endpoint)
     cert_sans = _cert_sans(v, c.get("api_cert_sans"))
     return Cluster(
-        name=name, kubernetes_version=version, pod_cidr=str(pod), service_cidr=str(svc), cni=cni,
-        control_plane_endpoint=endpoint, kubernetes_source=source,
-        bundle=_resolve_path(base, bundle), container_runtime=frozen_map(runtime), vars=frozen_map(cvars),
-        api_endpoint=mode, api_vip=vip, api_vip_prefix=prefix, api_port=api_port,
-        allow_unverified_bundle=allow_unverified, smoke=smoke, api_cert_sans=cert_sans,
+        name=name,
+        kubernetes_version=version,
+        pod_cidr=str(pod),
+        service_cidr=str(svc),
+        cni=cni,
+        control_plane_endpoint=endpoint,
+        kubernetes_source=source,
+        bundle=_resolve_path(base, bundle),
+        container_runtime=frozen_map(runtime),
+        vars=frozen_map(cvars),
+        api_endpoint=mode,
+        api_vip=vip,
+        api_vip_prefix=prefix,
+        api_port=api_port,
+        allow_unverified_bundle=allow_unverified,
+        smoke=smoke,
+        api_cert_sans=cert_sans,
     )
 
 
 #: a SAN in the API server certificate: a DNS name (RFC 1123 labels, optionally a leading `*.` wildcard)
-SAN_NAME_RE = re.compile(r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$")
+SAN_NAME_RE = re.compile(
+    r"^(\*\.)?([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$"
+)
 
 
 def _cert_sans(v: Check, raw: Any) -> tuple[str, ...]:
@@ -277,10 +356,16 @@ def _cert_sans(v: Check, raw: Any) -> tuple[str, ...]:
     out: list[str] = []
     for i, san in enumerate(raw):
         where = f"cluster.api_cert_sans[{i}]"
-        if not isinstance(san, str) or not san or (not _is_ip(san) and (
-                len(san) > 253 or not SAN_NAME_RE.match(san) or re.fullmatch(r"[0-9.]+", san))):
-            raise v.fail(where, f"{san!r} is not a DNS name or an IP address",
-                         "list DNS names (api.example.com) or IP addresses (10.0.0.10), one per item")
+        if (
+            not isinstance(san, str)
+            or not san
+            or (not _is_ip(san) and (len(san) > 253 or not SAN_NAME_RE.match(san) or re.fullmatch(r"[0-9.]+", san)))
+        ):
+            raise v.fail(
+                where,
+                f"{san!r} is not a DNS name or an IP address",
+                "list DNS names (api.example.com) or IP addresses (10.0.0.10), one per item",
+            )
         out.append(str(ipaddress.ip_address(san)) if _is_ip(san) else san.lower())
     return tuple(dict.fromkeys(out))
 
@@ -297,14 +382,17 @@ def _check_bundle_checksum_file(v: Check, written: str, resolved: str | None, al
     except BundleError as exc:
         raise v.fail("cluster.bundle", exc.message, exc.hint or "") from None
     if digest is None and not allow_unverified:
-        raise v.fail("cluster.bundle", f"{written} has no checksum file {Path(written).name}.sha256: "
-                     "refusing an unverified bundle",
-                     "copy the .sha256 that `kprov bundle build` wrote along with the bundle, "
-                     "or set cluster.allow_unverified_bundle: true to use it unverified")
+        raise v.fail(
+            "cluster.bundle",
+            f"{written} has no checksum file {Path(written).name}.sha256: refusing an unverified bundle",
+            "copy the .sha256 that `kprov bundle build` wrote along with the bundle, "
+            "or set cluster.allow_unverified_bundle: true to use it unverified",
+        )
 
 
-def _api_endpoint(v: Check, c: Mapping[str, Any], endpoint: str | None
-                  ) -> tuple[str, str | None, int | None, int | None, str | None]:
+def _api_endpoint(
+    v: Check, c: Mapping[str, Any], endpoint: str | None
+) -> tuple[str, str | None, int | None, int | None, str | None]:
     """`cluster.api_endpoint` and its settings -> (mode, vip, vip prefix, balancer port, control_plane_endpoint).
 
     With `vip` and `local` kprov runs the balancer, so the endpoint every node and kubeadm use is derived:
@@ -312,42 +400,68 @@ def _api_endpoint(v: Check, c: Mapping[str, Any], endpoint: str | None
     mode = c.get("api_endpoint", "external")
     v.expect(mode, str, "cluster.api_endpoint", f"use one of: {', '.join(API_ENDPOINTS)}")
     if mode not in API_ENDPOINTS:
-        raise v.fail("cluster.api_endpoint", f"unknown api_endpoint {mode!r}", f"use one of: {', '.join(API_ENDPOINTS)}")
+        raise v.fail(
+            "cluster.api_endpoint", f"unknown api_endpoint {mode!r}", f"use one of: {', '.join(API_ENDPOINTS)}"
+        )
     raw_vip, raw_port = c.get("api_vip"), c.get("api_port")
     if mode == "external":
         for key, value, modes in (("api_vip", raw_vip, "vip"), ("api_port", raw_port, "vip or local")):
             if value is not None:
-                raise v.fail(f"cluster.{key}", f"{key} is only used with api_endpoint: {modes}",
-                             f"set api_endpoint: {modes.split()[0]}, or remove {key}")
+                raise v.fail(
+                    f"cluster.{key}",
+                    f"{key} is only used with api_endpoint: {modes}",
+                    f"set api_endpoint: {modes.split()[0]}, or remove {key}",
+                )
         return mode, None, None, None, endpoint
     if endpoint is not None:
-        raise v.fail("cluster.control_plane_endpoint", f"control_plane_endpoint is set by kprov with api_endpoint: {mode}",
-                     "remove control_plane_endpoint, or use api_endpoint: external for your own balancer")
+        raise v.fail(
+            "cluster.control_plane_endpoint",
+            f"control_plane_endpoint is set by kprov with api_endpoint: {mode}",
+            "remove control_plane_endpoint, or use api_endpoint: external for your own balancer",
+        )
     port = DEFAULT_API_PORTS[mode] if raw_port is None else v.port(raw_port, "cluster.api_port")
     if port in RESERVED_PORTS or port in NODE_PORTS:
         user = RESERVED_PORTS.get(port, "Kubernetes NodePorts (30000-32767)")
-        raise v.fail("cluster.api_port", f"port {port} is in use on the nodes by {user}",
-                     f"pick a free port for the balancer, e.g. {DEFAULT_API_PORTS[mode]}")
+        raise v.fail(
+            "cluster.api_port",
+            f"port {port} is in use on the nodes by {user}",
+            f"pick a free port for the balancer, e.g. {DEFAULT_API_PORTS[mode]}",
+        )
     if mode == "local":
         if raw_vip is not None:
-            raise v.fail("cluster.api_vip", "api_vip is only used with api_endpoint: vip",
-                         "remove api_vip, or set api_endpoint: vip")
+            raise v.fail(
+                "cluster.api_vip",
+                "api_vip is only used with api_endpoint: vip",
+                "remove api_vip, or set api_endpoint: vip",
+            )
         return mode, None, None, port, f"127.0.0.1:{port}"
     if raw_vip is None:
-        raise v.fail("cluster.api_vip", "api_endpoint: vip needs cluster.api_vip",
-                     "set api_vip to a free address in the control planes' subnet, e.g. 10.0.0.250 (or 10.0.0.250/24)")
+        raise v.fail(
+            "cluster.api_vip",
+            "api_endpoint: vip needs cluster.api_vip",
+            "set api_vip to a free address in the control planes' subnet, e.g. 10.0.0.250 (or 10.0.0.250/24)",
+        )
     v.expect(raw_vip, str, "cluster.api_vip", "write the address as a string, e.g. 10.0.0.250")
     try:
         iface = ipaddress.ip_interface(raw_vip if "/" in raw_vip else f"{raw_vip}/24")
     except ValueError:
-        raise v.fail("cluster.api_vip", f"invalid api_vip {raw_vip!r}",
-                     "give an IPv4 address, optionally with the subnet's prefix, e.g. 10.0.0.250/24") from None
+        raise v.fail(
+            "cluster.api_vip",
+            f"invalid api_vip {raw_vip!r}",
+            "give an IPv4 address, optionally with the subnet's prefix, e.g. 10.0.0.250/24",
+        ) from None
     if iface.version != 4 or not 8 <= iface.network.prefixlen <= 30:
-        raise v.fail("cluster.api_vip", f"invalid api_vip {raw_vip!r}",
-                     "give an IPv4 address with a prefix from /8 to /30, e.g. 10.0.0.250/24")
+        raise v.fail(
+            "cluster.api_vip",
+            f"invalid api_vip {raw_vip!r}",
+            "give an IPv4 address with a prefix from /8 to /30, e.g. 10.0.0.250/24",
+        )
     if iface.ip in (iface.network.network_address, iface.network.broadcast_address):
-        raise v.fail("cluster.api_vip", f"api_vip {iface.ip} is the network or broadcast address of {iface.network}",
-                     "pick a free host address in the control planes' subnet")
+        raise v.fail(
+            "cluster.api_vip",
+            f"api_vip {iface.ip} is the network or broadcast address of {iface.network}",
+            "pick a free host address in the control planes' subnet",
+        )
     return mode, str(iface.ip), iface.network.prefixlen, port, f"{iface.ip}:{port}"
 
 
@@ -385,8 +499,11 @@ def _max_sessions(v: Check, value: Any, where: str) -> int:
     """Concurrent SSH channels kprov opens on one connection: at most the host's sshd MaxSessions
     (one of them holds the host's kprov lock for the whole run)."""
     if isinstance(value, bool) or not isinstance(value, int) or not 2 <= value <= 64:
-        raise v.fail(where, f"max_sessions must be an integer from 2 to 64, got {value!r}",
-                     "set it at or below the host's sshd MaxSessions (OpenSSH's default is 10)")
+        raise v.fail(
+            where,
+            f"max_sessions must be an integer from 2 to 64, got {value!r}",
+            "set it at or below the host's sshd MaxSessions (OpenSSH's default is 10)",
+        )
     return value
 
 
@@ -401,25 +518,37 @@ def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> H
             raise v.fail(where, f"missing {key}", "every host needs name: and address:")
     name = v.expect(h["name"], str, f"{where}.name")
     if not HOSTNAME_RE.match(name):
-        raise v.fail(f"{where}.name", f"invalid host name {name!r}",
-                     "use lowercase letters, digits and '-' (it becomes the node's hostname)")
+        raise v.fail(
+            f"{where}.name",
+            f"invalid host name {name!r}",
+            "use lowercase letters, digits and '-' (it becomes the node's hostname)",
+        )
     address = v.expect(h["address"], str, f"{where}.address", "write the address as a string")
     if not ADDRESS_RE.match(address) and not _is_ip(address):
         raise v.fail(f"{where}.address", f"invalid address {address!r}", "use an IP address or a DNS name")
     if "node_ip" in h and h["node_ip"] is not None:
         node_ip = v.ip(h["node_ip"], f"{where}.node_ip")
         if ":" in node_ip:
-            raise v.fail(f"{where}.node_ip", f"IPv6 node_ip {node_ip} is not supported yet",
-                         "kprov builds IPv4 single-stack clusters: give the host's IPv4 address")
+            raise v.fail(
+                f"{where}.node_ip",
+                f"IPv6 node_ip {node_ip} is not supported yet",
+                "kprov builds IPv4 single-stack clusters: give the host's IPv4 address",
+            )
     else:
         if _is_ip(address) and ":" in address:
-            raise v.fail(where, f"host {name!r} has an IPv6 address and no node_ip",
-                         "kprov builds IPv4 single-stack clusters: set node_ip: to the host's IPv4 address")
+            raise v.fail(
+                where,
+                f"host {name!r} has an IPv6 address and no node_ip",
+                "kprov builds IPv4 single-stack clusters: set node_ip: to the host's IPv4 address",
+            )
         try:
             node_ip = str(ipaddress.ip_address(address))
         except ValueError:
-            raise v.fail(where, f"host {name!r} has a DNS address and no node_ip",
-                         "set node_ip: to the IP Kubernetes should use on this host") from None
+            raise v.fail(
+                where,
+                f"host {name!r} has a DNS address and no node_ip",
+                "set node_ip: to the IP Kubernetes should use on this host",
+            ) from None
     port = v.port(h.get("port", 22), f"{where}.port")
     user = v.expect(h.get("user", "root"), str, f"{where}.user")
     host_key = h.get("ssh_key")
@@ -438,10 +567,18 @@ def _host(v: Check, raw: Any, i: int, defaults: dict[str, Any], base: Path) -> H
     if known is not None:
         v.expect(known, str, f"{where}.known_hosts")
     return Host(
-        name=name, address=address, node_ip=node_ip, port=port, user=user,
-        ssh_key=_resolve_path(base, host_key), become=become, roles=tuple(dict.fromkeys(roles)),
-        labels=frozen_map(labels), vars=frozen_map(hvars),
-        known_hosts=_resolve_path(base, known), bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
+        name=name,
+        address=address,
+        node_ip=node_ip,
+        port=port,
+        user=user,
+        ssh_key=_resolve_path(base, host_key),
+        become=become,
+        roles=tuple(dict.fromkeys(roles)),
+        labels=frozen_map(labels),
+        vars=frozen_map(hvars),
+        known_hosts=_resolve_path(base, known),
+        bastion=_bastion(v, h.get("bastion"), f"{where}.bastion", base),
         max_sessions=_max_sessions(v, h.get("max_sessions", DEFAULT_MAX_SESSIONS), f"{where}.max_sessions"),
     )
 
@@ -461,8 +598,9 @@ def _labels(v: Check, raw: Any, where: str) -> dict[str, str]:
         elif isinstance(value, (str, int, float)):
             text = str(value)
         else:
-            raise v.fail(f"{where}.{key}", f"label {key!r}: expected a string, got {type(value).__name__}",
-                         LABEL_VALUE_HINT)
+            raise v.fail(
+                f"{where}.{key}", f"label {key!r}: expected a string, got {type(value).__name__}", LABEL_VALUE_HINT
+            )
         if not LABEL_VALUE_RE.match(text):
             raise v.fail(f"{where}.{key}", f"invalid label value {text!r} for {key!r}", LABEL_VALUE_HINT)
         out[key] = text
@@ -484,31 +622,45 @@ def _check_hosts(v: Check, hosts: list[Host], cluster: Cluster) -> None:
     seen_ip: dict[str, int] = {}
     for i, h in enumerate(hosts):
         if h.name in seen_names:
-            raise v.fail(f"hosts[{i}].name", f"duplicate host name {h.name!r} (also hosts[{seen_names[h.name]}])",
-                         "host names must be unique")
+            raise v.fail(
+                f"hosts[{i}].name",
+                f"duplicate host name {h.name!r} (also hosts[{seen_names[h.name]}])",
+                "host names must be unique",
+            )
         seen_names[h.name] = i
         if (h.address, h.port) in seen_addr:
-            raise v.fail(f"hosts[{i}].address",
-                         f"duplicate address {h.address}:{h.port} (also hosts[{seen_addr[(h.address, h.port)]}])",
-                         "each host needs its own address (or port)")
+            raise v.fail(
+                f"hosts[{i}].address",
+                f"duplicate address {h.address}:{h.port} (also hosts[{seen_addr[(h.address, h.port)]}])",
+                "each host needs its own address (or port)",
+            )
         seen_addr[(h.address, h.port)] = i
         if h.node_ip in seen_ip:
-            raise v.fail(f"hosts[{i}].node_ip", f"duplicate node_ip {h.node_ip} (also hosts[{seen_ip[h.node_ip]}])",
-                         "every node needs its own node_ip")
+            raise v.fail(
+                f"hosts[{i}].node_ip",
+                f"duplicate node_ip {h.node_ip} (also hosts[{seen_ip[h.node_ip]}])",
+                "every node needs its own node_ip",
+            )
         seen_ip[h.node_ip] = i
         ip = ipaddress.ip_address(h.node_ip)
         for what, net in (("pod", cluster.pod_cidr), ("service", cluster.service_cidr)):
             if ip in ipaddress.ip_network(net):
-                raise v.fail(f"hosts[{i}].node_ip", f"node_ip {h.node_ip} lies inside the {what} CIDR {net}",
-                             f"pick a cluster.{what}_cidr that does not contain your hosts' addresses")
+                raise v.fail(
+                    f"hosts[{i}].node_ip",
+                    f"node_ip {h.node_ip} lies inside the {what} CIDR {net}",
+                    f"pick a cluster.{what}_cidr that does not contain your hosts' addresses",
+                )
     cps = [h for h in hosts if h.is_control_plane]
     if not cps:
         raise v.fail("hosts", "no control plane", "give at least one host roles: [control_plane]")
     if cluster.api_endpoint == "vip":
         _check_vip(v, hosts, cps, cluster)
     if len(cps) > 1 and not cluster.control_plane_endpoint:
-        raise v.fail("cluster.control_plane_endpoint", f"{len(cps)} control planes need a control_plane_endpoint",
-                     "set cluster.control_plane_endpoint to a load balancer or VIP host:port")
+        raise v.fail(
+            "cluster.control_plane_endpoint",
+            f"{len(cps)} control planes need a control_plane_endpoint",
+            "set cluster.control_plane_endpoint to a load balancer or VIP host:port",
+        )
 
 
 def _check_vip(v: Check, hosts: list[Host], cps: list[Host], cluster: Cluster) -> None:
@@ -516,14 +668,19 @@ def _check_vip(v: Check, hosts: list[Host], cps: list[Host], cluster: Cluster) -
     vip = ipaddress.ip_address(cluster.api_vip or "")
     for h in hosts:
         if str(vip) in (h.node_ip, h.address):
-            raise v.fail("cluster.api_vip", f"api_vip {vip} is already the address of host {h.name!r}",
-                         "pick an unused address in the control planes' subnet")
+            raise v.fail(
+                "cluster.api_vip",
+                f"api_vip {vip} is already the address of host {h.name!r}",
+                "pick an unused address in the control planes' subnet",
+            )
     for h in cps:
         net = ipaddress.ip_network(f"{h.node_ip}/{cluster.api_vip_prefix}", strict=False)
         if vip not in net:
-            raise v.fail("cluster.api_vip", f"api_vip {vip} is outside {net}, the subnet of control plane "
-                         f"{h.name!r} ({h.node_ip})",
-                         "pick a free address in the control planes' subnet (give its prefix as api_vip: A.B.C.D/NN)")
+            raise v.fail(
+                "cluster.api_vip",
+                f"api_vip {vip} is outside {net}, the subnet of control plane {h.name!r} ({h.node_ip})",
+                "pick a free address in the control planes' subnet (give its prefix as api_vip: A.B.C.D/NN)",
+            )
 
 
 def _groups(v: Check, raw: Any, hosts: list[Host]) -> dict[str, Group]:
@@ -538,8 +695,11 @@ def _groups(v: Check, raw: Any, hosts: list[Host]) -> dict[str, Group]:
         members = g.get("hosts") or []
         v.expect(members, list, f"{where}.hosts")
         if gname in ("all", "control_plane", "worker") and members:
-            raise v.fail(f"{where}.hosts", f"built-in group {gname!r} cannot list hosts",
-                         "membership of built-in groups comes from each host's roles")
+            raise v.fail(
+                f"{where}.hosts",
+                f"built-in group {gname!r} cannot list hosts",
+                "membership of built-in groups comes from each host's roles",
+            )
         for j, m in enumerate(members):
             if m not in names:
                 raise v.fail(f"{where}.hosts[{j}]", f"unknown host {m!r}", "list names from hosts:")

@@ -44,8 +44,10 @@ class _BoundedLoader(yaml.SafeLoader):
         super().fetch_flow_collection_start(token_class)
 
     def _too_deep(self, mark: Any) -> InventoryError:
-        return InventoryError(f"{self.kprov_name}:{mark.line + 1}: nesting deeper than {MAX_YAML_DEPTH} levels",
-                              hint="an inventory is a few levels deep: check the file is the one you meant")
+        return InventoryError(
+            f"{self.kprov_name}:{mark.line + 1}: nesting deeper than {MAX_YAML_DEPTH} levels",
+            hint="an inventory is a few levels deep: check the file is the one you meant",
+        )
 
     def compose_node(self, parent: Any, index: Any) -> Any:
         self.kprov_depth += 1
@@ -112,8 +114,10 @@ def _expanded_size(node: yaml.Node, name: str, memo: dict[int, int], open_: set[
     if key in memo:
         return memo[key]
     if key in open_:
-        raise InventoryError(f"{name}:{node.start_mark.line + 1}: an alias refers to a value that contains it",
-                             hint="a value cannot contain itself: write the values out")
+        raise InventoryError(
+            f"{name}:{node.start_mark.line + 1}: an alias refers to a value that contains it",
+            hint="a value cannot contain itself: write the values out",
+        )
     open_.add(key)
     size = 1
     if isinstance(node, yaml.MappingNode):
@@ -162,9 +166,11 @@ def _convert(node: yaml.Node, prefix: str, lines: dict[str, int], loader: yaml.S
             try:
                 duplicate = key in out
             except TypeError:  # a mapping or list as a key (`? [a]: 1`)
-                raise InventoryError(f"{name}:{key_node.start_mark.line + 1}: {prefix or 'top level'}: "
-                                     f"a key must be a plain value, got {type(key).__name__}",
-                                     hint="write keys as plain words, e.g. name:") from None
+                raise InventoryError(
+                    f"{name}:{key_node.start_mark.line + 1}: {prefix or 'top level'}: "
+                    f"a key must be a plain value, got {type(key).__name__}",
+                    hint="write keys as plain words, e.g. name:",
+                ) from None
             if duplicate:
                 raise InventoryError(
                     f"{name}:{key_node.start_mark.line + 1}: {path}: duplicate key {key!r}",
@@ -180,8 +186,10 @@ def _convert(node: yaml.Node, prefix: str, lines: dict[str, int], loader: yaml.S
     try:
         return loader.construct_object(node, deep=True)
     except (ValueError, OverflowError) as exc:  # e.g. an implicit timestamp like 2024-13-45
-        raise InventoryError(f"{name}:{node.start_mark.line + 1}: {prefix or 'top level'}: invalid value "
-                             f"{node.value!r}: {exc}", hint="quote values that are meant as strings") from None
+        raise InventoryError(
+            f"{name}:{node.start_mark.line + 1}: {prefix or 'top level'}: invalid value {node.value!r}: {exc}",
+            hint="quote values that are meant as strings",
+        ) from None
 
 
 def load_yaml_text(text: str, path: Path | None = None) -> Located:
@@ -189,14 +197,18 @@ def load_yaml_text(text: str, path: Path | None = None) -> Located:
     name = str(path) if path else "<inventory>"
     nul = text.find("\0")
     if nul >= 0:
-        raise InventoryError(f"{name}:{text.count(chr(10), 0, nul) + 1}: NUL byte in the file",
-                             hint="an inventory is a text file: check the file is the one you meant")
+        raise InventoryError(
+            f"{name}:{text.count(chr(10), 0, nul) + 1}: NUL byte in the file",
+            hint="an inventory is a text file: check the file is the one you meant",
+        )
     try:
         loader = _BoundedLoader(text, name)  # the reader refuses control characters right here
     except yaml.reader.ReaderError as exc:
         line = text.count("\n", 0, exc.position) + 1
-        raise InventoryError(f"{name}:{line}: control character 0x{exc.character:02x} is not allowed in YAML",
-                             hint="an inventory is a text file: remove control characters") from None
+        raise InventoryError(
+            f"{name}:{line}: control character 0x{exc.character:02x} is not allowed in YAML",
+            hint="an inventory is a text file: remove control characters",
+        ) from None
     try:
         node = loader.get_single_node()
         if node is None:
@@ -231,7 +243,9 @@ def read_text_file(path: Path, what: str = "inventory", hint: str = "check the p
     except FileNotFoundError:
         raise InventoryError(f"{path}: file not found", hint=hint) from None
     except IsADirectoryError:
-        raise InventoryError(f"{path}: is a directory, expected a YAML file", hint=f"pass the {what} file itself") from None
+        raise InventoryError(
+            f"{path}: is a directory, expected a YAML file", hint=f"pass the {what} file itself"
+        ) from None
     except OSError as exc:
         raise InventoryError(f"{path}: cannot read: {exc.strerror}", hint="check file permissions") from None
     with os.fdopen(fd, "rb") as f:
@@ -239,23 +253,32 @@ def read_text_file(path: Path, what: str = "inventory", hint: str = "check the p
         if stat.S_ISDIR(st.st_mode):
             raise InventoryError(f"{path}: is a directory, expected a YAML file", hint=f"pass the {what} file itself")
         if not stat.S_ISREG(st.st_mode):
-            raise InventoryError(f"{path}: not a regular file ({_file_kind(st.st_mode)})",
-                                 hint=f"give the {what} as a regular YAML file")
+            raise InventoryError(
+                f"{path}: not a regular file ({_file_kind(st.st_mode)})", hint=f"give the {what} as a regular YAML file"
+            )
         data = f.read(MAX_YAML_BYTES + 1)
     if len(data) > MAX_YAML_BYTES:
-        raise InventoryError(f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB",
-                             hint=f"an {what} file is far smaller: check the file is the one you meant")
+        raise InventoryError(
+            f"{path}: larger than {MAX_YAML_BYTES // 1024} KiB",
+            hint=f"an {what} file is far smaller: check the file is the one you meant",
+        )
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = data.count(b"\n", 0, exc.start) + 1
-        raise InventoryError(f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
-                             hint="save the file as UTF-8") from None
+        raise InventoryError(
+            f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x} at offset {exc.start})",
+            hint="save the file as UTF-8",
+        ) from None
 
 
 def _file_kind(mode: int) -> str:
-    for test, kind in ((stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):
+    for test, kind in (
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return kind
     return "not a file"

@@ -36,9 +36,9 @@ class PodAction(str, enum.Enum):
 class PodPlan:
     namespace: str
     name: str
-    owner: str             # "ReplicaSet/web-5d4f" or "" (no controller)
+    owner: str  # "ReplicaSet/web-5d4f" or "" (no controller)
     action: PodAction
-    pdb: str = ""          # "namespace/name" of the PodDisruptionBudget that covers the pod
+    pdb: str = ""  # "namespace/name" of the PodDisruptionBudget that covers the pod
     pdb_waits: bool = False  # the budget allows no disruption now: the eviction waits for replacements
     emptydir: bool = False
 
@@ -95,8 +95,9 @@ def parse_budgets(pdb_json: str) -> list[Budget]:
     for item in _items(pdb_json):
         meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
         allowed = status.get("disruptionsAllowed", status.get("podDisruptionsAllowed", 0))
-        out.append(Budget(meta.get("namespace", "default"), meta.get("name", ""), spec.get("selector"),
-                          int(allowed or 0)))
+        out.append(
+            Budget(meta.get("namespace", "default"), meta.get("name", ""), spec.get("selector"), int(allowed or 0))
+        )
     return out
 
 
@@ -132,8 +133,10 @@ def drain_plan(node: str, pods_json: str, pdb_json: str, *, force: bool) -> Drai
     budgets = parse_budgets(pdb_json)
     left = {b.ref: b.disruptions_allowed for b in budgets}
     plans = []
-    items = sorted(_items(pods_json), key=lambda i: (i.get("metadata", {}).get("namespace", ""),
-                                                      i.get("metadata", {}).get("name", "")))
+    items = sorted(
+        _items(pods_json),
+        key=lambda i: (i.get("metadata", {}).get("namespace", ""), i.get("metadata", {}).get("name", "")),
+    )
     for item in items:
         meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
         if spec.get("nodeName", node) != node:
@@ -169,5 +172,6 @@ def drain_plan(node: str, pods_json: str, pdb_json: str, *, force: bool) -> Drai
 def nodes_not_in(nodes_json: str, names: Iterable[str]) -> list[str]:
     """Node names in `kubectl get nodes -o json` that are not among `names` (sorted). Pure."""
     known = set(names)
-    return sorted(n for n in (i.get("metadata", {}).get("name", "") for i in _items(nodes_json))
-                  if n and n not in known)
+    return sorted(
+        n for n in (i.get("metadata", {}).get("name", "") for i in _items(nodes_json)) if n and n not in known
+    )

@@ -17,9 +17,11 @@ import yaml
 from provisioner.errors import InputError
 
 #: ClusterConfiguration sections whose `extraArgs` kprov renders (inventory var in the comment of each)
-COMPONENTS = {"apiServer": "kubeadm_apiserver_extra_args",
-              "controllerManager": "kubeadm_controller_manager_extra_args",
-              "scheduler": "kubeadm_scheduler_extra_args"}
+COMPONENTS = {
+    "apiServer": "kubeadm_apiserver_extra_args",
+    "controllerManager": "kubeadm_controller_manager_extra_args",
+    "scheduler": "kubeadm_scheduler_extra_args",
+}
 #: args kubeadm's defaulting writes into the stored configuration itself (v1beta2: the API server's
 #: authorization mode): absent from what kprov renders, they are not a drift
 KUBEADM_DEFAULT_ARGS = {"apiServer": {"authorization-mode": "Node,RBAC"}}
@@ -30,9 +32,9 @@ class DriftItem:
     """One setting that differs: `field` is a dotted path, the values are as YAML would show them."""
 
     field: str
-    stored: str            # in the cluster ('-' when absent)
-    wanted: str            # rendered from the inventory ('-' when absent)
-    kind: str              # sans | args | kube-proxy
+    stored: str  # in the cluster ('-' when absent)
+    wanted: str  # rendered from the inventory ('-' when absent)
+    kind: str  # sans | args | kube-proxy
 
     def line(self) -> str:
         return f"{self.field}: cluster has {self.stored}, inventory wants {self.wanted}"
@@ -73,7 +75,9 @@ def normalize_args(raw: Any) -> dict[str, str]:
     if isinstance(raw, list):
         return {str(a.get("name")): str(a.get("value", "")) for a in raw if isinstance(a, dict)}
     if isinstance(raw, dict):
-        return {str(k): "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in raw.items()}
+        return {
+            str(k): "" if v is None else (str(v).lower() if isinstance(v, bool) else str(v)) for k, v in raw.items()
+        }
     raise InputError(f"unexpected extraArgs {raw!r} in a kubeadm configuration", hint="report this as a kprov bug")
 
 
@@ -108,8 +112,9 @@ def cluster_config_drift(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -
             if name not in want and KUBEADM_DEFAULT_ARGS.get(section, {}).get(name) == have.get(name):
                 continue
             if have.get(name) != want.get(name):
-                items.append(DriftItem(f"{section}.extraArgs.{name}", _show(have.get(name)), _show(want.get(name)),
-                                       "args"))
+                items.append(
+                    DriftItem(f"{section}.extraArgs.{name}", _show(have.get(name)), _show(want.get(name)), "args")
+                )
     return items
 
 
@@ -130,7 +135,9 @@ def kube_proxy_drift(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> li
     """The kube-proxy settings kprov renders vs the cluster's kube-proxy ConfigMap (config.conf); settings kprov
     does not render are kube-proxy's defaults and not compared."""
     wanted = {k: v for k, v in wanted.items() if k not in ("apiVersion", "kind")}
-    return [DriftItem(f"kubeProxy.{p}", _show(s), _show(w), "kube-proxy") for p, s, w in _differences(stored, wanted, "")]
+    return [
+        DriftItem(f"kubeProxy.{p}", _show(s), _show(w), "kube-proxy") for p, s, w in _differences(stored, wanted, "")
+    ]
 
 
 def compute_drift(*, stored_cluster_config: str, stored_kube_proxy: str, rendered: str) -> Drift:
@@ -141,12 +148,15 @@ def compute_drift(*, stored_cluster_config: str, stored_kube_proxy: str, rendere
         stored = yaml.safe_load(stored_cluster_config) or {}
         proxy = yaml.safe_load(stored_kube_proxy) or {} if stored_kube_proxy.strip() else {}
     except yaml.YAMLError as exc:
-        raise InputError(f"cannot parse the cluster's stored configuration: {exc}",
-                         hint="check kube-system/kubeadm-config and kube-system/kube-proxy (`kubectl -n kube-system "
-                              "get cm`)") from None
+        raise InputError(
+            f"cannot parse the cluster's stored configuration: {exc}",
+            hint="check kube-system/kubeadm-config and kube-system/kube-proxy (`kubectl -n kube-system get cm`)",
+        ) from None
     if not isinstance(stored, dict) or not isinstance(proxy, dict):
-        raise InputError("the cluster's stored kubeadm configuration is not a mapping",
-                         hint="check kube-system/kubeadm-config (`kubectl -n kube-system get cm kubeadm-config -o yaml`)")
+        raise InputError(
+            "the cluster's stored kubeadm configuration is not a mapping",
+            hint="check kube-system/kubeadm-config (`kubectl -n kube-system get cm kubeadm-config -o yaml`)",
+        )
     items = cluster_config_drift(stored, docs.get("ClusterConfiguration", {}))
     if proxy and "KubeProxyConfiguration" in docs:
         items += kube_proxy_drift(proxy, docs["KubeProxyConfiguration"])

@@ -12,15 +12,25 @@ import shlex
 from dataclasses import dataclass
 
 PKI = "/etc/kubernetes/pki/etcd"
-_CURL = ["curl", "-sS", "--max-time", "15", "--cacert", f"{PKI}/ca.crt",
-         "--cert", f"{PKI}/healthcheck-client.crt", "--key", f"{PKI}/healthcheck-client.key"]
+_CURL = [
+    "curl",
+    "-sS",
+    "--max-time",
+    "15",
+    "--cacert",
+    f"{PKI}/ca.crt",
+    "--cert",
+    f"{PKI}/healthcheck-client.crt",
+    "--key",
+    f"{PKI}/healthcheck-client.key",
+]
 LOCAL = "https://127.0.0.1:2379"
 CURL_HINT = "kprov talks to etcd with curl on a surviving control plane: install curl there"
 
 
 @dataclass(frozen=True)
 class EtcdMember:
-    id: str                 # uint64 as the gateway prints it (a decimal string)
+    id: str  # uint64 as the gateway prints it (a decimal string)
     name: str
     peer_urls: tuple[str, ...]
     client_urls: tuple[str, ...]
@@ -43,15 +53,20 @@ def removal_refusal(members: int, healthy: int, removed_healthy: bool) -> str | 
     if members <= 1:
         return "it is the last etcd member: removing it destroys the cluster's data"
     if healthy < quorum(members):
-        return (f"etcd has lost quorum ({healthy} of {members} members healthy, {quorum(members)} needed): "
-                "a member cannot be removed")
+        return (
+            f"etcd has lost quorum ({healthy} of {members} members healthy, {quorum(members)} needed): "
+            "a member cannot be removed"
+        )
     if members == 2:
-        return ("etcd has 2 members: removing one needs both and leaves a single member without a spare "
-                "(a hiccup of either loses quorum)")
+        return (
+            "etcd has 2 members: removing one needs both and leaves a single member without a spare "
+            "(a hiccup of either loses quorum)"
+        )
     left, left_healthy = members - 1, healthy - (1 if removed_healthy else 0)
     if left_healthy < quorum(left):
-        return (f"after the removal {left_healthy} of {left} members would be healthy, "
-                f"{quorum(left)} are needed for quorum")
+        return (
+            f"after the removal {left_healthy} of {left} members would be healthy, {quorum(left)} are needed for quorum"
+        )
     return None
 
 
@@ -74,7 +89,9 @@ def health_script(members: list[EtcdMember]) -> str:
     for m in members:
         if m.client_urls and m.id.isdigit():
             url = shlex.quote(m.client_urls[0] + "/health")
-            lines.append(f"echo \"health {m.id} $({shlex.join([*_CURL, '--max-time', '5'])} {url} 2>/dev/null | tr -d '\\n')\"")
+            lines.append(
+                f"echo \"health {m.id} $({shlex.join([*_CURL, '--max-time', '5'])} {url} 2>/dev/null | tr -d '\\n')\""
+            )
     return "\n".join([*lines, "true"]) + "\n"
 
 
@@ -92,9 +109,16 @@ def parse_members(out: str) -> list[EtcdMember]:
                 health[mid] = str(json.loads(body).get("health")).lower() == "true"
             except ValueError:
                 health[mid] = False
-    return [EtcdMember(str(m.get("ID", "")), m.get("name", ""), tuple(m.get("peerURLs") or ()),
-                       tuple(m.get("clientURLs") or ()), health.get(str(m.get("ID", "")), False))
-            for m in listing.get("members") or []]
+    return [
+        EtcdMember(
+            str(m.get("ID", "")),
+            m.get("name", ""),
+            tuple(m.get("peerURLs") or ()),
+            tuple(m.get("clientURLs") or ()),
+            health.get(str(m.get("ID", "")), False),
+        )
+        for m in listing.get("members") or []
+    ]
 
 
 def remove_member_script(member_id: str) -> str:

@@ -15,8 +15,9 @@ from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
 class Kubectl:
     """kubectl with one fixed kubeconfig. Local when possible (the operator's view), else via SSH."""
 
-    def __init__(self, kubeconfig: Path, control_plane: Host, connect: ConnectOptions | None = None,
-                 prefer_local: bool = True) -> None:
+    def __init__(
+        self, kubeconfig: Path, control_plane: Host, connect: ConnectOptions | None = None, prefer_local: bool = True
+    ) -> None:
         self.kubeconfig = kubeconfig
         self.local = prefer_local and shutil.which("kubectl") is not None and kubeconfig.is_file()
         self._cp = control_plane
@@ -31,16 +32,24 @@ class Kubectl:
         t0 = time.monotonic()
         if self.local:
             try:
-                proc = subprocess.run(["kubectl", "--kubeconfig", str(self.kubeconfig), *args], input=stdin,
-                                      capture_output=True, text=True, timeout=timeout)
+                proc = subprocess.run(
+                    ["kubectl", "--kubeconfig", str(self.kubeconfig), *args],
+                    input=stdin,
+                    capture_output=True,
+                    text=True,
+                    timeout=timeout,
+                )
             except subprocess.TimeoutExpired:
                 return CommandResult(124, "", f"kubectl {' '.join(args[:3])} timed out after {timeout}s", 0)
             return CommandResult(proc.returncode, proc.stdout, proc.stderr, int((time.monotonic() - t0) * 1000))
         if self._ssh is None:
             self._ssh = SSHHost(self._cp, self._connect)
             self._ssh.connect()
-        return self._ssh.run(["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", *args],
-                             stdin=stdin.encode() if stdin is not None else None, timeout=timeout)
+        return self._ssh.run(
+            ["kubectl", "--kubeconfig", "/etc/kubernetes/admin.conf", *args],
+            stdin=stdin.encode() if stdin is not None else None,
+            timeout=timeout,
+        )
 
     def close(self) -> None:
         if self._ssh is not None:

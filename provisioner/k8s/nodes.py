@@ -66,8 +66,9 @@ def _node(item: Mapping[str, Any]) -> NodeInfo | None:
     meta, status = _mapping(item.get("metadata")), _mapping(item.get("status"))
     name = str(meta.get("name", ""))
     addresses = _list(status.get("addresses"))
-    raw_ip = next((str(a.get("address", "")) for a in addresses
-                   if isinstance(a, dict) and a.get("type") == "InternalIP"), "")
+    raw_ip = next(
+        (str(a.get("address", "")) for a in addresses if isinstance(a, dict) and a.get("type") == "InternalIP"), ""
+    )
     raw_cidr = str(_mapping(item.get("spec")).get("podCIDR", "") or "")
     conditions = _list(status.get("conditions"))
     conds = {str(c.get("type", "")): str(c.get("status", "")) for c in conditions if isinstance(c, dict)}
@@ -83,8 +84,9 @@ def _node(item: Mapping[str, Any]) -> NodeInfo | None:
     if problems:
         _warn_once(f"ignoring node {name[:80]!r} from the cluster: invalid {', '.join(problems)}")
         return None
-    roles = tuple(sorted(k.split("/", 1)[1] for k in _mapping(meta.get("labels"))
-                         if k.startswith("node-role.kubernetes.io/")))
+    roles = tuple(
+        sorted(k.split("/", 1)[1] for k in _mapping(meta.get("labels")) if k.startswith("node-role.kubernetes.io/"))
+    )
     kubelet = str(_mapping(status.get("nodeInfo")).get("kubeletVersion", ""))
     return NodeInfo(name, conds.get("Ready") == "True", kubelet, ip or "", roles, conds, cidr or "")
 
@@ -108,5 +110,6 @@ def parse_nodes(out: str, rc: int = 0) -> list[NodeInfo]:
 
 def nodes_table(text: Any) -> list[dict[str, Any]]:
     """The `nodes_table` template filter: [{name, pod_cidr, ip, ready}] of the valid Nodes."""
-    return [{"name": n.name, "pod_cidr": n.pod_cidr, "ip": n.internal_ip, "ready": n.ready}
-            for n in parse_nodes(str(text))]
+    return [
+        {"name": n.name, "pod_cidr": n.pod_cidr, "ip": n.internal_ip, "ready": n.ready} for n in parse_nodes(str(text))
+    ]

@@ -63,7 +63,11 @@ def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
     try:
         with urllib.request.urlopen(url, timeout=timeout) as resp:
             body = resp.read(200).decode("utf-8", "replace")
-            return resp.status, int((time.monotonic() - t0) * 1000), body.strip().splitlines()[0] if body.strip() else ""
+            return (
+                resp.status,
+                int((time.monotonic() - t0) * 1000),
+                body.strip().splitlines()[0] if body.strip() else "",
+            )
     except urllib.error.HTTPError as exc:
         return exc.code, int((time.monotonic() - t0) * 1000), str(exc.reason)
     except (urllib.error.URLError, OSError) as exc:
@@ -71,8 +75,15 @@ def http_probe(url: str, timeout: float = 5.0) -> tuple[int | None, int, str]:
         return None, int((time.monotonic() - t0) * 1000), str(reason)
 
 
-def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *, manifest: str, keep: bool = False,
-              progress: Callable[[str], None] = lambda _m: None) -> SmokeResult:
+def run_smoke(
+    inv: Inventory,
+    kubectl: Kubectl,
+    variables: Mapping[str, Any],
+    *,
+    manifest: str,
+    keep: bool = False,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> SmokeResult:
     """The smoke test through `kubectl` with the smoke role's `variables` and the rendered `manifest`."""
     ns = str(variables["smoke_namespace"])
     port = int(variables["smoke_node_port"])
@@ -89,20 +100,25 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
     try:
         res = k("get", "nodes", "-o", "name", t=60)
         if res.rc != 0:
-            return SmokeResult((), f"cannot talk to the API server ({kubectl.where}): {res.stderr_tail(2)}",
-                               "is the cluster up? `kprov up` builds it and fetches its kubeconfig")
+            return SmokeResult(
+                (),
+                f"cannot talk to the API server ({kubectl.where}): {res.stderr_tail(2)}",
+                "is the cluster up? `kprov up` builds it and fetches its kubeconfig",
+            )
         # only a namespace the smoke test made (it carries SMOKE_LABEL) is ever deleted or written to
         res = k("get", "namespace", ns, "--ignore-not-found", "-o", "json", t=60)
         if res.rc != 0:
             return SmokeResult((), f"cannot look up namespace {ns}: {res.stderr_tail(2)}")
         if res.stdout.strip() and not _smoke_labelled(res.stdout):
-            return SmokeResult((), f"namespace {ns} exists and was not made by kprov's smoke test "
-                                   f"(no label {SMOKE_LABEL}=true): left untouched",
-                               "set smoke_namespace to a namespace of its own (the default is kprov-smoke)")
+            return SmokeResult(
+                (),
+                f"namespace {ns} exists and was not made by kprov's smoke test "
+                f"(no label {SMOKE_LABEL}=true): left untouched",
+                "set smoke_namespace to a namespace of its own (the default is kprov-smoke)",
+            )
         if res.stdout.strip():
             # left by an interrupted run (or still terminating): it would refuse new objects
-            res = k("delete", "namespace", *_ours(ns), "--ignore-not-found", "--wait=true",
-                    "--timeout=180s", t=200)
+            res = k("delete", "namespace", *_ours(ns), "--ignore-not-found", "--wait=true", "--timeout=180s", t=200)
             if res.rc != 0:
                 return fail(f"namespace {ns} from an earlier run cannot be removed: {res.stderr_tail(3)}")
         touched = True
@@ -110,8 +126,10 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
         res = k("apply", "-f", "-", stdin=manifest)
         if res.rc != 0:
             return fail(f"kubectl apply failed: {res.stderr_tail(5)}")
-        phases = [(f"{variables['smoke_replicas']} replicas", int(variables["smoke_replicas"])),
-                  ("one replica per node", len(inv.hosts))]
+        phases = [
+            (f"{variables['smoke_replicas']} replicas", int(variables["smoke_replicas"])),
+            ("one replica per node", len(inv.hosts)),
+        ]
         for label, replicas in phases:
             res = k("scale", "deployment/hello", "-n", ns, f"--replicas={replicas}")
             if res.rc != 0:
@@ -119,8 +137,10 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
             progress(f"waiting for {replicas} ready replicas")
             res = k("rollout", "status", "deployment/hello", "-n", ns, f"--timeout={timeout}s", t=timeout + 30)
             if res.rc != 0:
-                return fail(f"deployment hello did not become ready with {replicas} replicas: "
-                            f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}")
+                return fail(
+                    f"deployment hello did not become ready with {replicas} replicas: "
+                    f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}"
+                )
             for h in inv.hosts:
                 url = f"http://[{h.address}]:{port}/" if ":" in h.address else f"http://{h.address}:{port}/"
                 deadline = time.monotonic() + 90
@@ -135,17 +155,31 @@ def run_smoke(inv: Inventory, kubectl: Kubectl, variables: Mapping[str, Any], *,
                 # service name -> cluster DNS -> ClusterIP -> a pod, from inside a pod
                 t0 = time.monotonic()
                 # cluster DNS may still be starting on a cluster that was just built
-                k("rollout", "status", "deployment/coredns", "-n", "kube-system", f"--timeout={timeout}s",
-                  t=timeout + 30)
+                k(
+                    "rollout",
+                    "status",
+                    "deployment/coredns",
+                    "-n",
+                    "kube-system",
+                    f"--timeout={timeout}s",
+                    t=timeout + 30,
+                )
                 deadline = time.monotonic() + 90
                 while True:
                     res = k("exec", "-n", ns, "deployment/hello", "--", *[str(a) for a in probe_cmd], t=60)
                     if res.rc == 0 or time.monotonic() > deadline:
                         break
                     time.sleep(3)
-                probes.append(Probe("in-cluster", "(pod)", f"http://hello.{ns}.svc.cluster.local/",
-                                    200 if res.rc == 0 else None, int((time.monotonic() - t0) * 1000),
-                                    res.stdout.strip()[:80] if res.rc == 0 else res.stderr_tail(1)))
+                probes.append(
+                    Probe(
+                        "in-cluster",
+                        "(pod)",
+                        f"http://hello.{ns}.svc.cluster.local/",
+                        200 if res.rc == 0 else None,
+                        int((time.monotonic() - t0) * 1000),
+                        res.stdout.strip()[:80] if res.rc == 0 else res.stderr_tail(1),
+                    )
+                )
             bad = [p for p in probes if p.phase.startswith(label) or p.node == "(pod)"]
             bad = [p for p in bad if not p.ok]
             if bad:
@@ -173,18 +207,32 @@ def diagnostics(kubectl: Kubectl, ns: str) -> str:
                     state = cs.get("state", {})
                     for key in ("waiting", "terminated"):
                         if key in state:
-                            reasons.append(f"{key}: {state[key].get('reason', '')} {state[key].get('message', '')}".strip())
+                            reasons.append(
+                                f"{key}: {state[key].get('reason', '')} {state[key].get('message', '')}".strip()
+                            )
                     if not cs.get("ready"):
                         reasons.append("not ready")
                 for cond in st.get("conditions", []) or []:
                     if cond.get("status") != "True" and cond.get("message"):
                         reasons.append(cond["message"])
-                lines.append(f"pod {pod['metadata']['name']} on {node}: {st.get('phase')} {'; '.join(reasons)}".rstrip())
+                lines.append(
+                    f"pod {pod['metadata']['name']} on {node}: {st.get('phase')} {'; '.join(reasons)}".rstrip()
+                )
         except (ValueError, KeyError):
             pass
-    ev = kubectl.run(["get", "events", "-n", ns, "--sort-by=.lastTimestamp", "-o",
-                      "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
-                      "--no-headers"], timeout=30)
+    ev = kubectl.run(
+        [
+            "get",
+            "events",
+            "-n",
+            ns,
+            "--sort-by=.lastTimestamp",
+            "-o",
+            "custom-columns=TYPE:.type,REASON:.reason,OBJECT:.involvedObject.name,MESSAGE:.message",
+            "--no-headers",
+        ],
+        timeout=30,
+    )
     if ev.rc == 0:
         lines.extend(f"event {line}" for line in ev.stdout.strip().splitlines()[-10:])
     return "\n".join(lines)

@@ -39,8 +39,9 @@ def parse_version(text: str, what: str = "version") -> KubeVersion:
     try:
         return KubeVersion.parse(text)
     except ValueError:
-        raise InputError(f"{what} {text!r} is not a Kubernetes version",
-                         hint='give MAJOR.MINOR.PATCH, e.g. "1.30.4"') from None
+        raise InputError(
+            f"{what} {text!r} is not a Kubernetes version", hint='give MAJOR.MINOR.PATCH, e.g. "1.30.4"'
+        ) from None
 
 
 def same_version(a: str, b: str) -> bool:
@@ -55,9 +56,13 @@ def check_upgrade_step(running: str, target: str) -> None:
     """Refuse a downgrade or a skipped minor (kubeadm upgrades one minor at a time)."""
     cur, new = KubeVersion.parse(running), parse_version(target, "target version")
     if new.sort_key() < cur.sort_key():
-        raise InputError(f"{target} is older than the running {cur}: kprov never downgrades",
-                         hint=f"keep kubernetes_version at {cur} (restore an etcd snapshot to go back)")
+        raise InputError(
+            f"{target} is older than the running {cur}: kprov never downgrades",
+            hint=f"keep kubernetes_version at {cur} (restore an etcd snapshot to go back)",
+        )
     if new.major != cur.major or new.minor > cur.minor + 1:
         nxt = f"{cur.major}.{cur.minor + 1}"
-        raise InputError(f"{cur} -> {target} skips a minor version: upgrade one minor at a time",
-                         hint=f"upgrade to the latest {nxt}.x first (kprov upgrade --to {nxt}.N), then to {target}")
+        raise InputError(
+            f"{cur} -> {target} skips a minor version: upgrade one minor at a time",
+            hint=f"upgrade to the latest {nxt}.x first (kprov upgrade --to {nxt}.N), then to {target}",
+        )

@@ -28,14 +28,16 @@ LAB_VARS: dict = {
     "smoke_image": "docker.io/kprov/hello:1.0",
     "smoke_image_pull_policy": "Never",
     "smoke_command": [
-        "/bin/sh", "-c",
+        "/bin/sh",
+        "-c",
         'mkdir -p /www && echo "hello from $POD_NAME on $NODE_NAME" > /www/index.html && exec httpd -f -p 8080 -h /www',
     ],
     "smoke_args": None,
     # from inside a pod: the service name through cluster DNS (kprov-dns), then its ClusterIP (kube-proxy).
     # busybox-static's wget crashes in static glibc's NSS, hence nslookup + nc.
     "smoke_in_cluster_probe": [
-        "sh", "-c",
+        "sh",
+        "-c",
         "a=$(busybox nslookup hello.kprov-smoke.svc.cluster.local | awk '/^Address/ {a=$NF} END {print a}') && "
         "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 \"$a\" 80 | grep hello",
     ],

@@ -24,7 +24,36 @@ _CGEXEC = Path(__file__).with_name("_cgexec.py")
 CREATED_MARK = ".kprov-created"
 # Built-in kernel modules that roles modprobe. The kernel has no loadable modules and no
 # /lib/modules, so modprobe fails even for built-ins until modules.builtin lists them (+ depmod).
-FAKE_MODULES = ["overlay", "br_netfilter", "bridge", "veth", "nf_conntrack", "nf_nat", "ip_tables", "ip6_tables", "iptable_filter", "iptable_nat", "iptable_mangle", "ip6table_filter", "ip6table_nat", "x_tables", "xt_conntrack", "xt_MASQUERADE", "xt_addrtype", "xt_mark", "xt_comment", "xt_multiport", "nf_tables", "nft_compat", "vxlan", "ip_vs", "ip_vs_rr", "ip_vs_wrr", "ip_vs_sh", "ipip"]
+FAKE_MODULES = [
+    "overlay",
+    "br_netfilter",
+    "bridge",
+    "veth",
+    "nf_conntrack",
+    "nf_nat",
+    "ip_tables",
+    "ip6_tables",
+    "iptable_filter",
+    "iptable_nat",
+    "iptable_mangle",
+    "ip6table_filter",
+    "ip6table_nat",
+    "x_tables",
+    "xt_conntrack",
+    "xt_MASQUERADE",
+    "xt_addrtype",
+    "xt_mark",
+    "xt_comment",
+    "xt_multiport",
+    "nf_tables",
+    "nft_compat",
+    "vxlan",
+    "ip_vs",
+    "ip_vs_rr",
+    "ip_vs_wrr",
+    "ip_vs_sh",
+    "ipip",
+]
 STOP_TIMEOUT = 30.0  # clean poweroff; then the node's init is SIGKILLed (tears down its PID namespace)
 
 

@@ -29,8 +29,10 @@ def validate_section(section: Mapping[str, Any], provider: str = "lab", located:
             check.fail(key, f"expected an integer, got {value!r}", "e.g. nodes: 3")
     check.string("name")
     check.string("subnet")
-    checks = (("name", lambda: validate_name(section.get("name", DEFAULT_NAME))),
-              ("nodes", lambda: validate_counts(section.get("nodes", DEFAULT_NODES), section.get("control_planes", 1))))
+    checks = (
+        ("name", lambda: validate_name(section.get("name", DEFAULT_NAME))),
+        ("nodes", lambda: validate_counts(section.get("nodes", DEFAULT_NODES), section.get("control_planes", 1))),
+    )
     for key, test in checks:
         try:
             test()

@@ -68,30 +68,42 @@ class Module:
         out: dict[str, Any] = {}
         for key in args:
             if key not in self.params:
-                raise RoleError(f"{where}: module {self.name!r} has no argument {key!r}",
-                                hint=f"arguments of {self.name}: {', '.join(sorted(self.params))}")
+                raise RoleError(
+                    f"{where}: module {self.name!r} has no argument {key!r}",
+                    hint=f"arguments of {self.name}: {', '.join(sorted(self.params))}",
+                )
         for key, spec in self.params.items():
             if key not in args or args[key] is None:
                 if spec.required:
-                    raise RoleError(f"{where}: module {self.name!r} needs argument {key!r}",
-                                    hint=f"add {key}: to the task")
+                    raise RoleError(
+                        f"{where}: module {self.name!r} needs argument {key!r}", hint=f"add {key}: to the task"
+                    )
                 out[key] = spec.default
                 continue
             value = args[key]
             if spec.kind is int and isinstance(value, str) and value.isdigit():
                 value = int(value)
             kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-            if str in kinds and isinstance(value, (int, float)) and not isinstance(value, bool) \
-                    and not any(isinstance(value, k) for k in kinds):
+            if (
+                str in kinds
+                and isinstance(value, (int, float))
+                and not isinstance(value, bool)
+                and not any(isinstance(value, k) for k in kinds)
+            ):
                 # `content: "{{ n }}"` renders to the number itself; a string argument wants its text
                 value = str(value)
             if not isinstance(value, spec.kind) or (spec.kind is int and isinstance(value, bool)):
                 kinds = spec.kind if isinstance(spec.kind, tuple) else (spec.kind,)
-                raise RoleError(f"{where}: {self.name}.{key}: expected {'/'.join(k.__name__ for k in kinds)}, "
-                                f"got {type(value).__name__} {value!r}", hint="fix the task argument")
+                raise RoleError(
+                    f"{where}: {self.name}.{key}: expected {'/'.join(k.__name__ for k in kinds)}, "
+                    f"got {type(value).__name__} {value!r}",
+                    hint="fix the task argument",
+                )
             if spec.choices is not None and value not in spec.choices:
-                raise RoleError(f"{where}: {self.name}.{key}: {value!r} is not one of {list(spec.choices)}",
-                                hint="fix the task argument")
+                raise RoleError(
+                    f"{where}: {self.name}.{key}: {value!r} is not one of {list(spec.choices)}",
+                    hint="fix the task argument",
+                )
             out[key] = value
         return self.normalize(out, where)
 
@@ -127,11 +139,13 @@ def get_module(name: str, where: str) -> Module:
     try:
         return REGISTRY[name]
     except KeyError:
-        raise RoleError(f"{where}: unknown module {name!r}",
-                        hint=f"available modules: {', '.join(sorted(REGISTRY))}") from None
+        raise RoleError(
+            f"{where}: unknown module {name!r}", hint=f"available modules: {', '.join(sorted(REGISTRY))}"
+        ) from None
 
 
 # -- helpers for building change scripts ----------------------------------------------------------
+
 
 def q(value: str) -> str:
     return shlex.quote(str(value))
@@ -144,18 +158,18 @@ def join(argv: Sequence[str]) -> str:
 def write_file_script(path: str, content: bytes, mode: str | None, owner: str | None, group: str | None) -> str:
     """Atomic write: temp file in the same directory, chmod/chown, then rename over the target."""
     encoded = base64.b64encode(content).decode()
-    lines = "\n".join(encoded[i:i + 76] for i in range(0, len(encoded), 76))
+    lines = "\n".join(encoded[i : i + 76] for i in range(0, len(encoded), 76))
     qp = q(path)
     qd = q(posixpath.dirname(path) or ".")
     steps = [
         f"mkdir -p -- {qd}",
         f"tmp=$(mktemp {q((posixpath.dirname(path) or '.') + '/.kprov.XXXXXX')})",
         f"base64 -d > \"$tmp\" <<'KPROV_EOF'\n{lines}\nKPROV_EOF",
-        f"chmod {q(mode or '0644')} \"$tmp\"",
+        f'chmod {q(mode or "0644")} "$tmp"',
     ]
     if owner or group:
-        steps.append(f"chown {q((owner or '') + (':' + group if group else ''))} \"$tmp\"")
-    steps.append(f"mv -f -- \"$tmp\" {qp}")
+        steps.append(f'chown {q((owner or "") + (":" + group if group else ""))} "$tmp"')
+    steps.append(f'mv -f -- "$tmp" {qp}')
     return "\n".join(steps)
 
 
@@ -173,8 +187,11 @@ def text_diff(path: str, old: bytes | None, new: bytes) -> str:
         new_s = new.decode().splitlines(keepends=True)
     except UnicodeDecodeError:
         return f"binary file {path} changed"
-    return "".join(difflib.unified_diff(old_s, new_s, fromfile=f"{path} (host)" if old is not None else "/dev/null",
-                                        tofile=f"{path} (kprov)"))
+    return "".join(
+        difflib.unified_diff(
+            old_s, new_s, fromfile=f"{path} (host)" if old is not None else "/dev/null", tofile=f"{path} (kprov)"
+        )
+    )
 
 
 def as_list(value: Any) -> list[Any]:

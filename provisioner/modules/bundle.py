@@ -51,10 +51,21 @@ class BundleServeModule(Module):
             return NoChange("no other node needs the bundle")
         if args["unavailable"] or not args["port"] or not args["token"]:
             return NoChange(f"not served ({args['unavailable'] or 'no port'}): the other nodes upload directly")
-        script = serve_script(args["root"], args["bind"], args["port"], args["token"], args["peers"],
-                              args["idle"], args["deadline"], args["meanwhile"])
-        return Change(f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes", script,
-                      reports_changed=False)
+        script = serve_script(
+            args["root"],
+            args["bind"],
+            args["port"],
+            args["token"],
+            args["peers"],
+            args["idle"],
+            args["deadline"],
+            args["meanwhile"],
+        )
+        return Change(
+            f"serve the bundle on {args['bind']}:{args['port']} to {len(args['peers'])} nodes",
+            script,
+            reports_changed=False,
+        )
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         # the server's summary (bytes served, to whom, why it stopped) is what the run reports
@@ -80,8 +91,10 @@ class BundlePullModule(Module):
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
         for f in args["files"]:
             if not isinstance(f, Mapping) or not {"path", "sha256", "size"} <= set(f):
-                raise RoleError(f"{where}: bundle_pull.files: each entry needs path, sha256 and size",
-                                hint="files: \"{{ bundle_files }}\"")
+                raise RoleError(
+                    f"{where}: bundle_pull.files: each entry needs path, sha256 and size",
+                    hint='files: "{{ bundle_files }}"',
+                )
         args["files"] = needed_files(args["files"], args["control_plane"])
         return args
 
@@ -91,8 +104,9 @@ class BundlePullModule(Module):
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         m = self._marker(args)
         # the same resource as the unpack task's `creates`: a pull invalidates it
-        return [FactQuery("present", f"file:{m}", f"[ -e {q(m)} ] && echo yes || echo no",
-                          lambda o, rc: o.strip() == "yes")]
+        return [
+            FactQuery("present", f"file:{m}", f"[ -e {q(m)} ] && echo yes || echo no", lambda o, rc: o.strip() == "yes")
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{self._marker(args)}"}
@@ -109,5 +123,11 @@ class BundlePullModule(Module):
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
         out = stdout.strip()
-        return {"stdout": out, "stdout_lines": out.splitlines(), "rc": rc, "msg": out or change.msg,
-                "pulled": "pulled:" in out, "fallback": "fallback:" in out}
+        return {
+            "stdout": out,
+            "stdout_lines": out.splitlines(),
+            "rc": rc,
+            "msg": out or change.msg,
+            "pulled": "pulled:" in out,
+            "fallback": "fallback:" in out,
+        }

@@ -44,26 +44,41 @@ class CommandModule(Module):
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
         if bool(args["argv"]) == bool(args["shell"]):
-            raise RoleError(f"{where}: command needs exactly one of argv: or shell:",
-                            hint="argv: [kubeadm, version] (preferred) or shell: 'a | b'")
+            raise RoleError(
+                f"{where}: command needs exactly one of argv: or shell:",
+                hint="argv: [kubeadm, version] (preferred) or shell: 'a | b'",
+            )
         if args["argv"]:
             args["argv"] = [str(a) for a in args["argv"]]
         for key in args["env"]:
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", str(key)):
-                raise RoleError(f"{where}: command env: {key!r} is not a valid variable name",
-                                hint="use letters, digits and '_', not starting with a digit")
+                raise RoleError(
+                    f"{where}: command env: {key!r} is not a valid variable name",
+                    hint="use letters, digits and '_', not starting with a digit",
+                )
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         out = []
         if args["unless"]:
-            out.append(FactQuery("unless", f"unless:{args['unless']}",
-                                 f"{{ {args['unless']}\n}} >/dev/null 2>&1 </dev/null && echo yes || echo no",
-                                 lambda o, rc: o.strip() == "yes"))
+            out.append(
+                FactQuery(
+                    "unless",
+                    f"unless:{args['unless']}",
+                    f"{{ {args['unless']}\n}} >/dev/null 2>&1 </dev/null && echo yes || echo no",
+                    lambda o, rc: o.strip() == "yes",
+                )
+            )
         for key in ("creates", "removes"):
             if args[key]:
-                out.append(FactQuery(key, f"file:{args[key]}", f"[ -e {q(args[key])} ] && echo yes || echo no",
-                                     lambda o, rc: o.strip() == "yes"))
+                out.append(
+                    FactQuery(
+                        key,
+                        f"file:{args[key]}",
+                        f"[ -e {q(args[key])} ] && echo yes || echo no",
+                        lambda o, rc: o.strip() == "yes",
+                    )
+                )
         return out
 
     def command_line(self, args: Mapping[str, Any]) -> str:
@@ -91,8 +106,12 @@ class CommandModule(Module):
         return Change(f"run: {shown}", self.command_line(args))
 
     def result_data(self, args: Mapping[str, Any], change: Change, rc: int, stdout: str, stderr: str) -> dict[str, Any]:
-        return {"rc": rc, "stdout": stdout.rstrip("\n"), "stderr": stderr.rstrip("\n"),
-                "stdout_lines": stdout.splitlines()}
+        return {
+            "rc": rc,
+            "stdout": stdout.rstrip("\n"),
+            "stderr": stderr.rstrip("\n"),
+            "stdout_lines": stdout.splitlines(),
+        }
 
 
 @register
@@ -126,21 +145,31 @@ class WaitForModule(Module):
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         if args["port"]:
             # host and port are arguments of the bash one-liner, never part of its code
-            probe = join(["bash", "-c", '(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null', "kprov-wait",
-                          args["host"], str(int(args["port"]))])
+            probe = join(
+                [
+                    "bash",
+                    "-c",
+                    '(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null',
+                    "kprov-wait",
+                    args["host"],
+                    str(int(args["port"])),
+                ]
+            )
             what = f"{args['host']}:{args['port']}"
         else:
             probe = join(args["argv"]) if args["argv"] else f"sh -c {q(args['shell'])}"
             what = join(args["argv"]) if args["argv"] else args["shell"]
         # whole seconds only in sh: give up when the clock is *past* the end, so at least `timeout` seconds pass.
         # The last attempt's output goes to a private mktemp file (a fixed /tmp name is a symlink trap for root).
-        script = (f"out=$(mktemp) || exit 1\n"
-                  f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
-                  f"while ! {probe} >\"$out\" 2>&1 </dev/null; do\n"
-                  f"  if [ $(date +%s) -gt $end ]; then tail -n 20 \"$out\" >&2; rm -f \"$out\";"
-                  f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
-                  f" exit 1; fi\n"
-                  f"  sleep {q(str(args['interval']))}\ndone\nrm -f \"$out\"")
+        script = (
+            f"out=$(mktemp) || exit 1\n"
+            f"end=$(( $(date +%s) + {int(args['timeout'])} ))\n"
+            f'while ! {probe} >"$out" 2>&1 </dev/null; do\n'
+            f'  if [ $(date +%s) -gt $end ]; then tail -n 20 "$out" >&2; rm -f "$out";'
+            f" echo {q(args['msg'] or 'timed out after ' + str(args['timeout']) + 's waiting for ' + what)} >&2;"
+            f" exit 1; fi\n"
+            f'  sleep {q(str(args["interval"]))}\ndone\nrm -f "$out"'
+        )
         return Change(f"wait for {what}", script, reports_changed=False)
 
 
@@ -151,15 +180,21 @@ class AssertModule(Module):
     name = "assert"
     batchable = False
     runs_in_check = True
-    params = {"that": Param((list, str, bool), required=True), "msg": Param(str, default="assertion failed"),
-              "results": Param(list, internal=True)}
+    params = {
+        "that": Param((list, str, bool), required=True),
+        "msg": Param(str, default="assertion failed"),
+        "results": Param(list, internal=True),
+    }
 
     def prepare(self, raw: Mapping[str, Any], r: ArgRenderer) -> dict[str, Any]:
         # the expressions are evaluated here, against the host's variables; check() only reads the results
         that = raw.get("that")
         exprs = that if isinstance(that, list) else [that]
-        return {"that": exprs, "msg": r.render(raw.get("msg", "assertion failed")),
-                "results": [(str(e), r.evaluate(e)) for e in exprs]}
+        return {
+            "that": exprs,
+            "msg": r.render(raw.get("msg", "assertion failed")),
+            "results": [(str(e), r.evaluate(e)) for e in exprs],
+        }
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return set()

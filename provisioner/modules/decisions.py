@@ -76,8 +76,9 @@ class Upload(Effect):
 
     def apply(self, io: HostIO, *, timeout: float | None = None) -> CommandResult:
         dest, part = self.dest, self.dest + ".part"
-        prep = io.script(f"set -e\nmkdir -p -- \"$(dirname -- {_q(dest)})\"\n"
-                         + ("" if self.offset else f"rm -f -- {_q(part)}\n"))
+        prep = io.script(
+            f'set -e\nmkdir -p -- "$(dirname -- {_q(dest)})"\n' + ("" if self.offset else f"rm -f -- {_q(part)}\n")
+        )
         if prep.rc != 0:
             return prep
         t0 = time.monotonic()
@@ -85,10 +86,11 @@ class Upload(Effect):
             io.put_stream(part, fh, offset=self.offset)
         verify = io.script(
             f"set -e\nsum=$(sha256sum < {_q(part)} | cut -c1-64)\n"
-            f"if [ \"$sum\" != {_q(self.sha256)} ]; then rm -f -- {_q(part)}; "
-            f"echo \"checksum mismatch after upload: $sum\" >&2; exit 1; fi\n"
+            f'if [ "$sum" != {_q(self.sha256)} ]; then rm -f -- {_q(part)}; '
+            f'echo "checksum mismatch after upload: $sum" >&2; exit 1; fi\n'
             f"chmod {_q(self.mode)} {_q(part)}\nmv -f -- {_q(part)} {_q(dest)}\n"
-            f"echo \"$sum\" > {_q(dest + '.sha256')}\n")
+            f'echo "$sum" > {_q(dest + ".sha256")}\n'
+        )
         return CommandResult(verify.rc, verify.stdout, verify.stderr, int((time.monotonic() - t0) * 1000))
 
 

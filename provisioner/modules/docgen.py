@@ -1,7 +1,7 @@
 """Generate docs/modules.md from each module's docstring, parameter table and class attributes.
 
-    python -m provisioner.modules.docgen            # rewrite docs/modules.md
-    python -m provisioner.modules.docgen --check    # exit 1 when docs/modules.md is stale (tests run this)
+python -m provisioner.modules.docgen            # rewrite docs/modules.md
+python -m provisioner.modules.docgen --check    # exit 1 when docs/modules.md is stale (tests run this)
 """
 
 from __future__ import annotations
@@ -43,8 +43,14 @@ def _value(v: Any) -> str:
 
 def module_section(m: Module) -> str:
     doc = inspect.cleandoc(type(m).__doc__ or "").strip()
-    lines = [f"## `{m.name}`", "", doc, "",
-             f"batchable: {'yes' if m.batchable else 'no'} · in plan: {'yes' if m.runs_in_check else 'no'}", ""]
+    lines = [
+        f"## `{m.name}`",
+        "",
+        doc,
+        "",
+        f"batchable: {'yes' if m.batchable else 'no'} · in plan: {'yes' if m.runs_in_check else 'no'}",
+        "",
+    ]
     params = {k: p for k, p in m.params.items() if not p.internal}
     if not params:
         lines += ["No arguments (`{}`).", ""]

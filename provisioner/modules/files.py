@@ -39,8 +39,10 @@ def _mode_str(mode: Any) -> str | None:
             raise RoleError(f"invalid file mode {mode!r}", hint='quote octal modes: mode: "0644"')
         if mode > 0o777 and re.fullmatch(r"[0-7]{3}", str(mode)):
             # `mode: 644` is the decimal number 644 (octal 1204), never what was meant
-            raise RoleError(f"file mode {mode} is a decimal number (octal {oct(mode)[2:]})",
-                            hint=f'quote octal modes: mode: "0{mode}"')
+            raise RoleError(
+                f"file mode {mode} is a decimal number (octal {oct(mode)[2:]})",
+                hint=f'quote octal modes: mode: "0{mode}"',
+            )
         return oct(mode)[2:].rjust(3, "0")
     s = str(mode).strip()
     if not re.fullmatch(r"[0-7]{3,4}", s):
@@ -98,11 +100,18 @@ class FileModule(Module):
         path = args["path"]
         if args["state"] == "link":
             qp = q(path)
-            return [FactQuery("link", f"file:{path}",
-                              f"if [ -L {qp} ]; then readlink -- {qp}; elif [ -d {qp} ]; then echo '<directory>'; "
-                              f"else echo '<not-a-link>'; fi", lambda o, rc: o.rstrip("\n"))]
-        return [FactQuery("file", f"file:{path}", file_state_script(path, args["content"] is not None),
-                          parse_file_state)]
+            return [
+                FactQuery(
+                    "link",
+                    f"file:{path}",
+                    f"if [ -L {qp} ]; then readlink -- {qp}; elif [ -d {qp} ]; then echo '<directory>'; "
+                    f"else echo '<not-a-link>'; fi",
+                    lambda o, rc: o.rstrip("\n"),
+                )
+            ]
+        return [
+            FactQuery("file", f"file:{path}", file_state_script(path, args["content"] is not None), parse_file_state)
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{args['path']}"}
@@ -114,9 +123,13 @@ class FileModule(Module):
                 return NoChange(f"{path} -> {args['src']}")
             if facts["link"] == "<directory>":
                 # ln -sfn would put the link *inside* the directory, and change again on every run
-                raise RoleError(f"{path} is a directory, not a link", hint="remove it first (state: absent) or pick another path")
-            return Change(f"link {path} -> {args['src']}",
-                          f"mkdir -p -- \"$(dirname -- {q(path)})\"\nln -sfn -- {q(args['src'])} {q(path)}")
+                raise RoleError(
+                    f"{path} is a directory, not a link", hint="remove it first (state: absent) or pick another path"
+                )
+            return Change(
+                f"link {path} -> {args['src']}",
+                f'mkdir -p -- "$(dirname -- {q(path)})"\nln -sfn -- {q(args["src"])} {q(path)}',
+            )
         st: FileState = facts["file"]
         if state == "absent":
             if not st.exists:
@@ -134,8 +147,10 @@ class FileModule(Module):
         content = args["content"]
         if content is None:
             if not st.exists:
-                return fail_on_apply(f"set attributes of {path}",
-                                     f"file {path}: absent and no content given (give content: or use state: absent)")
+                return fail_on_apply(
+                    f"set attributes of {path}",
+                    f"file {path}: absent and no content given (give content: or use state: absent)",
+                )
             diffs = _attrs_differ(st, mode, owner, group)
             if not diffs:
                 return NoChange(f"{path} attributes ok")
@@ -151,8 +166,11 @@ class FileModule(Module):
             raise RoleError(f"{path} exists and is a {st.kind}, not a file", hint="remove it or change the task's path")
         verb = "update" if st.exists else "create"
         mode = mode or (st.mode if st.exists else "644")
-        return Change(f"{verb} {path}", write_file_script(path, data, mode, owner, group),
-                      diff=text_diff(path, st.content if st.exists else None, data))
+        return Change(
+            f"{verb} {path}",
+            write_file_script(path, data, mode, owner, group),
+            diff=text_diff(path, st.content if st.exists else None, data),
+        )
 
     @staticmethod
     def _attr_script(path: str, mode: str | None, owner: str | None, group: str | None) -> str:
@@ -179,8 +197,15 @@ class TemplateModule(FileModule):
     }
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
-        file_args = {"path": args["dest"], "state": "file", "content": args["content"], "src": None,
-                     "mode": args["mode"], "owner": args["owner"], "group": args["group"]}
+        file_args = {
+            "path": args["dest"],
+            "state": "file",
+            "content": args["content"],
+            "src": None,
+            "mode": args["mode"],
+            "owner": args["owner"],
+            "group": args["group"],
+        }
         out = FileModule.normalize(self, file_args, where)
         out["template"] = args["src"]
         return out
@@ -231,7 +256,9 @@ class LineModule(Module):
             if args["state"] == "absent":
                 return NoChange(f"{path} absent")
             if not args["create"]:
-                return fail_on_apply(f"edit {path}", f"{path} does not exist (set create: true or create the file first)")
+                return fail_on_apply(
+                    f"edit {path}", f"{path} does not exist (set create: true or create the file first)"
+                )
         if st.exists and st.kind == "symbolic link":
             # the edit is written with a rename, which would replace the link by a plain file
             raise RoleError(f"{path} is a symbolic link", hint="give the link's target as path")
@@ -270,8 +297,11 @@ class LineModule(Module):
             return NoChange(f"{path} already as wanted")
         data = new.encode()
         mode = args["mode"] or (st.mode if st.exists else "644")
-        return Change(f"edit {path}", write_file_script(path, data, mode, st.owner or None, st.group or None),
-                      diff=text_diff(path, st.content if st.exists else None, data))
+        return Change(
+            f"edit {path}",
+            write_file_script(path, data, mode, st.owner or None, st.group or None),
+            diff=text_diff(path, st.content if st.exists else None, data),
+        )
 
 
 @register
@@ -295,8 +325,14 @@ class FetchModule(Module):
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         # the content travels with the facts whatever its size: the engine writes it locally
-        return [FactQuery("file", f"file:{args['src']}", file_state_script(args["src"], with_content=True, limit=None),
-                          parse_file_state)]
+        return [
+            FactQuery(
+                "file",
+                f"file:{args['src']}",
+                file_state_script(args["src"], with_content=True, limit=None),
+                parse_file_state,
+            )
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return set()
@@ -304,8 +340,10 @@ class FetchModule(Module):
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         st: FileState = facts["file"]
         if not st.is_file:
-            return fail_on_apply(f"fetch {args['src']} -> {args['dest']}",
-                                 f"remote file {args['src']} does not exist (run the role that creates it first)")
+            return fail_on_apply(
+                f"fetch {args['src']} -> {args['dest']}",
+                f"remote file {args['src']} does not exist (run the role that creates it first)",
+            )
         dest = Path(args["dest"])
         content = st.content or b""
         if args["server"]:
@@ -315,8 +353,9 @@ class FetchModule(Module):
         if local is not None and local == content and mode_ok:
             return NoChange(f"{dest} up to date")
         # the content came with the facts: nothing to run on the host, the engine writes locally
-        return LocalWrite(f"fetch {args['src']} -> {dest}", str(dest), content, args["mode"],
-                          diff=f"local file {dest} updated")
+        return LocalWrite(
+            f"fetch {args['src']} -> {dest}", str(dest), content, args["mode"], diff=f"local file {dest} updated"
+        )
 
 
 @register
@@ -346,11 +385,14 @@ class UploadModule(Module):
         d = q(args["dest"])
         # the checksum recorded after a verified upload (not older than the file) spares hashing
         # hundreds of MB on every run
-        script = (f"if [ -f {d} ] && [ -f {d}.sha256 ] && [ ! {d} -nt {d}.sha256 ]; then cut -c1-64 {d}.sha256; "
-                  f"elif [ -f {d} ]; then sha256sum < {d} | cut -c1-64; else echo none; fi; "
-                  f"if [ -f {d}.part ]; then stat -c %s -- {d}.part; else echo 0; fi")
-        return [FactQuery("remote", f"file:{args['dest']}", script,
-                          lambda o, rc: tuple((o.split() + ["none", "0"])[:2]))]
+        script = (
+            f"if [ -f {d} ] && [ -f {d}.sha256 ] && [ ! {d} -nt {d}.sha256 ]; then cut -c1-64 {d}.sha256; "
+            f"elif [ -f {d} ]; then sha256sum < {d} | cut -c1-64; else echo none; fi; "
+            f"if [ -f {d}.part ]; then stat -c %s -- {d}.part; else echo 0; fi"
+        )
+        return [
+            FactQuery("remote", f"file:{args['dest']}", script, lambda o, rc: tuple((o.split() + ["none", "0"])[:2]))
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{args['dest']}"}
@@ -362,5 +404,11 @@ class UploadModule(Module):
         size = os.path.getsize(args["src"])
         offset = int(part) if part.isdigit() and int(part) <= size else 0
         note = f", resuming at {offset} bytes" if offset else ""
-        return Upload(f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}",
-                      src=args["src"], dest=args["dest"], sha256=args["sha256"], mode=args["mode"], offset=offset)
+        return Upload(
+            f"upload {Path(args['src']).name} ({size // 1048576} MiB) -> {args['dest']}{note}",
+            src=args["src"],
+            dest=args["dest"],
+            sha256=args["sha256"],
+            mode=args["mode"],
+            offset=offset,
+        )

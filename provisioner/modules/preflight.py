@@ -41,8 +41,10 @@ class HostFactsModule(Module):
 
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         hf = HostFacts.from_answers(facts)
-        return SetVars(f"{hf.os_id} {hf.os_version}, {hf.cpus} CPUs, {hf.memory_mb} MiB, cgroup v{hf.cgroup_version}",
-                       vars={"host_facts": hf})
+        return SetVars(
+            f"{hf.os_id} {hf.os_version}, {hf.cpus} CPUs, {hf.memory_mb} MiB, cgroup v{hf.cgroup_version}",
+            vars={"host_facts": hf},
+        )
 
 
 def _node(view: Mapping[str, Any]) -> Node | None:
@@ -65,7 +67,8 @@ class PreflightCheckModule(Module):
     params: ClassVar[dict[str, Param]] = {
         "check": Param(str, required=True, choices=(*HOST_CHECKS, _UNIQUE)),
         # filled in by prepare() from the host's variables, not given in the task
-        "node": Param(Node, internal=True), "peers": Param(list, internal=True),
+        "node": Param(Node, internal=True),
+        "peers": Param(list, internal=True),
         "requirements": Param(Requirements, internal=True),
     }
 
@@ -83,10 +86,16 @@ class PreflightCheckModule(Module):
             req = Requirements(**settings)
             req = Requirements(**{f.name: _typed(f.name, getattr(req, f.name)) for f in fields(Requirements)})
         except (TypeError, ValueError) as exc:
-            raise RoleError(f"preflight_check: bad preflight_* setting: {exc}",
-                            hint="see roles/preflight/defaults.yaml for the expected types") from None
-        return {"check": r.render(raw.get("check")), "node": _node(view),
-                "peers": [n for n in map(_node, hostvars.values()) if n is not None], "requirements": req}
+            raise RoleError(
+                f"preflight_check: bad preflight_* setting: {exc}",
+                hint="see roles/preflight/defaults.yaml for the expected types",
+            ) from None
+        return {
+            "check": r.render(raw.get("check")),
+            "node": _node(view),
+            "peers": [n for n in map(_node, hostvars.values()) if n is not None],
+            "requirements": req,
+        }
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return set()
@@ -94,8 +103,10 @@ class PreflightCheckModule(Module):
     def check(self, args: Mapping[str, Any], facts: Mapping[str, Any]) -> Decision:
         node: Node | None = args["node"]
         if node is None:
-            raise RoleError("preflight_check: no host facts gathered on this host",
-                            hint="run the host_facts module first (roles/preflight)")
+            raise RoleError(
+                "preflight_check: no host facts gathered on this host",
+                hint="run the host_facts module first (roles/preflight)",
+            )
         if args["check"] == _UNIQUE:
             problem = unique_identity(node, args["peers"], args["requirements"])
         else:

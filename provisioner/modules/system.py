@@ -41,8 +41,10 @@ APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 APT_OPTS = "-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
 #: a run interrupted in the middle of dpkg (Ctrl-C, a timeout, a lost connection) leaves packages unpacked but not
 #: configured, and apt refuses every later install ("dpkg was interrupted") until they are: finish that first
-DPKG_RESUME = ("if [ -n \"$(ls -A /var/lib/dpkg/updates 2>/dev/null)\" ] || [ -n \"$(dpkg --audit 2>/dev/null)\" ]; "
-               f"then {APT_ENV} dpkg --force-confdef --force-confold --configure -a; fi")
+DPKG_RESUME = (
+    'if [ -n "$(ls -A /var/lib/dpkg/updates 2>/dev/null)" ] || [ -n "$(dpkg --audit 2>/dev/null)" ]; '
+    f"then {APT_ENV} dpkg --force-confdef --force-confold --configure -a; fi"
+)
 
 
 @register
@@ -89,10 +91,12 @@ class PackageModule(Module):
             present = [n for n in names if states.get(n, PackageState(n, False)).installed]
             if not present:
                 return NoChange(f"absent: {', '.join(names)}")
-            return Change(f"remove {', '.join(present)}",
-                          f"apt-mark unhold {join(present)} >/dev/null 2>&1 || true\n"
-                          f"{APT_ENV} apt-get purge -y -q {APT_OPTS} {join(present)}",
-                          diff="".join(f"- {n} {states[n].version}\n" for n in present))
+            return Change(
+                f"remove {', '.join(present)}",
+                f"apt-mark unhold {join(present)} >/dev/null 2>&1 || true\n"
+                f"{APT_ENV} apt-get purge -y -q {APT_OPTS} {join(present)}",
+                diff="".join(f"- {n} {states[n].version}\n" for n in present),
+            )
         missing, wrong, unheld = [], [], []
         for n in names:
             st = states.get(n, PackageState(n, False))
@@ -118,8 +122,10 @@ class PackageModule(Module):
                 lines.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
             if wrong:
                 lines.append(f"apt-mark unhold {join(wrong)} >/dev/null 2>&1 || true")
-            lines.append(f"{APT_ENV} apt-get install -y -q{recommends} --allow-downgrades "
-                         f"--allow-change-held-packages {APT_OPTS} {join(specs)}")
+            lines.append(
+                f"{APT_ENV} apt-get install -y -q{recommends} --allow-downgrades "
+                f"--allow-change-held-packages {APT_OPTS} {join(specs)}"
+            )
             diff = "".join(f"+ {s}\n" for s in specs)
         if args["hold"]:
             lines.append(f"apt-mark hold {join(names)} >/dev/null")
@@ -157,21 +163,26 @@ class AptRepositoryModule(Module):
 
     def normalize(self, args: dict[str, Any], where: str) -> dict[str, Any]:
         if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", args["name"]):
-            raise RoleError(f"{where}: apt_repository name {args['name']!r} is not a plain file name",
-                            hint="letters, digits, '.', '_' and '-'")
+            raise RoleError(
+                f"{where}: apt_repository name {args['name']!r} is not a plain file name",
+                hint="letters, digits, '.', '_' and '-'",
+            )
         for key in ("uri", "suites", "components", "key_url"):
             if any(c in args[key] for c in "\n\r\0"):
                 # one line of a deb822 file each: a line break would add fields of the caller's choosing
-                raise RoleError(f"{where}: apt_repository {key} {args[key]!r} has a line break",
-                                hint="one line each: uri, suites, components, key_url")
+                raise RoleError(
+                    f"{where}: apt_repository {key} {args[key]!r} has a line break",
+                    hint="one line each: uri, suites, components, key_url",
+                )
         args["keyring"] = args["keyring"] or f"/etc/apt/keyrings/{args['name']}.gpg"
         args["file"] = f"/etc/apt/sources.list.d/{args['name']}.sources"
         return args
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
-        return [FactQuery("list", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
-                FactQuery("key", f"file:{args['keyring']}", file_state_script(args["keyring"], False),
-                          parse_file_state)]
+        return [
+            FactQuery("list", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
+            FactQuery("key", f"file:{args['keyring']}", file_state_script(args["keyring"], False), parse_file_state),
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{args['file']}", f"file:{args['keyring']}", "packages"}
@@ -196,16 +207,18 @@ class AptRepositoryModule(Module):
             # download and dearmor into temp files next to the keyring, check, then rename: a failed
             # download never leaves an empty keyring behind (an empty one counts as missing anyway)
             kr = q(args["keyring"])
-            steps.append(f"mkdir -p -m 0755 \"$(dirname -- {kr})\"\n"
-                         f"kdl=$(mktemp \"$(dirname -- {kr})/.kprov-key.XXXXXX\")\n"
-                         f"kgpg=$(mktemp \"$(dirname -- {kr})/.kprov-key.XXXXXX\")\n"
-                         f"trap 'rm -f \"$kdl\" \"$kgpg\"' EXIT\n"
-                         f"curl -fsSL --retry 3 --max-time 120 -o \"$kdl\" -- {q(args['key_url'])}\n"
-                         f"[ -s \"$kdl\" ] || {{ echo 'kprov: empty key download from '{q(args['key_url'])} >&2; exit 1; }}\n"
-                         f"gpg --batch --yes --dearmor -o \"$kgpg\" \"$kdl\"\n"
-                         f"[ -s \"$kgpg\" ] || {{ echo 'kprov: the downloaded key is not a PGP key' >&2; exit 1; }}\n"
-                         f"chmod 0644 \"$kgpg\"\n"
-                         f"mv -f -- \"$kgpg\" {kr}")
+            steps.append(
+                f'mkdir -p -m 0755 "$(dirname -- {kr})"\n'
+                f'kdl=$(mktemp "$(dirname -- {kr})/.kprov-key.XXXXXX")\n'
+                f'kgpg=$(mktemp "$(dirname -- {kr})/.kprov-key.XXXXXX")\n'
+                f'trap \'rm -f "$kdl" "$kgpg"\' EXIT\n'
+                f'curl -fsSL --retry 3 --max-time 120 -o "$kdl" -- {q(args["key_url"])}\n'
+                f"[ -s \"$kdl\" ] || {{ echo 'kprov: empty key download from '{q(args['key_url'])} >&2; exit 1; }}\n"
+                f'gpg --batch --yes --dearmor -o "$kgpg" "$kdl"\n'
+                f"[ -s \"$kgpg\" ] || {{ echo 'kprov: the downloaded key is not a PGP key' >&2; exit 1; }}\n"
+                f'chmod 0644 "$kgpg"\n'
+                f'mv -f -- "$kgpg" {kr}'
+            )
             msgs.append(f"fetch key {args['key_url']}")
         if lst.content != want:
             steps.append(write_file_script(args["file"], want, "644", None, None))
@@ -213,8 +226,9 @@ class AptRepositoryModule(Module):
         if not steps:
             return NoChange(f"repository {args['name']} present")
         steps.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
-        return Change("; ".join(msgs), "\n".join(steps),
-                      diff=text_diff(args["file"], lst.content if lst.exists else None, want))
+        return Change(
+            "; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], lst.content if lst.exists else None, want)
+        )
 
 
 @register
@@ -231,9 +245,14 @@ class ServiceModule(Module):
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         unit = args["name"]
-        return [FactQuery("svc", f"service:{unit}",
-                          f"systemctl show -p LoadState,ActiveState,UnitFileState,SubState -- {q(unit)}",
-                          parse_systemctl_show)]
+        return [
+            FactQuery(
+                "svc",
+                f"service:{unit}",
+                f"systemctl show -p LoadState,ActiveState,UnitFileState,SubState -- {q(unit)}",
+                parse_systemctl_show,
+            )
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"service:{args['name']}"}
@@ -243,8 +262,10 @@ class ServiceModule(Module):
         unit = q(args["name"])
         if not st.exists and not args["daemon_reload"]:
             # in plan, an earlier task (a package) may be about to install the unit
-            return fail_on_apply(f"{args['name']}: {args['state'] or 'configure'}",
-                                 f"unit {args['name']} not found on the host (install the package that ships it first)")
+            return fail_on_apply(
+                f"{args['name']}: {args['state'] or 'configure'}",
+                f"unit {args['name']} not found on the host (install the package that ships it first)",
+            )
         steps, msgs = [], []
         if args["daemon_reload"]:
             steps.append("systemctl daemon-reload")
@@ -292,9 +313,11 @@ class SysctlModule(Module):
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         keys = " ".join(q(k) for k in args["values"])
-        script = f"for k in {keys}; do printf '%s=' \"$k\"; sysctl -n \"$k\" 2>/dev/null || echo; done"
-        return [FactQuery("file", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
-                FactQuery("live", "sysctl", script, parse_sysctl_values)]
+        script = f'for k in {keys}; do printf \'%s=\' "$k"; sysctl -n "$k" 2>/dev/null || echo; done'
+        return [
+            FactQuery("file", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
+            FactQuery("live", "sysctl", script, parse_sysctl_values),
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{args['file']}", "sysctl"}
@@ -335,10 +358,14 @@ class KernelModuleModule(Module):
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
         # loaded modules, modules with a /sys/module entry, and built-ins (always "loaded")
-        script = ("cut -d' ' -f1 /proc/modules 2>/dev/null; ls /sys/module 2>/dev/null; "
-                  "sed -e 's|.*/||' -e 's|\\.ko.*||' /lib/modules/$(uname -r)/modules.builtin 2>/dev/null; true")
-        return [FactQuery("file", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
-                FactQuery("loaded", "kernel_modules", script, parse_loaded_modules)]
+        script = (
+            "cut -d' ' -f1 /proc/modules 2>/dev/null; ls /sys/module 2>/dev/null; "
+            "sed -e 's|.*/||' -e 's|\\.ko.*||' /lib/modules/$(uname -r)/modules.builtin 2>/dev/null; true"
+        )
+        return [
+            FactQuery("file", f"file:{args['file']}", file_state_script(args["file"]), parse_file_state),
+            FactQuery("loaded", "kernel_modules", script, parse_loaded_modules),
+        ]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
         return {f"file:{args['file']}", "kernel_modules"}
@@ -369,9 +396,11 @@ class SwapModule(Module):
     params = {"state": Param(str, default="off", choices=("off",))}
 
     def facts(self, args: Mapping[str, Any]) -> list[FactQuery]:
-        script = ("swapon --show=NAME --noheadings 2>/dev/null; echo --fstab--; "
-                  "grep -E '^[[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab "
-                  "2>/dev/null; true")
+        script = (
+            "swapon --show=NAME --noheadings 2>/dev/null; echo --fstab--; "
+            "grep -E '^[[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]]' /etc/fstab "
+            "2>/dev/null; true"
+        )
         return [FactQuery("swap", "swap", script, parse_swap)]
 
     def touches(self, args: Mapping[str, Any]) -> set[str]:
@@ -384,11 +413,16 @@ class SwapModule(Module):
             steps.append("swapoff -a")
             msgs.append(f"swapoff {', '.join(st.active)}")
         if st.fstab_entries:
-            steps.append("sed -i.kprov-bak -E "
-                         "'s@^([[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]].*)$@# \\1  # disabled by kprov@' "
-                         "/etc/fstab")
+            steps.append(
+                "sed -i.kprov-bak -E "
+                "'s@^([[:space:]]*[^#[:space:]]+[[:space:]]+[^[:space:]]+[[:space:]]+swap[[:space:]].*)$@# \\1  # disabled by kprov@' "
+                "/etc/fstab"
+            )
             msgs.append(f"comment out {len(st.fstab_entries)} swap line(s) in /etc/fstab")
         if not steps:
             return NoChange("swap is off")
-        return Change("; ".join(msgs), "\n".join(steps),
-                      diff="".join(f"- {ln}\n+ # {ln}  # disabled by kprov\n" for ln in st.fstab_entries))
+        return Change(
+            "; ".join(msgs),
+            "\n".join(steps),
+            diff="".join(f"- {ln}\n+ # {ln}  # disabled by kprov\n" for ln in st.fstab_entries),
+        )

@@ -59,8 +59,6 @@ def resolve_path(value: str, inventory: Mapping[str, Any]) -> Path:
     return Path(os.path.normpath(path if path.is_absolute() else inventory_dir(inventory) / path))
 
 
-
-
 def as_list(value: Any) -> list[Any]:
     """None -> [], scalar -> [scalar], list -> list."""
     if value is None:

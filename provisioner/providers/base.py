@@ -71,8 +71,10 @@ def get_provider(name: str) -> Provider:
     try:
         module = importlib.import_module(BUILTIN[name])
     except ModuleNotFoundError:
-        raise InventoryError(f"provider {name!r} is not available in this build of kprov",
-                             hint="use provider: static with an explicit hosts list") from None
+        raise InventoryError(
+            f"provider {name!r} is not available in this build of kprov",
+            hint="use provider: static with an explicit hosts list",
+        ) from None
     provider = module.PROVIDER
     _registered[name] = provider
     return provider

@@ -27,7 +27,7 @@ STATUSES = ("ok", "changed", "failed", "skipped", "unreachable")
 @dataclass(frozen=True)
 class StepResult:
     name: str
-    status: str              # ok | failed | skipped | interrupted
+    status: str  # ok | failed | skipped | interrupted
     seconds: float = 0.0
     detail: str = ""
 
@@ -56,7 +56,9 @@ def step_argv(template: str | None, step: str, inventory: str, events: str) -> l
     try:
         words = shlex.split(template)
     except ValueError as exc:
-        raise InputError(f"--{step}-cmd: cannot parse {template!r}: {exc}", hint="quote it like a shell command") from None
+        raise InputError(
+            f"--{step}-cmd: cannot parse {template!r}: {exc}", hint="quote it like a shell command"
+        ) from None
     if not words:
         raise InputError(f"--{step}-cmd: empty command", hint="omit the option to run the default step")
     return [w.replace("{inventory}", inventory).replace("{events}", events) for w in words]
@@ -134,14 +136,27 @@ def recap_from_events(lines: Iterable[str]) -> list[RecapRow]:
 
 def step_event(result: StepResult) -> str:
     """A JSON event line for a pipeline step (no host: it is not counted in the per-host recap)."""
-    return json.dumps({
-        "host": None, "role": "ci-smoke", "task": result.name, "status": result.status,
-        "changed": False, "duration_ms": int(result.seconds * 1000), "msg": result.detail,
-    })
+    return json.dumps(
+        {
+            "host": None,
+            "role": "ci-smoke",
+            "task": result.name,
+            "status": result.status,
+            "changed": False,
+            "duration_ms": int(result.seconds * 1000),
+            "msg": result.detail,
+        }
+    )
 
 
-def render_summary(cluster: str, steps: Sequence[StepResult], recap: Sequence[RecapRow],
-                   up_output: str = "", smoke_output: str = "", tail: int = 40) -> str:
+def render_summary(
+    cluster: str,
+    steps: Sequence[StepResult],
+    recap: Sequence[RecapRow],
+    up_output: str = "",
+    smoke_output: str = "",
+    tail: int = 40,
+) -> str:
     """Markdown for the CI job summary: steps, per-host recap, the end of `up`, the smoke output."""
     icon = {"ok": "✅", "failed": "❌", "skipped": "⏭️", "interrupted": "⚠️"}
     out = [f"## kprov ci-smoke: `{cluster}`", "", "| step | result | time | detail |", "|---|---|---|---|"]

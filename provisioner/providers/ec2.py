@@ -32,8 +32,17 @@ from provisioner.providers.ec2_rules import desired_rules, reconcile_ingress
 from provisioner.providers.reachability import Endpoint, wait_for_ssh
 
 __all__ = [
-    "CreateReport", "DestroyReport", "Ec2Config", "Instance", "cluster_instances", "create", "destroy",
-    "hosts_from_instances", "load_config", "resolve_hosts", "validate_section",
+    "CreateReport",
+    "DestroyReport",
+    "Ec2Config",
+    "Instance",
+    "cluster_instances",
+    "create",
+    "destroy",
+    "hosts_from_instances",
+    "load_config",
+    "resolve_hosts",
+    "validate_section",
 ]
 
 log = logging.getLogger(__name__)
@@ -67,7 +76,7 @@ class CreateReport:
     instances: tuple[Instance, ...]
     created: tuple[str, ...]
     started: tuple[str, ...]
-    extra: tuple[str, ...]           # tagged instances beyond the configured counts (left alone)
+    extra: tuple[str, ...]  # tagged instances beyond the configured counts (left alone)
     security_group_id: str
     security_group_created: bool
     rules_added: int
@@ -76,7 +85,7 @@ class CreateReport:
     key_imported: bool
     image_id: str
     subnet_id: str
-    load_balancer: ec2_nlb.LoadBalancer | None = None   # the API NLB (ec2.load_balancer)
+    load_balancer: ec2_nlb.LoadBalancer | None = None  # the API NLB (ec2.load_balancer)
 
 
 @dataclass(frozen=True)
@@ -84,11 +93,12 @@ class DestroyReport:
     terminated: tuple[str, ...]
     security_groups: tuple[str, ...]
     key_pairs: tuple[str, ...]
-    left_alone: tuple[str, ...]      # same-named resources without the cluster's tags
+    left_alone: tuple[str, ...]  # same-named resources without the cluster's tags
     load_balancers: tuple[str, ...] = ()  # the API NLB and its target group
 
 
 # --------------------------------------------------------------------------- provider contract
+
 
 def resolve_hosts(section: dict, inventory: dict) -> list[dict]:
     """Hosts of `provider: ec2`: the cluster's running instances, as raw `hosts:` entries."""
@@ -151,7 +161,10 @@ def hosts_from_instances(instances: list[Instance] | tuple[Instance, ...], confi
 
 # --------------------------------------------------------------------------- listing
 
-def cluster_instances(config: Ec2Config, *, client: Any = None, states: tuple[str, ...] = LIVE_STATES) -> list[Instance]:
+
+def cluster_instances(
+    config: Ec2Config, *, client: Any = None, states: tuple[str, ...] = LIVE_STATES
+) -> list[Instance]:
     """The cluster's instances (by tag) in the given states, control planes first."""
     ec2 = client or ec2_client(config)
     with aws_errors("list the cluster's instances"):
@@ -193,10 +206,15 @@ def _instance(raw: dict[str, Any]) -> Instance:
 
 def _instance_order(inst: Instance) -> tuple[int, str, int]:
     match = re.search(r"(\d+)$", inst.name)
-    return (0 if inst.role == ROLE_CONTROL_PLANE else 1, inst.name.rstrip("0123456789"), int(match.group(1)) if match else 0)
+    return (
+        0 if inst.role == ROLE_CONTROL_PLANE else 1,
+        inst.name.rstrip("0123456789"),
+        int(match.group(1)) if match else 0,
+    )
 
 
 # --------------------------------------------------------------------------- create
+
 
 def create(
     config: Ec2Config,
@@ -214,15 +232,22 @@ def create(
         return _create(ec2, config, wait_ssh=wait_ssh, timeout=timeout, poll=poll, done=done)
     except KprovError as exc:
         if done:
-            exc.detail = "\n".join(filter(None, [
-                exc.detail,
-                f"created before the failure: {', '.join(done)} (all tagged {TAG_CLUSTER}={config.cluster})",
-                "run `kprov ec2 create` again to finish, or `kprov ec2 destroy` to remove them",
-            ]))
+            exc.detail = "\n".join(
+                filter(
+                    None,
+                    [
+                        exc.detail,
+                        f"created before the failure: {', '.join(done)} (all tagged {TAG_CLUSTER}={config.cluster})",
+                        "run `kprov ec2 create` again to finish, or `kprov ec2 destroy` to remove them",
+                    ],
+                )
+            )
         raise
 
 
-def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll: float, done: list[str]) -> CreateReport:
+def _create(
+    ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll: float, done: list[str]
+) -> CreateReport:
     with aws_errors("find the VPC and subnet"):
         vpc_id, subnet = _network(ec2, config)
     with aws_errors("resolve the AMI"):
@@ -271,10 +296,12 @@ def _create(ec2: Any, config: Ec2Config, *, wait_ssh: bool, timeout: float, poll
         ids = [inst.instance_id for inst in _find_instances(ec2, config.cluster, LIVE_STATES) if inst.name in desired]
         if ids:
             ec2.get_waiter("instance_running").wait(InstanceIds=ids, WaiterConfig=_waiter(timeout, poll))
-        instances = tuple(sorted(
-            (i for i in _find_instances(ec2, config.cluster, LIVE_STATES) if i.instance_id in ids),
-            key=_instance_order,
-        ))
+        instances = tuple(
+            sorted(
+                (i for i in _find_instances(ec2, config.cluster, LIVE_STATES) if i.instance_id in ids),
+                key=_instance_order,
+            )
+        )
     load_balancer = None
     if config.load_balancer:
         cp_ips = [i.private_ip for i in instances if i.role == ROLE_CONTROL_PLANE and i.private_ip]
@@ -366,8 +393,9 @@ def _resolve_image(ec2: Any, ami: AmiSpec) -> dict[str, Any]:
     return newest
 
 
-def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[str],
-                           api_cidrs: tuple[str, ...] = ()) -> tuple[str, bool, Any]:
+def _ensure_security_group(
+    ec2: Any, config: Ec2Config, vpc_id: str, done: list[str], api_cidrs: tuple[str, ...] = ()
+) -> tuple[str, bool, Any]:
     name = config.security_group_name
     groups = ec2.describe_security_groups(
         Filters=[{"Name": "group-name", "Values": [name]}, {"Name": "vpc-id", "Values": [vpc_id]}]
@@ -387,8 +415,9 @@ def _ensure_security_group(ec2: Any, config: Ec2Config, vpc_id: str, done: list[
         )["GroupId"]
         created, permissions = True, []
         done.append(f"security group {group_id}")
-    changes = reconcile_ingress(ec2, group_id, permissions,
-                                desired_rules(config.ssh_cidrs, config.cni, config.nodeport_cidrs, api_cidrs))
+    changes = reconcile_ingress(
+        ec2, group_id, permissions, desired_rules(config.ssh_cidrs, config.cni, config.nodeport_cidrs, api_cidrs)
+    )
     return group_id, created, changes
 
 
@@ -421,8 +450,16 @@ def _ensure_key_pair(ec2: Any, config: Ec2Config) -> bool:
     return True
 
 
-def _launch(ec2: Any, config: Ec2Config, name: str, role: str, instance_type: str,
-            image: dict[str, Any], subnet: dict[str, Any], group_id: str) -> str:
+def _launch(
+    ec2: Any,
+    config: Ec2Config,
+    name: str,
+    role: str,
+    instance_type: str,
+    image: dict[str, Any],
+    subnet: dict[str, Any],
+    group_id: str,
+) -> str:
     tags = _tags(config, Name=name, **{TAG_ROLE: role})
     params: dict[str, Any] = {
         "ImageId": image["ImageId"],
@@ -430,10 +467,12 @@ def _launch(ec2: Any, config: Ec2Config, name: str, role: str, instance_type: st
         "MinCount": 1,
         "MaxCount": 1,
         "KeyName": config.key_name,
-        "BlockDeviceMappings": [{
-            "DeviceName": image.get("RootDeviceName", "/dev/xvda"),
-            "Ebs": {"VolumeSize": config.root_volume_gb, "VolumeType": "gp3", "DeleteOnTermination": True},
-        }],
+        "BlockDeviceMappings": [
+            {
+                "DeviceName": image.get("RootDeviceName", "/dev/xvda"),
+                "Ebs": {"VolumeSize": config.root_volume_gb, "VolumeType": "gp3", "DeleteOnTermination": True},
+            }
+        ],
         # Tags are applied atomically with the launch, so no untagged instance can ever leak.
         "TagSpecifications": [
             {"ResourceType": "instance", "Tags": tags},
@@ -442,9 +481,14 @@ def _launch(ec2: Any, config: Ec2Config, name: str, role: str, instance_type: st
         "MetadataOptions": {"HttpTokens": "required", "HttpEndpoint": "enabled"},
     }
     if config.address == "public" and not subnet.get("MapPublicIpOnLaunch", False):
-        params["NetworkInterfaces"] = [{
-            "DeviceIndex": 0, "SubnetId": subnet["SubnetId"], "Groups": [group_id], "AssociatePublicIpAddress": True,
-        }]
+        params["NetworkInterfaces"] = [
+            {
+                "DeviceIndex": 0,
+                "SubnetId": subnet["SubnetId"],
+                "Groups": [group_id],
+                "AssociatePublicIpAddress": True,
+            }
+        ]
     else:
         params["SubnetId"] = subnet["SubnetId"]
         params["SecurityGroupIds"] = [group_id]
@@ -454,6 +498,7 @@ def _launch(ec2: Any, config: Ec2Config, name: str, role: str, instance_type: st
 
 
 # --------------------------------------------------------------------------- destroy
+
 
 def destroy(config: Ec2Config, *, timeout: float = 600.0, poll: float = 5.0, client: Any = None) -> DestroyReport:
     """Terminate the cluster's instances, then delete its security group and imported key pair."""
@@ -498,7 +543,9 @@ def _tagged_groups(ec2: Any, config: Ec2Config, left_alone: list[str]) -> list[d
     ours = [g for g in tagged["SecurityGroups"] if _is_ours(g, config.cluster)]
     ours_ids = {g["GroupId"] for g in ours}
     left_alone.extend(
-        f"security group {g['GroupName']} ({g['GroupId']})" for g in named["SecurityGroups"] if g["GroupId"] not in ours_ids
+        f"security group {g['GroupName']} ({g['GroupId']})"
+        for g in named["SecurityGroups"]
+        if g["GroupId"] not in ours_ids
     )
     return ours
 

@@ -24,6 +24,7 @@ from provisioner.providers.ec2_config import Ec2Config
 
 log = logging.getLogger(__name__)
 
+
 def _client_config() -> Config:
     # Standard retries unless the user chose their own (AWS_MAX_ATTEMPTS / AWS_RETRY_MODE / profile).
     user_retries = any(os.environ.get(v) for v in ("AWS_MAX_ATTEMPTS", "AWS_RETRY_MODE"))
@@ -39,9 +40,7 @@ CREDENTIALS_HINT = (
     "configure AWS credentials the standard way: AWS_PROFILE (or ec2.profile), "
     "AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY, `aws sso login`, or an instance role"
 )
-PERMISSIONS_HINT = (
-    "the credentials lack an EC2 permission; docs/ec2.md lists the IAM actions kprov needs"
-)
+PERMISSIONS_HINT = "the credentials lack an EC2 permission; docs/ec2.md lists the IAM actions kprov needs"
 QUOTA_HINT = (
     "an AWS service quota was hit: lower the counts / ssh_cidr entries, pick another instance "
     "type or region, or request a quota increase in the Service Quotas console"
@@ -111,7 +110,9 @@ def aws_errors(action: str) -> Iterator[None]:
     except (bce.TokenRetrievalError, bce.SSOTokenLoadError, bce.UnauthorizedSSOTokenError):
         raise CloudError(f"cannot {action}: the AWS SSO session expired", hint="run `aws sso login`") from None
     except bce.ProfileNotFound as exc:
-        raise CloudError(f"cannot {action}: {exc}", hint="set ec2.profile / AWS_PROFILE to a profile in ~/.aws/config") from None
+        raise CloudError(
+            f"cannot {action}: {exc}", hint="set ec2.profile / AWS_PROFILE to a profile in ~/.aws/config"
+        ) from None
     except bce.NoRegionError:
         raise CloudError(f"cannot {action}: no AWS region configured", hint="set ec2.region in the inventory") from None
     except (bce.EndpointConnectionError, bce.ConnectTimeoutError, bce.ReadTimeoutError) as exc:
@@ -124,11 +125,16 @@ def aws_errors(action: str) -> Iterator[None]:
         last = getattr(exc, "last_response", None) or {}
         if "Error" in last:
             code = last["Error"].get("Code", "")
-            raise CloudError(f"cannot {action}: {code}: {_one_line(last['Error'].get('Message', ''))}",
-                             hint=_CODE_HINTS.get(code)) from None
-        raise CloudError(f"cannot {action}: {reason}", hint="run the command again; it resumes where it stopped") from None
+            raise CloudError(
+                f"cannot {action}: {code}: {_one_line(last['Error'].get('Message', ''))}", hint=_CODE_HINTS.get(code)
+            ) from None
+        raise CloudError(
+            f"cannot {action}: {reason}", hint="run the command again; it resumes where it stopped"
+        ) from None
     except bce.ParamValidationError as exc:
-        raise CloudError(f"cannot {action}: invalid request: {_one_line(str(exc))}", hint="check the ec2: section") from None
+        raise CloudError(
+            f"cannot {action}: invalid request: {_one_line(str(exc))}", hint="check the ec2: section"
+        ) from None
     except bce.BotoCoreError as exc:
         raise CloudError(f"cannot {action}: {_one_line(str(exc))}") from None
 

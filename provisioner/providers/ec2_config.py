@@ -48,8 +48,23 @@ ROLE_GROUPS = (
 )
 
 SECTION_KEYS = (
-    "region", "profile", "ssh_cidr", "allow_world_ssh", "nodeport_cidr", "key_name", "public_key", "ssh_key", "ssh_user",
-    "ami", "control_plane", "workers", "root_volume_gb", "subnet_id", "vpc_id", "address", "tags",
+    "region",
+    "profile",
+    "ssh_cidr",
+    "allow_world_ssh",
+    "nodeport_cidr",
+    "key_name",
+    "public_key",
+    "ssh_key",
+    "ssh_user",
+    "ami",
+    "control_plane",
+    "workers",
+    "root_volume_gb",
+    "subnet_id",
+    "vpc_id",
+    "address",
+    "tags",
     "load_balancer",
 )
 
@@ -66,8 +81,8 @@ class AmiSpec:
 
 @dataclass(frozen=True)
 class RoleGroup:
-    role: str            # "control_plane" | "worker" (the kprov:role tag)
-    infix: str           # host name part: <cluster>-<infix>-<i>
+    role: str  # "control_plane" | "worker" (the kprov:role tag)
+    infix: str  # host name part: <cluster>-<infix>-<i>
     count: int
     instance_type: str
 
@@ -93,7 +108,7 @@ class Ec2Config:
     root_volume_gb: int
     subnet_id: str | None
     vpc_id: str | None
-    address: str                       # "public" | "private"
+    address: str  # "public" | "private"
     cni: str
     tags: Mapping[str, str] = field(default_factory=dict)
     #: ssh_cidr may be a /0 (SSH and the API server open to the whole internet): ec2.allow_world_ssh / --allow-world-ssh
@@ -143,7 +158,9 @@ def _validate_ami(check: SectionChecker, ami: Any) -> None:
         return
     if isinstance(ami, str):
         if ami not in AMI_ALIASES and not AMI_ID_RE.match(ami):
-            check.fail("ami", f"expected an AMI id (ami-...), one of {', '.join(AMI_ALIASES)}, or {{owner, name}}; got {ami!r}")
+            check.fail(
+                "ami", f"expected an AMI id (ami-...), one of {', '.join(AMI_ALIASES)}, or {{owner, name}}; got {ami!r}"
+            )
         return
     if not isinstance(ami, Mapping):
         check.fail("ami", "expected an AMI id or a mapping {owner, name}")
@@ -172,8 +189,9 @@ def _validate_group(check: SectionChecker, key: str, group: Any) -> None:
         check.fail(f"{key}.instance_type", f"expected an instance type such as t3.medium, got {itype!r}")
 
 
-def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = (),
-                allow_world_ssh: bool = False) -> Ec2Config:
+def load_config(
+    section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = (), allow_world_ssh: bool = False
+) -> Ec2Config:
     """Validate the `ec2:` section and turn it into an Ec2Config (defaults filled in).
 
     `ssh_cidrs` (from the command line) overrides `ec2.ssh_cidr`; `allow_world_ssh` (--allow-world-ssh)
@@ -197,7 +215,9 @@ def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = 
     cidr_override = tuple(ssh_cidrs) or tuple(c for c in os.environ.get(SSH_CIDR_ENV, "").split(",") if c)
     for cidr in cidr_override:
         if not is_cidr(cidr):
-            raise InputError(f"--ssh-cidr/{SSH_CIDR_ENV}: expected an IPv4 CIDR, got {cidr!r}", hint="e.g. 203.0.113.7/32")
+            raise InputError(
+                f"--ssh-cidr/{SSH_CIDR_ENV}: expected an IPv4 CIDR, got {cidr!r}", hint="e.g. 203.0.113.7/32"
+            )
     ssh = cidr_override or tuple(as_list(section.get("ssh_cidr")))
     nodeport = section.get("nodeport_cidr")
     return Ec2Config(
@@ -220,8 +240,7 @@ def load_config(section: dict, inventory: dict, *, ssh_cidrs: tuple[str, ...] = 
         tags={str(k): str(v) for k, v in (section.get("tags") or {}).items()},
         allow_world_ssh=allow_world_ssh or section.get("allow_world_ssh") is True,
         # by default only an HA cluster gets one: several control planes need a shared endpoint
-        load_balancer=section["load_balancer"] if section.get("load_balancer") is not None
-        else groups[0].count > 1,
+        load_balancer=section["load_balancer"] if section.get("load_balancer") is not None else groups[0].count > 1,
     )
 
 
@@ -248,7 +267,7 @@ def require_ssh_cidrs(config: Ec2Config) -> None:
         raise InventoryError(
             f"ec2.ssh_cidr: {world[0]} would open SSH (22) and the API server (6443) to the whole internet",
             hint="give your own address, e.g. 203.0.113.7/32; to open them to everyone on purpose, "
-                 "pass --allow-world-ssh or set ec2.allow_world_ssh: true",
+            "pass --allow-world-ssh or set ec2.allow_world_ssh: true",
         )
 
 

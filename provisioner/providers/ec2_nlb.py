@@ -34,7 +34,7 @@ class LoadBalancer:
     arn: str
     dns_name: str
     target_group_arn: str
-    targets: tuple[str, ...]          # private IPs of the control planes
+    targets: tuple[str, ...]  # private IPs of the control planes
     created: bool
 
     @property
@@ -76,7 +76,7 @@ def _tags_of(elb: Any, arn: str) -> dict[str, str]:
 
 
 def _is_ours(elb: Any, arn: str, cluster: str) -> bool:
-    return owns(_tags_of(elb, arn), cluster)   # the rule of every EC2 resource (ec2_owner.py)
+    return owns(_tags_of(elb, arn), cluster)  # the rule of every EC2 resource (ec2_owner.py)
 
 
 def _find_lb(elb: Any, name: str) -> dict[str, Any] | None:
@@ -103,8 +103,9 @@ def _not_ours(elb: Any, arn: str, what: str, name: str, cluster: str) -> CloudEr
     return not_owned(what, name, _tags_of(elb, arn), cluster)
 
 
-def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips: Sequence[str],
-           client: Any = None) -> LoadBalancer:
+def ensure(
+    config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips: Sequence[str], client: Any = None
+) -> LoadBalancer:
     """Create what is missing of the NLB, its target group and listener; targets = exactly the control planes."""
     elb = client or elbv2_client(config)
     lb_name, tg_name = aws_name(config.cluster), aws_name(config.cluster, "api")
@@ -112,9 +113,17 @@ def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips:
         tg = _find_tg(elb, tg_name)
         if tg is None:
             tg = elb.create_target_group(
-                Name=tg_name, Protocol="TCP", Port=API_PORT, VpcId=vpc_id, TargetType="ip",
-                HealthCheckProtocol="HTTPS", HealthCheckPort=str(API_PORT), HealthCheckPath="/healthz",
-                HealthCheckIntervalSeconds=10, HealthyThresholdCount=2, UnhealthyThresholdCount=2,
+                Name=tg_name,
+                Protocol="TCP",
+                Port=API_PORT,
+                VpcId=vpc_id,
+                TargetType="ip",
+                HealthCheckProtocol="HTTPS",
+                HealthCheckPort=str(API_PORT),
+                HealthCheckPath="/healthz",
+                HealthCheckIntervalSeconds=10,
+                HealthyThresholdCount=2,
+                UnhealthyThresholdCount=2,
                 Tags=_tags(config, tg_name),
             )["TargetGroups"][0]
         elif not _is_ours(elb, tg["TargetGroupArn"], config.cluster):
@@ -126,7 +135,9 @@ def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips:
         created = lb is None
         if lb is None:
             lb = elb.create_load_balancer(
-                Name=lb_name, Type="network", Subnets=[subnet_id],
+                Name=lb_name,
+                Type="network",
+                Subnets=[subnet_id],
                 Scheme="internet-facing" if config.address == "public" else "internal",
                 Tags=_tags(config, lb_name),
             )["LoadBalancers"][0]
@@ -135,10 +146,15 @@ def ensure(config: Ec2Config, *, vpc_id: str, subnet_id: str, control_plane_ips:
             raise _not_ours(elb, lb["LoadBalancerArn"], "load balancer", lb_name, config.cluster)
         listeners = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
         if not any(li.get("Port") == API_PORT for li in listeners):
-            elb.create_listener(LoadBalancerArn=lb["LoadBalancerArn"], Protocol="TCP", Port=API_PORT,
-                                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}])
-    return LoadBalancer(lb_name, lb["LoadBalancerArn"], lb["DNSName"], tg_arn, tuple(sorted(control_plane_ips)),
-                        created)
+            elb.create_listener(
+                LoadBalancerArn=lb["LoadBalancerArn"],
+                Protocol="TCP",
+                Port=API_PORT,
+                DefaultActions=[{"Type": "forward", "TargetGroupArn": tg_arn}],
+            )
+    return LoadBalancer(
+        lb_name, lb["LoadBalancerArn"], lb["DNSName"], tg_arn, tuple(sorted(control_plane_ips)), created
+    )
 
 
 def _reconcile_targets(elb: Any, tg_arn: str, ips: Sequence[str]) -> None:
@@ -146,11 +162,13 @@ def _reconcile_targets(elb: Any, tg_arn: str, ips: Sequence[str]) -> None:
     registered = {d["Target"]["Id"] for d in health}
     wanted = set(ips)
     if wanted - registered:
-        elb.register_targets(TargetGroupArn=tg_arn,
-                             Targets=[{"Id": ip, "Port": API_PORT} for ip in sorted(wanted - registered)])
+        elb.register_targets(
+            TargetGroupArn=tg_arn, Targets=[{"Id": ip, "Port": API_PORT} for ip in sorted(wanted - registered)]
+        )
     if registered - wanted:
-        elb.deregister_targets(TargetGroupArn=tg_arn,
-                               Targets=[{"Id": ip, "Port": API_PORT} for ip in sorted(registered - wanted)])
+        elb.deregister_targets(
+            TargetGroupArn=tg_arn, Targets=[{"Id": ip, "Port": API_PORT} for ip in sorted(registered - wanted)]
+        )
 
 
 def find(config: Ec2Config, client: Any = None) -> LoadBalancer | None:
@@ -166,12 +184,14 @@ def find(config: Ec2Config, client: Any = None) -> LoadBalancer | None:
         if tg is not None:
             health = elb.describe_target_health(TargetGroupArn=tg["TargetGroupArn"])["TargetHealthDescriptions"]
             targets = tuple(sorted(d["Target"]["Id"] for d in health))
-        return LoadBalancer(lb_name, lb["LoadBalancerArn"], lb["DNSName"],
-                            tg["TargetGroupArn"] if tg else "", targets, False)
+        return LoadBalancer(
+            lb_name, lb["LoadBalancerArn"], lb["DNSName"], tg["TargetGroupArn"] if tg else "", targets, False
+        )
 
 
-def remove(config: Ec2Config, left_alone: list[str], *, timeout: float = 600.0, poll: float = 5.0,
-           client: Any = None) -> tuple[str, ...]:
+def remove(
+    config: Ec2Config, left_alone: list[str], *, timeout: float = 600.0, poll: float = 5.0, client: Any = None
+) -> tuple[str, ...]:
     """Delete the cluster's NLB (its listeners go with it) and then its target group; returns what was deleted."""
     elb = client or elbv2_client(config)
     lb_name, tg_name = aws_name(config.cluster), aws_name(config.cluster, "api")

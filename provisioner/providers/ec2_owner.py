@@ -35,5 +35,5 @@ def not_owned(kind: str, what: str, tags: Mapping[str, str], cluster: str) -> Cl
     return CloudError(
         f"{kind} {what} exists but is not owned by cluster {cluster} ({found}); kprov will not modify it",
         hint=f"kprov adopts only resources tagged {TAG_CLUSTER}={cluster} and {TAG_MANAGED}={MANAGED_BY}: "
-             "delete or rename that one, or use another cluster.name",
+        "delete or rename that one, or use another cluster.name",
     )

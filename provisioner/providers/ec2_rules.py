@@ -16,10 +16,10 @@ SELF = "self"  # source placeholder: the cluster's own security group
 class Rule:
     """One ingress permission: protocol, port range and one source (a CIDR or the group itself)."""
 
-    protocol: str          # "tcp" | "udp" | "icmp"
+    protocol: str  # "tcp" | "udp" | "icmp"
     from_port: int
     to_port: int
-    source: str            # CIDR, or SELF
+    source: str  # CIDR, or SELF
     why: str = ""
 
     @property
@@ -44,8 +44,9 @@ _CNI_PORTS = {
 }
 
 
-def desired_rules(ssh_cidrs: Iterable[str], cni: str, nodeport_cidrs: Iterable[str] = (),
-                  api_cidrs: Iterable[str] = ()) -> list[Rule]:
+def desired_rules(
+    ssh_cidrs: Iterable[str], cni: str, nodeport_cidrs: Iterable[str] = (), api_cidrs: Iterable[str] = ()
+) -> list[Rule]:
     """Exactly the ingress rules of a kubeadm cluster: SSH/API from the operator, the rest in-group
     (`api_cidrs`: the VPC, where the API load balancer's connections and health checks come from)."""
     rules = []
@@ -79,7 +80,8 @@ def rules_from_aws(permissions: list[dict[str, Any]], group_id: str) -> dict[tup
             found[(protocol, low, high, ip6["CidrIpv6"])] = {**base, "Ipv6Ranges": [{"CidrIpv6": ip6["CidrIpv6"]}]}
         for prefix in perm.get("PrefixListIds", []):
             found[(protocol, low, high, f"pl:{prefix['PrefixListId']}")] = {
-                **base, "PrefixListIds": [{"PrefixListId": prefix["PrefixListId"]}],
+                **base,
+                "PrefixListIds": [{"PrefixListId": prefix["PrefixListId"]}],
             }
     return found
 

@@ -35,9 +35,20 @@ from provisioner.inventory.yamlsource import load_yaml_file
 from provisioner.providers._common import SectionChecker, resolve_path
 
 __all__ = [
-    "KNOWN_HOSTS", "Machine", "SshEntry", "VagrantSettings", "load_settings", "machine_id", "machines",
-    "parse_ip_addr", "parse_ssh_config", "refresh_known_hosts", "resolve_hosts", "scan_host_key",
-    "select_node_ip", "validate_section",
+    "KNOWN_HOSTS",
+    "Machine",
+    "SshEntry",
+    "VagrantSettings",
+    "load_settings",
+    "machine_id",
+    "machines",
+    "parse_ip_addr",
+    "parse_ssh_config",
+    "refresh_known_hosts",
+    "resolve_hosts",
+    "scan_host_key",
+    "select_node_ip",
+    "validate_section",
 ]
 
 log = logging.getLogger(__name__)
@@ -73,7 +84,7 @@ class VagrantSettings:
     provider: str
     control_planes: int
     workers: int
-    control_plane_size: tuple[int, int]   # (cpus, memory MiB)
+    control_plane_size: tuple[int, int]  # (cpus, memory MiB)
     worker_size: tuple[int, int]
     prefix: str
     first_ip: int
@@ -94,12 +105,17 @@ class SshEntry:
 
 SETTINGS_HINT = "see the comments in vagrant/settings.yaml"
 
+
 def load_settings(path: Path) -> VagrantSettings:
     """Read and check vagrant/settings.yaml (defaults as in the Vagrantfile); errors name file:line and key."""
     if not path.is_file():
-        raise InventoryError(f"{path}: no such Vagrant settings file",
-                             hint="set vagrant.dir to the directory holding Vagrantfile and settings.yaml")
-    doc = load_yaml_file(path, "Vagrant settings", "set vagrant.dir to the directory holding Vagrantfile and settings.yaml")
+        raise InventoryError(
+            f"{path}: no such Vagrant settings file",
+            hint="set vagrant.dir to the directory holding Vagrantfile and settings.yaml",
+        )
+    doc = load_yaml_file(
+        path, "Vagrant settings", "set vagrant.dir to the directory holding Vagrantfile and settings.yaml"
+    )
     if doc.data is None:
         doc.data = {}
     check = Check(doc)
@@ -108,8 +124,10 @@ def load_settings(path: Path) -> VagrantSettings:
 
     def size(role: str) -> tuple[int, int]:
         node = check.expect(raw.get(role) or {}, dict, role, "a mapping {cpus, memory}")
-        return (check.integer(node.get("cpus", 2), f"{role}.cpus", 1, 64, SETTINGS_HINT),
-                check.integer(node.get("memory", 2048), f"{role}.memory", 512, 1048576, SETTINGS_HINT))
+        return (
+            check.integer(node.get("cpus", 2), f"{role}.cpus", 1, 64, SETTINGS_HINT),
+            check.integer(node.get("memory", 2048), f"{role}.memory", 512, 1048576, SETTINGS_HINT),
+        )
 
     network = check.expect(raw.get("network") or {}, dict, "network", "a mapping {prefix, first_ip}")
     prefix = str(network.get("prefix", "192.168.56"))
@@ -151,6 +169,7 @@ def machines(settings: VagrantSettings) -> list[Machine]:
 
 # --------------------------------------------------------------------------- parsers (pure)
 
+
 def parse_ssh_config(text: str) -> list[SshEntry]:
     """Parse `vagrant ssh-config` output into one entry per Host, in the order given.
 
@@ -166,13 +185,15 @@ def parse_ssh_config(text: str) -> list[SshEntry]:
     entries = []
     for name in names:
         found = config.lookup(name)
-        entries.append(SshEntry(
-            name=name,
-            hostname=found.get("hostname", name),
-            port=int(found.get("port", 22)),
-            user=found.get("user", "vagrant"),
-            identity_files=tuple(found.get("identityfile", [])),
-        ))
+        entries.append(
+            SshEntry(
+                name=name,
+                hostname=found.get("hostname", name),
+                port=int(found.get("port", 22)),
+                user=found.get("user", "vagrant"),
+                identity_files=tuple(found.get("identityfile", [])),
+            )
+        )
     return entries
 
 
@@ -213,6 +234,7 @@ def select_node_ip(addresses: list[str], *, expected: str | None = None, ssh_add
 
 # --------------------------------------------------------------------------- provider contract
 
+
 def validate_section(section: dict, where: str = "vagrant", located: Check | None = None) -> None:
     """Check the raw `vagrant:` mapping; raise InventoryError naming the first bad key path (file:line with `located`)."""
     check = SectionChecker(section, where, SECTION_KEYS, HINT, located)
@@ -230,19 +252,25 @@ def resolve_hosts(section: dict, inventory: dict) -> list[dict]:
     """Hosts of `provider: vagrant`: `vagrant ssh-config` + node_ip from settings (or the VM)."""
     validate_section(section, "vagrant")
     directory = vagrant_dir(section, inventory)
-    return hosts_for_dir(directory, settings_file=section.get("settings"), node_ip_mode=section.get("node_ip", "settings"))
+    return hosts_for_dir(
+        directory, settings_file=section.get("settings"), node_ip_mode=section.get("node_ip", "settings")
+    )
 
 
 def hosts_for_dir(directory: Path, *, settings_file: str | None = None, node_ip_mode: str = "settings") -> list[dict]:
     """Raw host dicts for the VMs of the Vagrant project in `directory`."""
     if not (directory / "Vagrantfile").is_file():
-        raise InventoryError(f"{directory}: no Vagrantfile there",
-                             hint="set vagrant.dir (relative to the inventory) to the directory with the Vagrantfile")
+        raise InventoryError(
+            f"{directory}: no Vagrantfile there",
+            hint="set vagrant.dir (relative to the inventory) to the directory with the Vagrantfile",
+        )
     settings_path = directory / (settings_file or "settings.yaml")
     by_name = {m.name: m for m in machines(load_settings(settings_path))} if settings_path.is_file() else {}
     entries = parse_ssh_config(run_vagrant(directory, ["ssh-config"]))
     if not entries:
-        raise InventoryError(f"{directory}: `vagrant ssh-config` listed no machines", hint="run `vagrant up` there first")
+        raise InventoryError(
+            f"{directory}: `vagrant ssh-config` listed no machines", hint="run `vagrant up` there first"
+        )
     known_hosts = refresh_known_hosts(directory, entries)
     hosts = []
     for entry in entries:
@@ -279,6 +307,7 @@ def host_dict(entry: SshEntry, node_ip: str, role: str) -> dict[str, Any]:
 
 # --------------------------------------------------------------------------- host keys
 
+
 def machine_id(directory: Path, name: str) -> str | None:
     """The Vagrant machine id of VM `name` (`.vagrant/machines/NAME/PROVIDER/id`); a re-created VM has a new one."""
     for id_file in sorted((directory / ".vagrant" / "machines" / name).glob("*/id")):
@@ -309,8 +338,9 @@ def _known_host_name(address: str, port: int) -> str:
     return address if port == 22 else f"[{address}]:{port}"
 
 
-def refresh_known_hosts(directory: Path, entries: list[SshEntry],
-                        scan: Callable[[str, int], tuple[str, str]] | None = None) -> Path:
+def refresh_known_hosts(
+    directory: Path, entries: list[SshEntry], scan: Callable[[str, int], tuple[str, str]] | None = None
+) -> Path:
     """Bring the project's known_hosts up to date with its VMs and return its path.
 
     A VM keeps its recorded key while its machine id is unchanged (a changed key then stays an error
@@ -324,12 +354,16 @@ def refresh_known_hosts(directory: Path, entries: list[SshEntry],
     except FileNotFoundError:
         lines = []
     except (OSError, UnicodeDecodeError) as exc:
-        raise InventoryError(f"{path}: cannot read: {exc}", hint="delete the file: kprov reads the keys again") from None
+        raise InventoryError(
+            f"{path}: cannot read: {exc}", hint="delete the file: kprov reads the keys again"
+        ) from None
     kept = list(lines)
     for entry in entries:
         name = _known_host_name(entry.hostname, entry.port)
         tag = f"{_TAG}:{entry.name}:{machine_id(directory, entry.name) or '-'}"
-        mine = [line for line in kept if line.split()[:1] == [name] or _line_tag(line).startswith(f"{_TAG}:{entry.name}:")]
+        mine = [
+            line for line in kept if line.split()[:1] == [name] or _line_tag(line).startswith(f"{_TAG}:{entry.name}:")
+        ]
         if mine and all(_line_tag(line) == tag and line.split()[0] == name for line in mine):
             continue
         kept = [line for line in kept if line not in mine]
@@ -380,13 +414,17 @@ def run_vagrant(directory: Path, args: list[str]) -> str:
     """Run `vagrant ARGS` in `directory`; return stdout or raise a readable error."""
     binary = shutil.which("vagrant")
     if binary is None:
-        raise PrerequisiteMissing("vagrant is not installed (needed for provider: vagrant)",
-                                  hint="install Vagrant (e.g. apt install vagrant) or write a static inventory")
+        raise PrerequisiteMissing(
+            "vagrant is not installed (needed for provider: vagrant)",
+            hint="install Vagrant (e.g. apt install vagrant) or write a static inventory",
+        )
     argv = [binary, *args]
     try:
         proc = subprocess.run(argv, cwd=directory, capture_output=True, text=True, timeout=COMMAND_TIMEOUT, check=False)
     except subprocess.TimeoutExpired:
-        raise InventoryError(f"`{shlex.join(['vagrant', *args])}` timed out after {COMMAND_TIMEOUT}s in {directory}") from None
+        raise InventoryError(
+            f"`{shlex.join(['vagrant', *args])}` timed out after {COMMAND_TIMEOUT}s in {directory}"
+        ) from None
     if proc.returncode != 0:
         raise InventoryError(
             f"`{shlex.join(['vagrant', *args])}` failed in {directory} (exit {proc.returncode})",

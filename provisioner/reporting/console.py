@@ -77,8 +77,9 @@ class UploadProgress:
 
 def _size(n: float, total: float | None = None) -> str:
     scale = total if total is not None else n
-    unit, div = next((u, d) for u, d in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1))
-                     if scale >= d or d == 1)
+    unit, div = next(
+        (u, d) for u, d in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10), ("B", 1)) if scale >= d or d == 1
+    )
     fmt = (lambda v: f"{v / div:.1f}") if div > 1 else (lambda v: f"{v:.0f}")
     return f"{fmt(n)}/{fmt(total)} {unit}" if total is not None else f"{fmt(n)} {unit}"
 
@@ -86,19 +87,25 @@ def _size(n: float, total: float | None = None) -> str:
 class ProgressConsole(ConsoleSink):
     """ConsoleSink with live progress (terminal) or heartbeats (logs), grouped diffs and timed recap."""
 
-    def __init__(self, console: Console | None = None, verbose: int = 0, show_diff: bool = False,
-                 heartbeat_s: float = HEARTBEAT_S, live: bool | None = None) -> None:
+    def __init__(
+        self,
+        console: Console | None = None,
+        verbose: int = 0,
+        show_diff: bool = False,
+        heartbeat_s: float = HEARTBEAT_S,
+        live: bool | None = None,
+    ) -> None:
         console = console or make_console()
         super().__init__(console=console, verbose=verbose, show_diff=show_diff)
         self.heartbeat_s = heartbeat_s
         self.live_enabled = console.is_terminal if live is None else live
         self._role: str | None = None
         self._role_started = 0.0
-        self._running: dict[str, str] = {}        # host -> last finished task ("" = none yet)
+        self._running: dict[str, str] = {}  # host -> last finished task ("" = none yet)
         self._done: set[str] = set()
         self._diffs: list[Event] = []
-        self._uploads: dict[str, UploadProgress] = {}      # host -> its upload in progress
-        self._current: dict[str, tuple[str, float]] = {}    # host -> (the task running now, since when)
+        self._uploads: dict[str, UploadProgress] = {}  # host -> its upload in progress
+        self._current: dict[str, tuple[str, float]] = {}  # host -> (the task running now, since when)
         self._last_output = time.monotonic()
         #: host -> [first play it was in started, its last event]: the host's wall time in the run
         self._host_span: dict[str, list[float]] = {}
@@ -158,8 +165,10 @@ class ProgressConsole(ConsoleSink):
             self._running = {}
             self._role = None
         for task, diff, hosts in group_diffs(diffs):
-            self.console.print(f"  [dim]diff of {_escape(task)} on {len(hosts)} host(s): {_escape(_hosts(hosts, 20))}[/dim]",
-                               soft_wrap=True)
+            self.console.print(
+                f"  [dim]diff of {_escape(task)} on {len(hosts)} host(s): {_escape(_hosts(hosts, 20))}[/dim]",
+                soft_wrap=True,
+            )
             for line in diff.rstrip().splitlines():
                 color = "green" if line.startswith("+") else "red" if line.startswith("-") else "dim"
                 self.console.print(f"      [{color}]{_escape(line)}[/{color}]", soft_wrap=True)
@@ -173,8 +182,15 @@ class ProgressConsole(ConsoleSink):
         for col in ("host", "ok", "changed", "failed", "skipped", "unreachable", "time"):
             table.add_column(col, justify="left" if col == "host" else "right")
         for host, r in sorted(report.hosts.items()):
-            table.add_row(host, str(r.ok), _count(r.changed, "yellow"), _count(r.failed, "red"), str(r.skipped),
-                          _count(r.unreachable, "magenta"), self._wall(host))
+            table.add_row(
+                host,
+                str(r.ok),
+                _count(r.changed, "yellow"),
+                _count(r.failed, "red"),
+                str(r.skipped),
+                _count(r.unreachable, "magenta"),
+                self._wall(host),
+            )
         self.console.print(table)
         if report.role_times:
             times = "  ".join(f"{role} {secs:.1f}s" for role, secs in report.role_times.items())
@@ -196,7 +212,7 @@ class ProgressConsole(ConsoleSink):
         self._last_output = time.monotonic()
 
     def _start_ticker(self) -> None:
-        if self._thread is not None or self._live is not None:   # one ticker for the whole run
+        if self._thread is not None or self._live is not None:  # one ticker for the whole run
             return
         if self.live_enabled:
             self._live = Live(console=self.console, refresh_per_second=4, transient=True, get_renderable=self.panel)
@@ -254,13 +270,24 @@ class ProgressConsole(ConsoleSink):
         elapsed = time.monotonic() - started
         for host, task in list(running.items())[:30]:
             up, now = uploads.get(host), current.get(host)
-            doing = (Text(up.task) if up else Text(f"{now[0]} ({time.monotonic() - now[1]:.0f}s)") if now
-                     else Text(task or "starting", style="dim"))
-            cells: list[RenderableType] = [Text(host, style="bold"), Text(role, style="cyan"), doing,
-                                           Text(f"{elapsed:.0f}s", style="dim")]
+            doing = (
+                Text(up.task)
+                if up
+                else Text(f"{now[0]} ({time.monotonic() - now[1]:.0f}s)")
+                if now
+                else Text(task or "starting", style="dim")
+            )
+            cells: list[RenderableType] = [
+                Text(host, style="bold"),
+                Text(role, style="cyan"),
+                doing,
+                Text(f"{elapsed:.0f}s", style="dim"),
+            ]
             if up is not None:
-                cells += [ProgressBar(total=max(up.total, 1), completed=up.done, width=30),
-                          Text(up.describe(), style="dim")]
+                cells += [
+                    ProgressBar(total=max(up.total, 1), completed=up.done, width=30),
+                    Text(up.describe(), style="dim"),
+                ]
             table.add_row(*cells)
         more = Text(f"... {len(running) - 30} more hosts", style="dim") if len(running) > 30 else Text("")
         return Group(table, more)

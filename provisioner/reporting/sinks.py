@@ -21,8 +21,11 @@ LOG_FILE_MODE = 0o600
 LONG_STEP_MS = 5000
 
 _STYLE = {
-    Status.OK: "green", Status.CHANGED: "yellow", Status.FAILED: "bold red",
-    Status.SKIPPED: "cyan", Status.UNREACHABLE: "bold magenta",
+    Status.OK: "green",
+    Status.CHANGED: "yellow",
+    Status.FAILED: "bold red",
+    Status.SKIPPED: "cyan",
+    Status.UNREACHABLE: "bold magenta",
 }
 
 
@@ -36,7 +39,7 @@ class ConsoleSink:
         self._lock = threading.Lock()
 
     def play_start(self, role: str, hosts: list[str]) -> None:
-        if not hosts:   # a play for hosts this inventory has none of (join on a 1-node cluster): nothing to show
+        if not hosts:  # a play for hosts this inventory has none of (join on a 1-node cluster): nothing to show
             return
         with self._lock:
             self.console.print(f"[bold]ROLE {role}[/bold] [dim]on {len(hosts)} host(s)[/dim]")
@@ -71,8 +74,14 @@ class ConsoleSink:
         for col in ("host", "ok", "changed", "failed", "skipped", "unreachable"):
             table.add_column(col, justify="left" if col == "host" else "right")
         for host, r in sorted(report.hosts.items()):
-            table.add_row(host, str(r.ok), _c(r.changed, "yellow"), _c(r.failed, "red"), str(r.skipped),
-                          _c(r.unreachable, "magenta"))
+            table.add_row(
+                host,
+                str(r.ok),
+                _c(r.changed, "yellow"),
+                _c(r.failed, "red"),
+                str(r.skipped),
+                _c(r.unreachable, "magenta"),
+            )
         self.console.print(table)
         if report.role_times:
             times = "  ".join(f"{role} {secs:.1f}s" for role, secs in report.role_times.items())
@@ -121,9 +130,20 @@ class JsonSink:
     def recap(self, report: RunReport, title: str = "RECAP") -> None:
         with self._lock:
             for host, r in sorted(report.hosts.items()):
-                self.stream.write(json.dumps({"recap": host, "host": host, "ok": r.ok, "changed": r.changed,
-                                              "failed": r.failed,
-                                              "skipped": r.skipped, "unreachable": r.unreachable}) + "\n")
+                self.stream.write(
+                    json.dumps(
+                        {
+                            "recap": host,
+                            "host": host,
+                            "ok": r.ok,
+                            "changed": r.changed,
+                            "failed": r.failed,
+                            "skipped": r.skipped,
+                            "unreachable": r.unreachable,
+                        }
+                    )
+                    + "\n"
+                )
             if report.stopped:
                 self.stream.write(json.dumps({"stopped": report.stopped}) + "\n")
             self.stream.flush()
@@ -182,6 +202,8 @@ def open_log_file(path: str) -> IO[str]:
             os.fchmod(fd, LOG_FILE_MODE)
     except OSError as exc:
         os.close(fd)
-        raise InputError(f"--log-file {path}: cannot make it private (0600): {exc.strerror}",
-                         hint="use a file you own, e.g. in your home directory") from None
+        raise InputError(
+            f"--log-file {path}: cannot make it private (0600): {exc.strerror}",
+            hint="use a file you own, e.g. in your home directory",
+        ) from None
     return os.fdopen(fd, "a", encoding="utf-8")

@@ -48,7 +48,7 @@ def _load(path: Path) -> paramiko.SSHConfig | None:
         return None
     try:
         return paramiko.SSHConfig.from_text(_safe_text(text))
-    except Exception:   # a file kprov does not use must never stop a run
+    except Exception:  # a file kprov does not use must never stop a run
         return None
 
 
@@ -56,7 +56,7 @@ def _specific(config: paramiko.SSHConfig, name: str) -> dict[str, str]:
     """Route settings that Host blocks naming `name` give it beyond what `Host *` gives everyone."""
     try:
         found, everyone = config.lookup(name), config.lookup(_NOBODY)
-    except Exception:   # e.g. an unknown %token: no note rather than no run
+    except Exception:  # e.g. an unknown %token: no note rather than no run
         return {}
     out = {}
     for key in ROUTE_KEYS:
@@ -97,8 +97,10 @@ def ssh_config_notes(hosts: Iterable[Host], path: Path | None = None) -> list[st
                 ssh_target += " via its ProxyCommand"
             if ssh_target == _kprov_target(host):
                 continue
-            notes.append(f"{path or '~/.ssh/config'} rewrites {name!r} for ssh (`ssh {name}` would go to {ssh_target}); "
-                         f"kprov does not read it and connects to {host.name} at {_kprov_target(host)}, "
-                         "as the inventory says")
+            notes.append(
+                f"{path or '~/.ssh/config'} rewrites {name!r} for ssh (`ssh {name}` would go to {ssh_target}); "
+                f"kprov does not read it and connects to {host.name} at {_kprov_target(host)}, "
+                "as the inventory says"
+            )
             break
     return notes

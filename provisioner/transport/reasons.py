@@ -18,7 +18,7 @@ def connect_failure(exc: BaseException, port: int, timeout: float) -> str:
     """One line for a failed connection attempt: refused, timed out, no route, no SSH banner, ..."""
     if isinstance(exc, NoValidConnectionsError):
         inner = list(exc.errors.values())
-        if inner:   # one per address family tried: the first says it (all are alike in practice)
+        if inner:  # one per address family tried: the first says it (all are alike in practice)
             return connect_failure(inner[0], port, timeout)
     if isinstance(exc, ConnectionRefusedError) or (isinstance(exc, OSError) and exc.errno == errno.ECONNREFUSED):
         return f"connection refused (nothing listens on port {port}: is sshd running?)"
@@ -33,8 +33,9 @@ def connect_failure(exc: BaseException, port: int, timeout: float) -> str:
         if "banner" in text or text == "No existing session":
             # closed (EOF) or reset by the peer before a banner: both are a server that hung up
             if isinstance(exc.__context__, (EOFError, ConnectionError)) or "Connection reset" in text:
-                return ("the connection was closed before an SSH banner arrived (not an SSH server, or sshd "
-                        "refusing connections: MaxStartups, a firewall, fail2ban)")
-            return (f"banner timeout: no SSH banner within {timeout:g}s (not an SSH server, or sshd too busy "
-                    "to answer)")
+                return (
+                    "the connection was closed before an SSH banner arrived (not an SSH server, or sshd "
+                    "refusing connections: MaxStartups, a firewall, fail2ban)"
+                )
+            return f"banner timeout: no SSH banner within {timeout:g}s (not an SSH server, or sshd too busy to answer)"
     return str(exc) or type(exc).__name__

@@ -155,8 +155,9 @@ class SSHHost:
         self._lock_chan: paramiko.Channel | None = None
 
     # -- connection -------------------------------------------------------------------------
-    def _make_connection(self, address: str, port: int, user: str, key: str | None,
-                         gateway: Connection | None, known_hosts: str | None) -> Connection:
+    def _make_connection(
+        self, address: str, port: int, user: str, key: str | None, gateway: Connection | None, known_hosts: str | None
+    ) -> Connection:
         connect_kwargs: dict[str, object] = {
             "banner_timeout": self.options.connect_timeout,
             "auth_timeout": self.options.connect_timeout,
@@ -168,9 +169,15 @@ class SSHHost:
         # The inventory is the whole truth about how to reach a host: ~/.ssh/config is not read, so a
         # ProxyJump there can never make Fabric build a gateway that trusts any key (use `bastion:`,
         # verified like every host).
-        conn = Connection(host=address, port=port, user=user, connect_kwargs=connect_kwargs,
-                          gateway=gateway or False, connect_timeout=self.options.connect_timeout,
-                          config=FabricConfig(overrides={"load_ssh_configs": False}))
+        conn = Connection(
+            host=address,
+            port=port,
+            user=user,
+            connect_kwargs=connect_kwargs,
+            gateway=gateway or False,
+            connect_timeout=self.options.connect_timeout,
+            config=FabricConfig(overrides={"load_ssh_configs": False}),
+        )
         client = conn.client
         # Fabric trusts any key by default; kprov verifies: system + kprov + inventory known_hosts.
         client._host_keys = paramiko.HostKeys()
@@ -216,7 +223,7 @@ class SSHHost:
                 raise HostKeyError(
                     f"{h.name}: host key for {exc.hostname} CHANGED (expected {exc.expected_key.get_name()})",
                     hint="someone may be intercepting the connection; if the host was rebuilt, "
-                         "remove its old key from known_hosts",
+                    "remove its old key from known_hosts",
                 ) from None
             except paramiko.AuthenticationException as exc:
                 raise HostConnectionError(
@@ -249,8 +256,9 @@ class SSHHost:
         try:
             chan = self._open_channel()
             chan.settimeout(self.options.connect_timeout + 30)
-            chan.exec_command(self._wrap(shlex.join(["sh", "-c", HOST_LOCK_SCRIPT, "kprov", self.host.name, owner]),
-                                         None))
+            chan.exec_command(
+                self._wrap(shlex.join(["sh", "-c", HOST_LOCK_SCRIPT, "kprov", self.host.name, owner]), None)
+            )
             line = bytearray()
             while not line.endswith(b"\n") and len(line) < 8192:
                 data = chan.recv(1)
@@ -263,17 +271,23 @@ class SSHHost:
                 return
             if status.startswith("KPROV-LOCK-HELD"):
                 holder = describe_owner(status.removeprefix("KPROV-LOCK-HELD").strip())
-                raise LockHeld(f"{self.host.name} is locked by {holder}",
-                               hint="another kprov run is changing this host: wait for it to finish")
+                raise LockHeld(
+                    f"{self.host.name} is locked by {holder}",
+                    hint="another kprov run is changing this host: wait for it to finish",
+                )
             err = chan.recv_stderr(4096).decode("utf-8", "replace").strip() if chan.recv_stderr_ready() else ""
-            raise KprovError(f"{self.host.name}: cannot take the kprov lock: {status or err or 'no answer'}",
-                             hint="kprov needs flock (util-linux) and a writable /run on the host")
+            raise KprovError(
+                f"{self.host.name}: cannot take the kprov lock: {status or err or 'no answer'}",
+                hint="kprov needs flock (util-linux) and a writable /run on the host",
+            )
         except TimeoutError:
-            raise HostConnectionError(f"{self.host.name}: no answer while taking the kprov lock",
-                                      hint="check the host and rerun") from None
+            raise HostConnectionError(
+                f"{self.host.name}: no answer while taking the kprov lock", hint="check the host and rerun"
+            ) from None
         except (paramiko.SSHException, OSError, EOFError) as exc:
-            raise HostConnectionError(f"{self.host.name}: connection failed while taking the lock: {exc}",
-                                      hint="check the host and rerun") from None
+            raise HostConnectionError(
+                f"{self.host.name}: connection failed while taking the lock: {exc}", hint="check the host and rerun"
+            ) from None
         finally:
             if chan is not None:
                 chan.close()
@@ -327,8 +341,9 @@ class SSHHost:
                     raise HostConnectionError(
                         f"{self.host.name}: sshd refused a new session {attempt + 1} times ({exc})",
                         hint=f"lower max_sessions for this host (now {self.host.max_sessions}) below its sshd "
-                             "MaxSessions, or raise MaxSessions") from None
-                time.sleep(min(2.0, 0.1 * 2 ** attempt))
+                        "MaxSessions, or raise MaxSessions",
+                    ) from None
+                time.sleep(min(2.0, 0.1 * 2**attempt))
         raise AssertionError("unreachable")
 
     @contextlib.contextmanager
@@ -340,30 +355,42 @@ class SSHHost:
             chan: paramiko.Channel | None = None
             try:
                 chan = self._open_channel()
-                chan.settimeout(self.options.connect_timeout + 30)   # a send that stalls this long: gone
+                chan.settimeout(self.options.connect_timeout + 30)  # a send that stalls this long: gone
                 chan.exec_command(command)
                 yield chan
             except TimeoutError:
-                raise HostConnectionError(f"{self.host.name}: the connection stalled during {what}",
-                                          hint=hints[0]) from None
+                raise HostConnectionError(
+                    f"{self.host.name}: the connection stalled during {what}", hint=hints[0]
+                ) from None
             except (paramiko.SSHException, OSError, EOFError) as exc:
-                raise HostConnectionError(f"{self.host.name}: connection failed during {what}: {exc}",
-                                          hint=hints[1]) from None
+                raise HostConnectionError(
+                    f"{self.host.name}: connection failed during {what}: {exc}", hint=hints[1]
+                ) from None
             finally:
                 if chan is not None:
                     chan.close()
 
-    def exec(self, command: str, *, stdin: bytes | None = None, timeout: float | None = None,
-             become: bool | None = None, keep_stdin_open: bool = False, grace: float = 0.0) -> CommandResult:
+    def exec(
+        self,
+        command: str,
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        become: bool | None = None,
+        keep_stdin_open: bool = False,
+        grace: float = 0.0,
+    ) -> CommandResult:
         """Run a shell command line (already quoted) and collect its output.
 
         Every wait is bounded: `timeout` (default: the connection's command_timeout) ends the command.
         With `keep_stdin_open` the channel's stdin is not closed after `stdin` was sent (see GUARD)."""
         limit = timeout or self.options.command_timeout
         start = time.monotonic()
-        with self._session(self._wrap(command, become), "a command",
-                           ("check the host and the network path, then rerun",
-                            "check the host and rerun; kprov resumes idempotently")) as chan:
+        with self._session(
+            self._wrap(command, become),
+            "a command",
+            ("check the host and the network path, then rerun", "check the host and rerun; kprov resumes idempotently"),
+        ) as chan:
             out, err = bytearray(), bytearray()
             if stdin is not None:
                 view = memoryview(stdin)
@@ -393,9 +420,11 @@ class SSHHost:
         quiet_until: float | None = None
         while not (chan.eof_received or chan.closed):
             if time.monotonic() > deadline and not chan.exit_status_ready():
-                raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s",
-                                      hint="the host may be overloaded; raise the task's timeout",
-                                      detail=err.decode("utf-8", "replace")[-2000:] or None)
+                raise CommandTimedOut(
+                    f"{self.host.name}: command timed out after {limit:g}s",
+                    hint="the host may be overloaded; raise the task's timeout",
+                    detail=err.decode("utf-8", "replace")[-2000:] or None,
+                )
             if quiet_until is None and chan.exit_status_ready():
                 quiet_until = time.monotonic() + EOF_GRACE_S
             if quiet_until is not None and time.monotonic() >= quiet_until:
@@ -411,9 +440,10 @@ class SSHHost:
         chan.status_event.wait(EOF_GRACE_S + 5)
         rc = chan.recv_exit_status() if chan.status_event.is_set() else -1
         if rc == -1:
-            raise HostConnectionError(f"{self.host.name}: the session ended before the command did "
-                                      "(its outcome on the host is unknown)",
-                                      hint="check the host (sshd restarted? out of memory?) and rerun")
+            raise HostConnectionError(
+                f"{self.host.name}: the session ended before the command did (its outcome on the host is unknown)",
+                hint="check the host (sshd restarted? out of memory?) and rerun",
+            )
         return rc
 
     @staticmethod
@@ -423,12 +453,23 @@ class SSHHost:
         while chan.recv_stderr_ready():
             err += chan.recv_stderr(65536)
 
-    def run(self, argv: Sequence[str], *, stdin: bytes | None = None, timeout: float | None = None,
-            become: bool | None = None) -> CommandResult:
+    def run(
+        self,
+        argv: Sequence[str],
+        *,
+        stdin: bytes | None = None,
+        timeout: float | None = None,
+        become: bool | None = None,
+    ) -> CommandResult:
         """Run an argv list: quoted once, here; `timeout` ends it (and its process group) on the host too."""
         limit = timeout or self.options.command_timeout
-        return self.exec(shlex.join(["timeout", "-k", "10", f"{limit:g}", *argv]), stdin=stdin, timeout=limit,
-                         become=become, grace=15)
+        return self.exec(
+            shlex.join(["timeout", "-k", "10", f"{limit:g}", *argv]),
+            stdin=stdin,
+            timeout=limit,
+            become=become,
+            grace=15,
+        )
 
     def script(self, script: str, *, timeout: float | None = None, become: bool | None = None) -> CommandResult:
         """Run a POSIX sh script: one round trip whatever its length, bounded by `timeout`, and killed
@@ -436,16 +477,26 @@ class SSHHost:
         limit = timeout or self.options.command_timeout
         body = script.encode()
         # the guard ends the script itself at `limit`; the local bound 15 s later is the backstop
-        res = self.exec(shlex.join(["sh", "-c", GUARD, "kprov", str(len(body)), f"{limit:g}"]),
-                        stdin=body, timeout=limit, become=become, keep_stdin_open=True, grace=15)
+        res = self.exec(
+            shlex.join(["sh", "-c", GUARD, "kprov", str(len(body)), f"{limit:g}"]),
+            stdin=body,
+            timeout=limit,
+            become=become,
+            keep_stdin_open=True,
+            grace=15,
+        )
         if res.rc == NOT_DELIVERED_RC and "did not arrive whole" in res.stderr:
-            raise HostConnectionError(f"{self.host.name}: the script did not arrive whole",
-                                      hint="check the host and the network path, then rerun")
+            raise HostConnectionError(
+                f"{self.host.name}: the script did not arrive whole",
+                hint="check the host and the network path, then rerun",
+            )
         if res.rc == TIMED_OUT_RC and res.duration_ms >= (limit - 1) * 1000:
-            raise CommandTimedOut(f"{self.host.name}: command timed out after {limit:g}s and was stopped "
-                                  "(what it changed before is unknown)",
-                                  hint="the host may be overloaded; raise the task's timeout",
-                                  detail=res.stderr_tail() or None)
+            raise CommandTimedOut(
+                f"{self.host.name}: command timed out after {limit:g}s and was stopped "
+                "(what it changed before is unknown)",
+                hint="the host may be overloaded; raise the task's timeout",
+                detail=res.stderr_tail() or None,
+            )
         return res
 
     def fetch(self, remote_path: str, *, become: bool | None = None) -> bytes:
@@ -454,8 +505,9 @@ class SSHHost:
         if res.rc != 0:
             from provisioner.errors import CommandFailed
 
-            raise CommandFailed(f"{self.host.name}: cannot read {remote_path}", rc=res.rc,
-                                stderr_tail=res.stderr_tail())
+            raise CommandFailed(
+                f"{self.host.name}: cannot read {remote_path}", rc=res.rc, stderr_tail=res.stderr_tail()
+            )
         return res.stdout.encode("utf-8", "surrogateescape")
 
     def put_stream(self, remote_path: str, fh, *, offset: int = 0, chunk: int = 1 << 20) -> int:
@@ -465,9 +517,14 @@ class SSHHost:
         q = shlex.quote(remote_path)
         redirect = ">>" if offset else ">"
         sent_total = 0
-        with self._session(self._wrap(f"cat {redirect} {q}", None), "an upload",
-                           ("check the host and the network path, then rerun (uploads resume)",
-                            "check the host and rerun; the upload resumes")) as chan:
+        with self._session(
+            self._wrap(f"cat {redirect} {q}", None),
+            "an upload",
+            (
+                "check the host and the network path, then rerun (uploads resume)",
+                "check the host and rerun; the upload resumes",
+            ),
+        ) as chan:
             fh.seek(offset)
             while True:
                 data = fh.read(chunk)
@@ -477,9 +534,11 @@ class SSHHost:
                 sent_total += len(data)
             chan.shutdown_write()
             out, err = bytearray(), bytearray()
-            rc = self._wait(chan, out, err, time.monotonic() + self.options.command_timeout,
-                            self.options.command_timeout)
+            rc = self._wait(
+                chan, out, err, time.monotonic() + self.options.command_timeout, self.options.command_timeout
+            )
         if rc != 0:
-            raise CommandFailed(f"{self.host.name}: upload to {remote_path} failed", rc=rc,
-                                stderr_tail=err.decode("utf-8", "replace"))
+            raise CommandFailed(
+                f"{self.host.name}: upload to {remote_path} failed", rc=rc, stderr_tail=err.decode("utf-8", "replace")
+            )
         return sent_total

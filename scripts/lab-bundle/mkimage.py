@@ -6,6 +6,7 @@ ITEM: SRC:DST  copy host file SRC (symlinks followed) to DST | DST->TARGET symli
       @DST=TEXT  a file DST with literal TEXT (mode 0644)
 Thin wrapper over provisioner.bundle.dockerarchive (run with the repo on PYTHONPATH).
 """
+
 import argparse
 import json
 import sys
@@ -32,9 +33,14 @@ def main() -> int:
         else:
             items.append(dockerarchive.parse_item(it))
     try:
-        dockerarchive.write_image(Path(a.out), a.ref, items,
-                                  entrypoint=json.loads(a.entrypoint) if a.entrypoint else None,
-                                  cmd=json.loads(a.cmd) if a.cmd else None, env=a.env or None)
+        dockerarchive.write_image(
+            Path(a.out),
+            a.ref,
+            items,
+            entrypoint=json.loads(a.entrypoint) if a.entrypoint else None,
+            cmd=json.loads(a.cmd) if a.cmd else None,
+            env=a.env or None,
+        )
     except KprovError as exc:
         print(f"mkimage: {exc.message}", file=sys.stderr)
         return 1

@@ -28,12 +28,13 @@ def _read_name(msg: bytes, off: int) -> tuple[str, int]:
             continue
         if n == 0:
             return ".".join(labels) + ".", (end if jumped else off + 1)
-        labels.append(msg[off + 1:off + 1 + n].decode())
+        labels.append(msg[off + 1 : off + 1 + n].decode())
         off += n + 1
 
 
-def query(server: str, port: int, name: str, qtype: str = "A", tcp: bool = False,
-          timeout: float = 3.0) -> tuple[int, list[tuple[str, str]]]:
+def query(
+    server: str, port: int, name: str, qtype: str = "A", tcp: bool = False, timeout: float = 3.0
+) -> tuple[int, list[tuple[str, str]]]:
     qid = random.randrange(65536)
     packet = struct.pack(">HHHHHH", qid, 0x0100, 1, 0, 0, 0) + _encode_name(name) + struct.pack(">HH", TYPES[qtype], 1)
     if tcp:
@@ -57,9 +58,9 @@ def query(server: str, port: int, name: str, qtype: str = "A", tcp: bool = False
     answers = []
     for _ in range(an):
         _, off = _read_name(msg, off)
-        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", msg[off:off + 10])
+        rtype, _cls, _ttl, rdlen = struct.unpack(">HHIH", msg[off : off + 10])
         off += 10
-        rdata = msg[off:off + rdlen]
+        rdata = msg[off : off + rdlen]
         t = _NAMES.get(rtype, str(rtype))
         if t == "A":
             value = socket.inet_ntop(socket.AF_INET, rdata)

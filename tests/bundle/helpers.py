@@ -41,8 +41,9 @@ def image(path: Path, ref: str) -> Path:
     return path
 
 
-def make_source_dir(root: Path, version: str = VERSION, *, crictl: bool = True,
-                    images: dict[str, str] | None = None) -> Path:
+def make_source_dir(
+    root: Path, version: str = VERSION, *, crictl: bool = True, images: dict[str, str] | None = None
+) -> Path:
     """A directory laid out like a bundle."""
     for name in ("kubeadm", "kubelet", "kubectl"):
         fake_elf(root / "bin" / name, f"{name} v{version}")

@@ -51,11 +51,26 @@ def good_bundle(tmp_path: Path, src_dir: Path) -> Path:
 
 # --- building -----------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("name", ["k.tar", "k.tar.gz"])
 def test_build_from_dir_then_verify(tmp_path: Path, src_dir: Path, capsys, name: str) -> None:
     out = tmp_path / "out" / name
-    rc, stdout, err = run_cli(["bundle", "build", "--kubernetes-version", "v1.20.2", "--from-dir", str(src_dir),
-                               "--label", "unit test", "-o", str(out), "-q"], capsys)
+    rc, stdout, err = run_cli(
+        [
+            "bundle",
+            "build",
+            "--kubernetes-version",
+            "v1.20.2",
+            "--from-dir",
+            str(src_dir),
+            "--label",
+            "unit test",
+            "-o",
+            str(out),
+            "-q",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert f"built {out}" in stdout
     # no temp files left; the whole-archive checksum travels beside the bundle
@@ -105,8 +120,10 @@ def test_inspect_lists_contents(good_bundle: Path, capsys) -> None:
 def test_rebuild_from_extracted_bundle_keeps_skipped(tmp_path: Path, good_bundle: Path) -> None:
     dest = tmp_path / "x"
     extract(good_bundle, dest)
-    m2 = build(BuildSpec(kubernetes_version="1.20.2", from_dir=dest,
-                         skipped=(Skipped("crictl", "stand-in"),)), tmp_path / "again.tar")
+    m2 = build(
+        BuildSpec(kubernetes_version="1.20.2", from_dir=dest, skipped=(Skipped("crictl", "stand-in"),)),
+        tmp_path / "again.tar",
+    )
     assert {f.path: f.sha256 for f in m2.files} == {f.path: f.sha256 for f in read_manifest(good_bundle).files}
     assert {s.what for s in m2.skipped} == {"coredns", "crictl"}
 
@@ -129,8 +146,7 @@ def _release_tree(root: Path, *, sha_ok: bool = True) -> None:
         # upstream release tars carry the -amd64 name; the bundle must retag them to what kubeadm pulls
         f = h.image(rel / f"{name}.tar", f"k8s.gcr.io/{name}-amd64:v{h.VERSION}")
         (rel / f"{name}.tar.sha256").write_text(h.sha256_file(f) + "\n")
-    cni = h.write_tgz(root / "cni" / "cni-plugins.tgz",
-                      {f"./{p}": b"\x7fELF cni " + p.encode() for p in h.CNI_PLUGINS})
+    cni = h.write_tgz(root / "cni" / "cni-plugins.tgz", {f"./{p}": b"\x7fELF cni " + p.encode() for p in h.CNI_PLUGINS})
     (root / "cni" / "cni-plugins.tgz.sha256").write_text(f"{h.sha256_file(cni)}  cni-plugins.tgz\n")
     h.write_tgz(root / "crictl" / "crictl.tar.gz", {"crictl": b"\x7fELF crictl v1.20.0"})  # no .sha256: allowed
     images = root / "images"
@@ -144,14 +160,36 @@ def test_build_from_base_url(tmp_path: Path, capsys) -> None:
     out = tmp_path / "out" / "k.tar"
     with h.http_server(tmp_path / "www") as url:
         rc, stdout, err = run_cli(
-            ["bundle", "build", "--kubernetes-version", "1.20.2", "--base-url", f"{url}/release",
-             "--cni-url", f"{url}/cni/cni-plugins.tgz", "--crictl-url", f"{url}/crictl/crictl.tar.gz",
-             "--images-dir", str(tmp_path / "www" / "images"), "-o", str(out)], capsys)
+            [
+                "bundle",
+                "build",
+                "--kubernetes-version",
+                "1.20.2",
+                "--base-url",
+                f"{url}/release",
+                "--cni-url",
+                f"{url}/cni/cni-plugins.tgz",
+                "--crictl-url",
+                f"{url}/crictl/crictl.tar.gz",
+                "--images-dir",
+                str(tmp_path / "www" / "images"),
+                "-o",
+                str(out),
+            ],
+            capsys,
+        )
     assert rc == 0, err
     assert "sha256 verified" in err and "no checksum published" in err  # progress lines
     m = verify(out)
-    assert {f.path for f in m.files} >= {"bin/kubeadm", "bin/kubelet", "bin/kubectl", "bin/crictl",
-                                         "cni/bin/bridge", "images/kube-apiserver.tar", "images/etcd.tar"}
+    assert {f.path for f in m.files} >= {
+        "bin/kubeadm",
+        "bin/kubelet",
+        "bin/kubectl",
+        "bin/crictl",
+        "cni/bin/bridge",
+        "images/kube-apiserver.tar",
+        "images/etcd.tar",
+    }
     assert m.file("bin/crictl").kind == "binary"
     # downloads arrive without x bits; programs are 0755 in the bundle all the same
     assert {f"{m.file(p).mode:04o}" for p in ("bin/kubeadm", "bin/crictl", "cni/bin/bridge")} == {"0755"}
@@ -164,6 +202,7 @@ def test_build_from_base_url(tmp_path: Path, capsys) -> None:
 
 # --- errors: one line, non-zero exit, no traceback, nothing left behind ------------------------------------
 
+
 def _flip_last_byte(name: str, data: bytes, target: str) -> bytes:
     return data[:-1] + bytes([data[-1] ^ 0xFF]) if name == target else data
 
@@ -174,23 +213,28 @@ def _manifest_edit(change):
 
 
 def _with_file_field(path: str | None, key: str, value):
-    return _manifest_edit(lambda m: {**m, "files": [
-        {**f, key: value} if path is None or f["path"] == path else f for f in m["files"]]})
+    return _manifest_edit(
+        lambda m: {**m, "files": [{**f, key: value} if path is None or f["path"] == path else f for f in m["files"]]}
+    )
 
 
 VERIFY_CASES = {
     "corrupt file": (lambda n, d: _flip_last_byte(n, d, "bin/kubelet"), "bin/kubelet is corrupt"),
     "wrong checksum in manifest": (_with_file_field("bin/kubeadm", "sha256", "0" * 64), "bin/kubeadm is corrupt"),
     "wrong size": (lambda n, d: d[:-10] if n == "cni/bin/bridge" else d, "cni/bin/bridge has"),
-    "missing file": (lambda n, d: None if n == "images/etcd.tar" else d,
-                     "images/etcd.tar is listed in the manifest but missing"),
+    "missing file": (
+        lambda n, d: None if n == "images/etcd.tar" else d,
+        "images/etcd.tar is listed in the manifest but missing",
+    ),
     "extra file": (None, "extra.bin is not listed in the manifest"),
     "missing manifest": (lambda n, d: None if n == "manifest.json" else d, "no manifest.json inside"),
     "manifest not json": (lambda n, d: b"{not json" if n == "manifest.json" else d, "not valid JSON"),
     "unsupported format": (_manifest_edit(lambda m: {**m, "format": 2}), "unsupported bundle format 2"),
     "bad kind": (_with_file_field(None, "kind", "weird"), "bad kind 'weird'"),
-    "bad version in manifest": (_manifest_edit(lambda m: {**m, "kubernetes_version": "1.20"}),
-                                "kubernetes_version '1.20' is not MAJOR.MINOR.PATCH"),
+    "bad version in manifest": (
+        _manifest_edit(lambda m: {**m, "kubernetes_version": "1.20"}),
+        "kubernetes_version '1.20' is not MAJOR.MINOR.PATCH",
+    ),
     "unsafe path": (_with_file_field("bin/kubeadm", "path", "../../etc/passwd"), "unsafe path"),
 }
 
@@ -213,11 +257,14 @@ def test_verify_errors(case: str, tmp_path: Path, good_bundle: Path, capsys) -> 
         verify(bad)
 
 
-@pytest.mark.parametrize("case, content, needle, code", [
-    ("not found", None, "does not exist", 2),   # a missing file is bad input, for every command
-    ("not a tar", b"hello, this is not an archive" * 100, "not a readable tar", 1),
-    ("empty file", b"", "not a readable tar", 1),
-])
+@pytest.mark.parametrize(
+    "case, content, needle, code",
+    [
+        ("not found", None, "does not exist", 2),  # a missing file is bad input, for every command
+        ("not a tar", b"hello, this is not an archive" * 100, "not a readable tar", 1),
+        ("empty file", b"", "not a readable tar", 1),
+    ],
+)
 def test_verify_unreadable(case: str, content: bytes | None, needle: str, code: int, tmp_path: Path, capsys) -> None:
     path = tmp_path / "b.tar"
     if content is not None:
@@ -241,15 +288,35 @@ BUILD_CASES = [
     ("binaries of another version", ["--kubernetes-version", "1.21.0"], None, 1, "is not kubeadm v1.21.0"),
     ("missing kubeadm", [], lambda s, t: (s / "bin/kubeadm").unlink(), 2, "no kubeadm among the sources"),
     ("missing core image", [], lambda s, t: (s / "images/etcd.tar").unlink(), 2, "no etcd image"),
-    ("image of another repo", [], lambda s, t: h.image(s / "images/pause.tar", "registry.example/pause:3.2"),
-     1, "not under image repository k8s.gcr.io"),
-    ("image of another version", [],
-     lambda s, t: h.image(s / "images/kube-proxy.tar", "k8s.gcr.io/kube-proxy:v1.19.0"), 1, "expected tag v1.20.2"),
-    ("not a docker archive", [], lambda s, t: (s / "images/pause.tar").write_bytes(b"junk"), 1,
-     "pause.tar: not a readable docker-archive"),
+    (
+        "image of another repo",
+        [],
+        lambda s, t: h.image(s / "images/pause.tar", "registry.example/pause:3.2"),
+        1,
+        "not under image repository k8s.gcr.io",
+    ),
+    (
+        "image of another version",
+        [],
+        lambda s, t: h.image(s / "images/kube-proxy.tar", "k8s.gcr.io/kube-proxy:v1.19.0"),
+        1,
+        "expected tag v1.20.2",
+    ),
+    (
+        "not a docker archive",
+        [],
+        lambda s, t: (s / "images/pause.tar").write_bytes(b"junk"),
+        1,
+        "pause.tar: not a readable docker-archive",
+    ),
     ("unexpected file", [], lambda s, t: (s / "README").write_text("hi"), 2, "unexpected file README"),
-    ("bad image file name", [], lambda s, t: h.image(s / "images/My Image.tar", "docker.io/x/y:1"), 2,
-     "bad image file name"),
+    (
+        "bad image file name",
+        [],
+        lambda s, t: h.image(s / "images/My Image.tar", "docker.io/x/y:1"),
+        2,
+        "bad image file name",
+    ),
     ("bad skip", ["--skip", "coredns"], None, 2, "bad --skip"),
     ("bad output name", ["-o", "{tmp}/out/bundle.zip"], None, 2, "must end in .tar or .tar.gz"),
     ("from-dir missing", ["--from-dir", "{tmp}/nope"], None, 2, "not a directory"),
@@ -280,10 +347,13 @@ def test_build_errors(case, argv, setup, code, needle, tmp_path: Path, src_dir: 
 
 URL_CASES = [
     ("checksum mismatch", lambda u: ["--base-url", f"{u}/release"], False, "checksum mismatch for"),
-    ("404 for another version", lambda u: ["--base-url", f"{u}/release", "--kubernetes-version", "1.20.3"], True,
-     "HTTP 404"),
-    ("cni tgz missing", lambda u: ["--base-url", f"{u}/release", "--cni-url", f"{u}/cni/nope.tgz"], True,
-     "HTTP 404"),
+    (
+        "404 for another version",
+        lambda u: ["--base-url", f"{u}/release", "--kubernetes-version", "1.20.3"],
+        True,
+        "HTTP 404",
+    ),
+    ("cni tgz missing", lambda u: ["--base-url", f"{u}/release", "--cni-url", f"{u}/cni/nope.tgz"], True, "HTTP 404"),
     ("server down", lambda u: ["--base-url", "http://127.0.0.1:9/release"], True, "download failed"),
     ("bad scheme", lambda u: ["--base-url", "ftp://127.0.0.1/release"], True, "unsupported URL"),
 ]
@@ -300,10 +370,22 @@ def test_build_from_url_errors(case, argv, sha_ok, needle, tmp_path: Path, capsy
         if "--kubernetes-version" in extra:
             i = extra.index("--kubernetes-version")
             version = extra[i + 1]
-            del extra[i:i + 2]
-        rc, _, err = run_cli(["bundle", "build", "-q", "--kubernetes-version", version, *extra,
-                              "--images-dir", str(tmp_path / "www" / "images"), "-o", str(out_dir / "b.tar")],
-                             capsys)
+            del extra[i : i + 2]
+        rc, _, err = run_cli(
+            [
+                "bundle",
+                "build",
+                "-q",
+                "--kubernetes-version",
+                version,
+                *extra,
+                "--images-dir",
+                str(tmp_path / "www" / "images"),
+                "-o",
+                str(out_dir / "b.tar"),
+            ],
+            capsys,
+        )
     assert_one_line_error(rc, err, 1, needle)
     assert list(out_dir.iterdir()) == []
 
@@ -339,13 +421,27 @@ def test_docker_archive_is_deterministic(tmp_path: Path) -> None:
 def test_real_process_exit_codes(tmp_path: Path, good_bundle: Path) -> None:
     ok = subprocess.run([str(KPROV), "bundle", "verify", str(good_bundle)], capture_output=True, text=True)
     assert ok.returncode == 0 and ok.stdout.startswith("ok: ")
-    missing = subprocess.run([str(KPROV), "bundle", "verify", str(tmp_path / "nope.tar")],
-                             capture_output=True, text=True)
+    missing = subprocess.run(
+        [str(KPROV), "bundle", "verify", str(tmp_path / "nope.tar")], capture_output=True, text=True
+    )
     assert missing.returncode == 2
     assert missing.stderr.startswith("error: ") and "does not exist" in missing.stderr
     assert "Traceback" not in missing.stderr
-    bad = subprocess.run([str(KPROV), "bundle", "build", "--kubernetes-version", "x", "-o", str(tmp_path / "o.tar"),
-                          "--from-dir", str(tmp_path)], capture_output=True, text=True)
+    bad = subprocess.run(
+        [
+            str(KPROV),
+            "bundle",
+            "build",
+            "--kubernetes-version",
+            "x",
+            "-o",
+            str(tmp_path / "o.tar"),
+            "--from-dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert bad.returncode == 2 and "Traceback" not in bad.stderr and not (tmp_path / "o.tar").exists()
 
 

@@ -28,11 +28,16 @@ from provisioner.bundle.distribution import (
 )
 from tests.bundle.helpers import make_source_dir
 
-pytestmark = pytest.mark.skipif(not (shutil.which("curl") and shutil.which("python3")),
-                                reason="needs curl and python3 (as the nodes do)")
+pytestmark = pytest.mark.skipif(
+    not (shutil.which("curl") and shutil.which("python3")), reason="needs curl and python3 (as the nodes do)"
+)
 
-CP_IMAGES = {"images/kube-apiserver.tar", "images/kube-controller-manager.tar", "images/kube-scheduler.tar",
-             "images/etcd.tar"}
+CP_IMAGES = {
+    "images/kube-apiserver.tar",
+    "images/kube-controller-manager.tar",
+    "images/kube-scheduler.tar",
+    "images/etcd.tar",
+}
 
 
 @pytest.fixture(scope="module")
@@ -54,16 +59,21 @@ def free_port() -> int:
 
 def sh(script: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     # as the engine runs a change: set -e, stdin from /dev/null
-    return subprocess.run(["sh", "-c", "{\nset -e\n" + script + "\n} </dev/null"], capture_output=True, text=True,
-                          timeout=timeout)
+    return subprocess.run(
+        ["sh", "-c", "{\nset -e\n" + script + "\n} </dev/null"], capture_output=True, text=True, timeout=timeout
+    )
 
 
-def start_server(root: Path, peers: list[str], idle: int = 20, deadline: int = 60,
-                 meanwhile: str = "") -> tuple[subprocess.Popen, str]:
+def start_server(
+    root: Path, peers: list[str], idle: int = 20, deadline: int = 60, meanwhile: str = ""
+) -> tuple[subprocess.Popen, str]:
     port, token = free_port(), "t0ken"
-    proc = subprocess.Popen(["sh", "-c", serve_script(str(root), "127.0.0.1", port, token, peers, idle, deadline,
-                                                      meanwhile)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        ["sh", "-c", serve_script(str(root), "127.0.0.1", port, token, peers, idle, deadline, meanwhile)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     return proc, f"http://127.0.0.1:{port}/{token}"
 
 
@@ -108,12 +118,14 @@ def test_the_seed_works_while_it_serves(seeded, tmp_path, fails) -> None:
     after the pull; the script ends when both have, with the work's exit code and both outputs."""
     _, v, root = seeded
     flag = tmp_path / "pulled"
-    work = f"while [ ! -e {flag} ]; do sleep 0.1; done\necho imported seed-image\n" + ("false\necho not here" if fails else "")
+    work = f"while [ ! -e {flag} ]; do sleep 0.1; done\necho imported seed-image\n" + (
+        "false\necho not here" if fails else ""
+    )
     proc, url = start_server(root, ["n1"], meanwhile=work)
     files = needed_files(v["bundle_files"], control_plane=False)
     res = sh(pull_script(str(tmp_path / "bundle"), url, files, "n1", wait=30))
     assert res.stdout.startswith("pulled:"), res.stdout + res.stderr
-    assert proc.poll() is None   # the seed's work still waits for the flag
+    assert proc.poll() is None  # the seed's work still waits for the flag
     flag.touch()
     out, _ = proc.communicate(timeout=60)
     lines = out.strip().splitlines()
@@ -128,7 +140,7 @@ def test_an_interrupted_pull_resumes_with_range_requests(seeded, tmp_path) -> No
     biggest = max(files, key=lambda f: f["size"])
     part = tmp_path / "bundle.part" / biggest["path"]
     part.parent.mkdir(parents=True)
-    part.write_bytes((root / biggest["path"]).read_bytes()[: biggest["size"] // 2])   # half arrived before
+    part.write_bytes((root / biggest["path"]).read_bytes()[: biggest["size"] // 2])  # half arrived before
     proc, url = start_server(root, ["n1"])
     res = sh(pull_script(str(tmp_path / "bundle"), url, files, "n1", wait=30))
     assert res.stdout.startswith("pulled:"), res.stdout + res.stderr
@@ -148,14 +160,15 @@ def test_a_corrupt_seed_copy_is_refused_and_the_node_falls_back(seeded, tmp_path
     res = sh(pull_script(str(tmp_path / "bundle"), url, files, "n1", wait=30))
     assert res.returncode == 0 and res.stdout.strip() == "fallback: checksum mismatch: bin/kubelet", res.stdout
     assert not (tmp_path / "bundle").exists()
-    assert not (tmp_path / "bundle.part" / "bin" / "kubelet").exists()   # a rerun fetches it again
-    assert "every node has its copy" in stop_line(proc)   # the node said it is done with the seed
+    assert not (tmp_path / "bundle.part" / "bin" / "kubelet").exists()  # a rerun fetches it again
+    assert "every node has its copy" in stop_line(proc)  # the node said it is done with the seed
 
 
 def test_a_node_that_cannot_reach_the_seed_falls_back_within_its_wait(tmp_path, seeded) -> None:
     _, v, _ = seeded
-    res = sh(pull_script(str(tmp_path / "bundle"), f"http://127.0.0.1:{free_port()}/x", v["bundle_files"], "n1",
-                         wait=2))
+    res = sh(
+        pull_script(str(tmp_path / "bundle"), f"http://127.0.0.1:{free_port()}/x", v["bundle_files"], "n1", wait=2)
+    )
     assert res.stdout.strip() == "fallback: the seed did not answer within 2s"
     assert not (tmp_path / "bundle").exists()
 
@@ -172,12 +185,19 @@ def test_the_server_only_hands_out_bundle_files(seeded, tmp_path, path) -> None:
     _, _, root = seeded
     (root.parent / "secret.txt").write_text("no")
     proc, url = start_server(root, ["n1"], idle=5)
-    subprocess.run(["curl", "-fs", "--retry", "20", "--retry-connrefused", "--retry-delay", "1", "-o", "/dev/null",
-                    f"{url}/ping"], check=True, timeout=60)
+    subprocess.run(
+        ["curl", "-fs", "--retry", "20", "--retry-connrefused", "--retry-delay", "1", "-o", "/dev/null", f"{url}/ping"],
+        check=True,
+        timeout=60,
+    )
     base = url.rsplit("/", 1)[0]
     for u in (f"{url}/{path}", f"{base}/wrong/f/manifest.json"):
-        res = subprocess.run(["curl", "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", u],
-                             capture_output=True, text=True, timeout=30)
+        res = subprocess.run(
+            ["curl", "-s", "--path-as-is", "-o", "/dev/null", "-w", "%{http_code}", u],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert res.stdout == "404", (u, res.stdout)
     proc.kill()
     proc.communicate()
@@ -187,9 +207,11 @@ def test_the_server_is_gone_when_its_session_is(seeded) -> None:
     """kprov's guard ends the script's process group (timeout, Ctrl-C, lost session): nothing keeps listening."""
     _, _, root = seeded
     port = free_port()
-    proc = subprocess.Popen(["timeout", "3", "sh", "-c", serve_script(str(root), "127.0.0.1", port, "t", ["n1"], 60,
-                                                                     600)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        ["timeout", "3", "sh", "-c", serve_script(str(root), "127.0.0.1", port, "t", ["n1"], 60, 600)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     proc.wait(timeout=30)
     time.sleep(0.5)
     with socket.socket() as s:
@@ -208,11 +230,18 @@ def _is_server(pid: str, port: int) -> bool:
 SERVE = {"root": "/opt/kprov/bundle/x", "bind": "10.0.0.1", "port": 4000, "token": "abc123", "peers": "n2 n3"}
 
 
-@pytest.mark.parametrize("args, decided, text", [
-    ({}, "Change", "serve the bundle on 10.0.0.1:4000 to 2 nodes"),
-    ({"peers": ""}, "NoChange", "no other node needs the bundle"),
-    ({"port": 0, "token": "", "unavailable": "no python3 on the seed"}, "NoChange", "not served (no python3 on the seed)"),
-])
+@pytest.mark.parametrize(
+    "args, decided, text",
+    [
+        ({}, "Change", "serve the bundle on 10.0.0.1:4000 to 2 nodes"),
+        ({"peers": ""}, "NoChange", "no other node needs the bundle"),
+        (
+            {"port": 0, "token": "", "unavailable": "no python3 on the seed"},
+            "NoChange",
+            "not served (no python3 on the seed)",
+        ),
+    ],
+)
 def test_serve_decision(args, decided, text) -> None:
     from provisioner.modules.base import get_module
 
@@ -221,18 +250,20 @@ def test_serve_decision(args, decided, text) -> None:
     assert type(d).__name__ == decided and d.msg.startswith(text)
 
 
-@pytest.mark.parametrize("present, url, decided, text", [
-    (True, "http://10.0.0.1:4000/abc", "NoChange", "/b present"),
-    (False, "http://10.0.0.1:4000/abc", "Change", "pull "),
-    (False, "", "Change", "upload directly: no seed serves the bundle in this run"),
-])
+@pytest.mark.parametrize(
+    "present, url, decided, text",
+    [
+        (True, "http://10.0.0.1:4000/abc", "NoChange", "/b present"),
+        (False, "http://10.0.0.1:4000/abc", "Change", "pull "),
+        (False, "", "Change", "upload directly: no seed serves the bundle in this run"),
+    ],
+)
 def test_pull_decision(seeded, present, url, decided, text) -> None:
     from provisioner.modules.base import get_module
 
     _, v, _ = seeded
     m = get_module("bundle_pull", "t")
-    args = m.validate({"dest": "/b", "url": url, "files": v["bundle_files"], "control_plane": False, "peer": "n2"},
-                      "t")
+    args = m.validate({"dest": "/b", "url": url, "files": v["bundle_files"], "control_plane": False, "peer": "n2"}, "t")
     assert {f["path"] for f in args["files"]}.isdisjoint(CP_IMAGES)
     d = m.check(args, {"present": present})
     assert type(d).__name__ == decided and d.msg.startswith(text), d.msg

@@ -63,8 +63,13 @@ def run(inv, plays, **extra) -> tuple[object, dict[str, dict[str, int]], dict]:
     counts: dict[str, dict[str, int]] = {}
     redactor = Redactor()
     base = cluster_vars(inv, redactor)
-    runner = Runner(inv, RunOptions(forks=16, extra_vars=extra), redactor=redactor, base_vars=base,
-                    connector=lambda h: CountingSSH(h, ConnectOptions(), redactor, counts))
+    runner = Runner(
+        inv,
+        RunOptions(forks=16, extra_vars=extra),
+        redactor=redactor,
+        base_vars=base,
+        connector=lambda h: CountingSSH(h, ConnectOptions(), redactor, counts),
+    )
     try:
         report = runner.run(plays)
     finally:
@@ -104,14 +109,18 @@ def test_bundle_sent_once_pulled_by_the_others_verified_everywhere(inventory) ->
     # the control machine uploads the bundle once, to the seed: the node count does not show up in the bytes
     uploads = {h: c["upload"] for h, c in counts.items() if c["upload"]}
     assert uploads == {seed: size}, uploads
-    assert all(c["exec"] < 1 << 20 for h, c in counts.items() if h != seed), counts   # scripts only
+    assert all(c["exec"] < 1 << 20 for h, c in counts.items() if h != seed), counts  # scripts only
 
-    pulled = {e.host: e.msg for e in report.events if e.task.startswith("kubernetes | pull the bundle")
-              and e.status is not Status.SKIPPED}
+    pulled = {
+        e.host: e.msg
+        for e in report.events
+        if e.task.startswith("kubernetes | pull the bundle") and e.status is not Status.SKIPPED
+    }
     assert set(pulled) == {h.name for h in inv.hosts} - {seed}
-    uploaded_to = {e.host for e in report.events if e.task.startswith("kubernetes | upload") and
-                   e.status is Status.CHANGED}
-    assert uploaded_to == set(), uploaded_to   # nobody fell back
+    uploaded_to = {
+        e.host for e in report.events if e.task.startswith("kubernetes | upload") and e.status is Status.CHANGED
+    }
+    assert uploaded_to == set(), uploaded_to  # nobody fell back
 
     for h in inv.hosts:
         verify_node(lab, h, v)
@@ -144,8 +153,11 @@ def test_bundle_sent_once_pulled_by_the_others_verified_everywhere(inventory) ->
         node_sh(lab, blocked.name, f"iptables -D OUTPUT -d {seed_ip} -p tcp -j REJECT")
     assert not third.failed_hosts and not third.unreachable_hosts, [h.first_error for h in third.hosts.values()]
     assert {h: c["upload"] for h, c in counts3.items() if c["upload"]} == {blocked.name: size}
-    fell_back = {e.host: e.msg for e in third.events if e.task.startswith("kubernetes | pull the bundle")
-                 and e.status is not Status.SKIPPED}
+    fell_back = {
+        e.host: e.msg
+        for e in third.events
+        if e.task.startswith("kubernetes | pull the bundle") and e.status is not Status.SKIPPED
+    }
     assert fell_back[blocked.name] == "fallback: the seed did not answer within 30s", fell_back
     assert fell_back[pulling.name].startswith("pull "), fell_back
     for h in (blocked, pulling):

@@ -19,8 +19,7 @@ import pytest
 from provisioner.bundle import extract
 from tests.bundle import dnsquery
 
-LAB_BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE",
-                                 "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+LAB_BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
 
 pytestmark = pytest.mark.skipif(not LAB_BUNDLE.is_file(), reason=f"no lab bundle at {LAB_BUNDLE}")
 
@@ -48,10 +47,16 @@ def test_lab_bundle_is_labelled_and_complete(unpacked) -> None:
 def test_lab_kubeadm_matches_images(unpacked) -> None:
     m, _, dest = unpacked
     kubeadm = str(dest / "bin" / "kubeadm")
-    assert subprocess.run([kubeadm, "version", "-o", "short"], capture_output=True, text=True,
-                          check=True).stdout.strip() == "v1.20.2"
-    wanted = subprocess.run([kubeadm, "config", "images", "list", "--kubernetes-version", "v1.20.2"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    assert (
+        subprocess.run([kubeadm, "version", "-o", "short"], capture_output=True, text=True, check=True).stdout.strip()
+        == "v1.20.2"
+    )
+    wanted = subprocess.run(
+        [kubeadm, "config", "images", "list", "--kubernetes-version", "v1.20.2"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     have = {i.ref for i in m.image_files}
     missing = [ref for ref in wanted if ref not in have]
     # only images recorded as skipped may be missing
@@ -59,6 +64,7 @@ def test_lab_kubeadm_matches_images(unpacked) -> None:
 
 
 # --- the coredns stand-in, run for real against a throwaway etcd + kube-apiserver taken from the bundle ----------
+
 
 def _free_port() -> int:
     with socket.socket() as s:
@@ -93,8 +99,15 @@ class _FakeUpstream(threading.Thread):
             except OSError:
                 return
             end = msg.index(b"\x00", 12) + 5
-            reply = (msg[:2] + b"\x81\x80" + msg[4:6] + b"\x00\x01\x00\x00\x00\x00" + msg[12:end]
-                     + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04" + socket.inet_aton("192.0.2.53"))
+            reply = (
+                msg[:2]
+                + b"\x81\x80"
+                + msg[4:6]
+                + b"\x00\x01\x00\x00\x00\x00"
+                + msg[12:end]
+                + b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x1e\x00\x04"
+                + socket.inet_aton("192.0.2.53")
+            )
             self.sock.sendto(reply, addr)
 
 
@@ -109,8 +122,11 @@ def dns_standin(unpacked, tmp_path_factory):
     coredns = _from_image(dest / "images/coredns.tar", "coredns", work / "coredns")
     kubectl = dest / "bin/kubectl"
     subprocess.run(["openssl", "genrsa", "-out", str(work / "sa.key"), "2048"], check=True, capture_output=True)
-    subprocess.run(["openssl", "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        ["openssl", "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub")],
+        check=True,
+        capture_output=True,
+    )
     (work / "tokens.csv").write_text("t0ken,admin,1,system:masters\n")
     ec, ep, api = _free_port(), _free_port(), _free_port()
     h, r, metrics, dnsp = _free_port(), _free_port(), _free_port(), _free_port()
@@ -122,14 +138,48 @@ def dns_standin(unpacked, tmp_path_factory):
         log = open(work / f"{name}.log", "wb")  # noqa: SIM115 (the child's log, open for its lifetime)
         procs.append(subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT))
 
-    spawn([str(etcd), "--data-dir", str(work / "etcd-data"), "--listen-client-urls", f"http://127.0.0.1:{ec}",
-           "--advertise-client-urls", f"http://127.0.0.1:{ec}", "--listen-peer-urls", f"http://127.0.0.1:{ep}"], "etcd")
-    spawn([str(apiserver), "--etcd-servers", f"http://127.0.0.1:{ec}", "--bind-address", "127.0.0.1",
-           "--secure-port", str(api), "--cert-dir", str(work / "certs"), "--service-cluster-ip-range", "10.96.0.0/12",
-           "--service-account-issuer", "https://kubernetes.default.svc.cluster.local",
-           "--service-account-signing-key-file", str(work / "sa.key"), "--service-account-key-file",
-           str(work / "sa.pub"), "--authorization-mode", "AlwaysAllow", "--token-auth-file",
-           str(work / "tokens.csv"), "--advertise-address", "127.0.0.1"], "apiserver")
+    spawn(
+        [
+            str(etcd),
+            "--data-dir",
+            str(work / "etcd-data"),
+            "--listen-client-urls",
+            f"http://127.0.0.1:{ec}",
+            "--advertise-client-urls",
+            f"http://127.0.0.1:{ec}",
+            "--listen-peer-urls",
+            f"http://127.0.0.1:{ep}",
+        ],
+        "etcd",
+    )
+    spawn(
+        [
+            str(apiserver),
+            "--etcd-servers",
+            f"http://127.0.0.1:{ec}",
+            "--bind-address",
+            "127.0.0.1",
+            "--secure-port",
+            str(api),
+            "--cert-dir",
+            str(work / "certs"),
+            "--service-cluster-ip-range",
+            "10.96.0.0/12",
+            "--service-account-issuer",
+            "https://kubernetes.default.svc.cluster.local",
+            "--service-account-signing-key-file",
+            str(work / "sa.key"),
+            "--service-account-key-file",
+            str(work / "sa.pub"),
+            "--authorization-mode",
+            "AlwaysAllow",
+            "--token-auth-file",
+            str(work / "tokens.csv"),
+            "--advertise-address",
+            "127.0.0.1",
+        ],
+        "apiserver",
+    )
     kubeconfig = work / "kubeconfig"
     kubeconfig.write_text(f"""apiVersion: v1
 kind: Config
@@ -147,11 +197,14 @@ current-context: t
         else:
             pytest.fail("kube-apiserver did not become ready: " + (work / "apiserver.log").read_text()[-2000:])
         subprocess.run([*kc, "apply", "-f", "-"], input=_OBJECTS, text=True, check=True, capture_output=True)
-                # kubeadm 1.20's Corefile, with loopback ports instead of the pod's
-        (work / "Corefile").write_text(_COREFILE.format(health=h, ready=r, metrics=metrics,
-                                                        upstream=f"127.0.0.1:{upstream.port}"))
-        spawn([str(coredns), "-conf", str(work / "Corefile"), "-kubeconfig", str(kubeconfig),
-               "-dns.port", str(dnsp)], "coredns")
+        # kubeadm 1.20's Corefile, with loopback ports instead of the pod's
+        (work / "Corefile").write_text(
+            _COREFILE.format(health=h, ready=r, metrics=metrics, upstream=f"127.0.0.1:{upstream.port}")
+        )
+        spawn(
+            [str(coredns), "-conf", str(work / "Corefile"), "-kubeconfig", str(kubeconfig), "-dns.port", str(dnsp)],
+            "coredns",
+        )
         for _ in range(60):
             try:
                 if urllib.request.urlopen(f"http://127.0.0.1:{r}/ready", timeout=1).status == 200:
@@ -231,17 +284,24 @@ def test_coredns_standin_answers(dns_standin, name, qtype, tcp, rcode, answers) 
 
 
 def test_coredns_standin_follows_changes_and_serves_probes(dns_standin) -> None:
-    subprocess.run([*dns_standin["kubectl"], "create", "service", "clusterip", "late", "--tcp=80:80",
-                    "--clusterip=10.96.0.77"], check=True, capture_output=True)
+    subprocess.run(
+        [*dns_standin["kubectl"], "create", "service", "clusterip", "late", "--tcp=80:80", "--clusterip=10.96.0.77"],
+        check=True,
+        capture_output=True,
+    )
     for _ in range(40):
         if dnsquery.query("127.0.0.1", dns_standin["port"], "late.default.svc.cluster.local")[1]:
             break
         time.sleep(0.25)
-    assert dnsquery.query("127.0.0.1", dns_standin["port"], "late.default.svc.cluster.local") == \
-        (0, [("A", "10.96.0.77")])
+    assert dnsquery.query("127.0.0.1", dns_standin["port"], "late.default.svc.cluster.local") == (
+        0,
+        [("A", "10.96.0.77")],
+    )
     assert urllib.request.urlopen(f"http://127.0.0.1:{dns_standin['health']}/health").read() == b"OK\n"
-    assert b"coredns_dns_requests_total" in urllib.request.urlopen(
-        f"http://127.0.0.1:{dns_standin['metrics']}/metrics").read()
+    assert (
+        b"coredns_dns_requests_total"
+        in urllib.request.urlopen(f"http://127.0.0.1:{dns_standin['metrics']}/metrics").read()
+    )
 
 
 # --- the crictl stand-in against a private containerd (CRI enabled) -----------------------------------------------
@@ -281,8 +341,11 @@ def containerd(unpacked):
                 break
             time.sleep(0.1)
         _, _, dest = unpacked
-        subprocess.run(["ctr", "-a", str(d / "c.sock"), "-n", "k8s.io", "images", "import",
-                        str(dest / "images/pause.tar")], check=True, capture_output=True)
+        subprocess.run(
+            ["ctr", "-a", str(d / "c.sock"), "-n", "k8s.io", "images", "import", str(dest / "images/pause.tar")],
+            check=True,
+            capture_output=True,
+        )
         yield d / "c.sock"
     finally:
         proc.terminate()
@@ -309,7 +372,8 @@ CRICTL_CASES = [
 @pytest.mark.parametrize("args, rc, needle", CRICTL_CASES, ids=[" ".join(c[0]) for c in CRICTL_CASES])
 def test_crictl_standin(unpacked, containerd, args, rc, needle) -> None:
     _, _, dest = unpacked
-    res = subprocess.run([str(dest / "bin/crictl"), "-r", f"unix://{containerd}", *args],
-                         capture_output=True, text=True, timeout=60)
+    res = subprocess.run(
+        [str(dest / "bin/crictl"), "-r", f"unix://{containerd}", *args], capture_output=True, text=True, timeout=60
+    )
     assert res.returncode == rc, res.stderr
     assert needle in res.stdout

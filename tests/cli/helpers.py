@@ -23,10 +23,17 @@ class CliResult:
     stderr: str
 
 
-def run(argv: list[str], *, cwd: Path | str | None = None, env: dict[str, str] | None = None,
-        timeout: float = 300, stdin: str | None = None) -> CliResult:
-    p = subprocess.run(argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True,
-                       timeout=timeout, input=stdin)
+def run(
+    argv: list[str],
+    *,
+    cwd: Path | str | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 300,
+    stdin: str | None = None,
+) -> CliResult:
+    p = subprocess.run(
+        argv, cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout, input=stdin
+    )
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 
@@ -47,8 +54,10 @@ def build_wheel(work: Path) -> Path:
             shutil.copy2(path, src / name)
     dist = work / "dist"
     # no build isolation: the build backend comes from the test environment (setuptools in the test extra)
-    res = run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist),
-               str(src)], cwd=work)
+    res = run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(src)],
+        cwd=work,
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     (wheel,) = dist.glob("kprov-*.whl")
     return wheel
@@ -65,8 +74,9 @@ def fresh_venv(work: Path, wheel: Path) -> Path:
     res = run([sys.executable, "-m", "venv", "--without-pip", str(venv)])
     assert res.returncode == 0, res.stderr
     py = venv / "bin" / "python"
-    res = run([sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index",
-               str(wheel)])
+    res = run(
+        [sys.executable, "-m", "pip", "--python", str(py), "install", "-q", "--no-deps", "--no-index", str(wheel)]
+    )
     assert res.returncode == 0, res.stderr[-3000:]
     purelib = run([str(py), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]).stdout.strip()
     deps = sysconfig.get_paths()["purelib"]

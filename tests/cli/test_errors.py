@@ -116,19 +116,23 @@ def test_verbose_shows_the_ssh_library_log(tmp_path: Path, fake_host) -> None:
 
 
 def test_second_ctrl_c_exits_at_once(tmp_path: Path, fake_host) -> None:
-    host = fake_host(_silent)   # the connection waits for a banner that never comes (60 s)
-    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "60"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    host = fake_host(_silent)  # the connection waits for a banner that never comes (60 s)
+    proc = subprocess.Popen(
+        [str(KPROV), "plan", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "60"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         assert host.accepted.wait(60), "kprov never connected"
         proc.send_signal(signal.SIGINT)
         first = ""
-        while not first.strip():   # click writes an empty line first
-            first = proc.stderr.readline()   # type: ignore[union-attr]
+        while not first.strip():  # click writes an empty line first
+            first = proc.stderr.readline()  # type: ignore[union-attr]
         assert first.startswith("interrupted"), first
         if proc.poll() is None:
             proc.send_signal(signal.SIGINT)
-        _, rest = proc.communicate(timeout=30)   # a guard against hanging, not a speed assertion
+        _, rest = proc.communicate(timeout=30)  # a guard against hanging, not a speed assertion
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -157,14 +161,21 @@ def _refused_port() -> int:
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    sock.close()   # bound, never listened on, released: nothing listens there
+    sock.close()  # bound, never listened on, released: nothing listens there
     return port
 
 
 def _connect(address: str, port: int, *, key: Path | None = None, known_hosts: Path | None = None) -> str:
     """Connect with kprov's transport (no retries) and return the one-line error it raises."""
-    host = Host(name="h1", address=address, port=port, user="root", node_ip="10.9.9.1",
-                ssh_key=str(key) if key else None, known_hosts=str(known_hosts) if known_hosts else None)
+    host = Host(
+        name="h1",
+        address=address,
+        port=port,
+        user="root",
+        node_ip="10.9.9.1",
+        ssh_key=str(key) if key else None,
+        known_hosts=str(known_hosts) if known_hosts else None,
+    )
     ssh = SSHHost(host, ConnectOptions(connect_timeout=2, connect_retries=0))
     try:
         with pytest.raises(KprovError) as err:
@@ -175,13 +186,16 @@ def _connect(address: str, port: int, *, key: Path | None = None, known_hosts: P
     return err.value.message
 
 
-@pytest.mark.parametrize("case, reason", [
-    ("refused", "connection refused (nothing listens on port {port}: is sshd running?)"),
-    ("timeout", "connection timed out after 2s (host down, or the network drops the packets)"),
-    ("closed at once", "the connection was closed before an SSH banner arrived"),
-    ("non-ssh banner", "the connection was closed before an SSH banner arrived"),
-    ("silent", "banner timeout: no SSH banner within 2s"),
-])
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("refused", "connection refused (nothing listens on port {port}: is sshd running?)"),
+        ("timeout", "connection timed out after 2s (host down, or the network drops the packets)"),
+        ("closed at once", "the connection was closed before an SSH banner arrived"),
+        ("non-ssh banner", "the connection was closed before an SSH banner arrived"),
+        ("silent", "banner timeout: no SSH banner within 2s"),
+    ],
+)
 def test_ssh_failures_name_their_reason(fake_host, case: str, reason: str) -> None:
     backlog = None
     if case == "refused":
@@ -200,14 +214,18 @@ def test_ssh_failures_name_their_reason(fake_host, case: str, reason: str) -> No
 
 
 @pytest.mark.netns
-@pytest.mark.parametrize("case, reason", [
-    ("authentication failed", "h1: SSH authentication failed for root@"),
-    ("host key changed", "h1: host key for {address} CHANGED"),
-    ("host key unknown", "{address}: host key not known"),
-])
-def test_ssh_refusals_of_a_real_sshd_name_their_reason(netns_fleet, tmp_path: Path, monkeypatch, case: str,
-                                                       reason: str) -> None:
-    monkeypatch.setenv("KPROV_HOME", str(tmp_path / "home"))   # no kprov-wide known_hosts
+@pytest.mark.parametrize(
+    "case, reason",
+    [
+        ("authentication failed", "h1: SSH authentication failed for root@"),
+        ("host key changed", "h1: host key for {address} CHANGED"),
+        ("host key unknown", "{address}: host key not known"),
+    ],
+)
+def test_ssh_refusals_of_a_real_sshd_name_their_reason(
+    netns_fleet, tmp_path: Path, monkeypatch, case: str, reason: str
+) -> None:
+    monkeypatch.setenv("KPROV_HOME", str(tmp_path / "home"))  # no kprov-wide known_hosts
     host = netns_fleet.hosts[0]
     key = netns_fleet.key
     known = tmp_path / "known_hosts"
@@ -237,20 +255,35 @@ def _raised(exc: BaseException, during: BaseException | None = None) -> BaseExce
         return caught
 
 
-@pytest.mark.parametrize("exc, reason", [
-    # the shapes paramiko gives for the same network events (seen under load: a reset instead of an EOF)
-    (_raised(paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer"),
-             ConnectionResetError(104, "Connection reset by peer")), "the connection was closed before an SSH banner"),
-    (_raised(paramiko.SSHException("Error reading SSH protocol banner"), EOFError()),
-     "the connection was closed before an SSH banner"),
-    (_raised(paramiko.SSHException("Error reading SSH protocol banner"), TimeoutError()), "banner timeout: no SSH banner within 2s"),
-    (_raised(paramiko.SSHException("No existing session")), "banner timeout: no SSH banner within 2s"),
-    (_raised(paramiko.SSHException('Indecipherable protocol version "HTTP/1.1"')), "not an SSH server on port 22"),
-    (NoValidConnectionsError({("10.0.0.5", 22): ConnectionRefusedError(111, "Connection refused")}),
-     "connection refused (nothing listens on port 22"),
-    (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
-    (TimeoutError("timed out"), "connection timed out after 2s"),
-    (paramiko.SSHException("something new"), "something new"),
-])
+@pytest.mark.parametrize(
+    "exc, reason",
+    [
+        # the shapes paramiko gives for the same network events (seen under load: a reset instead of an EOF)
+        (
+            _raised(
+                paramiko.SSHException("Error reading SSH protocol banner[Errno 104] Connection reset by peer"),
+                ConnectionResetError(104, "Connection reset by peer"),
+            ),
+            "the connection was closed before an SSH banner",
+        ),
+        (
+            _raised(paramiko.SSHException("Error reading SSH protocol banner"), EOFError()),
+            "the connection was closed before an SSH banner",
+        ),
+        (
+            _raised(paramiko.SSHException("Error reading SSH protocol banner"), TimeoutError()),
+            "banner timeout: no SSH banner within 2s",
+        ),
+        (_raised(paramiko.SSHException("No existing session")), "banner timeout: no SSH banner within 2s"),
+        (_raised(paramiko.SSHException('Indecipherable protocol version "HTTP/1.1"')), "not an SSH server on port 22"),
+        (
+            NoValidConnectionsError({("10.0.0.5", 22): ConnectionRefusedError(111, "Connection refused")}),
+            "connection refused (nothing listens on port 22",
+        ),
+        (OSError(errno.EHOSTUNREACH, "No route to host"), "no route to host"),
+        (TimeoutError("timed out"), "connection timed out after 2s"),
+        (paramiko.SSHException("something new"), "something new"),
+    ],
+)
 def test_connect_failure_reasons(exc: BaseException, reason: str) -> None:
     assert connect_failure(exc, 22, 2).startswith(reason)

@@ -32,8 +32,9 @@ def run_with_terminal(argv: list[str], answer: str | None) -> tuple[int, str]:
     """Run kprov with a pseudo-terminal as stdin; type `answer` at the prompt."""
     master, slave = pty.openpty()
     try:
-        proc = subprocess.Popen([str(KPROV), *argv], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                text=True)
+        proc = subprocess.Popen(
+            [str(KPROV), *argv], stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        )
         os.close(slave)
         if answer is not None:
             os.write(master, answer.encode() + b"\n")
@@ -44,23 +45,33 @@ def run_with_terminal(argv: list[str], answer: str | None) -> tuple[int, str]:
 
 
 def test_reset_without_a_terminal_needs_yes(tmp_path: Path, host: FakeHost) -> None:
-    proc = subprocess.run([str(KPROV), "reset", "-i", str(inventory(tmp_path, host.port))], stdin=subprocess.DEVNULL,
-                          capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(KPROV), "reset", "-i", str(inventory(tmp_path, host.port))],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert proc.stderr.splitlines() == [
         "error: reset removes Kubernetes from 1 host(s) of cluster fake: not confirmed (no terminal to ask on)",
-        "hint: add --yes (-y) to confirm in scripts and CI"]
+        "hint: add --yes (-y) to confirm in scripts and CI",
+    ]
     assert not host.accepted.is_set(), "a refused reset connected to a host"
 
 
-@pytest.mark.parametrize("answer,yes,rc,connected", [
-    ("n", False, 1, False),       # declined: nothing touched
-    ("", False, 1, False),        # the default is no
-    ("y", False, 3, True),        # confirmed: it runs (the fake host is unreachable: exit 3)
-    (None, True, 3, True),        # --yes: no question
-])
-def test_reset_on_a_terminal_shows_the_hosts_and_asks(tmp_path: Path, host: FakeHost, answer: str | None, yes: bool,
-                                                     rc: int, connected: bool) -> None:
+@pytest.mark.parametrize(
+    "answer,yes,rc,connected",
+    [
+        ("n", False, 1, False),  # declined: nothing touched
+        ("", False, 1, False),  # the default is no
+        ("y", False, 3, True),  # confirmed: it runs (the fake host is unreachable: exit 3)
+        (None, True, 3, True),  # --yes: no question
+    ],
+)
+def test_reset_on_a_terminal_shows_the_hosts_and_asks(
+    tmp_path: Path, host: FakeHost, answer: str | None, yes: bool, rc: int, connected: bool
+) -> None:
     argv = ["reset", "-i", str(inventory(tmp_path, host.port)), "--connect-timeout", "1"] + (["-y"] if yes else [])
     code, output = run_with_terminal(argv, answer)
     assert code == rc, output
@@ -71,8 +82,13 @@ def test_reset_on_a_terminal_shows_the_hosts_and_asks(tmp_path: Path, host: Fake
 
 
 def test_ec2_destroy_without_a_terminal_needs_yes() -> None:
-    proc = subprocess.run([str(KPROV), "ec2", "destroy", "-i", str(REPO / "inventories" / "ec2-example.yaml")],
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [str(KPROV), "ec2", "destroy", "-i", str(REPO / "inventories" / "ec2-example.yaml")],
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 2
     assert "not confirmed (no terminal to ask on)" in proc.stderr and "--yes" in proc.stderr
 
@@ -96,23 +112,31 @@ def test_cluster_smoke_must_be_a_boolean(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "cluster.smoke" in proc.stderr
 
 
-def test_after_a_whole_cluster_reset_the_merged_context_is_offered_for_removal(tmp_path: Path, monkeypatch,
-                                                                               capsys) -> None:
+def test_after_a_whole_cluster_reset_the_merged_context_is_offered_for_removal(
+    tmp_path: Path, monkeypatch, capsys
+) -> None:
     """Without a terminal nothing is removed unasked: the hint names the command that removes it."""
     from provisioner.actions import kubeconfig as kc
     from provisioner.cli.cluster import _offer_kubeconfig_removal
 
     admin = tmp_path / "admin.conf"
-    admin.write_text(yaml.safe_dump({"clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443"}}],
-                                     "users": [{"name": "a", "user": {"token": "t"}}]}))
+    admin.write_text(
+        yaml.safe_dump(
+            {
+                "clusters": [{"name": "k", "cluster": {"server": "https://10.0.0.1:6443"}}],
+                "users": [{"name": "a", "user": {"token": "t"}}],
+            }
+        )
+    )
     config = tmp_path / "config"
     monkeypatch.setenv("KUBECONFIG", str(config))
-    monkeypatch.setattr("sys.stdin", io.StringIO(""))   # no terminal
+    monkeypatch.setattr("sys.stdin", io.StringIO(""))  # no terminal
     kc.merge(admin, "demo")
     before = config.read_text()
     _offer_kubeconfig_removal("demo", "inv.yaml", yes=False)
     assert config.read_text() == before
     assert capsys.readouterr().err.strip() == (
-        f"context kprov-demo stays in {config}; remove it with: kprov kubeconfig -i inv.yaml --remove")
-    _offer_kubeconfig_removal("other", "inv.yaml", yes=False)   # nothing merged: nothing said
+        f"context kprov-demo stays in {config}; remove it with: kprov kubeconfig -i inv.yaml --remove"
+    )
+    _offer_kubeconfig_removal("other", "inv.yaml", yes=False)  # nothing merged: nothing said
     assert capsys.readouterr().err == ""

@@ -33,8 +33,10 @@ class Installed:
 
     @property
     def package(self) -> Path:
-        out = run([str(self.bin / "python"), "-c", "import provisioner, os; print(os.path.dirname(provisioner.__file__))"],
-                  cwd=self.cwd)
+        out = run(
+            [str(self.bin / "python"), "-c", "import provisioner, os; print(os.path.dirname(provisioner.__file__))"],
+            cwd=self.cwd,
+        )
         return Path(out.stdout.strip())
 
 
@@ -87,6 +89,7 @@ def test_install_without_plays_fails_loudly(tmp_path_factory: pytest.TempPathFac
 
 # ---- on the shared lab --------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def lab_inventory_path(installed: Installed, lab_nodes) -> Iterator[Path]:
     if not Path(lab_inventory.bundle_path()).is_file():
@@ -106,8 +109,9 @@ def test_lab_inventory_carries_the_lab_workarounds(lab_inventory_path: Path) -> 
 
 
 @pytest.mark.lab
-def test_installed_kprov_plans_the_lab_from_outside_the_checkout(installed: Installed, lab_nodes,
-                                                                lab_inventory_path: Path) -> None:
+def test_installed_kprov_plans_the_lab_from_outside_the_checkout(
+    installed: Installed, lab_nodes, lab_inventory_path: Path
+) -> None:
     res = installed.kprov("plan", "-i", str(lab_inventory_path), "--log-format", "json")
     assert res.returncode == 0, f"{res.stdout[-3000:]}\n{res.stderr[-3000:]}"
     lines = [json.loads(line) for line in res.stdout.splitlines() if line.startswith("{")]

@@ -46,28 +46,63 @@ all:
       hosts: {node3: {}}
 """
 
-JSON = json.dumps({
-    "_meta": {"hostvars": {
-        "node1": {"ansible_host": "10.0.0.11", "ansible_user": "ubuntu", "ansible_ssh_private_key_file": "/keys/id_ed25519"},
-        "node2": {"ansible_host": "10.0.0.12", "ansible_port": 2222, "ansible_user": "ubuntu",
-                  "ansible_ssh_private_key_file": "/keys/id_ed25519"},
-        "node3": {"ansible_host": "10.0.0.13", "ansible_become": True, "ansible_user": "ubuntu",
-                  "ansible_ssh_private_key_file": "/keys/id_ed25519"}}},
-    "all": {"children": ["ungrouped", "k8s_cluster", "gpu"]},
-    "k8s_cluster": {"children": ["kube_control_plane", "kube_node"]},
-    "kube_control_plane": {"hosts": ["node1"]},
-    "kube_node": {"hosts": ["node2", "node3"]},
-    "gpu": {"hosts": ["node3"]},
-})
+JSON = json.dumps(
+    {
+        "_meta": {
+            "hostvars": {
+                "node1": {
+                    "ansible_host": "10.0.0.11",
+                    "ansible_user": "ubuntu",
+                    "ansible_ssh_private_key_file": "/keys/id_ed25519",
+                },
+                "node2": {
+                    "ansible_host": "10.0.0.12",
+                    "ansible_port": 2222,
+                    "ansible_user": "ubuntu",
+                    "ansible_ssh_private_key_file": "/keys/id_ed25519",
+                },
+                "node3": {
+                    "ansible_host": "10.0.0.13",
+                    "ansible_become": True,
+                    "ansible_user": "ubuntu",
+                    "ansible_ssh_private_key_file": "/keys/id_ed25519",
+                },
+            }
+        },
+        "all": {"children": ["ungrouped", "k8s_cluster", "gpu"]},
+        "k8s_cluster": {"children": ["kube_control_plane", "kube_node"]},
+        "kube_control_plane": {"hosts": ["node1"]},
+        "kube_node": {"hosts": ["node2", "node3"]},
+        "gpu": {"hosts": ["node3"]},
+    }
+)
 
 EXPECTED = {
     "cluster": {"name": "demo"},
     "hosts": [
-        {"name": "node1", "address": "10.0.0.11", "user": "ubuntu", "ssh_key": "/keys/id_ed25519", "roles": ["control_plane"]},
-        {"name": "node2", "address": "10.0.0.12", "user": "ubuntu", "port": 2222, "ssh_key": "/keys/id_ed25519",
-         "roles": ["worker"]},
-        {"name": "node3", "address": "10.0.0.13", "user": "ubuntu", "ssh_key": "/keys/id_ed25519", "become": True,
-         "roles": ["worker"]},
+        {
+            "name": "node1",
+            "address": "10.0.0.11",
+            "user": "ubuntu",
+            "ssh_key": "/keys/id_ed25519",
+            "roles": ["control_plane"],
+        },
+        {
+            "name": "node2",
+            "address": "10.0.0.12",
+            "user": "ubuntu",
+            "port": 2222,
+            "ssh_key": "/keys/id_ed25519",
+            "roles": ["worker"],
+        },
+        {
+            "name": "node3",
+            "address": "10.0.0.13",
+            "user": "ubuntu",
+            "ssh_key": "/keys/id_ed25519",
+            "become": True,
+            "roles": ["worker"],
+        },
     ],
     "groups": {"gpu": {"hosts": ["node3"]}},
 }
@@ -101,8 +136,10 @@ def test_plan_with_an_ansible_inventory_points_at_the_importer(tmp_path: Path, n
     src.write_text(text)
     res = kprov("plan", "-i", str(src))
     assert res.returncode == 2
-    assert res.stderr.splitlines() == [f"error: {src} is an Ansible inventory, not a kprov one",
-                                       f"hint: convert it: kprov inventory import {src} -o kprov-inventory.yaml"]
+    assert res.stderr.splitlines() == [
+        f"error: {src} is an Ansible inventory, not a kprov one",
+        f"hint: convert it: kprov inventory import {src} -o kprov-inventory.yaml",
+    ]
 
 
 def _validator():
@@ -123,12 +160,15 @@ def test_every_example_inventory_validates_against_the_schema(path: Path) -> Non
     assert errors == []
 
 
-@pytest.mark.parametrize("mutate,needle", [
-    (lambda d: d["cluster"].update(cni="weave"), "'weave' is not one of"),
-    (lambda d: d["hosts"][0].update(rolez=["worker"]), "'rolez' was unexpected"),
-    (lambda d: d["hosts"][0].update(roles=["master"]), "'master' is not one of"),
-    (lambda d: d["cluster"].update(smoke="no"), "'no' is not of type 'boolean'"),
-])
+@pytest.mark.parametrize(
+    "mutate,needle",
+    [
+        (lambda d: d["cluster"].update(cni="weave"), "'weave' is not one of"),
+        (lambda d: d["hosts"][0].update(rolez=["worker"]), "'rolez' was unexpected"),
+        (lambda d: d["hosts"][0].update(roles=["master"]), "'master' is not one of"),
+        (lambda d: d["cluster"].update(smoke="no"), "'no' is not of type 'boolean'"),
+    ],
+)
 def test_schema_rejects_what_the_loader_rejects(mutate, needle: str) -> None:
     doc = yaml.safe_load((REPO / "inventories" / "static-example.yaml").read_text())
     mutate(doc)

@@ -15,22 +15,30 @@ import yaml
 from tests.cli.helpers import REPO
 from tests.inventory.cli import kprov_forked as kprov  # the real entry point, forked: no start-up cost
 
-INVENTORY = str(REPO / "inventories" / "static-example.yaml")   # cluster "demo"
+INVENTORY = str(REPO / "inventories" / "static-example.yaml")  # cluster "demo"
 CTX = "kprov-demo"
 ADMIN = {
-    "apiVersion": "v1", "kind": "Config",
-    "clusters": [{"name": "kubernetes", "cluster": {"server": "https://10.0.0.10:6443", "certificate-authority-data": "Q0E="}}],
+    "apiVersion": "v1",
+    "kind": "Config",
+    "clusters": [
+        {"name": "kubernetes", "cluster": {"server": "https://10.0.0.10:6443", "certificate-authority-data": "Q0E="}}
+    ],
     "users": [{"name": "kubernetes-admin", "user": {"token": "t0k3n"}}],
-    "contexts": [{"name": "kubernetes-admin@kubernetes", "context": {"cluster": "kubernetes", "user": "kubernetes-admin"}}],
+    "contexts": [
+        {"name": "kubernetes-admin@kubernetes", "context": {"cluster": "kubernetes", "user": "kubernetes-admin"}}
+    ],
     "current-context": "kubernetes-admin@kubernetes",
 }
 
 
 def other(current: str | None = "other") -> dict:
-    doc = {"apiVersion": "v1", "kind": "Config",
-           "clusters": [{"name": "other", "cluster": {"server": "https://192.0.2.1"}}],
-           "users": [{"name": "other", "user": {}}],
-           "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}]}
+    doc = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "other", "cluster": {"server": "https://192.0.2.1"}}],
+        "users": [{"name": "other", "user": {}}],
+        "contexts": [{"name": "other", "context": {"cluster": "other", "user": "other"}}],
+    }
     if current:
         doc["current-context"] = current
     return doc
@@ -61,27 +69,62 @@ def contexts(doc: dict) -> list[str]:
 # expect: the file that gets the entries, the file that holds current-context afterwards and its value
 CASES = {
     "no KUBECONFIG: ~/.kube/config created, only context becomes current": (
-        {}, None, [], ".kube/config", ".kube/config", CTX),
+        {},
+        None,
+        [],
+        ".kube/config",
+        ".kube/config",
+        CTX,
+    ),
     "first existing file of KUBECONFIG, missing ones are not created": (
-        {"b": other()}, ["a", "b", "c"], [], "b", "b", "other"),
-    "none exists: the last file of KUBECONFIG is created (kubectl)": (
-        {}, ["a", "b"], [], "b", "b", CTX),
+        {"b": other()},
+        ["a", "b", "c"],
+        [],
+        "b",
+        "b",
+        "other",
+    ),
+    "none exists: the last file of KUBECONFIG is created (kubectl)": ({}, ["a", "b"], [], "b", "b", CTX),
     "current context set: unchanged without --use": (
-        {".kube/config": other()}, None, [], ".kube/config", ".kube/config", "other"),
+        {".kube/config": other()},
+        None,
+        [],
+        ".kube/config",
+        ".kube/config",
+        "other",
+    ),
     "--use switches the current context": (
-        {".kube/config": other()}, None, ["--use"], ".kube/config", ".kube/config", CTX),
+        {".kube/config": other()},
+        None,
+        ["--use"],
+        ".kube/config",
+        ".kube/config",
+        CTX,
+    ),
     "current context set in a later file counts: no switch": (
-        {"a": other(current=None), "b": other()}, ["a", "b"], [], "a", "b", "other"),
+        {"a": other(current=None), "b": other()},
+        ["a", "b"],
+        [],
+        "a",
+        "b",
+        "other",
+    ),
     "--use writes current-context where it is set": (
-        {"a": other(current=None), "b": other()}, ["a", "b"], ["--use"], "a", "b", CTX),
-    "no current context anywhere: ours becomes current": (
-        {"a": other(current=None)}, ["a"], [], "a", "a", CTX),
+        {"a": other(current=None), "b": other()},
+        ["a", "b"],
+        ["--use"],
+        "a",
+        "b",
+        CTX,
+    ),
+    "no current context anywhere: ours becomes current": ({"a": other(current=None)}, ["a"], [], "a", "a", CTX),
 }
 
 
 @pytest.mark.parametrize("files,kubeconfig,flags,target,holder,current", CASES.values(), ids=CASES.keys())
-def test_merge_follows_kubectl(home: Path, files: dict, kubeconfig: list[str] | None, flags: list[str],
-                               target: str, holder: str, current: str) -> None:
+def test_merge_follows_kubectl(
+    home: Path, files: dict, kubeconfig: list[str] | None, flags: list[str], target: str, holder: str, current: str
+) -> None:
     for name, doc in files.items():
         (home / name).write_text(yaml.safe_dump(doc))
     res = run(home, "--merge", *flags, kubeconfig=kubeconfig)
@@ -165,10 +208,13 @@ def test_remove_takes_out_only_our_entries(home: Path, was_current: bool) -> Non
     assert again.returncode == 0 and "nothing to remove" in again.stderr
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--use"], "--use needs --merge"),
-    (["--merge", "--remove"], "exclude each other"),
-])
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--use"], "--use needs --merge"),
+        (["--merge", "--remove"], "exclude each other"),
+    ],
+)
 def test_bad_flag_combinations(home: Path, args: list[str], message: str) -> None:
     res = run(home, *args)
     assert res.returncode == 2 and message in res.stderr and "Traceback" not in res.stderr

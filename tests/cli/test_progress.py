@@ -27,8 +27,15 @@ def _console() -> tuple[Console, io.StringIO]:
 
 
 def ev(host: str, task: str, status: Status = Status.CHANGED, diff: str = "", ms: int = 1500) -> Event:
-    return Event(host=host, role="containerd", task=task, status=status, changed=status is Status.CHANGED,
-                 duration_ms=ms, diff=diff)
+    return Event(
+        host=host,
+        role="containerd",
+        task=task,
+        status=status,
+        changed=status is Status.CHANGED,
+        duration_ms=ms,
+        diff=diff,
+    )
 
 
 def test_identical_diffs_are_printed_once_with_their_hosts() -> None:
@@ -45,12 +52,15 @@ def test_identical_diffs_are_printed_once_with_their_hosts() -> None:
     assert out.count("+new") == 1 and out.count("+other") == 1
 
 
-@pytest.mark.parametrize("events,expected", [
-    ([ev("a", "t", diff="x"), ev("b", "t", diff="x")], [("t", "x", ["a", "b"])]),
-    ([ev("a", "t", diff="x"), ev("b", "t", diff="y")], [("t", "x", ["a"]), ("t", "y", ["b"])]),
-    ([ev("a", "t", diff="x"), ev("a", "u", diff="x")], [("t", "x", ["a"]), ("u", "x", ["a"])]),
-    ([ev("a", "t")], []),
-])
+@pytest.mark.parametrize(
+    "events,expected",
+    [
+        ([ev("a", "t", diff="x"), ev("b", "t", diff="x")], [("t", "x", ["a", "b"])]),
+        ([ev("a", "t", diff="x"), ev("b", "t", diff="y")], [("t", "x", ["a"]), ("t", "y", ["b"])]),
+        ([ev("a", "t", diff="x"), ev("a", "u", diff="x")], [("t", "x", ["a"]), ("u", "x", ["a"])]),
+        ([ev("a", "t")], []),
+    ],
+)
 def test_group_diffs(events: list[Event], expected: list) -> None:
     assert group_diffs(events) == expected
 
@@ -83,14 +93,15 @@ def test_heartbeat_names_what_still_runs_without_a_terminal() -> None:
     sink.play_start("kubernetes", ["h1", "h2", "h3"])
     sink.emit(ev("h1", "kubernetes | unpack bundle", Status.OK))
     sink.emit(ev("h3", "kubernetes | unpack bundle", Status.FAILED))
-    deadline = time.monotonic() + 30   # a guard, not a speed assertion
+    deadline = time.monotonic() + 30  # a guard, not a speed assertion
     while "still running" not in buf.getvalue() and time.monotonic() < deadline:
         time.sleep(0.2)
     sink.play_end("kubernetes", 1.0)
     sink.recap(RunReport())
     beat = next(line for line in buf.getvalue().splitlines() if "still running" in line)
-    assert beat.startswith("... still running: kubernetes on 2 host(s): h1 (after kubernetes | unpack bundle), "
-                           "h2 (starting)")
+    assert beat.startswith(
+        "... still running: kubernetes on 2 host(s): h1 (after kubernetes | unpack bundle), h2 (starting)"
+    )
 
 
 def test_log_lines_are_never_hard_wrapped() -> None:
@@ -113,8 +124,9 @@ def test_error_line_honours_no_color(no_color: bool) -> None:
 
     env = {**os.environ, "NO_COLOR": "1"} if no_color else {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     master, slave = pty.openpty()
-    proc = subprocess.Popen([str(KPROV), "plan", "-i", "/nonexistent.yaml"], stdin=slave, stdout=slave, stderr=slave,
-                            env=env)
+    proc = subprocess.Popen(
+        [str(KPROV), "plan", "-i", "/nonexistent.yaml"], stdin=slave, stdout=slave, stderr=slave, env=env
+    )
     os.close(slave)
     out = b""
     while True:
@@ -131,23 +143,29 @@ def test_error_line_honours_no_color(no_color: bool) -> None:
     assert (b"\x1b[" in out) is (not no_color)
 
 
-@pytest.mark.parametrize("status, ms, verbose, shown", [
-    # long steps (kubeadm init, joins, image imports, waits) show their wall time, even when ok
-    (Status.CHANGED, 61_300, 0, "  changed     h1               control_plane | kubeadm init - init [x] (61.3s)"),
-    (Status.OK, 12_000, 0, "  ok          h1               control_plane | kubeadm init - init [x] (12.0s)"),
-    (Status.FAILED, 7_500, 0, "  failed      h1               control_plane | kubeadm init - init [x] (7.5s)"),
-    # short ones: changed without a time, ok only with -v
-    (Status.CHANGED, 1_200, 0, "  changed     h1               control_plane | kubeadm init - init [x]"),
-    (Status.OK, 1_200, 0, None),
-    (Status.OK, 1_200, 1, "  ok          h1               control_plane | kubeadm init - init [x]"),
-    (Status.SKIPPED, 60_000, 0, None),
-])
+@pytest.mark.parametrize(
+    "status, ms, verbose, shown",
+    [
+        # long steps (kubeadm init, joins, image imports, waits) show their wall time, even when ok
+        (Status.CHANGED, 61_300, 0, "  changed     h1               control_plane | kubeadm init - init [x] (61.3s)"),
+        (Status.OK, 12_000, 0, "  ok          h1               control_plane | kubeadm init - init [x] (12.0s)"),
+        (Status.FAILED, 7_500, 0, "  failed      h1               control_plane | kubeadm init - init [x] (7.5s)"),
+        # short ones: changed without a time, ok only with -v
+        (Status.CHANGED, 1_200, 0, "  changed     h1               control_plane | kubeadm init - init [x]"),
+        (Status.OK, 1_200, 0, None),
+        (Status.OK, 1_200, 1, "  ok          h1               control_plane | kubeadm init - init [x]"),
+        (Status.SKIPPED, 60_000, 0, None),
+    ],
+)
 def test_long_steps_show_their_wall_time(status: Status, ms: int, verbose: int, shown: str | None) -> None:
     console, buf = _console()
     sink = ProgressConsole(console, live=False, verbose=verbose)
     sink.play_start("control_plane", ["h1"])
-    sink.emit(Event("h1", "control_plane", "control_plane | kubeadm init", status, status is Status.CHANGED, ms,
-                    msg="init [x]"))
+    sink.emit(
+        Event(
+            "h1", "control_plane", "control_plane | kubeadm init", status, status is Status.CHANGED, ms, msg="init [x]"
+        )
+    )
     lines = [line for line in buf.getvalue().splitlines() if "kubeadm init" in line]
     assert lines == ([shown] if shown else [])
     sink.recap(RunReport())
@@ -180,16 +198,35 @@ def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
     import yaml
 
     inv = tmp_path / "inv.yaml"
-    inv.write_text(yaml.safe_dump({
-        "cluster": {"name": "ucolor", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
-        "hosts": [{"name": "gone-1", "address": "127.0.0.1", "port": 1, "node_ip": "10.9.9.1", "user": "root",
-                   "roles": ["control_plane"]}]}))
+    inv.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"name": "ucolor", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
+                "hosts": [
+                    {
+                        "name": "gone-1",
+                        "address": "127.0.0.1",
+                        "port": 1,
+                        "node_ip": "10.9.9.1",
+                        "user": "root",
+                        "roles": ["control_plane"],
+                    }
+                ],
+            }
+        )
+    )
     env = {k: v for k, v in os.environ.items() if k != "NO_COLOR"}
     if no_color:
         env["NO_COLOR"] = "1"
     master, slave = pty.openpty()
-    proc = subprocess.Popen([str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "1", "--tags", "nosuchtag"],
-                            stdin=slave, stdout=slave, stderr=slave, env=env, cwd=tmp_path)
+    proc = subprocess.Popen(
+        [str(KPROV), "plan", "-i", str(inv), "--connect-timeout", "1", "--tags", "nosuchtag"],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=env,
+        cwd=tmp_path,
+    )
     os.close(slave)
     out = b""
     while True:
@@ -207,17 +244,36 @@ def test_run_output_honours_no_color(tmp_path, no_color: bool) -> None:
     assert bool(COLOUR.search(out)) is (not no_color), out[-2000:]
 
 
-@pytest.mark.parametrize("verbose, expected", [
-    (0, ["  changed     h1               kubernetes | import images - run: set -e ... (+2 lines, -v shows them)"]),
-    (1, ["  changed     h1               kubernetes | import images - run: set -e", "d=/opt/kprov/bundle",
-         "ctr images import x.tar", ""]),
-])
+@pytest.mark.parametrize(
+    "verbose, expected",
+    [
+        (0, ["  changed     h1               kubernetes | import images - run: set -e ... (+2 lines, -v shows them)"]),
+        (
+            1,
+            [
+                "  changed     h1               kubernetes | import images - run: set -e",
+                "d=/opt/kprov/bundle",
+                "ctr images import x.tar",
+                "",
+            ],
+        ),
+    ],
+)
 def test_a_multi_line_message_is_one_line_unless_verbose(verbose: int, expected: list[str]) -> None:
     console, buf = _console()
     sink = ProgressConsole(console, live=False, verbose=verbose)
     sink.play_start("kubernetes", ["h1"])
-    sink.emit(Event("h1", "kubernetes", "kubernetes | import images", Status.CHANGED, True, 100,
-                    msg="run: set -e\nd=/opt/kprov/bundle\nctr images import x.tar\n"))
+    sink.emit(
+        Event(
+            "h1",
+            "kubernetes",
+            "kubernetes | import images",
+            Status.CHANGED,
+            True,
+            100,
+            msg="run: set -e\nd=/opt/kprov/bundle\nctr images import x.tar\n",
+        )
+    )
     assert buf.getvalue().splitlines()[1:] == expected
     sink.recap(RunReport())
 
@@ -238,8 +294,11 @@ def test_heartbeat_and_panel_name_the_task_running_now() -> None:
     sink.play_start("control_plane", ["h1", "h2"])
     sink.emit(ev("h1", "control_plane | kubeadm config", Status.CHANGED))
     sink.task_start("h1", "control_plane | kubeadm init")
-    assert re.match(r"\.\.\. still running: control_plane on 2 host\(s\): h1 \(running control_plane \| kubeadm init "
-                    r"for \d+s\), h2 \(starting\)", sink.heartbeat_line())
+    assert re.match(
+        r"\.\.\. still running: control_plane on 2 host\(s\): h1 \(running control_plane \| kubeadm init "
+        r"for \d+s\), h2 \(starting\)",
+        sink.heartbeat_line(),
+    )
     console.print(sink.panel())
     assert re.search(r"h1\s+control_plane\s+control_plane \| kubeadm init \(\d+s\)", buf.getvalue())
     # its event ends it: back to the last task done

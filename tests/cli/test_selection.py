@@ -25,10 +25,17 @@ HOSTS = ["cp1", "cp2", "cp3", "w1", "w2", "w10"]
 def inventory(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("sel") / "inv.yaml"
     doc = {
-        "cluster": {"name": "sel", "kubernetes_version": "1.20.2", "cni": "bridge", "control_plane_endpoint": "10.0.0.1:6443"},
+        "cluster": {
+            "name": "sel",
+            "kubernetes_version": "1.20.2",
+            "cni": "bridge",
+            "control_plane_endpoint": "10.0.0.1:6443",
+        },
         "defaults": {"user": "root"},
-        "hosts": [{"name": n, "address": f"10.0.0.{i + 1}", "roles": ["control_plane" if n.startswith("cp") else "worker"]}
-                  for i, n in enumerate(HOSTS)],
+        "hosts": [
+            {"name": n, "address": f"10.0.0.{i + 1}", "roles": ["control_plane" if n.startswith("cp") else "worker"]}
+            for i, n in enumerate(HOSTS)
+        ],
         "groups": {"edge": {"hosts": ["w2", "w10"]}},
     }
     path.write_text(yaml.safe_dump(doc))
@@ -41,16 +48,16 @@ PATTERNS = {
     "worker": ["w1", "w2", "w10"],
     "w1": ["w1"],
     "cp1,w2": ["cp1", "w2"],
-    "w2,cp1": ["cp1", "w2"],                       # inventory order
+    "w2,cp1": ["cp1", "w2"],  # inventory order
     "w*": ["w1", "w2", "w10"],
     "w?": ["w1", "w2"],
-    "cp[12]": ["cp1", "cp2"],                      # a glob character class (not a group subscript)
+    "cp[12]": ["cp1", "cp2"],  # a glob character class (not a group subscript)
     "control_plane[0]": ["cp1"],
     "control_plane[1:]": ["cp2", "cp3"],
     "control_plane[-1]": ["cp3"],
     "worker[:2]": ["w1", "w2"],
     "all,!w1": ["cp1", "cp2", "cp3", "w2", "w10"],
-    "!control_plane": ["w1", "w2", "w10"],         # only exclusions: starts from all (Ansible)
+    "!control_plane": ["w1", "w2", "w10"],  # only exclusions: starts from all (Ansible)
     "worker,&edge": ["w2", "w10"],
     "worker,!edge": ["w1"],
     "~^w\\d$": ["w1", "w2"],
@@ -73,8 +80,10 @@ def test_a_part_that_matches_nothing_is_bad_input(inventory: Path, pattern: str)
 def test_limit_with_no_match_is_exit_2_with_the_host_list(inventory: Path) -> None:
     res = kprov("plan", "-i", str(inventory), "--limit", "web*")
     assert res.returncode == 2 and res.stdout == ""
-    assert res.stderr.splitlines() == ["error: --limit: pattern 'web*' matches no host or group",
-                                       "hint: hosts: cp1, cp2, cp3, w1, w2, w10; groups: all, control_plane, edge, worker"]
+    assert res.stderr.splitlines() == [
+        "error: --limit: pattern 'web*' matches no host or group",
+        "hint: hosts: cp1, cp2, cp3, w1, w2, w10; groups: all, control_plane, edge, worker",
+    ]
     excluded_all = kprov("plan", "-i", str(inventory), "--limit", "all,!all")
     assert excluded_all.returncode == 2 and "selects no host" in excluded_all.stderr
 
@@ -83,7 +92,7 @@ def _listing(stdout: str) -> dict[str, list[str]]:
     out: dict[str, list[str]] = {}
     for line in stdout.splitlines():
         if line.startswith("play #"):
-            key = line.rsplit(": ", 1)[0].split(" ", 2)[2]   # "ROLE (PATTERN)": play numbers follow site.yaml
+            key = line.rsplit(": ", 1)[0].split(" ", 2)[2]  # "ROLE (PATTERN)": play numbers follow site.yaml
             out[key] = []
         elif line.startswith("    "):
             out[key].append(line.strip())
@@ -145,8 +154,15 @@ def test_extra_vars_from_a_file_are_typed(tmp_path: Path) -> None:
     assert parse_extra_vars((f"@{f}", "tag=1.10")) == {"port": 30080, "pin": "010", "tag": "1.10"}
 
 
-@pytest.mark.parametrize("args", [["smoke", "--tags", "x"], ["smoke", "--limit", "w1"], ["kubeconfig", "--tags", "x"],
-                                  ["lab", "down", "--tags", "x"]])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["smoke", "--tags", "x"],
+        ["smoke", "--limit", "w1"],
+        ["kubeconfig", "--tags", "x"],
+        ["lab", "down", "--tags", "x"],
+    ],
+)
 def test_options_a_command_does_not_use_are_errors(inventory: Path, args: list[str]) -> None:
     res = kprov(*args, "-i", str(inventory)) if args[0] != "lab" else kprov(*args)
     assert res.returncode == 2 and "No such option" in res.stderr and "Traceback" not in res.stderr
@@ -178,23 +194,37 @@ def test_help_ends_with_examples(command: str) -> None:
 MISSING = "/nonexistent/inventory.yaml"
 
 
-@pytest.mark.parametrize("args", [
-    ["plan", "-i", MISSING], ["up", "-i", MISSING], ["apply", "-i", MISSING, "containerd"], ["reset", "-i", MISSING, "--yes"],
-    ["status", "-i", MISSING], ["smoke", "-i", MISSING], ["kubeconfig", "-i", MISSING],
-    ["add-node", "-i", MISSING, "--host", "w1"], ["bundle", "verify", "/nonexistent.tar"],
-    ["bundle", "inspect", "/nonexistent.tar"], ["plan", "-i", "inventories/lab.yaml", "-e", "@/nonexistent.yaml"],
-], ids=lambda a: " ".join(a[:2]))
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["plan", "-i", MISSING],
+        ["up", "-i", MISSING],
+        ["apply", "-i", MISSING, "containerd"],
+        ["reset", "-i", MISSING, "--yes"],
+        ["status", "-i", MISSING],
+        ["smoke", "-i", MISSING],
+        ["kubeconfig", "-i", MISSING],
+        ["add-node", "-i", MISSING, "--host", "w1"],
+        ["bundle", "verify", "/nonexistent.tar"],
+        ["bundle", "inspect", "/nonexistent.tar"],
+        ["plan", "-i", "inventories/lab.yaml", "-e", "@/nonexistent.yaml"],
+    ],
+    ids=lambda a: " ".join(a[:2]),
+)
 def test_missing_file_is_exit_2(args: list[str]) -> None:
     res = kprov(*args)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
 
-@pytest.mark.parametrize("words,expected", [
-    ("kprov plan -i {inv} --limit w", ["w1", "w2", "w10", "worker"]),
-    ("kprov plan -i {inv} --limit cp1,!c", ["cp1,!cp1", "cp1,!cp2", "cp1,!cp3", "cp1,!control_plane"]),
-    ("kprov apply -i {inv} cont", ["containerd", "control_plane"]),
-])
+@pytest.mark.parametrize(
+    "words,expected",
+    [
+        ("kprov plan -i {inv} --limit w", ["w1", "w2", "w10", "worker"]),
+        ("kprov plan -i {inv} --limit cp1,!c", ["cp1,!cp1", "cp1,!cp2", "cp1,!cp3", "cp1,!control_plane"]),
+        ("kprov apply -i {inv} cont", ["containerd", "control_plane"]),
+    ],
+)
 def test_shell_completion_of_hosts_and_roles(inventory: Path, words: str, expected: list[str]) -> None:
     line = words.format(inv=inventory)
     env = {"_KPROV_COMPLETE": "bash_complete", "COMP_WORDS": line, "COMP_CWORD": str(len(line.split()) - 1)}

@@ -32,7 +32,7 @@ class Recorder:
 
     def __init__(self) -> None:
         self.transfers: list[tuple[str, str, int, int]] = []
-        self.order: list[str] = []   # "start TASK" / "bytes TASK" / "event TASK", as they came
+        self.order: list[str] = []  # "start TASK" / "bytes TASK" / "event TASK", as they came
         self._lock = threading.Lock()
 
     def play_start(self, role: str, hosts: list[str]) -> None:
@@ -66,15 +66,19 @@ def _console(terminal: bool) -> tuple[Console, io.StringIO]:
 
 # --------------------------------------------------------------------------- what is shown
 
-@pytest.mark.parametrize("done, total, first, seconds, expected", [
-    (0, 562 * MiB, 0, 0.0, "uploading 0.0/562.0 MiB"),
-    (120 * MiB, 562 * MiB, 0, 3.0, "uploading 120.0/562.0 MiB at 40.0 MiB/s"),
-    # a resumed upload: the rate counts only what this run sent
-    (300 * MiB, 562 * MiB, 200 * MiB, 4.0, "uploading 300.0/562.0 MiB at 25.0 MiB/s"),
-    (3 * 1024, 10 * 1024, 0, 1.0, "uploading 3.0/10.0 KiB at 3.0 KiB/s"),
-    (2 << 30, 3 << 30, 0, 2.0, "uploading 2.0/3.0 GiB at 1.0 GiB/s"),
-    (562 * MiB, 562 * MiB, 0, 10.0, "uploaded 562.0 MiB, verifying"),
-])
+
+@pytest.mark.parametrize(
+    "done, total, first, seconds, expected",
+    [
+        (0, 562 * MiB, 0, 0.0, "uploading 0.0/562.0 MiB"),
+        (120 * MiB, 562 * MiB, 0, 3.0, "uploading 120.0/562.0 MiB at 40.0 MiB/s"),
+        # a resumed upload: the rate counts only what this run sent
+        (300 * MiB, 562 * MiB, 200 * MiB, 4.0, "uploading 300.0/562.0 MiB at 25.0 MiB/s"),
+        (3 * 1024, 10 * 1024, 0, 1.0, "uploading 3.0/10.0 KiB at 3.0 KiB/s"),
+        (2 << 30, 3 << 30, 0, 2.0, "uploading 2.0/3.0 GiB at 1.0 GiB/s"),
+        (562 * MiB, 562 * MiB, 0, 10.0, "uploaded 562.0 MiB, verifying"),
+    ],
+)
 def test_upload_description(done: int, total: int, first: int, seconds: float, expected: str) -> None:
     up = UploadProgress("bundle | upload", done, total, first=first, started=100.0, at=100.0 + seconds)
     assert up.describe() == expected
@@ -91,7 +95,7 @@ def test_terminal_panel_shows_a_bar_with_bytes_and_rate() -> None:
     h1 = next(line for line in out.splitlines() if line.startswith("h1"))
     h2 = next(line for line in out.splitlines() if line.startswith("h2"))
     assert "bundle | upload the offline bundle" in h1 and "uploading 25.0/100.0 MiB" in h1
-    assert "━" in h1            # rich's bar
+    assert "━" in h1  # rich's bar
     assert "━" not in h2 and "starting" in h2
 
 
@@ -129,7 +133,7 @@ def test_progress_reader_reports_what_was_sent(tmp_path: Path, offset: int, chun
         reader = ProgressReader(fh, len(data), lambda done, total: seen.append(done))
         reader.seek(offset)
         got = b""
-        while True:   # as the transport reads: chunk by chunk until EOF
+        while True:  # as the transport reads: chunk by chunk until EOF
             part = reader.read(chunk)
             got += part
             if not part or chunk < 0:
@@ -169,13 +173,14 @@ UPLOAD_ROLE = """
 @pytest.mark.parametrize("partial", [0, 3 * MiB])
 def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: int) -> None:
     size = 6 * MiB + 123
-    data = (b"kprov\n" * (size // 6 + 1))[:size]   # what `yes kprov` writes: a partial part is its prefix
+    data = (b"kprov\n" * (size // 6 + 1))[:size]  # what `yes kprov` writes: a partial part is its prefix
     src = tmp_path / "blob"
     src.write_bytes(data)
     roles = tmp_path / "roles"
     (roles / "up").mkdir(parents=True)
     (roles / "up" / "tasks.yaml").write_text(
-        UPLOAD_ROLE.format(src=src, sha=hashlib.sha256(data).hexdigest(), partial=partial))
+        UPLOAD_ROLE.format(src=src, sha=hashlib.sha256(data).hexdigest(), partial=partial)
+    )
     (tmp_path / "templates").mkdir()
     inv_path = netns_fleet.inventory(tmp_path / "inv.yaml")
     doc = yaml.safe_load(inv_path.read_text())
@@ -185,9 +190,13 @@ def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: i
     host = inv.hosts[0].name
     recorder = Recorder()
     console, buf = _console(terminal=False)
-    runner = Runner(inv, RunOptions(connect=ConnectOptions(connect_timeout=10, connect_retries=1)),
-                    TeeSink(ProgressConsole(console, live=False), recorder),
-                    roles_dir=roles, templates_dir=tmp_path / "templates")
+    runner = Runner(
+        inv,
+        RunOptions(connect=ConnectOptions(connect_timeout=10, connect_retries=1)),
+        TeeSink(ProgressConsole(console, live=False), recorder),
+        roles_dir=roles,
+        templates_dir=tmp_path / "templates",
+    )
     try:
         report = runner.run([Play(role="up", hosts="all")])
     finally:
@@ -198,13 +207,20 @@ def test_a_real_upload_reports_its_bytes(netns_fleet, tmp_path: Path, partial: i
     # a resumed upload starts at what the host already has; then only forward, to the whole file
     assert positions[0] == partial
     assert positions == sorted(positions) and positions[-1] == size
-    assert len(positions) >= 3   # chunk by chunk, not only start and end
+    assert len(positions) >= 3  # chunk by chunk, not only start and end
     # the upload task is announced when it starts, its bytes come next, then its event
     upload = "up | upload the blob"
-    assert recorder.order[recorder.order.index(f"start {upload}"):][:3] == [
-        f"start {upload}", f"bytes {upload}", f"event {upload}"]
+    assert recorder.order[recorder.order.index(f"start {upload}") :][:3] == [
+        f"start {upload}",
+        f"bytes {upload}",
+        f"event {upload}",
+    ]
     # changes batched into one round trip are announced together when that round trip starts
-    more = 2 if partial else 1   # the partial upload's command is batched with them
+    more = 2 if partial else 1  # the partial upload's command is batched with them
     # the role starts with its facts (all its tasks' queries in one round trip)
-    assert recorder.order[:4] == ["start up | gathering facts", f"start up | file a and {more} more change(s)",
-                                  "event up | file a", "event up | file b"]
+    assert recorder.order[:4] == [
+        "start up | gathering facts",
+        f"start up | file a and {more} more change(s)",
+        "event up | file a",
+        "event up | file b",
+    ]

@@ -41,8 +41,10 @@ def kprov(*args: str, check: bool = True, timeout: int = 1500) -> subprocess.Com
     """The real CLI, no terminal on stdin; with check, a non-zero exit fails with both output tails."""
     proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     if check and proc.returncode != 0:
-        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
-                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -51,10 +53,16 @@ def kubeconfig(lab: str) -> Path:
     return Path.home() / ".kube" / f"kprov-{lab}.conf"
 
 
-def kubectl(lab: str, *args: str, check: bool = True, stdin: str | None = None,
-            timeout: int = 180) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig(lab)), *args], capture_output=True, text=True,
-                          input=stdin, timeout=timeout)
+def kubectl(
+    lab: str, *args: str, check: bool = True, stdin: str | None = None, timeout: int = 180
+) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig(lab)), *args],
+        capture_output=True,
+        text=True,
+        input=stdin,
+        timeout=timeout,
+    )
     assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
     return proc
 
@@ -92,21 +100,35 @@ def ready_nodes(lab: str) -> dict[str, bool]:
     proc = kubectl(lab, "get", "nodes", "-o", "json", check=False)
     if proc.returncode != 0:
         return {}
-    return {n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
-            for n in json.loads(proc.stdout)["items"]}
+    return {
+        n["metadata"]["name"]: any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+        for n in json.loads(proc.stdout)["items"]
+    }
 
 
 #: kubelet settings for lab nodes whose disk is this machine's shared disk: other work fills it to near kubelet's
 #: image-GC and eviction thresholds (kubelet counts the filesystem's reserved blocks as used), and with no registry
 #: an image the garbage collector removes is gone until the next `up` imports it again (seen: the smoke image,
 #: unused on a control plane, removed between two runs)
-SHARED_DISK_KUBELET = {"kubelet_extra_config": {
-    "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"}}}
+SHARED_DISK_KUBELET = {
+    "kubelet_extra_config": {
+        "imageGCHighThresholdPercent": 100,
+        "imageGCLowThresholdPercent": 99,
+        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+    }
+}
 
 
-def write_inventory(path: Path, lab: str, nodes: int, control_planes: int = 1, *, lab_extra: dict | None = None,
-                    cluster_vars: dict | None = None, **cluster: Any) -> Path:
+def write_inventory(
+    path: Path,
+    lab: str,
+    nodes: int,
+    control_planes: int = 1,
+    *,
+    lab_extra: dict | None = None,
+    cluster_vars: dict | None = None,
+    **cluster: Any,
+) -> Path:
     """inventories/lab.yaml for lab `lab` with `nodes` nodes and the lab bundle; `cluster` keys override,
     `cluster_vars` are added to cluster.vars."""
     doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())

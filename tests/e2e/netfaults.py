@@ -17,8 +17,20 @@ LOSS_COMMENT = "kprov-test-loss"
 @contextmanager
 def packet_loss(bridge: str, probability: float) -> Iterator[None]:
     rules = [["INPUT", "-i", bridge], ["OUTPUT", "-o", bridge]]
-    tail = ["-m", "statistic", "--mode", "random", "--probability", str(probability),
-            "-m", "comment", "--comment", LOSS_COMMENT, "-j", "DROP"]
+    tail = [
+        "-m",
+        "statistic",
+        "--mode",
+        "random",
+        "--probability",
+        str(probability),
+        "-m",
+        "comment",
+        "--comment",
+        LOSS_COMMENT,
+        "-j",
+        "DROP",
+    ]
     for r in rules:
         subprocess.run(["iptables", "-I", *r, *tail], check=True)
     try:
@@ -51,6 +63,7 @@ class DelayRelay:
         async def close() -> None:
             for s in self._servers:
                 s.close()
+
         asyncio.run_coroutine_threadsafe(close(), self._loop).result(10)
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(timeout=10)

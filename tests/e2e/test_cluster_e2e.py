@@ -48,8 +48,10 @@ def _skip_reason() -> str | None:
 def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
     proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
     if check and proc.returncode != 0:
-        raise AssertionError(f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-                             f"\n--- stderr\n{proc.stderr[-4000:]}")
+        raise AssertionError(
+            f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
+            f"\n--- stderr\n{proc.stderr[-4000:]}"
+        )
     return proc
 
 
@@ -64,8 +66,9 @@ def write_inventory(path: Path, nodes: int) -> Path:
 
 def kubectl(*args: str) -> str:
     kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
-    proc = subprocess.run(["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True,
-                          timeout=120)
+    proc = subprocess.run(
+        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -82,7 +85,9 @@ def wait_all_ready(expected: int, timeout: float = 240) -> dict:
     deadline = time.monotonic() + timeout
     while True:
         nodes = json.loads(kubectl("get", "nodes", "-o", "json"))["items"]
-        ready = [n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])]
+        ready = [
+            n for n in nodes if any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"])
+        ]
         if len(ready) == expected == len(nodes) or time.monotonic() > deadline:
             return {n["metadata"]["name"]: n for n in nodes}
         time.sleep(3)
@@ -108,13 +113,16 @@ def test_full_lifecycle(cluster_inventory: Path) -> None:
     # 0. plan on fresh nodes (created on demand): a full plan, and nothing changes on the hosts
     plan = kprov("plan", "-i", str(inv), "--log-format", "json")
     assert [e for e in events(plan.stdout) if e["changed"]], "plan on fresh hosts found nothing to do"
-    fresh = node_sh(f"{LAB}-1", "ls /etc/containerd /etc/kubernetes 2>/dev/null | wc -l; dpkg -l containerd 2>/dev/null | grep -c '^ii' || true")
+    fresh = node_sh(
+        f"{LAB}-1",
+        "ls /etc/containerd /etc/kubernetes 2>/dev/null | wc -l; dpkg -l containerd 2>/dev/null | grep -c '^ii' || true",
+    )
     assert fresh.stdout.split() == ["0", "0"], fresh.stdout
 
     # 1. up: cluster built, smoke test through every node
     up = kprov("up", "-i", str(inv))
     assert "smoke test passed" in up.stdout, up.stdout[-3000:]
-    assert up.stdout.count(" 200 ") >= 6, up.stdout[-3000:]   # 3 nodes x (2 replicas, one per node)
+    assert up.stdout.count(" 200 ") >= 6, up.stdout[-3000:]  # 3 nodes x (2 replicas, one per node)
 
     nodes = wait_all_ready(3)
     assert sorted(nodes) == [f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"]
@@ -152,12 +160,18 @@ def test_full_lifecycle(cluster_inventory: Path) -> None:
     kprov("reset", "-i", str(inv4), "--yes")
     for node in (f"{LAB}-1", f"{LAB}-2", f"{LAB}-4"):
         # /etc/cni/net.d itself stays (containerd watches it), empty
-        res = node_sh(node, "(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
-                            "ip link show cni0 >/dev/null 2>&1 && echo cni0-present; "
-                            "iptables-save | grep -c 'KUBE-' || true; systemctl is-active kubelet || true")
+        res = node_sh(
+            node,
+            "(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
+            "ip link show cni0 >/dev/null 2>&1 && echo cni0-present; "
+            "iptables-save | grep -c 'KUBE-' || true; systemctl is-active kubelet || true",
+        )
         lines = res.stdout.split()
-        assert lines[0] == "0" and "cni0-present" not in lines and lines[1] == "0" and lines[-1] != "active", \
-            (node, res.stdout, res.stderr)
+        assert lines[0] == "0" and "cni0-present" not in lines and lines[1] == "0" and lines[-1] != "active", (
+            node,
+            res.stdout,
+            res.stderr,
+        )
     again_reset = kprov("reset", "-i", str(inv4), "--log-format", "json", "--yes")
     assert not [e for e in events(again_reset.stdout) if e["changed"]], "second reset changed something"
 

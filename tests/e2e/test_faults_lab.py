@@ -44,8 +44,10 @@ NAMES = [f"{LAB}-{i}" for i in range(1, NODES + 1)]
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 #: bootstrap tokens, a certificate key or token on a command line, PEM private keys
-SECRET_SHAPES = re.compile(r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b|--certificate-key[= ]+[0-9a-f]{64}|--token[= ]+\S+"
-                           r"|PRIVATE KEY-----")
+SECRET_SHAPES = re.compile(
+    r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b|--certificate-key[= ]+[0-9a-f]{64}|--token[= ]+\S+"
+    r"|PRIVATE KEY-----"
+)
 
 
 @dataclass
@@ -104,13 +106,19 @@ class Interrupted:
 
 def _run_and_kill(inv: Path, log: Path, trigger, sig: signal.Signals, within: float = 1500) -> Interrupted:
     """Start `kprov up`, send `sig` once trigger(stdout, stderr) holds, collect what it printed."""
-    proc = subprocess.Popen([*KPROV, "up", "-i", str(inv), "--log-format", "json", "--log-file", str(log)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    proc = subprocess.Popen(
+        [*KPROV, "up", "-i", str(inv), "--log-format", "json", "--log-file", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
     out: list[str] = []
     err: list[str] = []
-    readers = [threading.Thread(target=lambda s=s, b=b: b.extend(iter(s.readline, "")), daemon=True)
-               for s, b in ((proc.stdout, out), (proc.stderr, err))]
+    readers = [
+        threading.Thread(target=lambda s=s, b=b: b.extend(iter(s.readline, "")), daemon=True)
+        for s, b in ((proc.stdout, out), (proc.stderr, err))
+    ]
     for r in readers:
         r.start()
     fired = False
@@ -160,7 +168,7 @@ def _role_times(stdout: str) -> list[tuple[str, str]]:
     """The recap's "wall time per role" pairs (the line may be wrapped)."""
     start = stdout.find("wall time per role:")
     pairs: list[tuple[str, str]] = []
-    for line in stdout[start + len("wall time per role:"):].splitlines() if start >= 0 else []:
+    for line in stdout[start + len("wall time per role:") :].splitlines() if start >= 0 else []:
         found = re.findall(r"([a-z_]+) ([\d.]+)s\b", line)
         if not found and pairs:
             break
@@ -170,8 +178,11 @@ def _role_times(stdout: str) -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    reason = skip_reason() or (None if os.environ.get("KPROV_FAULTS") == "1" else
-                               "opt-in: KPROV_FAULTS=1 (a 10-node cluster, 30-45 min on a 2-core machine)")
+    reason = skip_reason() or (
+        None
+        if os.environ.get("KPROV_FAULTS") == "1"
+        else "opt-in: KPROV_FAULTS=1 (a 10-node cluster, 30-45 min on a 2-core machine)"
+    )
     if reason:
         pytest.skip(reason)
     tmp = tmp_path_factory.mktemp("faults")
@@ -188,8 +199,11 @@ def lab(tmp_path_factory):
 
 def _assert_cluster_healthy(names: list[str]) -> None:
     """Every node Ready at v1.20.2 with its inventory address, every system pod Running."""
-    wait_for(f"{len(names)} nodes Ready", lambda: (r := ready_nodes(LAB)) and sorted(r) == sorted(names)
-             and all(r.values()), timeout=300)
+    wait_for(
+        f"{len(names)} nodes Ready",
+        lambda: (r := ready_nodes(LAB)) and sorted(r) == sorted(names) and all(r.values()),
+        timeout=300,
+    )
     for n in json.loads(kubectl(LAB, "get", "nodes", "-o", "json").stdout)["items"]:
         ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
         # node_ip from the inventory (the lab subnet) is what Kubernetes uses
@@ -204,9 +218,13 @@ def _assert_cluster_healthy(names: list[str]) -> None:
 
 def _node_diagnostics(node: str) -> str:
     """What a node says about its images, disk and kubelet's image garbage collection (for failure messages)."""
-    return node_sh(LAB, node, "ctr -n k8s.io images ls -q | grep -v '^sha256:'; df -h / /var/lib/containerd; "
-                              "journalctl -u kubelet --no-pager | grep -iE 'image_gc|garbage|remov.*image|evict' "
-                              "| tail -20").stdout[-4000:]
+    return node_sh(
+        LAB,
+        node,
+        "ctr -n k8s.io images ls -q | grep -v '^sha256:'; df -h / /var/lib/containerd; "
+        "journalctl -u kubelet --no-pager | grep -iE 'image_gc|garbage|remov.*image|evict' "
+        "| tail -20",
+    ).stdout[-4000:]
 
 
 def _assert_smoke_through(stdout: str, names: list[str]) -> None:
@@ -222,8 +240,12 @@ def test_plan_on_fresh_nodes_changes_nothing(lab):
     plan = kprov("plan", "-i", str(inv), "--log-format", "json")
     SEEN.texts += [plan.stdout, plan.stderr]
     assert [e for e in events(plan.stdout) if e["changed"]], "plan on fresh hosts found nothing to do"
-    fresh = node_sh(LAB, f"{LAB}-1", "ls /etc/containerd /etc/kubernetes 2>/dev/null | wc -l; "
-                                     "dpkg -l containerd 2>/dev/null | grep -c '^ii' || true")
+    fresh = node_sh(
+        LAB,
+        f"{LAB}-1",
+        "ls /etc/containerd /etc/kubernetes 2>/dev/null | wc -l; "
+        "dpkg -l containerd 2>/dev/null | grep -c '^ii' || true",
+    )
     assert fresh.stdout.split() == ["0", "0"], fresh.stdout + fresh.stderr
 
 
@@ -250,8 +272,10 @@ def test_kill_points_then_converge(lab, capsys):
     third = kprov("up", "-i", str(inv), "--no-smoke", "--log-format", "json")
     SEEN.texts += [third.stdout, third.stderr]
     changed = [e for e in events(third.stdout) if e["changed"]]
-    assert not changed, (f"third run changed: {[(e['host'], e['task'], e['msg'][-300:]) for e in changed]}\n"
-                         + "\n".join(_node_diagnostics(e["host"]) for e in changed[:2]))
+    assert not changed, (
+        f"third run changed: {[(e['host'], e['task'], e['msg'][-300:]) for e in changed]}\n"
+        + "\n".join(_node_diagnostics(e["host"]) for e in changed[:2])
+    )
     # nothing of an interrupted run is still going on the nodes
     assert not [a for _, a in _our_processes() if re.search(r"(^|/)kubeadm (init|join)\b", a)]
     with capsys.disabled():
@@ -261,14 +285,15 @@ def test_kill_points_then_converge(lab, capsys):
 
 def _recap(stdout: str) -> dict[str, dict[str, int]]:
     """host -> its counts, from the console recap table of a run (the header's rules are heavy: ┃)."""
+
     def cells(line: str) -> list[str]:
         return [c.strip() for c in re.split(r"[│┃]", line)]
 
-    lines = stdout[stdout.rfind("RECAP"):].splitlines()
+    lines = stdout[stdout.rfind("RECAP") :].splitlines()
     header = next(i for i, line in enumerate(lines) if cells(line)[0] == "host")
     columns = cells(lines[header])[1:]
     rows = {}
-    for line in lines[header + 1:]:
+    for line in lines[header + 1 :]:
         row = cells(line)
         if len(row) != len(columns) + 1 or not row[0] or not row[1].isdigit():
             continue
@@ -292,7 +317,7 @@ def test_host_down_is_isolated_and_a_rerun_converges(lab, capsys, tmp_path):
         assert "Traceback" not in down.stdout + down.stderr
         recap = _recap(down.stdout)
         assert sorted(recap) == sorted(NAMES), down.stdout[-3000:]
-        assert recap[f"{LAB}-2"]["unreachable"] >= 1, recap                     # the recap names the host
+        assert recap[f"{LAB}-2"]["unreachable"] >= 1, recap  # the recap names the host
         others = {h: r for h, r in recap.items() if h != f"{LAB}-2"}
         assert all(r["failed"] == r["unreachable"] == 0 and r["ok"] > 0 for r in others.values()), recap
     finally:
@@ -301,8 +326,10 @@ def test_host_down_is_isolated_and_a_rerun_converges(lab, capsys, tmp_path):
     SEEN.texts += [again.stdout, again.stderr]
     _assert_smoke_through(again.stdout, NAMES)
     with capsys.disabled():
-        print(f"\n[faults] host down: exit code {down.returncode} ({LAB}-2 unreachable in the recap, the other "
-              f"{len(others)} hosts finished with 0 failed), rerun after the host came back: exit 0, smoke passed")
+        print(
+            f"\n[faults] host down: exit code {down.returncode} ({LAB}-2 unreachable in the recap, the other "
+            f"{len(others)} hosts finished with 0 failed), rerun after the host came back: exit 0, smoke passed"
+        )
 
 
 def _relayed_inventory(inv: Path, relay_ports: dict[str, int], path: Path) -> Path:
@@ -311,11 +338,17 @@ def _relayed_inventory(inv: Path, relay_ports: dict[str, int], path: Path) -> Pa
 
     lab_ = Lab(LAB)
     nodes = {n.name: n for n in lab_.status()}
-    keys = {line.split()[0]: line.split(None, 1)[1]
-            for line in lab_.known_hosts_path.read_text().splitlines() if line.strip()}
+    keys = {
+        line.split()[0]: line.split(None, 1)[1]
+        for line in lab_.known_hosts_path.read_text().splitlines()
+        if line.strip()
+    }
     known = path.with_suffix(".known_hosts")
-    known.write_text("".join(f"[127.0.0.1]:{relay_ports[name]} {keys[n.address]}\n" for name, n in nodes.items()
-                             if name in relay_ports))
+    known.write_text(
+        "".join(
+            f"[127.0.0.1]:{relay_ports[name]} {keys[n.address]}\n" for name, n in nodes.items() if name in relay_ports
+        )
+    )
     doc = yaml.safe_load(inv.read_text())
     doc.pop("provider", None)
     section = doc.pop("lab")
@@ -324,10 +357,17 @@ def _relayed_inventory(inv: Path, relay_ports: dict[str, int], path: Path) -> Pa
     first = min(nodes.values(), key=lambda n: int(n.name.rsplit("-", 1)[1]))
     doc["cluster"]["vars"].update(kubeconfig_server=f"https://{first.address}:6443", kubeadm_cert_sans=[first.address])
     doc["defaults"] = {"user": "root", "ssh_key": str(lab_.key_path), "known_hosts": str(known)}
-    doc["hosts"] = [{"name": name, "address": "127.0.0.1", "port": relay_ports[name], "node_ip": n.address,
-                     "roles": ["control_plane"] if i < section.get("control_planes", 1) else ["worker"]}
-                    for i, (name, n) in enumerate(sorted(nodes.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1])))
-                    if name in relay_ports]
+    doc["hosts"] = [
+        {
+            "name": name,
+            "address": "127.0.0.1",
+            "port": relay_ports[name],
+            "node_ip": n.address,
+            "roles": ["control_plane"] if i < section.get("control_planes", 1) else ["worker"],
+        }
+        for i, (name, n) in enumerate(sorted(nodes.items(), key=lambda kv: int(kv[0].rsplit("-", 1)[1])))
+        if name in relay_ports
+    ]
     path.write_text(yaml.safe_dump(doc, sort_keys=False))
     return path
 
@@ -355,9 +395,11 @@ def test_bad_network_still_converges(lab, capsys, tmp_path):
 
 
 #: what a reset leaves on a node: Kubernetes' directories, CNI config and bridge, kube iptables chains, kubelet
-RESET_PROBE = ("(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
-               "ip link show cni0 >/dev/null 2>&1 && echo cni0-present; "
-               "iptables-save | grep -c 'KUBE-' || true; systemctl is-active kubelet || true")
+RESET_PROBE = (
+    "(ls -d /etc/kubernetes /var/lib/etcd /var/lib/kubelet; ls -A /etc/cni/net.d) 2>/dev/null | wc -l; "
+    "ip link show cni0 >/dev/null 2>&1 && echo cni0-present; "
+    "iptables-save | grep -c 'KUBE-' || true; systemctl is-active kubelet || true"
+)
 
 
 def test_reset_leaves_nothing_then_a_clean_build(lab, capsys):
@@ -369,8 +411,11 @@ def test_reset_leaves_nothing_then_a_clean_build(lab, capsys):
         # /etc/cni/net.d itself stays (containerd watches it), empty
         res = node_sh(LAB, node, RESET_PROBE)
         lines = res.stdout.split()
-        assert lines[0] == "0" and "cni0-present" not in lines and lines[1] == "0" and lines[-1] != "active", \
-            (node, res.stdout, res.stderr)
+        assert lines[0] == "0" and "cni0-present" not in lines and lines[1] == "0" and lines[-1] != "active", (
+            node,
+            res.stdout,
+            res.stderr,
+        )
     again = kprov("reset", "-i", str(inv), "--log-format", "json", "--yes", timeout=1800)
     assert not [e for e in events(again.stdout) if e["changed"]], "second reset changed something"
     t0 = time.monotonic()
@@ -380,16 +425,28 @@ def test_reset_leaves_nothing_then_a_clean_build(lab, capsys):
     _assert_smoke_through(build.stdout, NAMES)
     _assert_cluster_healthy(NAMES)
     with capsys.disabled():
-        print(f"\n[scale] {NODES} nodes (1 control plane), up from reset nodes to smoke passed through all of them: "
-              f"{took:.0f} s — wall time per role: "
-              + "  ".join(f"{role} {secs}s" for role, secs in _role_times(build.stdout)))
+        print(
+            f"\n[scale] {NODES} nodes (1 control plane), up from reset nodes to smoke passed through all of them: "
+            f"{took:.0f} s — wall time per role: "
+            + "  ".join(f"{role} {secs}s" for role, secs in _role_times(build.stdout))
+        )
 
 
 def test_add_node_then_no_secret_anywhere(lab, capsys):
     inv, log = lab
     grown = _write_inventory(inv, NODES + 1)
-    add = kprov("add-node", "-i", str(grown), "--host", f"{LAB}-{NODES + 1}", "--log-format", "json",
-                "--log-file", str(log), timeout=2400)
+    add = kprov(
+        "add-node",
+        "-i",
+        str(grown),
+        "--host",
+        f"{LAB}-{NODES + 1}",
+        "--log-format",
+        "json",
+        "--log-file",
+        str(log),
+        timeout=2400,
+    )
     SEEN.texts += [add.stdout, add.stderr]
     evs = events(add.stdout)
     # bridge CNI: existing nodes only get a route to the new node's pod subnet; nothing else runs there
@@ -402,8 +459,9 @@ def test_add_node_then_no_secret_anywhere(lab, capsys):
     assert smoke.stdout.count(" 200 ") >= 2 * (NODES + 1), smoke.stdout[-3000:]
     SEEN.texts.append(log.read_text())
     # the cluster's real bootstrap tokens, on top of the shapes
-    tokens = kprov("lab", "ssh", "--name", LAB, f"{LAB}-1", "--", "kubeadm", "token", "list", "-o", "json",
-                   check=False).stdout
+    tokens = kprov(
+        "lab", "ssh", "--name", LAB, f"{LAB}-1", "--", "kubeadm", "token", "list", "-o", "json", check=False
+    ).stdout
     known = set(re.findall(r'"token":\s*"([a-z0-9]{6}\.[a-z0-9]{16})"', tokens))
     lines = [line for text in SEEN.texts for line in text.splitlines()]
     argvs = sorted(SEEN.argvs)
@@ -411,5 +469,7 @@ def test_add_node_then_no_secret_anywhere(lab, capsys):
     assert argvs, "no argv was sampled on the nodes"
     assert not leaks, leaks[:5]
     with capsys.disabled():
-        print(f"\n[faults] secret scan: {len(lines)} lines of output and log, {len(argvs)} distinct argvs "
-              f"sampled on the nodes, {len(known)} live bootstrap tokens checked: no secret found")
+        print(
+            f"\n[faults] secret scan: {len(lines)} lines of output and log, {len(argvs)} distinct argvs "
+            f"sampled on the nodes, {len(known)} live bootstrap tokens checked: no secret found"
+        )

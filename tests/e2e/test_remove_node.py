@@ -30,13 +30,15 @@ LAB = "krm" + os.environ.get("KPROV_TEST_TAG", "")
 CP, W2, W3 = f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"
 
 pytestmark = [
-    pytest.mark.e2e, pytest.mark.lab,
+    pytest.mark.e2e,
+    pytest.mark.lab,
     # its worker, control-plane and PDB removal steps run in tests/ha/test_ha_lab.py on the HA cluster in
     # every CI run; this module builds a second cluster (~17 min here), so it is opt-in to keep CI < 60 min
     pytest.mark.skipif(os.environ.get("KPROV_FULL_LAB") != "1", reason="second remove-node cluster: KPROV_FULL_LAB=1"),
 ]
 
-WORKLOAD = """
+WORKLOAD = (
+    """
 apiVersion: v1
 kind: Namespace
 metadata: {name: rm-test}
@@ -75,7 +77,9 @@ spec:
     image: docker.io/kprov/hello:1.0
     imagePullPolicy: Never
     command: [/bin/sh, -c, 'exec httpd -f -p 8081']
-""" % W3
+"""
+    % W3
+)
 
 
 def kubectl(*args: str, stdin: str | None = None) -> str:
@@ -145,7 +149,7 @@ def test_1_refused_before_any_change_and_dry_run(cluster: dict) -> None:
     assert bare["action"].startswith("refused: no controller") and bare["controller"] == "-", bare
     webs = [p["action"] for p in plan["pods"] if p["pod"].startswith("rm-test/web-")]
     assert len(webs) == 2 and all(a.startswith("evict, PodDisruptionBudget rm-test/web") for a in webs), webs
-    assert sum("waits" in a for a in webs) == 1, webs   # minAvailable 1 of 2: one goes at once, one waits
+    assert sum("waits" in a for a in webs) == 1, webs  # minAvailable 1 of 2: one goes at once, one waits
     assert any(p["action"] == "stays (DaemonSet)" for p in plan["pods"] if "kube-proxy" in p["pod"])
     assert any(s.startswith(f"delete Node {W3}") for s in plan["plan"]), plan["plan"]
     assert plan["refusals"], plan
@@ -167,14 +171,19 @@ def test_2_remove_a_worker_with_a_pdb(cluster: dict) -> None:
     # the Node is gone; the Deployment's pods moved to worker 2 and are ready; the bare pod was deleted
     assert sorted(nodes()) == [CP, W2]
     web = pods("rm-test")
-    assert sorted(p["metadata"]["name"].split("-")[0] for p in web) == ["web", "web"], [p["metadata"]["name"] for p in web]
+    assert sorted(p["metadata"]["name"].split("-")[0] for p in web) == ["web", "web"], [
+        p["metadata"]["name"] for p in web
+    ]
     assert {p["spec"]["nodeName"] for p in web} == {W2}
     kubectl("-n", "rm-test", "rollout", "status", "deployment/web", "--timeout=120s")
 
     # the host is clean: no kubelet, no CNI links, no kube iptables chains, no Kubernetes state
-    res = node_sh(W3, "systemctl is-active kubelet || true; ip -o link | grep -cE 'cni0|veth' || true; "
-                      "iptables-save | grep -cE 'KUBE-|CNI-' || true; ls -A /etc/kubernetes /var/lib/kubelet 2>/dev/null | wc -l; "
-                      "ls -A /etc/cni/net.d | wc -l")
+    res = node_sh(
+        W3,
+        "systemctl is-active kubelet || true; ip -o link | grep -cE 'cni0|veth' || true; "
+        "iptables-save | grep -cE 'KUBE-|CNI-' || true; ls -A /etc/kubernetes /var/lib/kubelet 2>/dev/null | wc -l; "
+        "ls -A /etc/cni/net.d | wc -l",
+    )
     assert res.stdout.split() == ["inactive", "0", "0", "0", "0"], (res.stdout, res.stderr)
 
     # smoke passes on the remaining nodes

@@ -112,8 +112,9 @@ class Fleet:
     def all_names(self) -> list[str]:
         return [f"kpe-{i + 1}" for i in range(len(self.netns.hosts))]
 
-    def inventory_path(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
-                       **overrides: Any) -> Path:
+    def inventory_path(
+        self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None, **overrides: Any
+    ) -> Path:
         """The fleet's inventory file; `mutate(doc)` edits the YAML document before it is written."""
         path = self.netns.inventory(self.tmp / f"inv-{next(_counter)}.yaml", extra_hosts=extra_hosts, **overrides)
         doc = yaml.safe_load(path.read_text())
@@ -125,12 +126,22 @@ class Fleet:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         return path
 
-    def inventory(self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None,
-                  **overrides: Any) -> Inventory:
+    def inventory(
+        self, mutate: Callable[[dict], None] | None = None, extra_hosts: list[dict] | None = None, **overrides: Any
+    ) -> Inventory:
         return load_inventory(self.inventory_path(mutate, extra_hosts, **overrides))
 
-    def run(self, roles: list[str] | str, inv: Inventory | None = None, *, hosts: str | None = None,
-            count: bool = False, connect: ConnectOptions | None = None, also: tuple = (), **opts: Any) -> Outcome:
+    def run(
+        self,
+        roles: list[str] | str,
+        inv: Inventory | None = None,
+        *,
+        hosts: str | None = None,
+        count: bool = False,
+        connect: ConnectOptions | None = None,
+        also: tuple = (),
+        **opts: Any,
+    ) -> Outcome:
         """Run test roles with the real Runner; `also` = more sinks (console, JSON) fed the same events."""
         inv = inv or self.inventory()
         sink = ListSink()
@@ -139,7 +150,14 @@ class Fleet:
         if count:
             CountingSSH.counts = {}
             connector = lambda h: CountingSSH(h, options.connect)  # noqa: E731
-        runner = Runner(inv, options, TeeSink(sink, *also) if also else sink, roles_dir=ROLES, templates_dir=TEMPLATES, connector=connector)
+        runner = Runner(
+            inv,
+            options,
+            TeeSink(sink, *also) if also else sink,
+            roles_dir=ROLES,
+            templates_dir=TEMPLATES,
+            connector=connector,
+        )
         try:
             hosts = hosts or ",".join(self.names)
             plays = [Play(role=r, hosts=hosts) for r in ([roles] if isinstance(roles, str) else roles)]
@@ -156,13 +174,22 @@ class Fleet:
 
     def sh(self, name: str, script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
         """Run a shell script inside host `name`'s namespaces (its own /tmp), not through kprov."""
-        return subprocess.run(["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", script],
-                              capture_output=True, text=True, check=check, timeout=30)
+        return subprocess.run(
+            ["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", script],
+            capture_output=True,
+            text=True,
+            check=check,
+            timeout=30,
+        )
 
     def put(self, name: str, path: str, data: bytes) -> None:
         """Write bytes to a file on host `name` (its own /tmp), not through kprov."""
-        subprocess.run(["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", 'cat > "$0"', path],
-                       input=data, check=True, timeout=60)
+        subprocess.run(
+            ["nsenter", "-t", str(self.pid(name)), "-m", "-u", "-n", "--", "sh", "-c", 'cat > "$0"', path],
+            input=data,
+            check=True,
+            timeout=60,
+        )
 
     def read(self, name: str, path: str) -> str | None:
         p = self.sh(name, f"cat -- '{path}'", check=False)
@@ -208,7 +235,7 @@ def _reap_dead_sessions(letters: str) -> None:
     """Remove fleets left behind by killed test sessions (their PID is in the prefix)."""
     names = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout.split()
     for prefix in {n.split("-")[0] for n in names if re.fullmatch(rf"{letters}\d+-\d+", n)}:
-        pid = int(prefix[len(letters):])
+        pid = int(prefix[len(letters) :])
         if pid != os.getpid() % 100000 and not Path(f"/proc/{pid}").exists():
             _reap(prefix)
             NetnsFleet(prefix=prefix).down()
@@ -219,8 +246,20 @@ def _hide_operator_bashrc(netns: NetnsFleet) -> None:
     .bashrc may be slow (pyenv init: ~150 ms per command). Hide it in each host's own mount namespace
     so a host costs what a fresh Debian host costs."""
     for h in netns.hosts:
-        subprocess.run(["nsenter", "-t", str(h.pid), "-m", "--", "sh", "-c",
-                        "[ ! -e /root/.bashrc ] || mount --bind /dev/null /root/.bashrc"], check=True, timeout=30)
+        subprocess.run(
+            [
+                "nsenter",
+                "-t",
+                str(h.pid),
+                "-m",
+                "--",
+                "sh",
+                "-c",
+                "[ ! -e /root/.bashrc ] || mount --bind /dev/null /root/.bashrc",
+            ],
+            check=True,
+            timeout=30,
+        )
 
 
 @pytest.fixture(scope="session")

@@ -22,11 +22,15 @@ H1, H2 = "kpe-1", "kpe-2"
 
 # -- handlers -----------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("before_run, log_after", [
-    ("", "fired\n"),                                        # three notifying tasks change: one run
-    ("NOOP", "fired\n"),                                   # nothing changed: handler does not run again
-    ('rm -f "$D/two"', "fired\nfired\n"),                  # one notifier changes: handler runs once more
-])
+
+@pytest.mark.parametrize(
+    "before_run, log_after",
+    [
+        ("", "fired\n"),  # three notifying tasks change: one run
+        ("NOOP", "fired\n"),  # nothing changed: handler does not run again
+        ('rm -f "$D/two"', "fired\nfired\n"),  # one notifier changes: handler runs once more
+    ],
+)
 def test_handler_runs_once_per_host_and_only_when_notified(fleet, workdir, before_run, log_after):
     if before_run:  # bring the host to the converged state first
         fleet.run("handlers", extra_vars={"dir": workdir})
@@ -46,15 +50,19 @@ def test_handler_runs_once_per_host_and_only_when_notified(fleet, workdir, befor
 ALL_FLOW = {"when-true", "loop-a", "loop-b", "loop-c", "num-1", "num-2", "tag-x", "tag-y"}
 
 
-@pytest.mark.parametrize("opts, present", [
-    ({}, ALL_FLOW),
-    ({"extra_vars": {"flag": False}}, ALL_FLOW - {"when-true"} | {"when-false"}),
-    ({"extra_vars": {"letters": ["q"]}}, ALL_FLOW - {"loop-a", "loop-b", "loop-c"} | {"loop-q"}),
-    ({"tags": frozenset({"x"})}, {"tag-x"}),
-    ({"tags": frozenset({"x", "z"})}, {"tag-x", "tag-y"}),
-    ({"skip_tags": frozenset({"z"})}, ALL_FLOW - {"tag-y"}),
-    ({"tags": frozenset({"x", "y"}), "skip_tags": frozenset({"y"})}, {"tag-x"}),
-], ids=["default", "when-false", "loop-from-extra-vars", "tags", "tags-any", "skip-tags", "tags-and-skip"])
+@pytest.mark.parametrize(
+    "opts, present",
+    [
+        ({}, ALL_FLOW),
+        ({"extra_vars": {"flag": False}}, ALL_FLOW - {"when-true"} | {"when-false"}),
+        ({"extra_vars": {"letters": ["q"]}}, ALL_FLOW - {"loop-a", "loop-b", "loop-c"} | {"loop-q"}),
+        ({"tags": frozenset({"x"})}, {"tag-x"}),
+        ({"tags": frozenset({"x", "z"})}, {"tag-x", "tag-y"}),
+        ({"skip_tags": frozenset({"z"})}, ALL_FLOW - {"tag-y"}),
+        ({"tags": frozenset({"x", "y"}), "skip_tags": frozenset({"y"})}, {"tag-x"}),
+    ],
+    ids=["default", "when-false", "loop-from-extra-vars", "tags", "tags-any", "skip-tags", "tags-and-skip"],
+)
 def test_when_loop_tags(fleet, workdir, opts, present):
     opts = {**opts, "extra_vars": {"dir": workdir, **opts.get("extra_vars", {})}}
     out = fleet.run("flow", hosts=H1, **opts)
@@ -71,7 +79,6 @@ def test_when_is_evaluated_per_loop_item(fleet, workdir):
     assert fleet.sh(H1, f"ls '{workdir}'").stdout.split() == ["even-2", "even-4"]
 
 
-
 def _precedence_inventory(doc: dict) -> None:
     doc["cluster"]["vars"] = dict.fromkeys(("p_cluster", "p_group", "p_host", "p_extra", "p_order"), "cluster")
     # custom group listed first in the file: it still ranks above the built-in groups
@@ -84,10 +91,16 @@ def _precedence_inventory(doc: dict) -> None:
     doc["hosts"][1]["vars"] = {"p_host": "host2", "p_extra": "host2"}
 
 
-@pytest.mark.parametrize("extra, expected", [
-    ({}, {H1: "role cluster all host1 cluster all", H2: "role cluster worker host2 host2 custom"}),
-    ({"p_extra": "extra", "p_role": "e"}, {H1: "e cluster all host1 extra all", H2: "e cluster worker host2 extra custom"}),
-])
+@pytest.mark.parametrize(
+    "extra, expected",
+    [
+        ({}, {H1: "role cluster all host1 cluster all", H2: "role cluster worker host2 host2 custom"}),
+        (
+            {"p_extra": "extra", "p_role": "e"},
+            {H1: "e cluster all host1 extra all", H2: "e cluster worker host2 extra custom"},
+        ),
+    ],
+)
 def test_variable_precedence(fleet, workdir, extra, expected):
     inv = fleet.inventory(_precedence_inventory)
     out = fleet.run("precedence", inv, extra_vars={"dir": workdir, **extra})
@@ -96,6 +109,7 @@ def test_variable_precedence(fleet, workdir, extra, expected):
 
 
 # -- speed: facts are batched ---------------------------------------------------------------------
+
 
 def test_noop_run_costs_one_round_trip_per_host(fleet, workdir):
     first = fleet.run("batch", extra_vars={"dir": workdir}, count=True)
@@ -107,6 +121,7 @@ def test_noop_run_costs_one_round_trip_per_host(fleet, workdir):
 
 
 # -- failures stay on their host -------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def dead_fleet():
@@ -166,20 +181,33 @@ def test_failing_task_shows_stderr_tail_and_host_is_skipped_later(fleet, workdir
 
 # -- host keys ----------------------------------------------------------------------------------------
 
+
 def _known_hosts_line(fleet, name: str, *, other_key: bool = False) -> str:
     host = fleet.host(name)
     if other_key:
         return f"{host.address} ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIKd3ZNJhq6pVX8QbNDcEnwWcy9gBY3AxyJ3YQ3eWjjlK\n"
-    return next(line for line in fleet.netns.known_hosts.read_text().splitlines() if line.startswith(host.address + " "))
+    return next(
+        line for line in fleet.netns.known_hosts.read_text().splitlines() if line.startswith(host.address + " ")
+    )
 
 
-@pytest.mark.parametrize("inventory_keys, kprov_keys, accept_new, status, needle", [
-    ("empty", None, False, Status.FAILED, "host key not known"),
-    ("empty", None, True, None, ""),
-    ("empty", "other", True, Status.FAILED, "CHANGED"),
-    ("other", None, True, Status.FAILED, "CHANGED"),
-    ("empty", "right", False, None, ""),
-], ids=["unknown-rejected", "unknown-accepted", "changed-in-kprov-file", "changed-in-inventory-file", "kprov-file-trusted"])
+@pytest.mark.parametrize(
+    "inventory_keys, kprov_keys, accept_new, status, needle",
+    [
+        ("empty", None, False, Status.FAILED, "host key not known"),
+        ("empty", None, True, None, ""),
+        ("empty", "other", True, Status.FAILED, "CHANGED"),
+        ("other", None, True, Status.FAILED, "CHANGED"),
+        ("empty", "right", False, None, ""),
+    ],
+    ids=[
+        "unknown-rejected",
+        "unknown-accepted",
+        "changed-in-kprov-file",
+        "changed-in-inventory-file",
+        "kprov-file-trusted",
+    ],
+)
 def test_host_keys(fleet, workdir, tmp_path, monkeypatch, inventory_keys, kprov_keys, accept_new, status, needle):
     home = tmp_path / "kprov-home"
     monkeypatch.setenv("KPROV_HOME", str(home))
@@ -190,8 +218,13 @@ def test_host_keys(fleet, workdir, tmp_path, monkeypatch, inventory_keys, kprov_
         (home / "known_hosts").write_text(_known_hosts_line(fleet, H1, other_key=kprov_keys == "other") + "\n")
     before = (home / "known_hosts").read_text() if kprov_keys else None
     inv = fleet.inventory(lambda d: d["defaults"].update(known_hosts=str(inv_kh)))
-    out = fleet.run("later", inv, hosts=H1, extra_vars={"dir": workdir},
-                    connect=ConnectOptions(connect_timeout=5, connect_retries=0, accept_new_host_keys=accept_new))
+    out = fleet.run(
+        "later",
+        inv,
+        hosts=H1,
+        extra_vars={"dir": workdir},
+        connect=ConnectOptions(connect_timeout=5, connect_retries=0, accept_new_host_keys=accept_new),
+    )
     if status is None:
         assert out.exit_status == 0
         assert fleet.read(H1, f"{workdir}/later") == "l"
@@ -252,8 +285,10 @@ TOKEN = "s3cr3t-T0KEN-a1b2c3"
 
 def test_no_log_output_never_reaches_events_console_or_json(fleet, workdir):
     console, jsonl = io.StringIO(), io.StringIO()
-    sinks = (ConsoleSink(Console(file=console, width=200, color_system=None), verbose=2, show_diff=True),
-             JsonSink(jsonl))
+    sinks = (
+        ConsoleSink(Console(file=console, width=200, color_system=None), verbose=2, show_diff=True),
+        JsonSink(jsonl),
+    )
     out = fleet.run("secret", hosts=H1, extra_vars={"dir": workdir, "token": TOKEN}, also=sinks)
     assert out.exit_status == 1  # the leak attempt fails on purpose
     assert fleet.read(H1, f"{workdir}/token") == TOKEN  # the secret did reach the host, as data
@@ -266,6 +301,7 @@ def test_no_log_output_never_reaches_events_console_or_json(fleet, workdir):
 
 
 # -- JSON lines ------------------------------------------------------------------------------------------
+
 
 def test_json_sink_prints_one_object_per_event(fleet, workdir):
     jsonl = io.StringIO()
@@ -292,8 +328,8 @@ def test_no_log_task_failure_hides_its_output(fleet, workdir):
     assert TOKEN not in f"{ev.msg}|{ev.stderr_tail}|{console.getvalue()}"
 
 
-
 # -- facts cache, bastion ---------------------------------------------------------------------------------
+
 
 def test_facts_gathered_before_a_change_are_refreshed(fleet, workdir):
     fleet.sh(H1, f"mkdir -p '{workdir}'")
@@ -314,8 +350,8 @@ def test_bastion_carries_the_connection(fleet, workdir):
     assert out.exit_status == 0
     direct = fleet.read(H1, f"{workdir}/conn").split()[0]
     tunnelled = fleet.read(H2, f"{workdir}/conn").split()[0]
-    assert direct == fleet.netns.subnet + ".1"   # straight from this machine
-    assert tunnelled == jump.address             # through the jump host
+    assert direct == fleet.netns.subnet + ".1"  # straight from this machine
+    assert tunnelled == jump.address  # through the jump host
 
 
 def test_task_timeout_stops_a_long_command(fleet, workdir):
@@ -325,11 +361,13 @@ def test_task_timeout_stops_a_long_command(fleet, workdir):
     assert ev.duration_ms < 2500
 
 
-
-@pytest.mark.parametrize("roles, needle", [
-    (["later", "broken"], "unknown module or task key 'fiel'"),
-    (["later", "no_such_role"], "unknown role 'no_such_role'"),
-])
+@pytest.mark.parametrize(
+    "roles, needle",
+    [
+        (["later", "broken"], "unknown module or task key 'fiel'"),
+        (["later", "no_such_role"], "unknown role 'no_such_role'"),
+    ],
+)
 def test_bad_role_is_bad_input_before_any_host_is_touched(fleet, workdir, roles, needle):
     from provisioner.errors import RoleError
     from tests.engine.conftest import CountingSSH
@@ -347,4 +385,3 @@ def test_a_command_that_leaves_a_background_process_returns(fleet, workdir):
     (ev,) = out.events(H1)
     assert ev.status is Status.CHANGED
     assert ev.duration_ms < 3000, "the task waited for the background process to exit"
-

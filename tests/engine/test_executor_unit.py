@@ -52,6 +52,7 @@ def captured_file(name: str) -> FileState:
 
 # == module decisions: args + captured facts -> typed decision ======================================
 
+
 class _Args:
     """Renders nothing: arguments are given already rendered; `assert` results are given as booleans."""
 
@@ -72,32 +73,97 @@ def decide(module: str, args: dict[str, Any], facts: dict[str, Any]):
 
 DECISIONS = [
     # module, args, facts, decision type, words in msg, fields the decision must have
-    ("file", {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0640"}, {"file": captured_file("file_small")},
-     NoChange, "/etc/x up to date", {}),
-    ("file", {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0644"}, {"file": captured_file("file_small")},
-     Change, "mode 640 -> 644", {"script": "chmod 644 -- /etc/x"}),
-    ("file", {"path": "/etc/x", "content": "new\n"}, {"file": captured_file("file_small")},
-     Change, "update /etc/x", {"reports_changed": True}),
-    ("file", {"path": "/etc/x", "content": "new\n"}, {"file": captured_file("file_absent")},
-     Change, "create /etc/x", {}),
-    ("file", {"path": "/etc/x", "state": "absent"}, {"file": captured_file("file_absent")},
-     NoChange, "already absent", {}),
-    ("file", {"path": "/etc/x", "state": "absent"}, {"file": captured_file("file_small")},
-     Change, "remove /etc/x", {"script": "rm -rf -- /etc/x"}),
-    ("file", {"path": "/d", "state": "directory"}, {"file": captured_file("file_dir")},
-     NoChange, "directory /d present", {}),
+    (
+        "file",
+        {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0640"},
+        {"file": captured_file("file_small")},
+        NoChange,
+        "/etc/x up to date",
+        {},
+    ),
+    (
+        "file",
+        {"path": "/etc/x", "content": "hello\nworld\n", "mode": "0644"},
+        {"file": captured_file("file_small")},
+        Change,
+        "mode 640 -> 644",
+        {"script": "chmod 644 -- /etc/x"},
+    ),
+    (
+        "file",
+        {"path": "/etc/x", "content": "new\n"},
+        {"file": captured_file("file_small")},
+        Change,
+        "update /etc/x",
+        {"reports_changed": True},
+    ),
+    (
+        "file",
+        {"path": "/etc/x", "content": "new\n"},
+        {"file": captured_file("file_absent")},
+        Change,
+        "create /etc/x",
+        {},
+    ),
+    (
+        "file",
+        {"path": "/etc/x", "state": "absent"},
+        {"file": captured_file("file_absent")},
+        NoChange,
+        "already absent",
+        {},
+    ),
+    (
+        "file",
+        {"path": "/etc/x", "state": "absent"},
+        {"file": captured_file("file_small")},
+        Change,
+        "remove /etc/x",
+        {"script": "rm -rf -- /etc/x"},
+    ),
+    (
+        "file",
+        {"path": "/d", "state": "directory"},
+        {"file": captured_file("file_dir")},
+        NoChange,
+        "directory /d present",
+        {},
+    ),
     ("file", {"path": "/l", "state": "link", "src": "/t"}, {"link": "/t"}, NoChange, "/l -> /t", {}),
     ("file", {"path": "/l", "state": "link", "src": "/t"}, {"link": "<not-a-link>"}, Change, "link /l -> /t", {}),
-    ("template", {"src": "a.j2", "dest": "/etc/a"}, {"file": captured_file("file_absent")},
-     Change, "create /etc/a", {}),
-    ("line", {"path": "/etc/x", "line": "world"}, {"file": captured_file("file_small")},
-     NoChange, "already as wanted", {}),
-    ("line", {"path": "/etc/x", "line": "more"}, {"file": captured_file("file_small")},
-     Change, "edit /etc/x", {}),
-    ("line", {"path": "/etc/x", "regexp": "^wor", "line": "planet"}, {"file": captured_file("file_small")},
-     Change, "edit /etc/x", {}),
-    ("line", {"path": "/etc/x", "line": "a", "create": False}, {"file": captured_file("file_absent")},
-     Change, "edit /etc/x", {"script": "exit 1"}),
+    (
+        "template",
+        {"src": "a.j2", "dest": "/etc/a"},
+        {"file": captured_file("file_absent")},
+        Change,
+        "create /etc/a",
+        {},
+    ),
+    (
+        "line",
+        {"path": "/etc/x", "line": "world"},
+        {"file": captured_file("file_small")},
+        NoChange,
+        "already as wanted",
+        {},
+    ),
+    ("line", {"path": "/etc/x", "line": "more"}, {"file": captured_file("file_small")}, Change, "edit /etc/x", {}),
+    (
+        "line",
+        {"path": "/etc/x", "regexp": "^wor", "line": "planet"},
+        {"file": captured_file("file_small")},
+        Change,
+        "edit /etc/x",
+        {},
+    ),
+    (
+        "line",
+        {"path": "/etc/x", "line": "a", "create": False},
+        {"file": captured_file("file_absent")},
+        Change,
+        "edit /etc/x",
+        {"script": "exit 1"},
+    ),
     ("command", {"argv": ["kubeadm", "init"]}, {}, Change, "run: kubeadm init", {"reports_changed": True}),
     ("command", {"shell": "x", "creates": "/etc/k"}, {"creates": True}, Skip, "/etc/k exists", {}),
     ("command", {"shell": "x", "removes": "/etc/k"}, {"removes": False}, Skip, "/etc/k does not exist", {}),
@@ -105,25 +171,62 @@ DECISIONS = [
     ("wait_for", {"port": 6443}, {}, Change, "wait for 127.0.0.1:6443", {"reports_changed": False}),
     ("assert", {"that": [True, True]}, {}, NoChange, "all assertions passed", {}),
     ("set_fact", {"vars": {"a": 1}}, {}, SetVars, "set a", {"vars": {"a": 1}}),
-    ("fetch", {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"}, {"file": captured_file("file_small")},
-     LocalWrite, "fetch /etc/k.conf", {"content": b"hello\nworld\n", "mode": "600"}),
-    ("fetch", {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"}, {"file": captured_file("file_absent")},
-     Change, "fetch /etc/k.conf", {"script": "exit 1"}),
-    ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("none", "0")},
-     Upload, "upload test_executor_unit.py", {"offset": 0, "dest": "/opt/b.tar"}),
-    ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("none", "10")},
-     Upload, "resuming at 10 bytes", {"offset": 10}),
-    ("upload", {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32}, {"remote": ("ab" * 32, "0")},
-     NoChange, "present (sha256 abababababab)", {}),
-    ("bundle_pull", {"dest": "/opt/b", "files": [], "peer": "cp", "why_not": "no seed"}, {"present": False},
-     Change, "upload directly: no seed", {"reports_changed": False}),
+    (
+        "fetch",
+        {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"},
+        {"file": captured_file("file_small")},
+        LocalWrite,
+        "fetch /etc/k.conf",
+        {"content": b"hello\nworld\n", "mode": "600"},
+    ),
+    (
+        "fetch",
+        {"src": "/etc/k.conf", "dest": "/nonexistent-kprov-dir/k.conf"},
+        {"file": captured_file("file_absent")},
+        Change,
+        "fetch /etc/k.conf",
+        {"script": "exit 1"},
+    ),
+    (
+        "upload",
+        {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32},
+        {"remote": ("none", "0")},
+        Upload,
+        "upload test_executor_unit.py",
+        {"offset": 0, "dest": "/opt/b.tar"},
+    ),
+    (
+        "upload",
+        {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32},
+        {"remote": ("none", "10")},
+        Upload,
+        "resuming at 10 bytes",
+        {"offset": 10},
+    ),
+    (
+        "upload",
+        {"src": __file__, "dest": "/opt/b.tar", "sha256": "ab" * 32},
+        {"remote": ("ab" * 32, "0")},
+        NoChange,
+        "present (sha256 abababababab)",
+        {},
+    ),
+    (
+        "bundle_pull",
+        {"dest": "/opt/b", "files": [], "peer": "cp", "why_not": "no seed"},
+        {"present": False},
+        Change,
+        "upload directly: no seed",
+        {"reports_changed": False},
+    ),
     ("bundle_pull", {"dest": "/opt/b", "files": [], "peer": "cp"}, {"present": True}, NoChange, "present", {}),
     ("bundle_serve", {"root": "/r", "bind": "10.0.0.1"}, {}, NoChange, "no other node needs the bundle", {}),
 ]
 
 
-@pytest.mark.parametrize("module, args, facts, kind, words, fields",
-                         [pytest.param(*c, id=f"{c[0]}-{i}") for i, c in enumerate(DECISIONS)])
+@pytest.mark.parametrize(
+    "module, args, facts, kind, words, fields", [pytest.param(*c, id=f"{c[0]}-{i}") for i, c in enumerate(DECISIONS)]
+)
 def test_module_decision_from_captured_facts(module, args, facts, kind, words, fields):
     got = decide(module, args, facts)
     assert type(got) is kind, got
@@ -134,8 +237,12 @@ def test_module_decision_from_captured_facts(module, args, facts, kind, words, f
 
 
 def test_every_effect_applies_itself_and_only_plain_scripts_batch():
-    changes = [Change("m", "true"), Change("m", "true", reports_changed=False),
-               Upload("m", src="s", dest="d", sha256="x", mode="644"), LocalWrite("m", "/p", b"")]
+    changes = [
+        Change("m", "true"),
+        Change("m", "true", reports_changed=False),
+        Upload("m", src="s", dest="d", sha256="x", mode="644"),
+        LocalWrite("m", "/p", b""),
+    ]
     assert all(isinstance(c, Effect) for c in changes)
     assert [c.batchable for c in changes] == [True, False, False, False]
 
@@ -156,9 +263,11 @@ def test_modules_declare_what_the_engine_needs():
 
 # == the executor through a scripted fake transport ==================================================
 
-_SECTION = re.compile(r"echo '(?P<m>__KPROV_[0-9a-f]+) (?P<i>\d+) BEGIN'\n\( (?P<body>.*?)\n\) </dev/null 2>(?P<err>\S+)"
-                      r"\nrc=\$\?\necho \"\"\necho \"(?P=m) (?P=i) END \$rc\"(?P<stop>\n\[ \$rc -eq 0 \] \|\| exit 0)?",
-                      re.S)
+_SECTION = re.compile(
+    r"echo '(?P<m>__KPROV_[0-9a-f]+) (?P<i>\d+) BEGIN'\n\( (?P<body>.*?)\n\) </dev/null 2>(?P<err>\S+)"
+    r"\nrc=\$\?\necho \"\"\necho \"(?P=m) (?P=i) END \$rc\"(?P<stop>\n\[ \$rc -eq 0 \] \|\| exit 0)?",
+    re.S,
+)
 
 
 @dataclass
@@ -171,7 +280,7 @@ class FakeHost:
     name: str
     reachable: bool = True
     files: dict[str, bytes] = field(default_factory=dict)
-    sent: list[str] = field(default_factory=list)       # every script, in order: one per round trip
+    sent: list[str] = field(default_factory=list)  # every script, in order: one per round trip
     counter: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -188,15 +297,18 @@ class FakeHost:
             elif m := re.match(r"if \[ -e (\S+) \] \|\| \[ -L \S+ \]; then s=\$\(stat", line):
                 path = m.group(1).strip("'")
                 data = self.files.get(path)
-                out.append("ABSENT" if data is None else
-                           f"regular file|644|root|root|{len(data)}\n\n{base64.b64encode(data).decode()}")
+                out.append(
+                    "ABSENT"
+                    if data is None
+                    else f"regular file|644|root|root|{len(data)}\n\n{base64.b64encode(data).decode()}"
+                )
             elif line.startswith("base64 -d > \"$tmp\" <<'KPROV_EOF'"):
                 encoded = "".join(iter(lambda: next(lines), "KPROV_EOF"))
                 written = base64.b64decode(encoded)
             elif m := re.fullmatch(r'mv -f -- "\$tmp" (\S+)', line):
                 self.files[m.group(1).strip("'")] = written
             elif m := re.fullmatch(r"\{ (.*)", line):
-                rc, _, _ = self.run(m.group(1))      # an `unless` probe: its exit status only
+                rc, _, _ = self.run(m.group(1))  # an `unless` probe: its exit status only
                 out.append("yes" if rc == 0 else "no")
             elif word == "touch":
                 self.files[rest] = b""
@@ -217,7 +329,7 @@ class FakeHost:
         with self.lock:
             self.sent.append(script)
             sections = list(_SECTION.finditer(script))
-            if not sections:    # one change on its own: "{\nset -e\n<script>\n} </dev/null\n"
+            if not sections:  # one change on its own: "{\nset -e\n<script>\n} </dev/null\n"
                 inner = re.fullmatch(r"\{\nset -e\n(.*)\n\} </dev/null\n", script, re.S)
                 rc, out, err = self.run(_strip_wrapping(inner.group(1) if inner else script))
                 return CommandResult(rc, out, err, 1)
@@ -303,28 +415,52 @@ class Run:
 def engine(tmp_path):
     """Run roles written as YAML on fake hosts `a`, `b`, `c`; returns a Run."""
     inv_path = tmp_path / "inventory.yaml"
-    inv_path.write_text(yaml.safe_dump({
-        "cluster": {"name": "unit", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
-        "defaults": {"user": "root"},
-        "hosts": [{"name": n, "address": f"127.0.0.{i + 2}", "roles": ["control_plane" if i == 0 else "worker"]}
-                  for i, n in enumerate("abc")],
-    }))
+    inv_path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"name": "unit", "pod_cidr": "10.244.0.0/16", "service_cidr": "10.96.0.0/12"},
+                "defaults": {"user": "root"},
+                "hosts": [
+                    {"name": n, "address": f"127.0.0.{i + 2}", "roles": ["control_plane" if i == 0 else "worker"]}
+                    for i, n in enumerate("abc")
+                ],
+            }
+        )
+    )
     inventory = load_inventory(inv_path)
 
-    def run(tasks: list[dict], *, handlers: list[dict] | None = None, hosts: str = "a,b", check: bool = False,
-            unreachable: tuple[str, ...] = (), files: dict[str, set[str]] | None = None,
-            extra_vars: dict[str, Any] | None = None, fakes: dict[str, FakeHost] | None = None) -> Run:
+    def run(
+        tasks: list[dict],
+        *,
+        handlers: list[dict] | None = None,
+        hosts: str = "a,b",
+        check: bool = False,
+        unreachable: tuple[str, ...] = (),
+        files: dict[str, set[str]] | None = None,
+        extra_vars: dict[str, Any] | None = None,
+        fakes: dict[str, FakeHost] | None = None,
+    ) -> Run:
         role = tmp_path / "roles" / "r"
         role.mkdir(parents=True, exist_ok=True)
         (role / "tasks.yaml").write_text(yaml.safe_dump(tasks, sort_keys=False))
         (role / "handlers.yaml").write_text(yaml.safe_dump(handlers or [], sort_keys=False))
-        fakes = fakes if fakes is not None else {
-            n: FakeHost(n, reachable=n not in unreachable, files=dict.fromkeys((files or {}).get(n, ()), b""))
-            for n in "abc"}
+        fakes = (
+            fakes
+            if fakes is not None
+            else {
+                n: FakeHost(n, reachable=n not in unreachable, files=dict.fromkeys((files or {}).get(n, ()), b""))
+                for n in "abc"
+            }
+        )
         sink = ListSink()
-        runner = Runner(inventory, RunOptions(check=check, extra_vars=extra_vars or {}), sink,
-                        roles_dir=tmp_path / "roles", templates_dir=tmp_path,
-                        connector=lambda h: FakeTransport(fakes[h.name]))
+        runner = Runner(
+            inventory,
+            RunOptions(check=check, extra_vars=extra_vars or {}),
+            sink,
+            roles_dir=tmp_path / "roles",
+            templates_dir=tmp_path,
+            connector=lambda h: FakeTransport(fakes[h.name]),
+        )
         try:
             report = runner.run([Play(role="r", hosts=hosts)])
         finally:
@@ -347,30 +483,59 @@ def put(name: str, path: str, content: str, **keys: Any) -> dict:
 CHANGED, OK, SKIPPED, FAILED, UNREACHABLE = "changed", "ok", "skipped", "failed", "unreachable"
 
 
-@pytest.mark.parametrize("tasks, round_trips, events", [
-    # one round trip for the role's facts, one for its three independent changes, reported in task order
-    ([put("one", "/1", "1"), put("two", "/2", "2"), put("three", "/3", "3")], 2,
-     [("one", CHANGED), ("two", CHANGED), ("three", CHANGED)]),
-    # a registered task is a batch of one: the queue before it is applied first; a command may change
-    # anything, so the facts after it are gathered again
-    ([put("one", "/1", "1"), sh("two", "say hi", register="x"), put("three", "/3", "3")], 5,
-     [("one", CHANGED), ("two", CHANGED), ("three", CHANGED)]),
-    # a task whose facts a queued change may alter waits for that change: prefetch, flush, re-gather
-    ([sh("make", "touch /m"), sh("guarded", "touch /never", creates="/m")], 3,
-     [("make", CHANGED), ("guarded", SKIPPED)]),
-    # a file written by a queued change is read again before the next task decides about it
-    ([put("first", "/f", "a"), put("second", "/f", "b")], 4, [("first", CHANGED), ("second", CHANGED)]),
-    # nothing to do: the role costs its one fact round trip
-    ([sh("guarded", "touch /x", creates="/present"), sh("probe", "touch /y", unless="say ok"),
-      put("same", "/present", "")], 1,
-     [("guarded", SKIPPED), ("probe", OK), ("same", OK)]),
-    # `when` false is decided locally, in order with the queued changes
-    ([put("one", "/1", "1"), sh("never", "touch /n", when="false"), put("three", "/3", "3")], 2,
-     [("one", CHANGED), ("never", SKIPPED), ("three", CHANGED)]),
-    # a wait is never batched (it is not a change), reports ok and leaves the cached facts alone
-    ([put("one", "/1", "1"), {"name": "wait", "wait_for": {"shell": "true", "timeout": 5}}, put("two", "/2", "2")], 4,
-     [("one", CHANGED), ("wait", OK), ("two", CHANGED)]),
-], ids=["batched", "register-splits", "facts-after-flush", "same-file", "noop", "when-false", "wait-alone"])
+@pytest.mark.parametrize(
+    "tasks, round_trips, events",
+    [
+        # one round trip for the role's facts, one for its three independent changes, reported in task order
+        (
+            [put("one", "/1", "1"), put("two", "/2", "2"), put("three", "/3", "3")],
+            2,
+            [("one", CHANGED), ("two", CHANGED), ("three", CHANGED)],
+        ),
+        # a registered task is a batch of one: the queue before it is applied first; a command may change
+        # anything, so the facts after it are gathered again
+        (
+            [put("one", "/1", "1"), sh("two", "say hi", register="x"), put("three", "/3", "3")],
+            5,
+            [("one", CHANGED), ("two", CHANGED), ("three", CHANGED)],
+        ),
+        # a task whose facts a queued change may alter waits for that change: prefetch, flush, re-gather
+        (
+            [sh("make", "touch /m"), sh("guarded", "touch /never", creates="/m")],
+            3,
+            [("make", CHANGED), ("guarded", SKIPPED)],
+        ),
+        # a file written by a queued change is read again before the next task decides about it
+        ([put("first", "/f", "a"), put("second", "/f", "b")], 4, [("first", CHANGED), ("second", CHANGED)]),
+        # nothing to do: the role costs its one fact round trip
+        (
+            [
+                sh("guarded", "touch /x", creates="/present"),
+                sh("probe", "touch /y", unless="say ok"),
+                put("same", "/present", ""),
+            ],
+            1,
+            [("guarded", SKIPPED), ("probe", OK), ("same", OK)],
+        ),
+        # `when` false is decided locally, in order with the queued changes
+        (
+            [put("one", "/1", "1"), sh("never", "touch /n", when="false"), put("three", "/3", "3")],
+            2,
+            [("one", CHANGED), ("never", SKIPPED), ("three", CHANGED)],
+        ),
+        # a wait is never batched (it is not a change), reports ok and leaves the cached facts alone
+        (
+            [
+                put("one", "/1", "1"),
+                {"name": "wait", "wait_for": {"shell": "true", "timeout": 5}},
+                put("two", "/2", "2"),
+            ],
+            4,
+            [("one", CHANGED), ("wait", OK), ("two", CHANGED)],
+        ),
+    ],
+    ids=["batched", "register-splits", "facts-after-flush", "same-file", "noop", "when-false", "wait-alone"],
+)
 def test_batching_and_order(engine, tasks, round_trips, events):
     run = engine(tasks, files={"a": {"/present"}, "b": {"/present"}})
     for host in ("a", "b"):
@@ -381,14 +546,20 @@ def test_batching_and_order(engine, tasks, round_trips, events):
     assert {p: run.hosts["a"].files.get(p) for p in written} == written
 
 
-@pytest.mark.parametrize("files, handler_runs", [
-    (set(), 1),                      # two notifiers changed: the handler runs once, at the end
-    ({"/1", "/2"}, 0),               # nothing changed: it does not run
-    ({"/1"}, 1),                     # one notifier changed
-])
+@pytest.mark.parametrize(
+    "files, handler_runs",
+    [
+        (set(), 1),  # two notifiers changed: the handler runs once, at the end
+        ({"/1", "/2"}, 0),  # nothing changed: it does not run
+        ({"/1"}, 1),  # one notifier changed
+    ],
+)
 def test_handlers_run_once_per_host_and_only_when_notified(engine, files, handler_runs):
-    tasks = [sh("one", "touch /1", creates="/1", notify="bump"), sh("two", "touch /2", creates="/2", notify="bump"),
-             sh("other", "say x", changed_when=False, notify="never")]
+    tasks = [
+        sh("one", "touch /1", creates="/1", notify="bump"),
+        sh("two", "touch /2", creates="/2", notify="bump"),
+        sh("other", "say x", changed_when=False, notify="never"),
+    ]
     handlers = [sh("bump", "count"), sh("never", "touch /never")]
     run = engine(tasks, handlers=handlers, files={"a": set(files), "b": set(files)})
     for host in ("a", "b"):
@@ -397,25 +568,57 @@ def test_handlers_run_once_per_host_and_only_when_notified(engine, files, handle
         assert run.hosts[host].counter == handler_runs and "/never" not in run.hosts[host].files
 
 
-@pytest.mark.parametrize("tasks, on_b, exit_status", [
-    # a failure inside a batch: the later queued tasks are not reported, the host stops
-    ([put("one", "/1", "1"), sh("boom", "warn bad\nfail 7", when="inventory_hostname == 'b'"), put("three", "/3", "3")],
-     [("one", CHANGED), ("boom", FAILED)], 1),
-    # a failure of a task on its own (registered)
-    ([sh("boom", "warn bad\nfail 7", register="r", when="inventory_hostname == 'b'"), sh("three", "touch /3")],
-     [("boom", FAILED)], 1),
-    # ignored: reported ok, the host goes on, the registered result says it failed
-    ([sh("boom", "fail 7", register="r", ignore_errors=True, when="inventory_hostname == 'b'"),
-      sh("seen", "say x", when="r.failed", changed_when=False)],
-     [("boom", OK), ("seen", OK)], 0),
-    # failed_when decides from the output
-    ([sh("judged", "say broken", register="r", failed_when="'broken' in r.stdout and inventory_hostname == 'b'"),
-      sh("three", "touch /3")],
-     [("judged", FAILED)], 1),
-    # the connection is lost during a batch: unreachable, reported against the first queued change
-    ([put("one", "/1", "1"), sh("cut", "drop", when="inventory_hostname == 'b'"), put("three", "/3", "3")],
-     [("one", UNREACHABLE)], 3),
-], ids=["batch-failure", "single-failure", "ignore-errors", "failed-when", "lost-mid-batch"])
+@pytest.mark.parametrize(
+    "tasks, on_b, exit_status",
+    [
+        # a failure inside a batch: the later queued tasks are not reported, the host stops
+        (
+            [
+                put("one", "/1", "1"),
+                sh("boom", "warn bad\nfail 7", when="inventory_hostname == 'b'"),
+                put("three", "/3", "3"),
+            ],
+            [("one", CHANGED), ("boom", FAILED)],
+            1,
+        ),
+        # a failure of a task on its own (registered)
+        (
+            [sh("boom", "warn bad\nfail 7", register="r", when="inventory_hostname == 'b'"), sh("three", "touch /3")],
+            [("boom", FAILED)],
+            1,
+        ),
+        # ignored: reported ok, the host goes on, the registered result says it failed
+        (
+            [
+                sh("boom", "fail 7", register="r", ignore_errors=True, when="inventory_hostname == 'b'"),
+                sh("seen", "say x", when="r.failed", changed_when=False),
+            ],
+            [("boom", OK), ("seen", OK)],
+            0,
+        ),
+        # failed_when decides from the output
+        (
+            [
+                sh(
+                    "judged",
+                    "say broken",
+                    register="r",
+                    failed_when="'broken' in r.stdout and inventory_hostname == 'b'",
+                ),
+                sh("three", "touch /3"),
+            ],
+            [("judged", FAILED)],
+            1,
+        ),
+        # the connection is lost during a batch: unreachable, reported against the first queued change
+        (
+            [put("one", "/1", "1"), sh("cut", "drop", when="inventory_hostname == 'b'"), put("three", "/3", "3")],
+            [("one", UNREACHABLE)],
+            3,
+        ),
+    ],
+    ids=["batch-failure", "single-failure", "ignore-errors", "failed-when", "lost-mid-batch"],
+)
 def test_a_failing_host_never_hides_the_others(engine, tasks, on_b, exit_status):
     run = engine(tasks)
     assert run.of("b") == on_b
@@ -430,8 +633,10 @@ def test_a_failing_host_never_hides_the_others(engine, tasks, on_b, exit_status)
 
 
 def test_batch_failure_shows_the_tail_of_its_own_output(engine):
-    run = engine([put("one", "/1", "1"), sh("boom", "say out\nwarn err-1\nwarn err-2\nfail 3"),
-                  put("three", "/3", "3")], hosts="a")
+    run = engine(
+        [put("one", "/1", "1"), sh("boom", "say out\nwarn err-1\nwarn err-2\nfail 3"), put("three", "/3", "3")],
+        hosts="a",
+    )
     ev = run.event("a", "boom")
     assert ev.status is Status.FAILED and ev.msg.endswith("failed (rc=3)")
     assert ev.stderr_tail.splitlines() == ["out", "err-1", "err-2"]
@@ -447,8 +652,12 @@ def test_unreachable_host_is_marked_once_and_the_others_run(engine):
 
 
 def test_check_mode_sends_only_facts_and_read_only_commands(engine):
-    tasks = [sh("write", "touch /w"), sh("query", "say v1", register="v", changed_when=False, check_mode="run"),
-             sh("uses", "touch /u", when="v.stdout == 'v1'"), sh("guarded", "touch /g", creates="/g")]
+    tasks = [
+        sh("write", "touch /w"),
+        sh("query", "say v1", register="v", changed_when=False, check_mode="run"),
+        sh("uses", "touch /u", when="v.stdout == 'v1'"),
+        sh("guarded", "touch /g", creates="/g"),
+    ]
     run = engine(tasks, hosts="a", check=True)
     assert run.of("a") == [("write", CHANGED), ("query", OK), ("uses", CHANGED), ("guarded", CHANGED)]
     assert run.event("a", "write").msg == "would run: touch /w"
@@ -466,17 +675,18 @@ def test_until_retries_until_the_condition_holds(engine):
 
 
 def test_loop_registers_every_item_and_reports_one_event(engine):
-    tasks = [sh("each", "touch /{{ item }}", loop=["x", "y", "z"], when="item != 'y'", register="r"),
-             {"name": "facts", "set_fact": {"vars": {"n": "{{ r.results | selectattr('changed') | list | length }}"}}},
-             sh("check", "touch /n{{ n }}")]
+    tasks = [
+        sh("each", "touch /{{ item }}", loop=["x", "y", "z"], when="item != 'y'", register="r"),
+        {"name": "facts", "set_fact": {"vars": {"n": "{{ r.results | selectattr('changed') | list | length }}"}}},
+        sh("check", "touch /n{{ n }}"),
+    ]
     run = engine(tasks, hosts="a")
     assert run.of("a") == [("each", CHANGED), ("facts", OK), ("check", CHANGED)]
     assert set(run.hosts["a"].files) == {"/x", "/z", "/n2"}
 
 
 def test_run_once_runs_on_the_first_host_and_hands_its_result_to_the_others(engine):
-    tasks = [sh("mint", "count", register="t", run_once=True, delegate_to="a"),
-             sh("keep", "touch /got-{{ t.stdout }}")]
+    tasks = [sh("mint", "count", register="t", run_once=True, delegate_to="a"), sh("keep", "touch /got-{{ t.stdout }}")]
     run = engine(tasks, hosts="a,b,c")
     assert run.hosts["a"].counter == 1
     for host in "abc":
@@ -516,6 +726,7 @@ def test_no_log_output_never_reaches_an_event(engine):
 
 # == the executor's own API: typed decisions apply themselves ========================================
 
+
 def _executor() -> tuple[Executor, ListSink]:
     from provisioner.engine.events import RunReport
 
@@ -542,22 +753,23 @@ def test_typed_decisions_apply_themselves(tmp_path):
     st = _state(fake)
     src = tmp_path / "big.bin"
     src.write_bytes(b"x" * 10)
-    items = [_decided(Change("s", "touch /s")),
-             _decided(LocalWrite("w", str(tmp_path / "out" / "k.conf"), b"kubeconfig", "600")),
-             _decided(Upload("u", src=str(src), dest="/opt/big.bin", sha256="ab" * 32, mode="644"))]
+    items = [
+        _decided(Change("s", "touch /s")),
+        _decided(LocalWrite("w", str(tmp_path / "out" / "k.conf"), b"kubeconfig", "600")),
+        _decided(Upload("u", src=str(src), dest="/opt/big.bin", sha256="ab" * 32, mode="644")),
+    ]
     results = [executor.apply(st, [item])[0] for item in items]
     assert [r.rc for r in results] == [0, 0, 0]
     assert "/s" in fake.files and "/opt/big.bin.part" in fake.files
     assert (tmp_path / "out" / "k.conf").read_bytes() == b"kubeconfig"
     assert oct((tmp_path / "out" / "k.conf").stat().st_mode & 0o777) == "0o600"
-    assert len(fake.sent) == 3   # the script, then the upload's prepare and verify (the file went by put_stream)
+    assert len(fake.sent) == 3  # the script, then the upload's prepare and verify (the file went by put_stream)
 
 
 def test_several_changes_are_one_round_trip_and_stop_at_the_first_failure():
     executor, _ = _executor()
     fake = FakeHost("a")
-    items = [_decided(Change("1", "touch /1")), _decided(Change("2", "fail 4")),
-             _decided(Change("3", "touch /3"))]
+    items = [_decided(Change("1", "touch /1")), _decided(Change("2", "fail 4")), _decided(Change("3", "touch /3"))]
     results = executor.apply(_state(fake), items)
     assert len(fake.sent) == 1
     assert [r.rc if r else None for r in results] == [0, 4, None]
@@ -566,33 +778,53 @@ def test_several_changes_are_one_round_trip_and_stop_at_the_first_failure():
 
 # == host selection ===================================================================================
 
-@pytest.mark.parametrize("pattern, limit, expected", [
-    ("all", None, ["a", "b", "c"]),
-    ("worker", None, ["b", "c"]),
-    ("control_plane,c", None, ["a", "c"]),
-    ("all[0]", None, ["a"]),
-    ("all[1:]", None, ["b", "c"]),
-    ("worker,b", None, ["b", "c"]),
-    ("all", ("c", "a"), ["a", "c"]),
-])
+
+@pytest.mark.parametrize(
+    "pattern, limit, expected",
+    [
+        ("all", None, ["a", "b", "c"]),
+        ("worker", None, ["b", "c"]),
+        ("control_plane,c", None, ["a", "c"]),
+        ("all[0]", None, ["a"]),
+        ("all[1:]", None, ["b", "c"]),
+        ("worker,b", None, ["b", "c"]),
+        ("all", ("c", "a"), ["a", "c"]),
+    ],
+)
 def test_select_hosts(tmp_path, pattern, limit, expected):
     inv_path = tmp_path / "inventory.yaml"
-    inv_path.write_text(yaml.safe_dump({
-        "cluster": {"name": "unit"}, "defaults": {"user": "root"},
-        "hosts": [{"name": n, "address": f"127.0.0.{i + 2}", "roles": ["control_plane" if i == 0 else "worker"]}
-                  for i, n in enumerate("abc")]}))
+    inv_path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"name": "unit"},
+                "defaults": {"user": "root"},
+                "hosts": [
+                    {"name": n, "address": f"127.0.0.{i + 2}", "roles": ["control_plane" if i == 0 else "worker"]}
+                    for i, n in enumerate("abc")
+                ],
+            }
+        )
+    )
     assert [h.name for h in select_hosts(load_inventory(inv_path), pattern, limit)] == expected
 
 
 def test_select_hosts_unknown_pattern_is_bad_input(tmp_path):
     inv_path = tmp_path / "inventory.yaml"
-    inv_path.write_text(yaml.safe_dump({"cluster": {"name": "unit"}, "defaults": {"user": "root"},
-                                        "hosts": [{"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]}]}))
+    inv_path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"name": "unit"},
+                "defaults": {"user": "root"},
+                "hosts": [{"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]}],
+            }
+        )
+    )
     with pytest.raises(InputError, match="matches no group or host"):
         select_hosts(load_inventory(inv_path), "nope")
 
 
 # == the fact cache ===================================================================================
+
 
 def _query(name: str, resource: str, body: str):
     from provisioner.modules.base import FactQuery
@@ -600,20 +832,25 @@ def _query(name: str, resource: str, body: str):
     return FactQuery(name, resource, body, lambda out, rc: out.strip())
 
 
-@pytest.mark.parametrize("touched, regathered", [
-    (set(), set()),
-    ({"file:/a"}, {"a", "probe"}),          # an `unless` probe may depend on anything a change did
-    ({"file:/zzz"}, {"probe"}),
-    ({"*"}, {"a", "b", "probe"}),
-])
+@pytest.mark.parametrize(
+    "touched, regathered",
+    [
+        (set(), set()),
+        ({"file:/a"}, {"a", "probe"}),  # an `unless` probe may depend on anything a change did
+        ({"file:/zzz"}, {"probe"}),
+        ({"*"}, {"a", "b", "probe"}),
+    ],
+)
 def test_fact_cache_asks_once_and_forgets_only_what_a_change_touched(touched, regathered):
     from provisioner.engine.facts import FactCache
 
     fake = FakeHost("a", files={"/a": b"", "/b": b""})
     transport = FakeTransport(fake)
-    queries = [_query("a", "file:/a", "[ -e /a ] && echo yes || echo no"),
-               _query("b", "file:/b", "[ -e /b ] && echo yes || echo no"),
-               _query("probe", "unless:say ok", "{ say ok\n} >/dev/null 2>&1 </dev/null && echo yes || echo no")]
+    queries = [
+        _query("a", "file:/a", "[ -e /a ] && echo yes || echo no"),
+        _query("b", "file:/b", "[ -e /b ] && echo yes || echo no"),
+        _query("probe", "unless:say ok", "{ say ok\n} >/dev/null 2>&1 </dev/null && echo yes || echo no"),
+    ]
     cache = FactCache()
     assert cache.gather(transport, queries) == {"a": "yes", "b": "yes", "probe": "yes"}
     assert cache.gather(transport, queries[:1]) == {"a": "yes"} and len(fake.sent) == 1
@@ -634,26 +871,46 @@ def test_fact_output_cut_short_is_a_task_error_with_the_hosts_last_words():
 
 # == variables ========================================================================================
 
-@pytest.mark.parametrize("extra, run_vars, expected", [
-    ({}, {}, {"v": "host", "d": "default-unit", "r": "role"}),
-    ({"v": "extra"}, {}, {"v": "extra"}),
-    ({}, {"v": "registered"}, {"v": "registered"}),
-    ({"v": "extra"}, {"v": "registered"}, {"v": "extra"}),                  # -e wins over set_fact
-    ({}, {"out": "{{ not rendered }}"}, {"out": "{{ not rendered }}"}),    # registered output is data
-])
+
+@pytest.mark.parametrize(
+    "extra, run_vars, expected",
+    [
+        ({}, {}, {"v": "host", "d": "default-unit", "r": "role"}),
+        ({"v": "extra"}, {}, {"v": "extra"}),
+        ({}, {"v": "registered"}, {"v": "registered"}),
+        ({"v": "extra"}, {"v": "registered"}, {"v": "extra"}),  # -e wins over set_fact
+        ({}, {"out": "{{ not rendered }}"}, {"out": "{{ not rendered }}"}),  # registered output is data
+    ],
+)
 def test_variable_precedence_and_rendering(tmp_path, extra, run_vars, expected):
     from provisioner.engine.vars import merge_host_vars
 
     inv_path = tmp_path / "inventory.yaml"
-    inv_path.write_text(yaml.safe_dump({
-        "cluster": {"name": "unit", "vars": {"v": "cluster"}}, "defaults": {"user": "root"},
-        "groups": {"worker": {"vars": {"v": "group"}}},
-        "hosts": [{"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]},
-                  {"name": "b", "address": "127.0.0.3", "roles": ["worker"], "vars": {"v": "host"}}]}))
+    inv_path.write_text(
+        yaml.safe_dump(
+            {
+                "cluster": {"name": "unit", "vars": {"v": "cluster"}},
+                "defaults": {"user": "root"},
+                "groups": {"worker": {"vars": {"v": "group"}}},
+                "hosts": [
+                    {"name": "a", "address": "127.0.0.2", "roles": ["control_plane"]},
+                    {"name": "b", "address": "127.0.0.3", "roles": ["worker"], "vars": {"v": "host"}},
+                ],
+            }
+        )
+    )
     inv = load_inventory(inv_path)
-    merged = merge_host_vars(make_env(None), inv, inv.host("b"), role_name="r",
-                             role_defaults={"v": "role", "d": "default-{{ cluster.name }}", "r": "role"},
-                             base_vars={}, extra_vars=extra, run_vars=run_vars, all_run_vars={"b": run_vars},
-                             check=False)
+    merged = merge_host_vars(
+        make_env(None),
+        inv,
+        inv.host("b"),
+        role_name="r",
+        role_defaults={"v": "role", "d": "default-{{ cluster.name }}", "r": "role"},
+        base_vars={},
+        extra_vars=extra,
+        run_vars=run_vars,
+        all_run_vars={"b": run_vars},
+        check=False,
+    )
     assert {k: merged[k] for k in expected} == expected
     assert merged["inventory_hostname"] == "b" and merged["hostvars"]["b"]["name"] == "b"

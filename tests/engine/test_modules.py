@@ -16,13 +16,17 @@ CONVERGE = {
     "files": (
         'mkdir -p "$D" && echo doomed > "$D/gone" && printf keep > "$D/attrs" && chmod 644 "$D/attrs"',
         {
-            "a.txt": "alpha\n", "a.txt#stat": "regular file|600",
+            "a.txt": "alpha\n",
+            "a.txt#stat": "regular file|600",
             "sub/deeper#stat": "directory|750",
             "link#link": "{dir}/a.txt",
             "gone": None,
-            "attrs": "keep", "attrs#stat": "regular file|600",
-            "conf": "# for {host}\nx = 1\ny = 2\nnode_ip = {address}\n", "conf#stat": "regular file|640",
-            "empty": "", "empty#stat": "regular empty file|644",
+            "attrs": "keep",
+            "attrs#stat": "regular file|600",
+            "conf": "# for {host}\nx = 1\ny = 2\nnode_ip = {address}\n",
+            "conf#stat": "regular file|640",
+            "empty": "",
+            "empty#stat": "regular empty file|644",
         },
     ),
     "lines": (
@@ -30,15 +34,20 @@ CONVERGE = {
         ' && printf first > "$D/nonl"',
         {
             "new.conf": "a=1\n",
-            "cfg": "b=2\ndup=final\nkeep=yes\nz=26\n", "cfg#stat": "regular file|600",
+            "cfg": "b=2\ndup=final\nkeep=yes\nz=26\n",
+            "cfg#stat": "regular file|600",
             "nonl": "first\nsecond\n",
         },
     ),
     "commands": (
         'mkdir -p "$D" && touch "$D/todelete"',
         {
-            "created": "made\n", "todelete": None, "hostname": "{hostname}|0|1\n", "three": "3 three\n",
-            "stdin.out": "line one\nline two\n", "env.out": "hi there",
+            "created": "made\n",
+            "todelete": None,
+            "hostname": "{hostname}|0|1\n",
+            "three": "3 three\n",
+            "stdin.out": "line one\nline two\n",
+            "env.out": "hi there",
         },
     ),
 }
@@ -63,9 +72,12 @@ def _check_state(fleet, host: str, d: str, expected: dict) -> None:
 
 def snapshot(fleet, host: str, d: str) -> str:
     """Everything observable about a directory tree: names, kinds, modes, sizes, checksums, link targets."""
-    return fleet.sh(host, f'[ -e "{d}" ] || {{ echo ABSENT; exit 0; }}; cd "{d}" && '
-                          "find . -exec stat -c '%n|%F|%a|%s|%N' {} + | sort && "
-                          "find . -type f -exec sha256sum {} + | sort").stdout
+    return fleet.sh(
+        host,
+        f'[ -e "{d}" ] || {{ echo ABSENT; exit 0; }}; cd "{d}" && '
+        "find . -exec stat -c '%n|%F|%a|%s|%N' {} + | sort && "
+        "find . -type f -exec sha256sum {} + | sort",
+    ).stdout
 
 
 @pytest.mark.parametrize("role", sorted(CONVERGE))
@@ -85,10 +97,19 @@ def test_module_converges_then_reports_no_change(fleet, workdir, role):
     assert snapshot(fleet, HOST, workdir) == before
 
 
-@pytest.mark.parametrize("role, fresh", [
-    ("files", False), ("lines", False), ("lines", True), ("commands", False), ("commands", True),
-    ("handlers", True), ("flow", True), ("fetching", True),
-])
+@pytest.mark.parametrize(
+    "role, fresh",
+    [
+        ("files", False),
+        ("lines", False),
+        ("lines", True),
+        ("commands", False),
+        ("commands", True),
+        ("handlers", True),
+        ("flow", True),
+        ("fetching", True),
+    ],
+)
 def test_check_mode_changes_nothing_on_the_host(fleet, workdir, tmp_path, role, fresh):
     if not fresh:
         for name in fleet.names:
@@ -104,15 +125,25 @@ def test_check_mode_changes_nothing_on_the_host(fleet, workdir, tmp_path, role, 
         assert all(before[n] == "ABSENT\n" for n in fleet.names)
 
 
-@pytest.mark.parametrize("case, setup, kind, target, needle", [
-    ("link over a directory", 'mkdir -p "$D/adir"', "link", "adir", "is a directory, not a link"),
-    ("line through a symlink", 'mkdir -p "$D" && echo x > "$D/real" && ln -s real "$D/alink"', "line", "alink",
-     "is a symbolic link"),
-])
+@pytest.mark.parametrize(
+    "case, setup, kind, target, needle",
+    [
+        ("link over a directory", 'mkdir -p "$D/adir"', "link", "adir", "is a directory, not a link"),
+        (
+            "line through a symlink",
+            'mkdir -p "$D" && echo x > "$D/real" && ln -s real "$D/alink"',
+            "line",
+            "alink",
+            "is a symbolic link",
+        ),
+    ],
+)
 def test_conflicting_path_fails_clearly_and_leaves_it_alone(fleet, workdir, case, setup, kind, target, needle):
     fleet.sh(HOST, f"D='{workdir}'; {setup}")
     before = snapshot(fleet, HOST, workdir)
-    out = fleet.run("link_conflicts", hosts=HOST, extra_vars={"dir": workdir, "case": case, "kind": kind, "target": target})
+    out = fleet.run(
+        "link_conflicts", hosts=HOST, extra_vars={"dir": workdir, "case": case, "kind": kind, "target": target}
+    )
     assert out.exit_status == 1
     (failed,) = [e for e in out.events(HOST) if e.status is Status.FAILED]
     assert needle in failed.msg

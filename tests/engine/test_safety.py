@@ -106,10 +106,14 @@ def test_a_cut_session_fails_at_once_and_leaves_no_process(fleet, ssh):
     sleep_pid = _sleepers(token)[0]
     chain = [sleep_pid]
     for _ in range(4):
-        chain.append(subprocess.run(["ps", "-o", "ppid=", "-p", chain[-1]], capture_output=True,
-                                    text=True).stdout.strip())
-    comms = {p: subprocess.run(["ps", "-o", "args=", "-p", p], capture_output=True, text=True).stdout.strip()
-             for p in chain if p}
+        chain.append(
+            subprocess.run(["ps", "-o", "ppid=", "-p", chain[-1]], capture_output=True, text=True).stdout.strip()
+        )
+    comms = {
+        p: subprocess.run(["ps", "-o", "args=", "-p", p], capture_output=True, text=True).stdout.strip()
+        for p in chain
+        if p
+    }
     session = next(p for p, c in comms.items() if c.startswith("sshd:"))
     os.kill(int(session), signal.SIGKILL)
     t.join(timeout=60)
@@ -130,8 +134,9 @@ def test_kprov_going_away_mid_command_leaves_no_process(fleet, sig):
         h.connect()
         h.script("sleep {token}", timeout=600)
     """)
-    proc = subprocess.Popen([sys.executable, "-c", code], cwd=os.getcwd(), stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=os.getcwd(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     try:
         _wait_started(token)
         proc.send_signal(sig)
@@ -185,7 +190,8 @@ def test_user_ssh_config_is_not_read(fleet, tmp_path, monkeypatch):
     host = inv.host(H1)
     (tmp_path / ".ssh").mkdir()
     (tmp_path / ".ssh" / "config").write_text(
-        f"Host {host.address}\n  ProxyJump root@127.0.0.1:1\n  Port 2\n  User nobody\n")
+        f"Host {host.address}\n  ProxyJump root@127.0.0.1:1\n  Port 2\n  User nobody\n"
+    )
     monkeypatch.setenv("HOME", str(tmp_path))
     ssh = SSHHost(host, ConnectOptions(connect_timeout=5, connect_retries=0))
     try:
@@ -203,9 +209,9 @@ def test_run_once_runs_on_one_host_and_shares_its_result(crowd):
     out = crowd.run("once", hosts=",".join(crowd.all_names), extra_vars={"target": target, "dir": workdir})
     assert out.exit_status == 0, [(e.host, e.msg) for e in out.sink.events if e.status is Status.FAILED]
     minted = crowd.read(target, f"{workdir}/minted").splitlines()
-    assert len(minted) == 1                      # minted once for 13 hosts
+    assert len(minted) == 1  # minted once for 13 hosts
     got = {crowd.read(target, f"{workdir}/got-{n}") for n in crowd.all_names}
-    assert got == {minted[0]}                    # and every host got that one result
+    assert got == {minted[0]}  # and every host got that one result
     first = out.events(task="once | mint something on the first host, once for everybody")
     assert sum(e.changed for e in first) == 1 and minted[0] not in " ".join(e.msg for e in first)
 

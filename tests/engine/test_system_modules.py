@@ -23,7 +23,7 @@ from provisioner.transport.ssh import ConnectOptions
 from tests.engine.conftest import ROLES, TEMPLATES, ListSink, Outcome
 
 pytestmark = pytest.mark.lab
-LAB = f"km{os.getpid() % 100000}"   # this session's own lab: other sessions' and suites' labs are left alone
+LAB = f"km{os.getpid() % 100000}"  # this session's own lab: other sessions' and suites' labs are left alone
 
 
 class LabNode:
@@ -40,9 +40,15 @@ class LabNode:
 
     def run(self, roles: list[str] | str, *, check: bool = False, extra_vars: dict | None = None) -> Outcome:
         sink = ListSink()
-        runner = Runner(self.inventory, RunOptions(check=check, extra_vars=extra_vars or {},
-                                                   connect=ConnectOptions(connect_timeout=10, connect_retries=1)),
-                        sink, roles_dir=ROLES, templates_dir=TEMPLATES)
+        runner = Runner(
+            self.inventory,
+            RunOptions(
+                check=check, extra_vars=extra_vars or {}, connect=ConnectOptions(connect_timeout=10, connect_retries=1)
+            ),
+            sink,
+            roles_dir=ROLES,
+            templates_dir=TEMPLATES,
+        )
         try:
             report = runner.run([Play(role=r, hosts="all") for r in ([roles] if isinstance(roles, str) else roles)])
         finally:
@@ -64,9 +70,20 @@ def key_url(node):
     """The Debian archive key, ASCII-armored, served over HTTP on the lab bridge (nodes reach only it)."""
     with tempfile.TemporaryDirectory() as d:
         env = {**os.environ, "GNUPGHOME": d}
-        armored = subprocess.run(["gpg", "-q", "--no-default-keyring", "--keyring",
-                                  "/usr/share/keyrings/debian-archive-keyring.gpg", "--export", "--armor"],
-                                 capture_output=True, check=True, env=env).stdout
+        armored = subprocess.run(
+            [
+                "gpg",
+                "-q",
+                "--no-default-keyring",
+                "--keyring",
+                "/usr/share/keyrings/debian-archive-keyring.gpg",
+                "--export",
+                "--armor",
+            ],
+            capture_output=True,
+            check=True,
+            env=env,
+        ).stdout
         (Path(d) / "key.asc").write_bytes(armored)
         handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=d)
         handler.log_message = lambda *a: None  # type: ignore[attr-defined]
@@ -83,27 +100,39 @@ FSTAB_SWAP = "/swapfile none swap sw 0 0"
 
 # role -> (setup script, probe script, probe output after apply)
 CASES = {
-    "sys_sysctl": ("rm -f /etc/sysctl.d/90-kprov-test.conf; sysctl -q -w net.ipv4.ip_forward=0 net.core.somaxconn=4096",
-                   "sysctl -n net.ipv4.ip_forward net.core.somaxconn; cat /etc/sysctl.d/90-kprov-test.conf 2>&1 || true",
-                   "1\n1024\n# managed by kprov\nnet.ipv4.ip_forward = 1\nnet.core.somaxconn = 1024\n"),
-    "sys_kmod": ("rm -f /etc/modules-load.d/kprov-test.conf",
-                 "cat /etc/modules-load.d/kprov-test.conf 2>/dev/null || echo none",
-                 "# managed by kprov\noverlay\nbr_netfilter\n"),
-    "sys_swap": (f"sed -i '/kprov-test-swap/d; /disabled by kprov/d' /etc/fstab; echo '{FSTAB_SWAP}  # kprov-test-swap' >> /etc/fstab",
-                 "grep -c 'kprov-test-swap' /etc/fstab; grep -c '^# .*kprov-test-swap.*disabled by kprov$' /etc/fstab || true",
-                 "1\n1\n"),
-    "sys_service": ("systemctl disable --now kprov-test.service 2>/dev/null; rm -f /etc/systemd/system/kprov-test.service; "
-                    "systemctl daemon-reload",
-                    "systemctl is-active kprov-test.service || true; systemctl is-enabled kprov-test.service 2>&1 || true",
-                    "active\nenabled\n"),
-    "sys_package": ("apt-mark unhold tree >/dev/null 2>&1; dpkg --purge tree >/dev/null 2>&1 || true",
-                    "dpkg-query -W -f='${db:Status-Abbrev}\\n' tree 2>/dev/null || echo none; apt-mark showhold",
-                    "hi \ntree\n"),
-    "sys_apt_repo": ("rm -f /etc/apt/sources.list.d/kprov-test.sources /etc/apt/keyrings/kprov-test.gpg",
-                     "cat /etc/apt/sources.list.d/kprov-test.sources 2>/dev/null || echo none; "
-                     "gpg --show-keys /etc/apt/keyrings/kprov-test.gpg 2>/dev/null | grep -c '^pub' || true",
-                     "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n"
-                     "Signed-By: /etc/apt/keyrings/kprov-test.gpg\n{keys}\n"),
+    "sys_sysctl": (
+        "rm -f /etc/sysctl.d/90-kprov-test.conf; sysctl -q -w net.ipv4.ip_forward=0 net.core.somaxconn=4096",
+        "sysctl -n net.ipv4.ip_forward net.core.somaxconn; cat /etc/sysctl.d/90-kprov-test.conf 2>&1 || true",
+        "1\n1024\n# managed by kprov\nnet.ipv4.ip_forward = 1\nnet.core.somaxconn = 1024\n",
+    ),
+    "sys_kmod": (
+        "rm -f /etc/modules-load.d/kprov-test.conf",
+        "cat /etc/modules-load.d/kprov-test.conf 2>/dev/null || echo none",
+        "# managed by kprov\noverlay\nbr_netfilter\n",
+    ),
+    "sys_swap": (
+        f"sed -i '/kprov-test-swap/d; /disabled by kprov/d' /etc/fstab; echo '{FSTAB_SWAP}  # kprov-test-swap' >> /etc/fstab",
+        "grep -c 'kprov-test-swap' /etc/fstab; grep -c '^# .*kprov-test-swap.*disabled by kprov$' /etc/fstab || true",
+        "1\n1\n",
+    ),
+    "sys_service": (
+        "systemctl disable --now kprov-test.service 2>/dev/null; rm -f /etc/systemd/system/kprov-test.service; "
+        "systemctl daemon-reload",
+        "systemctl is-active kprov-test.service || true; systemctl is-enabled kprov-test.service 2>&1 || true",
+        "active\nenabled\n",
+    ),
+    "sys_package": (
+        "apt-mark unhold tree >/dev/null 2>&1; dpkg --purge tree >/dev/null 2>&1 || true",
+        "dpkg-query -W -f='${db:Status-Abbrev}\\n' tree 2>/dev/null || echo none; apt-mark showhold",
+        "hi \ntree\n",
+    ),
+    "sys_apt_repo": (
+        "rm -f /etc/apt/sources.list.d/kprov-test.sources /etc/apt/keyrings/kprov-test.gpg",
+        "cat /etc/apt/sources.list.d/kprov-test.sources 2>/dev/null || echo none; "
+        "gpg --show-keys /etc/apt/keyrings/kprov-test.gpg 2>/dev/null | grep -c '^pub' || true",
+        "Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm\nComponents: main\n"
+        "Signed-By: /etc/apt/keyrings/kprov-test.gpg\n{keys}\n",
+    ),
 }
 # a second role that undoes the first one, and what the probe shows then
 UNDO = {
@@ -126,7 +155,9 @@ def test_system_module_plan_apply_rerun(node, key_url, role):
     assert node.sh(probe) == before, "plan must not change the host"
 
     first = node.run(role, extra_vars=ev)
-    assert first.exit_status == 0, [(e.task, e.msg, e.stderr_tail) for e in first.sink.events if e.status is Status.FAILED]
+    assert first.exit_status == 0, [
+        (e.task, e.msg, e.stderr_tail) for e in first.sink.events if e.status is Status.FAILED
+    ]
     assert first.changed() >= 1
     if "{keys}" in expected:
         keys = node.sh("gpg --show-keys /usr/share/keyrings/debian-archive-keyring.gpg | grep -c '^pub'").strip()
@@ -180,7 +211,10 @@ def test_become_runs_everything_through_sudo(node, tmp_path, become):
         assert node.sh("stat -c '%U %a' /etc/kprov-become-test /root/kprov-upload/blob.bin") == "root 600\nroot 600\n"
         assert node.sh("cat /etc/kprov-become-who") == "root"
         assert (tmp_path / "fetched" / "become.txt").read_text() == f"written by {node.name}\n"
-        assert node.sh("sha256sum < /root/kprov-upload/blob.bin").split()[0] == hashlib.sha256(blob.read_bytes()).hexdigest()
+        assert (
+            node.sh("sha256sum < /root/kprov-upload/blob.bin").split()[0]
+            == hashlib.sha256(blob.read_bytes()).hexdigest()
+        )
         assert node.run("sys_become", extra_vars=ev).changed() == 0
     finally:
         node.inventory = saved

@@ -18,6 +18,7 @@ MiB = 1 << 20
 
 # -- wait_for ----------------------------------------------------------------------------------------
 
+
 def test_wait_for_port_and_commands_succeed_without_changing(fleet, workdir):
     fleet.sh(H1, f"mkdir -p '{workdir}'")
     out = fleet.run("waits", hosts=H1, extra_vars={"dir": workdir})
@@ -38,6 +39,7 @@ def test_wait_for_timeout_fails_the_host_with_a_message(fleet, workdir):
 
 # -- fetch -------------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("tamper", [None, "content", "mode"])
 def test_fetch_writes_a_private_local_copy_idempotently(fleet, workdir, tmp_path, tamper):
     local = tmp_path / "fetched"
@@ -55,13 +57,15 @@ def test_fetch_writes_a_private_local_copy_idempotently(fleet, workdir, tmp_path
         target.chmod(0o644)
     again = fleet.run("fetching", extra_vars=ev)
     assert again.exit_status == 0
-    assert [(e.host, e.task) for e in again.sink.events if e.changed] == \
-        ([] if tamper is None else [(H1, "fetching | fetch it")])
+    assert [(e.host, e.task) for e in again.sink.events if e.changed] == (
+        [] if tamper is None else [(H1, "fetching | fetch it")]
+    )
     assert target.read_text() == f"from {H1}\n" and stat.S_IMODE(target.stat().st_mode) == 0o600
     assert sorted(p.name for p in local.iterdir()) == sorted(f"{n}.txt" for n in fleet.names)  # no temp files left
 
 
 # -- upload -------------------------------------------------------------------------------------------
+
 
 @pytest.fixture(scope="module")
 def big_file(tmp_path_factory):
@@ -75,17 +79,20 @@ def _remote_sha(fleet, path: str) -> str:
     return fleet.sh(H1, f"sha256sum < '{path}' | cut -c1-64").stdout.strip()
 
 
-@pytest.mark.parametrize("part, outcome", [
-    (None, "uploaded"),
-    ("prefix", "resumed"),
-    ("garbage", "mismatch-then-retry"),
-])
+@pytest.mark.parametrize(
+    "part, outcome",
+    [
+        (None, "uploaded"),
+        ("prefix", "resumed"),
+        ("garbage", "mismatch-then-retry"),
+    ],
+)
 def test_upload_big_file(fleet, workdir, big_file, part, outcome):
     src, data = big_file
     dest = f"{workdir}/big.bin"
     fleet.sh(H1, f"mkdir -p '{workdir}'")
     if part == "prefix":
-        fleet.put(H1, dest + ".part", data[:5 * MiB])
+        fleet.put(H1, dest + ".part", data[: 5 * MiB])
     elif part == "garbage":
         fleet.put(H1, dest + ".part", b"\0" * (5 * MiB))
     out = fleet.run("uploading", hosts=H1, extra_vars={"dir": workdir, "big": str(src)})

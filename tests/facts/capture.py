@@ -60,10 +60,17 @@ CASES = {
     "systemctl_disabled": "systemctl show -p LoadState,ActiveState,UnitFileState,SubState -- debug-shell.service",
     "systemctl_masked": "systemctl show -p LoadState,ActiveState,UnitFileState,SubState -- sudo.service",
     "systemctl_missing": "systemctl show -p LoadState,ActiveState,UnitFileState,SubState -- no-such-unit.service",
-    "sysctl": SysctlModule().facts(SysctlModule().validate(
-        {"values": {"net.ipv4.ip_forward": 1, "kernel.printk": "4 4 1 7", "net.no.such.key": 1}}, "capture"))[1].script,
+    "sysctl": SysctlModule()
+    .facts(
+        SysctlModule().validate(
+            {"values": {"net.ipv4.ip_forward": 1, "kernel.printk": "4 4 1 7", "net.no.such.key": 1}}, "capture"
+        )
+    )[1]
+    .script,
     "swap": SwapModule().facts({"state": "off"})[0].script,
-    "kernel_modules": KernelModuleModule().facts({"names": ["overlay"], "file": "/etc/modules-load.d/kprov.conf"})[1].script,
+    "kernel_modules": KernelModuleModule()
+    .facts({"names": ["overlay"], "file": "/etc/modules-load.d/kprov.conf"})[1]
+    .script,
     "os_release": "cat /etc/os-release",
 }
 

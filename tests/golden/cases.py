@@ -22,8 +22,14 @@ EXPECTED = Path(__file__).resolve().parent / "expected"
 
 
 def _host(name: str, node_ip: str, roles: list[str]) -> dict[str, Any]:
-    return {"name": name, "address": node_ip, "node_ip": node_ip, "roles": roles, "labels": {},
-            "groups": ["control_plane" if "control_plane" in roles else "workers"]}
+    return {
+        "name": name,
+        "address": node_ip,
+        "node_ip": node_ip,
+        "roles": roles,
+        "labels": {},
+        "groups": ["control_plane" if "control_plane" in roles else "workers"],
+    }
 
 
 HOSTS = [
@@ -37,7 +43,8 @@ HOSTS = [
 # Role variables with the values the roles are expected to default to (docs/templates.md).
 ROLE_DEFAULTS: dict[str, Any] = {
     # containerd
-    "containerd_major": 1, "containerd_minor": 6,
+    "containerd_major": 1,
+    "containerd_minor": 6,
     "containerd_sandbox_image": "registry.k8s.io/pause:3.10",
     "containerd_systemd_cgroup": True,
     "containerd_restrict_oom_score_adj": False,
@@ -119,9 +126,14 @@ HA_CERT_KEY = "9f2c1e0d8b7a6c5d4e3f2a1b0c9d8e7f6a5b4c3d2e1f0a9b8c7d6e5f4a3b2c1d"
 JOIN_TOKEN = "abcdef.0123456789abcdef"  # test value only
 
 
-def host_vars(k8s: str = "1.31.2", host_index: int = 0, hosts: list[dict] | None = None,
-              mirrors: dict[str, list[str]] | None = None, cni: str = "flannel",
-              **overrides: Any) -> dict[str, Any]:
+def host_vars(
+    k8s: str = "1.31.2",
+    host_index: int = 0,
+    hosts: list[dict] | None = None,
+    mirrors: dict[str, list[str]] | None = None,
+    cni: str = "flannel",
+    **overrides: Any,
+) -> dict[str, Any]:
     """The full variable set one host's template render sees: engine variables + role variables."""
     hosts = copy.deepcopy(hosts if hosts is not None else HOSTS)
     host = hosts[host_index]
@@ -144,7 +156,10 @@ def host_vars(k8s: str = "1.31.2", host_index: int = 0, hosts: list[dict] | None
             "kubernetes_source": "packages",
             "bundle": None,
             "container_runtime": {"version": "1.7.24", "registry_mirrors": mirrors or {}},
-            "api_endpoint": "vip", "api_vip": "10.215.0.250", "api_vip_prefix": 24, "api_port": 8443,
+            "api_endpoint": "vip",
+            "api_vip": "10.215.0.250",
+            "api_vip_prefix": 24,
+            "api_port": 8443,
             "api_cert_sans": [],
         },
     }
@@ -194,11 +209,16 @@ LAB_KUBEADM = {
     "kubeadm_ignore_preflight_errors": ["ImagePull"],
     "kube_proxy_extra_config": {"conntrack": {"maxPerCore": 0}},
 }
-MIRRORS = {"docker.io": ["http://10.215.0.1:5000", "https://mirror.gcr.io"],
-           "registry.k8s.io": ["http://10.215.0.1:5001"]}
+MIRRORS = {
+    "docker.io": ["http://10.215.0.1:5000", "https://mirror.gcr.io"],
+    "registry.k8s.io": ["http://10.215.0.1:5001"],
+}
 EXTRA_ARGS = {
-    "kubeadm_apiserver_extra_args": {"audit-log-maxage": 7, "enable-admission-plugins": "NodeRestriction",
-                                     "anonymous-auth": False},
+    "kubeadm_apiserver_extra_args": {
+        "audit-log-maxage": 7,
+        "enable-admission-plugins": "NodeRestriction",
+        "anonymous-auth": False,
+    },
     "kubeadm_controller_manager_extra_args": {"node-cidr-mask-size": 24, "bind-address": "0.0.0.0"},
     "kubeadm_scheduler_extra_args": {"bind-address": "0.0.0.0"},
 }
@@ -215,16 +235,28 @@ def _cases() -> list[Case]:
     add("containerd-1.7", cfg, k8s="1.31.2", **_containerd(1, 7))
     add("containerd-1.7-lab", cfg, k8s="1.31.2", **_containerd(1, 7), **LAB)
     add("containerd-2.0", cfg, k8s="1.31.2", **_containerd(2, 0))
-    add("containerd-2.1", cfg, k8s="1.34.1", **_containerd(2, 1), containerd_sandbox_image="registry.k8s.io/pause:3.10.1")
-    add("containerd-2.1-lab-cgroupfs", cfg, k8s="1.34.1", **_containerd(2, 1), **LAB,
-        containerd_systemd_cgroup=False)
+    add(
+        "containerd-2.1",
+        cfg,
+        k8s="1.34.1",
+        **_containerd(2, 1),
+        containerd_sandbox_image="registry.k8s.io/pause:3.10.1",
+    )
+    add("containerd-2.1-lab-cgroupfs", cfg, k8s="1.34.1", **_containerd(2, 1), **LAB, containerd_systemd_cgroup=False)
     add("crictl", "containerd/crictl.yaml.j2")
     # hosts.toml, one per registry (mirrors on); with no mirrors the role writes none (mirrors off)
     for registry, urls in MIRRORS.items():
-        add(f"hosts-toml-{registry}", "containerd/hosts.toml.j2", mirrors=MIRRORS,
-            item={"registry": registry, "mirrors": urls})
-    add("hosts-toml-_default", "containerd/hosts.toml.j2", item={"registry": "_default",
-                                                               "mirrors": ["http://10.215.0.1:5000"]})
+        add(
+            f"hosts-toml-{registry}",
+            "containerd/hosts.toml.j2",
+            mirrors=MIRRORS,
+            item={"registry": registry, "mirrors": urls},
+        )
+    add(
+        "hosts-toml-_default",
+        "containerd/hosts.toml.j2",
+        item={"registry": "_default", "mirrors": ["http://10.215.0.1:5000"]},
+    )
     add("hosts-toml-no-mirrors", "containerd/hosts.toml.j2", item={"registry": "quay.io", "mirrors": []})
 
     # kubelet unit, drop-in, /etc/default/kubelet
@@ -232,49 +264,120 @@ def _cases() -> list[Case]:
         add(name, "kubernetes/kubelet.service.j2", kubelet_bin=bin_)
         add(name, "kubernetes/10-kubeadm.conf.j2", kubelet_bin=bin_)
     add("kubelet-default", "kubernetes/kubelet-default.j2")
-    add("kubelet-default-extra-args", "kubernetes/kubelet-default.j2", host_index=3,
-        kubelet_extra_args=["--fail-swap-on=false", "--v=2"])
+    add(
+        "kubelet-default-extra-args",
+        "kubernetes/kubelet-default.j2",
+        host_index=3,
+        kubelet_extra_args=["--fail-swap-on=false", "--v=2"],
+    )
 
     # kubeadm init across the API versions, HA on/off
     init = "control_plane/kubeadm-config.yaml.j2"
     add("kubeadm-1.20-lab", init, k8s="1.20.2", **LAB_KUBEADM)
-    add("kubeadm-1.20-ha", init, k8s="1.20.2", **LAB_KUBEADM, kubeadm_upload_certs=True,
-        kubeadm_certificate_key=HA_CERT_KEY, kubeadm_cert_sans=["10.215.0.10", "k8s.lab.internal"])
-    add("kubeadm-1.29", init, k8s="1.29.10", **EXTRA_ARGS, kubeadm_node_taints=[],
-        kubeadm_skip_phases=["addon/coredns"], kubeadm_ignore_preflight_errors=["ImagePull", "NumCPU"],
-        kubeadm_control_plane_endpoint="10.215.0.11:6443")
-    add("kubeadm-1.31-ha", init, k8s="1.31.2", **EXTRA_ARGS, kubeadm_upload_certs=True,
-        kubeadm_certificate_key=HA_CERT_KEY, kubeadm_control_plane_endpoint="k8s.lab.internal:6443",
-        kubeadm_cert_sans=["k8s.lab.internal", "10.215.0.10"], kubeadm_image_repository="registry.k8s.io",
-        kubeadm_etcd_image_tag="3.5.15-0", kubeadm_coredns_image_tag="v1.11.3")
-    add("kubeadm-1.31-lab", init, k8s="1.31.2", **{**LAB_KUBEADM, "kubeadm_image_repository": None,
-                                                  "kubeadm_cri_socket": ROLE_DEFAULTS["kubeadm_cri_socket"]})
-    add("kubeadm-1.34", init, k8s="1.34.1", kube_proxy_mode="nftables",
+    add(
+        "kubeadm-1.20-ha",
+        init,
+        k8s="1.20.2",
+        **LAB_KUBEADM,
+        kubeadm_upload_certs=True,
+        kubeadm_certificate_key=HA_CERT_KEY,
+        kubeadm_cert_sans=["10.215.0.10", "k8s.lab.internal"],
+    )
+    add(
+        "kubeadm-1.29",
+        init,
+        k8s="1.29.10",
+        **EXTRA_ARGS,
+        kubeadm_node_taints=[],
+        kubeadm_skip_phases=["addon/coredns"],
+        kubeadm_ignore_preflight_errors=["ImagePull", "NumCPU"],
+        kubeadm_control_plane_endpoint="10.215.0.11:6443",
+    )
+    add(
+        "kubeadm-1.31-ha",
+        init,
+        k8s="1.31.2",
+        **EXTRA_ARGS,
+        kubeadm_upload_certs=True,
+        kubeadm_certificate_key=HA_CERT_KEY,
+        kubeadm_control_plane_endpoint="k8s.lab.internal:6443",
+        kubeadm_cert_sans=["k8s.lab.internal", "10.215.0.10"],
+        kubeadm_image_repository="registry.k8s.io",
+        kubeadm_etcd_image_tag="3.5.15-0",
+        kubeadm_coredns_image_tag="v1.11.3",
+    )
+    add(
+        "kubeadm-1.31-lab",
+        init,
+        k8s="1.31.2",
+        **{**LAB_KUBEADM, "kubeadm_image_repository": None, "kubeadm_cri_socket": ROLE_DEFAULTS["kubeadm_cri_socket"]},
+    )
+    add(
+        "kubeadm-1.34",
+        init,
+        k8s="1.34.1",
+        kube_proxy_mode="nftables",
         kubelet_extra_config={"failCgroupV1": False, "maxPods": 150},
-        kubeadm_node_taints=[{"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
-                             {"key": "kprov.io/dedicated", "value": "infra", "effect": "PreferNoSchedule"}],
-        kubeadm_scheduler_extra_args={"v": 2})
+        kubeadm_node_taints=[
+            {"key": "node-role.kubernetes.io/control-plane", "effect": "NoSchedule"},
+            {"key": "kprov.io/dedicated", "value": "infra", "effect": "PreferNoSchedule"},
+        ],
+        kubeadm_scheduler_extra_args={"v": 2},
+    )
 
     # kubeadm join: workers and an HA control-plane join
     join = "join/kubeadm-join.yaml.j2"
-    add("join-1.20-worker", join, k8s="1.20.2", host_index=3, kubeadm_cri_socket="/run/containerd/containerd.sock",
-        kubeadm_ignore_preflight_errors=["FileExisting-crictl"], join_token=JOIN_TOKEN)
-    add("join-1.20-control-plane", join, k8s="1.20.2", host_index=1, join_control_plane=True,
-        join_certificate_key=HA_CERT_KEY, join_api_endpoint="10.215.0.10:6443")
+    add(
+        "join-1.20-worker",
+        join,
+        k8s="1.20.2",
+        host_index=3,
+        kubeadm_cri_socket="/run/containerd/containerd.sock",
+        kubeadm_ignore_preflight_errors=["FileExisting-crictl"],
+        join_token=JOIN_TOKEN,
+    )
+    add(
+        "join-1.20-control-plane",
+        join,
+        k8s="1.20.2",
+        host_index=1,
+        join_control_plane=True,
+        join_certificate_key=HA_CERT_KEY,
+        join_api_endpoint="10.215.0.10:6443",
+    )
     add("join-1.29-worker", join, k8s="1.29.10", host_index=4)
-    add("join-1.31-control-plane", join, k8s="1.31.2", host_index=2, join_control_plane=True,
-        join_certificate_key=HA_CERT_KEY, join_api_endpoint="k8s.lab.internal:6443",
-        kubeadm_ignore_preflight_errors=["ImagePull"])
+    add(
+        "join-1.31-control-plane",
+        join,
+        k8s="1.31.2",
+        host_index=2,
+        join_control_plane=True,
+        join_certificate_key=HA_CERT_KEY,
+        join_api_endpoint="k8s.lab.internal:6443",
+        kubeadm_ignore_preflight_errors=["ImagePull"],
+    )
     add("join-1.34-worker", join, k8s="1.34.1", host_index=3)
 
     # CNI
     add("bridge-node0", "cni/bridge.conflist.j2", cni="bridge")
-    add("bridge-node3-cni-1.0.0", "cni/bridge.conflist.j2", cni="bridge", host_index=3,
-        cni_bridge_subnet="10.244.3.0/24", cni_bridge_cni_version="1.0.0", cni_bridge_name="kprov0")
+    add(
+        "bridge-node3-cni-1.0.0",
+        "cni/bridge.conflist.j2",
+        cni="bridge",
+        host_index=3,
+        cni_bridge_subnet="10.244.3.0/24",
+        cni_bridge_cni_version="1.0.0",
+        cni_bridge_name="kprov0",
+    )
     node_ips = [h["node_ip"] for h in HOSTS]
     add("flannel-5-nodes", "cni/flannel.yaml.j2", flannel_ifaces=node_ips, flannel_cni_bin_dir="/usr/lib/cni")
-    add("flannel-1-node-host-gw", "cni/flannel.yaml.j2", hosts=HOSTS[:1], flannel_ifaces=node_ips[:1],
-        flannel_backend="host-gw")
+    add(
+        "flannel-1-node-host-gw",
+        "cni/flannel.yaml.j2",
+        hosts=HOSTS[:1],
+        flannel_ifaces=node_ips[:1],
+        flannel_backend="host-gw",
+    )
     add("calico-vxlan", "cni/calico-resources.yaml.j2", cni="calico")
     add("calico-ipip", "cni/calico-resources.yaml.j2", cni="calico", calico_encapsulation="IPIP")
 
@@ -288,23 +391,60 @@ def _cases() -> list[Case]:
     lb, ka = "loadbalancer/haproxy.cfg.j2", "loadbalancer/keepalived.conf.j2"
     add("lb-vip-3-control-planes", lb)
     add("lb-vip-3-control-planes", ka)
-    add("lb-vip-cp3-eth1-16", ka, host_index=2, keepalived_priority=148, keepalived_interface="eth1",
-        keepalived_unicast_src="10.215.0.13", keepalived_unicast_peers=["10.215.0.11", "10.215.0.12"],
-        keepalived_vip="10.215.7.7", keepalived_vip_prefix=16, keepalived_virtual_router_id=7)
-    add("lb-vip-1-control-plane", lb, hosts=HOSTS[:1] + HOSTS[3:], loadbalancer_backends=HOSTS[:1],
-        loadbalancer_port=9443)
+    add(
+        "lb-vip-cp3-eth1-16",
+        ka,
+        host_index=2,
+        keepalived_priority=148,
+        keepalived_interface="eth1",
+        keepalived_unicast_src="10.215.0.13",
+        keepalived_unicast_peers=["10.215.0.11", "10.215.0.12"],
+        keepalived_vip="10.215.7.7",
+        keepalived_vip_prefix=16,
+        keepalived_virtual_router_id=7,
+    )
+    add(
+        "lb-vip-1-control-plane",
+        lb,
+        hosts=HOSTS[:1] + HOSTS[3:],
+        loadbalancer_backends=HOSTS[:1],
+        loadbalancer_port=9443,
+    )
     add("lb-vip-1-control-plane", ka, hosts=HOSTS[:1] + HOSTS[3:], keepalived_unicast_peers=[])
-    add("lb-local-worker", lb, host_index=3, loadbalancer_mode="local", loadbalancer_bind_address="127.0.0.1",
-        loadbalancer_port=6444)
+    add(
+        "lb-local-worker",
+        lb,
+        host_index=3,
+        loadbalancer_mode="local",
+        loadbalancer_bind_address="127.0.0.1",
+        loadbalancer_port=6444,
+    )
 
     # smoke
     add("smoke-agnhost", "smoke/hello.yaml.j2")
-    add("smoke-lab", "smoke/hello.yaml.j2", smoke_image="docker.io/kprov/hello:1.0", smoke_image_pull_policy="Never",
-        smoke_command=["/bin/sh", "-c", 'mkdir -p /www && echo "hello from $POD_NAME on $NODE_NAME" > /www/index.html'
-                       " && exec httpd -f -p 8080 -h /www"], smoke_args=None)
-    add("smoke-busybox-httpd", "smoke/hello.yaml.j2", smoke_image="docker.io/kpk/busybox:1.35",
-        smoke_image_pull_policy="Never", smoke_command=["httpd"], smoke_args=["-f", "-p", "8080", "-h", "/etc"],
-        smoke_replicas=3, smoke_namespace="smoke")
+    add(
+        "smoke-lab",
+        "smoke/hello.yaml.j2",
+        smoke_image="docker.io/kprov/hello:1.0",
+        smoke_image_pull_policy="Never",
+        smoke_command=[
+            "/bin/sh",
+            "-c",
+            'mkdir -p /www && echo "hello from $POD_NAME on $NODE_NAME" > /www/index.html'
+            " && exec httpd -f -p 8080 -h /www",
+        ],
+        smoke_args=None,
+    )
+    add(
+        "smoke-busybox-httpd",
+        "smoke/hello.yaml.j2",
+        smoke_image="docker.io/kpk/busybox:1.35",
+        smoke_image_pull_policy="Never",
+        smoke_command=["httpd"],
+        smoke_args=["-f", "-p", "8080", "-h", "/etc"],
+        smoke_replicas=3,
+        smoke_namespace="smoke",
+    )
     return c
 
 

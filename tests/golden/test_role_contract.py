@@ -20,8 +20,18 @@ from jinja2 import meta
 from tests.golden.cases import ENV, REPO, TEMPLATES
 
 ROLES = REPO / "roles"
-ENGINE_VARS = {"inventory_hostname", "host", "cluster", "hosts", "groups", "hostvars", "check_mode", "role_name",
-               "operator_home", "project_dir"}
+ENGINE_VARS = {
+    "inventory_hostname",
+    "host",
+    "cluster",
+    "hosts",
+    "groups",
+    "hostvars",
+    "check_mode",
+    "role_name",
+    "operator_home",
+    "project_dir",
+}
 
 
 def _load(path: Path) -> Any:
@@ -39,6 +49,7 @@ def _tasks(tasks: Any) -> Iterator[dict[str, Any]]:
 def _cluster_wide() -> set[str]:
     from provisioner.k8s.context import cluster_vars
     from provisioner.secrets import Redactor
+
     cluster = SimpleNamespace(name="x", kubernetes_version="1.31.2", kubernetes_source="packages", bundle=None)
     return set(cluster_vars(SimpleNamespace(cluster=cluster, path="x"), Redactor()))
 
@@ -97,10 +108,14 @@ def test_smoke_manifest_variables_are_defined() -> None:
 def _runtime_facts(k8s: str, hosts: list[dict[str, Any]], me: dict[str, Any]) -> dict[str, Any]:
     idx = hosts.index(me)
     return {
-        "containerd_major": 1, "containerd_minor": 6,
+        "containerd_major": 1,
+        "containerd_minor": 6,
         "cni_bridge_subnet": f"10.244.{idx}.0/24",
-        "cni_pod_routes": [{"name": h["name"], "pod_cidr": f"10.244.{i}.0/24", "ip": h["node_ip"]}
-                           for i, h in enumerate(hosts) if h is not me],
+        "cni_pod_routes": [
+            {"name": h["name"], "pod_cidr": f"10.244.{i}.0/24", "ip": h["node_ip"]}
+            for i, h in enumerate(hosts)
+            if h is not me
+        ],
         "join_token": "abcdef.0123456789abcdef",
         "join_ca_cert_hash": "sha256:" + "ab" * 32,
         "join_certificate_key": "cd" * 32,
@@ -118,16 +133,24 @@ def test_templates_render_with_role_defaults(role: str, template: str, looped: b
     from provisioner.secrets import Redactor
     from tests.golden.cases import docs, host_vars
 
-    engine = host_vars(k8s=k8s, host_index=1 if role == "join" else 0,
-                       mirrors={"docker.io": ["http://10.215.0.1:5000"]})
+    engine = host_vars(
+        k8s=k8s, host_index=1 if role == "join" else 0, mirrors={"docker.io": ["http://10.215.0.1:5000"]}
+    )
     hosts = engine["hosts"]
     cluster = SimpleNamespace(name="lab", kubernetes_version=k8s, kubernetes_source="packages", bundle=None)
     defaults = _load(ROLES / role / "defaults.yaml") or {}
     merged = {**defaults, **cluster_vars(SimpleNamespace(cluster=cluster, path="x"), Redactor())}
     merged.update({k: engine[k] for k in ("inventory_hostname", "host", "cluster", "hosts", "groups")})
     merged.update(_runtime_facts(k8s, hosts, engine["host"]))
-    merged.update({"hostvars": {h["name"]: h for h in hosts}, "check_mode": False, "role_name": role,
-                   "operator_home": "/root", "project_dir": str(REPO)})
+    merged.update(
+        {
+            "hostvars": {h["name"]: h for h in hosts},
+            "check_mode": False,
+            "role_name": role,
+            "operator_home": "/root",
+            "project_dir": str(REPO),
+        }
+    )
     variables = resolve_vars(ENV, merged, set(defaults))
     items = [None]
     if looped:
@@ -140,7 +163,9 @@ def test_templates_render_with_role_defaults(role: str, template: str, looped: b
             assert docs(text)
         elif template.endswith(".toml.j2"):
             import tomllib
+
             tomllib.loads(text)
         elif template.endswith(".conflist.j2"):
             import json
+
             json.loads(text)

@@ -43,6 +43,7 @@ def expected_api(k8s: str) -> str:
 
 # --- golden files ----------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("case", CASES, ids=ids(CASES))
 def test_golden(case: Case) -> None:
     actual = render(case)
@@ -55,11 +56,17 @@ def test_golden(case: Case) -> None:
         pytest.fail(f"no golden file {path.relative_to(EXPECTED.parent)}; create it with KPROV_UPDATE_GOLDEN=1")
     expected = path.read_text()
     if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            fromfile=f"expected/{case.name}/{case.output_name}",
-                                            tofile="rendered"))
-        pytest.fail(f"rendered output differs from the golden file (KPROV_UPDATE_GOLDEN=1 to accept):\n{diff}",
-                    pytrace=False)
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True),
+                actual.splitlines(True),
+                fromfile=f"expected/{case.name}/{case.output_name}",
+                tofile="rendered",
+            )
+        )
+        pytest.fail(
+            f"rendered output differs from the golden file (KPROV_UPDATE_GOLDEN=1 to accept):\n{diff}", pytrace=False
+        )
 
 
 def test_no_stale_golden_files() -> None:
@@ -73,8 +80,11 @@ def test_no_stale_golden_files() -> None:
 
 
 def test_every_template_has_a_case() -> None:
-    templates = {str(p.relative_to(TEMPLATES)) for p in TEMPLATES.rglob("*.j2") if not p.name.startswith("_")
-                 and "_lib" not in p.parts}
+    templates = {
+        str(p.relative_to(TEMPLATES))
+        for p in TEMPLATES.rglob("*.j2")
+        if not p.name.startswith("_") and "_lib" not in p.parts
+    }
     assert templates - {c.template for c in CASES} == set()
 
 
@@ -90,6 +100,7 @@ def test_uses_only_contract_variables(case: Case) -> None:
 
 
 # --- every output parses ---------------------------------------------------------------------------
+
 
 def parse(case: Case, text: str) -> Any:
     name = case.output_name
@@ -109,7 +120,10 @@ def test_output_parses(case: Case) -> None:
 
 # --- containerd ------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", cases_for("containerd/config.toml.j2"), ids=ids(cases_for("containerd/config.toml.j2")))
+
+@pytest.mark.parametrize(
+    "case", cases_for("containerd/config.toml.j2"), ids=ids(cases_for("containerd/config.toml.j2"))
+)
 def test_containerd_config(case: Case) -> None:
     v = case.vars
     cfg = tomllib.loads(render(case))
@@ -148,7 +162,8 @@ def test_hosts_toml(case: Case) -> None:
     item = case.vars["item"]
     cfg = tomllib.loads(render(case))
     expected_server = {"docker.io": "https://registry-1.docker.io", "_default": None}.get(
-        item["registry"], f"https://{item['registry']}")
+        item["registry"], f"https://{item['registry']}"
+    )
     assert cfg.get("server") == expected_server
     assert list(cfg.get("host", {})) == item["mirrors"], "one [host] per mirror, in order"
     for host in cfg.get("host", {}).values():
@@ -163,16 +178,24 @@ def test_crictl() -> None:
 
 # --- kubelet ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", cases_for("kubernetes/10-kubeadm.conf.j2"), ids=ids(cases_for("kubernetes/10-kubeadm.conf.j2")))
+
+@pytest.mark.parametrize(
+    "case", cases_for("kubernetes/10-kubeadm.conf.j2"), ids=ids(cases_for("kubernetes/10-kubeadm.conf.j2"))
+)
 def test_kubeadm_dropin(case: Case) -> None:
     lines = render(case).splitlines()
-    assert lines[-2:] == ["ExecStart=", f"ExecStart={case.vars['kubelet_bin']} $KUBELET_KUBECONFIG_ARGS "
-                          "$KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS"]
+    assert lines[-2:] == [
+        "ExecStart=",
+        f"ExecStart={case.vars['kubelet_bin']} $KUBELET_KUBECONFIG_ARGS "
+        "$KUBELET_CONFIG_ARGS $KUBELET_KUBEADM_ARGS $KUBELET_EXTRA_ARGS",
+    ]
     assert "EnvironmentFile=-/etc/default/kubelet" in lines
     assert "EnvironmentFile=-/var/lib/kubelet/kubeadm-flags.env" in lines
 
 
-@pytest.mark.parametrize("case", cases_for("kubernetes/kubelet-default.j2"), ids=ids(cases_for("kubernetes/kubelet-default.j2")))
+@pytest.mark.parametrize(
+    "case", cases_for("kubernetes/kubelet-default.j2"), ids=ids(cases_for("kubernetes/kubelet-default.j2"))
+)
 def test_kubelet_default(case: Case) -> None:
     settings = [line for line in render(case).splitlines() if line and not line.startswith("#")]
     assert len(settings) == 1
@@ -209,8 +232,12 @@ def test_kubeadm_init_config(case: Case) -> None:
     v, text = case.vars, render(case)
     api = expected_api(case.k8s)
     kinds = by_kind(text)
-    assert list(kinds) == ["InitConfiguration", "ClusterConfiguration", "KubeletConfiguration",
-                           "KubeProxyConfiguration"]
+    assert list(kinds) == [
+        "InitConfiguration",
+        "ClusterConfiguration",
+        "KubeletConfiguration",
+        "KubeProxyConfiguration",
+    ]
     init, cluster = kinds["InitConfiguration"], kinds["ClusterConfiguration"]
     assert init["apiVersion"] == cluster["apiVersion"] == api
 
@@ -235,11 +262,16 @@ def test_kubeadm_init_config(case: Case) -> None:
     assert cluster["clusterName"] == v["cluster"]["name"]
     assert cluster.get("controlPlaneEndpoint") == v["kubeadm_control_plane_endpoint"]
     assert cluster.get("imageRepository") == v["kubeadm_image_repository"]
-    assert cluster["networking"] == {"podSubnet": v["cluster"]["pod_cidr"], "serviceSubnet": v["cluster"]["service_cidr"]}
+    assert cluster["networking"] == {
+        "podSubnet": v["cluster"]["pod_cidr"],
+        "serviceSubnet": v["cluster"]["service_cidr"],
+    }
     assert cluster.get("apiServer", {}).get("certSANs", []) == v["kubeadm_cert_sans"]
-    for section, var in (("apiServer", "kubeadm_apiserver_extra_args"),
-                         ("controllerManager", "kubeadm_controller_manager_extra_args"),
-                         ("scheduler", "kubeadm_scheduler_extra_args")):
+    for section, var in (
+        ("apiServer", "kubeadm_apiserver_extra_args"),
+        ("controllerManager", "kubeadm_controller_manager_extra_args"),
+        ("scheduler", "kubeadm_scheduler_extra_args"),
+    ):
         if v[var]:
             assert _args(cluster[section]["extraArgs"], api) == _as_args(v[var])
         else:
@@ -248,11 +280,19 @@ def test_kubeadm_init_config(case: Case) -> None:
     assert cluster.get("dns", {}).get("imageTag") == v["kubeadm_coredns_image_tag"]
 
     kubelet, proxy = kinds["KubeletConfiguration"], kinds["KubeProxyConfiguration"]
-    assert kubelet == {"apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-                       "cgroupDriver": v["kubelet_cgroup_driver"], **v["kubelet_extra_config"]}
-    assert proxy == {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-                     "mode": v["kube_proxy_mode"], "clusterCIDR": v["cluster"]["pod_cidr"],
-                     **v["kube_proxy_extra_config"]}
+    assert kubelet == {
+        "apiVersion": "kubelet.config.k8s.io/v1beta1",
+        "kind": "KubeletConfiguration",
+        "cgroupDriver": v["kubelet_cgroup_driver"],
+        **v["kubelet_extra_config"],
+    }
+    assert proxy == {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": v["kube_proxy_mode"],
+        "clusterCIDR": v["cluster"]["pod_cidr"],
+        **v["kube_proxy_extra_config"],
+    }
 
 
 @pytest.mark.parametrize("case", JOIN_CASES, ids=ids(JOIN_CASES))
@@ -261,33 +301,49 @@ def test_kubeadm_join_config(case: Case) -> None:
     api = expected_api(case.k8s)
     (join,) = docs(text)
     assert join["apiVersion"] == api and join["kind"] == "JoinConfiguration"
-    assert join["discovery"] == {"bootstrapToken": {"apiServerEndpoint": v["join_api_endpoint"],
-                                                    "token": v["join_token"],
-                                                    "caCertHashes": [v["join_ca_cert_hash"]]}}
+    assert join["discovery"] == {
+        "bootstrapToken": {
+            "apiServerEndpoint": v["join_api_endpoint"],
+            "token": v["join_token"],
+            "caCertHashes": [v["join_ca_cert_hash"]],
+        }
+    }
     assert text.count(JOIN_TOKEN) == 1, "the token is rendered only in discovery.bootstrapToken.token"
     reg = join["nodeRegistration"]
     assert reg["name"] == v["host"]["name"] and reg["criSocket"] == v["kubeadm_cri_socket"]
     assert _args(reg["kubeletExtraArgs"], api) == {"node-ip": v["host"]["node_ip"]}
     assert reg.get("ignorePreflightErrors", []) == v["kubeadm_ignore_preflight_errors"]
     if v["join_control_plane"]:
-        assert join["controlPlane"] == {"localAPIEndpoint": {"advertiseAddress": v["host"]["node_ip"], "bindPort": 6443},
-                                        "certificateKey": v["join_certificate_key"]}
+        assert join["controlPlane"] == {
+            "localAPIEndpoint": {"advertiseAddress": v["host"]["node_ip"], "bindPort": 6443},
+            "certificateKey": v["join_certificate_key"],
+        }
         assert text.count(v["join_certificate_key"]) == 1
     else:
         assert "controlPlane" not in join and HA_CERT_KEY not in text
 
 
-@pytest.mark.parametrize("template, secret_vars", [
-    ("control_plane/kubeadm-config.yaml.j2", {"kubeadm_upload_certs": True, "kubeadm_certificate_key": HA_CERT_KEY}),
-    ("join/kubeadm-join.yaml.j2", {"join_token": JOIN_TOKEN, "join_control_plane": True,
-                                   "join_certificate_key": HA_CERT_KEY}),
-])
+@pytest.mark.parametrize(
+    "template, secret_vars",
+    [
+        (
+            "control_plane/kubeadm-config.yaml.j2",
+            {"kubeadm_upload_certs": True, "kubeadm_certificate_key": HA_CERT_KEY},
+        ),
+        (
+            "join/kubeadm-join.yaml.j2",
+            {"join_token": JOIN_TOKEN, "join_control_plane": True, "join_certificate_key": HA_CERT_KEY},
+        ),
+    ],
+)
 def test_kubeadm_reveals_secret_objects(template: str, secret_vars: dict[str, str]) -> None:
     """Secret-wrapped values render as their value (str(Secret) is the mask) and give the same file."""
     from provisioner.secrets import MASK, Secret
+
     plain = ENV.get_template(template).render(**host_vars(**secret_vars))
     wrapped = ENV.get_template(template).render(
-        **host_vars(**{k: Secret(v) if isinstance(v, str) else v for k, v in secret_vars.items()}))
+        **host_vars(**{k: Secret(v) if isinstance(v, str) else v for k, v in secret_vars.items()})
+    )
     assert wrapped == plain and MASK not in wrapped
 
 
@@ -295,11 +351,30 @@ def test_kubeadm_reveals_secret_objects(template: str, secret_vars: dict[str, st
 # kprov writes: kubeadm 1.29+ is not available here to decode v1beta3/v1beta4 configs, so a typo in a field
 # name would otherwise only show up on a real `kubeadm init`.
 _BASE = {
-    "InitConfiguration": {"apiVersion", "kind", "bootstrapTokens", "nodeRegistration", "localAPIEndpoint",
-                          "certificateKey"},
-    "ClusterConfiguration": {"apiVersion", "kind", "etcd", "networking", "kubernetesVersion", "controlPlaneEndpoint",
-                             "apiServer", "controllerManager", "scheduler", "dns", "certificatesDir",
-                             "imageRepository", "featureGates", "clusterName"},
+    "InitConfiguration": {
+        "apiVersion",
+        "kind",
+        "bootstrapTokens",
+        "nodeRegistration",
+        "localAPIEndpoint",
+        "certificateKey",
+    },
+    "ClusterConfiguration": {
+        "apiVersion",
+        "kind",
+        "etcd",
+        "networking",
+        "kubernetesVersion",
+        "controlPlaneEndpoint",
+        "apiServer",
+        "controllerManager",
+        "scheduler",
+        "dns",
+        "certificatesDir",
+        "imageRepository",
+        "featureGates",
+        "clusterName",
+    },
     "JoinConfiguration": {"apiVersion", "kind", "nodeRegistration", "caCertPath", "discovery", "controlPlane"},
     "nodeRegistration": {"name", "criSocket", "taints", "kubeletExtraArgs", "ignorePreflightErrors"},
     "localAPIEndpoint": {"advertiseAddress", "bindPort"},
@@ -328,8 +403,12 @@ def _fields(api: str) -> dict[str, set[str]]:
     if api == V1BETA4:
         f["InitConfiguration"] |= {"dryRun", "timeouts"}
         f["JoinConfiguration"] |= {"dryRun", "timeouts"}
-        f["ClusterConfiguration"] |= {"proxy", "encryptionAlgorithm", "certificateValidityPeriod",
-                                      "caCertificateValidityPeriod"}
+        f["ClusterConfiguration"] |= {
+            "proxy",
+            "encryptionAlgorithm",
+            "certificateValidityPeriod",
+            "caCertificateValidityPeriod",
+        }
         f["nodeRegistration"].add("imagePullSerial")
         f["apiServer"] = (f["apiServer"] - {"timeoutForControlPlane"}) | {"extraEnvs"}
         f["controllerManager"].add("extraEnvs")
@@ -364,10 +443,19 @@ def test_kubeadm_known_fields_catches_typos() -> None:
     assert _unknown_fields(init, "InitConfiguration", _fields(V1BETA2), "i") == ["i.skipPhases"]
 
 
-@pytest.mark.parametrize("k8s, api", [
-    ("1.20.2", V1BETA2), ("1.21.14", V1BETA2), ("1.22.0", V1BETA3), ("1.29.10", V1BETA3),
-    ("1.30.14", V1BETA3), ("1.31.0", V1BETA4), ("1.34.1", V1BETA4), ("1.35.0", V1BETA4),
-])
+@pytest.mark.parametrize(
+    "k8s, api",
+    [
+        ("1.20.2", V1BETA2),
+        ("1.21.14", V1BETA2),
+        ("1.22.0", V1BETA3),
+        ("1.29.10", V1BETA3),
+        ("1.30.14", V1BETA3),
+        ("1.31.0", V1BETA4),
+        ("1.34.1", V1BETA4),
+        ("1.35.0", V1BETA4),
+    ],
+)
 @pytest.mark.parametrize("template", ["control_plane/kubeadm-config.yaml.j2", "join/kubeadm-join.yaml.j2"])
 def test_kubeadm_api_version_boundaries(template: str, k8s: str, api: str) -> None:
     text = ENV.get_template(template).render(**host_vars(k8s=k8s, kubeadm_apiserver_extra_args={"v": 2}))
@@ -379,6 +467,7 @@ def test_kubeadm_api_version_boundaries(template: str, k8s: str, api: str) -> No
 
 
 # --- CNI -------------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", cases_for("cni/bridge.conflist.j2"), ids=ids(cases_for("cni/bridge.conflist.j2")))
 def test_bridge_conflist(case: Case) -> None:
@@ -398,8 +487,13 @@ def test_flannel_manifest(case: Case) -> None:
     v = case.vars
     objects = docs(render(case))
     assert [(o["kind"], o["metadata"]["name"]) for o in objects] == [
-        ("Namespace", "kube-flannel"), ("ServiceAccount", "flannel"), ("ClusterRole", "flannel"),
-        ("ClusterRoleBinding", "flannel"), ("ConfigMap", "kube-flannel-cfg"), ("DaemonSet", "kube-flannel-ds")]
+        ("Namespace", "kube-flannel"),
+        ("ServiceAccount", "flannel"),
+        ("ClusterRole", "flannel"),
+        ("ClusterRoleBinding", "flannel"),
+        ("ConfigMap", "kube-flannel-cfg"),
+        ("DaemonSet", "kube-flannel-ds"),
+    ]
     cm, ds = objects[4], objects[5]
     net = json.loads(cm["data"]["net-conf.json"])
     assert net["Network"] == v["cluster"]["pod_cidr"] and net["Backend"] == {"Type": v["flannel_backend"]}
@@ -426,12 +520,16 @@ def test_flannel_ifaces_cover_every_node() -> None:
         assert text.count(f"--iface={h['node_ip']}") == 1
 
 
-@pytest.mark.parametrize("case", cases_for("cni/calico-resources.yaml.j2"), ids=ids(cases_for("cni/calico-resources.yaml.j2")))
+@pytest.mark.parametrize(
+    "case", cases_for("cni/calico-resources.yaml.j2"), ids=ids(cases_for("cni/calico-resources.yaml.j2"))
+)
 def test_calico_resources(case: Case) -> None:
     v = case.vars
     kinds = by_kind(render(case))
     assert set(kinds) == {"Installation", "APIServer"}
-    assert all(d["apiVersion"] == "operator.tigera.io/v1" and d["metadata"]["name"] == "default" for d in kinds.values())
+    assert all(
+        d["apiVersion"] == "operator.tigera.io/v1" and d["metadata"]["name"] == "default" for d in kinds.values()
+    )
     (pool,) = kinds["Installation"]["spec"]["calicoNetwork"]["ipPools"]
     assert pool["cidr"] == v["cluster"]["pod_cidr"]
     assert pool["encapsulation"] == v["calico_encapsulation"]
@@ -443,6 +541,7 @@ def test_calico_resources(case: Case) -> None:
 
 
 # --- smoke -----------------------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("case", cases_for("smoke/hello.yaml.j2"), ids=ids(cases_for("smoke/hello.yaml.j2")))
 def test_smoke_manifest(case: Case) -> None:
@@ -461,11 +560,16 @@ def test_smoke_manifest(case: Case) -> None:
     for probe in ("readinessProbe", "livenessProbe"):
         assert c[probe]["httpGet"] == {"path": "/", "port": v["smoke_container_port"]}
     assert {e["name"] for e in c["env"]} == {"NODE_NAME", "POD_NAME"}
-    assert {t["key"] for t in pod["tolerations"]} == {"node-role.kubernetes.io/master",
-                                                       "node-role.kubernetes.io/control-plane"}
+    assert {t["key"] for t in pod["tolerations"]} == {
+        "node-role.kubernetes.io/master",
+        "node-role.kubernetes.io/control-plane",
+    }
     assert "preferredDuringSchedulingIgnoredDuringExecution" in pod["affinity"]["podAntiAffinity"]
-    assert deploy["spec"]["selector"]["matchLabels"] == svc["spec"]["selector"] == \
-        deploy["spec"]["template"]["metadata"]["labels"]
+    assert (
+        deploy["spec"]["selector"]["matchLabels"]
+        == svc["spec"]["selector"]
+        == deploy["spec"]["template"]["metadata"]["labels"]
+    )
     (port,) = svc["spec"]["ports"]
     assert svc["spec"]["type"] == "NodePort"
     assert (port["port"], port["targetPort"], port["nodePort"]) == (80, v["smoke_container_port"], v["smoke_node_port"])

@@ -48,6 +48,7 @@ def _version(argv: list[str], pattern: str = r"v?(\d+)\.(\d+)\.(\d+)") -> tuple[
 
 # --- containerd: `containerd --config FILE config dump` loads the file exactly as the daemon would ---
 
+
 @functools.cache
 def containerd_binaries() -> dict[tuple[int, int], tuple[str, str]]:
     """(major, minor) -> (binary, version) for every containerd found (the machine's, then the fetched ones)."""
@@ -154,7 +155,9 @@ def test_containerd_daemon_starts_cri(case: Case, tmp_path: Path) -> None:
 def test_containerd_daemon_check_catches_a_bad_cri_config(major: int, minor: int, tmp_path: Path) -> None:
     """The daemon check can fail: a default runtime that is not configured makes the CRI plugin fail."""
     binary, version, _ = containerd_for(major, minor)
-    (case,) = [c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) == (major, minor)][:1]
+    (case,) = [
+        c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) == (major, minor)
+    ][:1]
     config = render(case).replace('default_runtime_name = "runc"', 'default_runtime_name = "crun"')
     text = _boot_containerd(binary, version, config, tmp_path)
     assert any("failed to load plugin" in line and "cri" in line for line in text.splitlines()), text[-3000:]
@@ -196,9 +199,21 @@ def containerd_daemon(binary: str, version: str, config_text: str, tmp_path: Pat
     config.write_text(config_text + _DAEMON_ISOLATION.format(opt=tmp_path / "opt"))
     log_path, socket_path = tmp_path / "containerd.log", str(tmp_path / "c.sock")
     with open(log_path, "wb") as log:
-        daemon = subprocess.Popen([binary, "--config", str(config), "--root", str(tmp_path / "root"),
-                                   "--state", str(tmp_path / "state"), "--address", socket_path],
-                                  stdout=log, stderr=subprocess.STDOUT)
+        daemon = subprocess.Popen(
+            [
+                binary,
+                "--config",
+                str(config),
+                "--root",
+                str(tmp_path / "root"),
+                "--state",
+                str(tmp_path / "state"),
+                "--address",
+                socket_path,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
     try:
         deadline = time.monotonic() + 30
         while "successfully booted" not in log_path.read_text(errors="replace"):
@@ -272,10 +287,17 @@ def test_containerd_pulls_through_the_mirror(major: int, minor: int, tmp_path: P
         certs_d = tmp_path / "certs.d"
         hosts_case = next(c for c in CASES if c.template == "containerd/hosts.toml.j2")
         (certs_d / registry).mkdir(parents=True)
-        (certs_d / registry / "hosts.toml").write_text(ENV.get_template(hosts_case.template).render(
-            **{**hosts_case.vars, "item": {"registry": registry, "mirrors": [mirror.url]}}))
-        case = next(c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) >= (major, minor))
-        config = ENV.get_template(case.template).render(**{**case.vars, "containerd_registry_config_path": str(certs_d)})
+        (certs_d / registry / "hosts.toml").write_text(
+            ENV.get_template(hosts_case.template).render(
+                **{**hosts_case.vars, "item": {"registry": registry, "mirrors": [mirror.url]}}
+            )
+        )
+        case = next(
+            c for c in CONTAINERD_CASES if (c.vars["containerd_major"], c.vars["containerd_minor"]) >= (major, minor)
+        )
+        config = ENV.get_template(case.template).render(
+            **{**case.vars, "containerd_registry_config_path": str(certs_d)}
+        )
         image = f"{registry}/kprov/probe:1"
         expected = f"HEAD /v2/kprov/probe/manifests/1?ns={registry.replace(':', '%3A')}"
         with containerd_daemon(binary, version, config, tmp_path / "daemon") as (socket_path, _):
@@ -297,10 +319,15 @@ def test_containerd_pulls_through_the_mirror(major: int, minor: int, tmp_path: P
 
 # --- kubeadm: the lab bundle's kubeadm parses the whole config of its own minor version ------------
 
+
 @functools.cache
 def kubeadm() -> tuple[str, tuple[int, int, int]] | None:
-    for binary in [os.environ.get("KPROV_KUBEADM"), str(LAB_BUNDLE_BIN / "kubeadm"),
-                   *sorted(glob.glob("/var/cache/kprov/*/bin/kubeadm")), shutil.which("kubeadm")]:
+    for binary in [
+        os.environ.get("KPROV_KUBEADM"),
+        str(LAB_BUNDLE_BIN / "kubeadm"),
+        *sorted(glob.glob("/var/cache/kprov/*/bin/kubeadm")),
+        shutil.which("kubeadm"),
+    ]:
         if binary and os.access(binary, os.X_OK):
             v = _version([binary, "version", "-o", "short"])
             if v:
@@ -324,8 +351,11 @@ def _strict(out: subprocess.CompletedProcess[str]) -> None:
     assert not problems, "kubeadm found unknown fields:\n" + "\n".join(problems)
 
 
-@pytest.mark.parametrize("case", cases_for("control_plane/kubeadm-config.yaml.j2"),
-                         ids=ids(cases_for("control_plane/kubeadm-config.yaml.j2")))
+@pytest.mark.parametrize(
+    "case",
+    cases_for("control_plane/kubeadm-config.yaml.j2"),
+    ids=ids(cases_for("control_plane/kubeadm-config.yaml.j2")),
+)
 def test_kubeadm_parses_init_config(case: Case, tmp_path: Path) -> None:
     binary = kubeadm_for(case)
     config = tmp_path / "kubeadm-config.yaml"
@@ -337,7 +367,9 @@ def test_kubeadm_parses_init_config(case: Case, tmp_path: Path) -> None:
     assert out.stdout.splitlines()[0] == f"{repo}/kube-apiserver:v{case.k8s}", "kubeadm used our config"
 
 
-@pytest.mark.parametrize("case", cases_for("join/kubeadm-join.yaml.j2"), ids=ids(cases_for("join/kubeadm-join.yaml.j2")))
+@pytest.mark.parametrize(
+    "case", cases_for("join/kubeadm-join.yaml.j2"), ids=ids(cases_for("join/kubeadm-join.yaml.j2"))
+)
 def test_kubeadm_parses_join_config(case: Case, tmp_path: Path) -> None:
     binary = kubeadm_for(case)
     config, migrated = tmp_path / "kubeadm-join.yaml", tmp_path / "migrated.yaml"
@@ -375,8 +407,10 @@ def _names(text: str) -> list[str]:
 def test_kubectl_decodes_manifest_offline(case: Case, tmp_path: Path) -> None:
     manifest = tmp_path / case.output_name
     manifest.write_text(render(case))
-    out = run([KUBECTL, "label", "--local", "-f", str(manifest), "kprov.io/checked=true", "-o", "name"],
-              env={**os.environ, "KUBECONFIG": "/dev/null"})
+    out = run(
+        [KUBECTL, "label", "--local", "-f", str(manifest), "kprov.io/checked=true", "-o", "name"],
+        env={**os.environ, "KUBECONFIG": "/dev/null"},
+    )
     assert out.returncode == 0, out.stderr
     # "clusterrole.rbac.authorization.k8s.io/flannel" -> "clusterrole/flannel"
     got = [f"{resource.split('.', 1)[0]}/{name}" for resource, name in (n.split("/", 1) for n in out.stdout.split())]
@@ -415,27 +449,78 @@ def apiserver(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[str]]:
     token = os.urandom(16).hex()
     (work / "tokens.csv").write_text(f"{token},kprov-test,kprov-test,system:masters\n")
     subprocess.run([openssl, "genrsa", "-out", str(work / "sa.key"), "2048"], check=True, capture_output=True)
-    subprocess.run([openssl, "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub")],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [openssl, "rsa", "-in", str(work / "sa.key"), "-pubout", "-out", str(work / "sa.pub")],
+        check=True,
+        capture_output=True,
+    )
     procs: list[subprocess.Popen[bytes]] = []
     try:
-        procs.append(subprocess.Popen(
-            [etcd, "--data-dir", str(work / "etcd"), "--name", "kprov-test",
-             "--listen-client-urls", f"http://127.0.0.1:{client}", "--advertise-client-urls", f"http://127.0.0.1:{client}",
-             "--listen-peer-urls", f"http://127.0.0.1:{peer}", "--initial-advertise-peer-urls", f"http://127.0.0.1:{peer}",
-             "--initial-cluster", f"kprov-test=http://127.0.0.1:{peer}"],
-            stdout=open(work / "etcd.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115 (the child's log)
-        procs.append(subprocess.Popen(
-            [str(kube_apiserver), "--etcd-servers", f"http://127.0.0.1:{client}", "--bind-address", "127.0.0.1",
-             "--advertise-address", "127.0.0.1", "--secure-port", str(secure), "--cert-dir", str(work / "certs"),
-             "--token-auth-file", str(work / "tokens.csv"), "--authorization-mode", "RBAC",
-             "--service-account-issuer", "https://kubernetes.default.svc",
-             "--service-account-key-file", str(work / "sa.pub"),
-             "--service-account-signing-key-file", str(work / "sa.key"),
-             "--service-cluster-ip-range", "10.96.0.0/12", "--allow-privileged=true"],
-            stdout=open(work / "apiserver.log", "wb"), stderr=subprocess.STDOUT))  # noqa: SIM115 (the child's log)
-        kubectl = [KUBECTL, "--kubeconfig", "/dev/null", "--server", f"https://127.0.0.1:{secure}",
-                   "--token", token, "--insecure-skip-tls-verify"]
+        procs.append(
+            subprocess.Popen(
+                [
+                    etcd,
+                    "--data-dir",
+                    str(work / "etcd"),
+                    "--name",
+                    "kprov-test",
+                    "--listen-client-urls",
+                    f"http://127.0.0.1:{client}",
+                    "--advertise-client-urls",
+                    f"http://127.0.0.1:{client}",
+                    "--listen-peer-urls",
+                    f"http://127.0.0.1:{peer}",
+                    "--initial-advertise-peer-urls",
+                    f"http://127.0.0.1:{peer}",
+                    "--initial-cluster",
+                    f"kprov-test=http://127.0.0.1:{peer}",
+                ],
+                stdout=open(work / "etcd.log", "wb"),  # noqa: SIM115 (the child\'s log, open for its lifetime)
+                stderr=subprocess.STDOUT,
+            )
+        )
+        procs.append(
+            subprocess.Popen(
+                [
+                    str(kube_apiserver),
+                    "--etcd-servers",
+                    f"http://127.0.0.1:{client}",
+                    "--bind-address",
+                    "127.0.0.1",
+                    "--advertise-address",
+                    "127.0.0.1",
+                    "--secure-port",
+                    str(secure),
+                    "--cert-dir",
+                    str(work / "certs"),
+                    "--token-auth-file",
+                    str(work / "tokens.csv"),
+                    "--authorization-mode",
+                    "RBAC",
+                    "--service-account-issuer",
+                    "https://kubernetes.default.svc",
+                    "--service-account-key-file",
+                    str(work / "sa.pub"),
+                    "--service-account-signing-key-file",
+                    str(work / "sa.key"),
+                    "--service-cluster-ip-range",
+                    "10.96.0.0/12",
+                    "--allow-privileged=true",
+                ],
+                stdout=open(work / "apiserver.log", "wb"),  # noqa: SIM115 (the child\'s log, open for its lifetime)
+                stderr=subprocess.STDOUT,
+            )
+        )
+        kubectl = [
+            KUBECTL,
+            "--kubeconfig",
+            "/dev/null",
+            "--server",
+            f"https://127.0.0.1:{secure}",
+            "--token",
+            token,
+            "--insecure-skip-tls-verify",
+        ]
         deadline = time.monotonic() + 90
         while not _answers(kubectl):
             if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
@@ -489,10 +574,13 @@ SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
 
 
 @pytest.mark.skipif(SYSTEMD_ANALYZE is None, reason="systemd-analyze is not installed")
-@pytest.mark.parametrize("unit, dropins", [
-    ("kubernetes/kubelet.service.j2", ["kubernetes/10-kubeadm.conf.j2"]),
-    ("cni/kprov-pod-routes.service.j2", []),
-])
+@pytest.mark.parametrize(
+    "unit, dropins",
+    [
+        ("kubernetes/kubelet.service.j2", ["kubernetes/10-kubeadm.conf.j2"]),
+        ("cni/kprov-pod-routes.service.j2", []),
+    ],
+)
 def test_systemd_verifies_units(unit: str, dropins: list[str], tmp_path: Path) -> None:
     """`systemd-analyze verify` with the drop-ins in place; the binaries are stood in by an existing one."""
     stand_in = shutil.which("true")
@@ -504,13 +592,17 @@ def test_systemd_verifies_units(unit: str, dropins: list[str], tmp_path: Path) -
         (tmp_path / f"{name}.d").mkdir()
         for dropin in dropins:
             (tmp_path / f"{name}.d" / Path(dropin).name.removesuffix(".j2")).write_text(
-                ENV.get_template(dropin).render(**variables))
+                ENV.get_template(dropin).render(**variables)
+            )
     out = run([SYSTEMD_ANALYZE, "verify", "--man=no", str(tmp_path / name)], cwd=tmp_path)
     assert out.returncode == 0 and not out.stderr.strip(), out.stderr
 
 
-@pytest.mark.parametrize("case", [c for c in CASES if c.output_name.endswith(".sh")],
-                         ids=ids([c for c in CASES if c.output_name.endswith(".sh")]))
+@pytest.mark.parametrize(
+    "case",
+    [c for c in CASES if c.output_name.endswith(".sh")],
+    ids=ids([c for c in CASES if c.output_name.endswith(".sh")]),
+)
 def test_shell_scripts_parse(case: Case, tmp_path: Path) -> None:
     script = tmp_path / case.output_name
     script.write_text(render(case))
@@ -519,8 +611,9 @@ def test_shell_scripts_parse(case: Case, tmp_path: Path) -> None:
     assert out.returncode == 0, out.stderr
 
 
-@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"),
-                    reason="needs root, unshare and ip")
+@pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("unshare") or not shutil.which("ip"), reason="needs root, unshare and ip"
+)
 def test_pod_routes_script_in_a_private_netns(tmp_path: Path) -> None:
     """The routes script against real `ip`, in a throwaway network namespace (gone when the shell exits):
     apply adds every route, --check passes, a route via the wrong node is noticed and repaired, --remove
@@ -536,7 +629,7 @@ def test_pod_routes_script_in_a_private_netns(tmp_path: Path) -> None:
         ip link add v0 type veth peer name v1 && ip addr add {node_ip}/24 dev v0 && ip link set v1 up && ip link set v0 up
         sh {script}; echo "apply=$?"
         sh {script} --check; echo "check=$?"
-        ip route replace {first['pod_cidr']} via {node_ip.rsplit('.', 1)[0]}.99
+        ip route replace {first["pod_cidr"]} via {node_ip.rsplit(".", 1)[0]}.99
         sh {script} --check; echo "check-wrong=$?"
         sh {script} >/dev/null; sh {script} --check; echo "repaired=$?"
         echo "routes=$(ip route | grep -c ' via ')"
@@ -546,6 +639,13 @@ def test_pod_routes_script_in_a_private_netns(tmp_path: Path) -> None:
     """
     out = run(["unshare", "--net", "sh", "-c", steps])
     results = dict(line.split("=", 1) for line in out.stdout.split() if "=" in line)
-    assert results == {"apply": "0", "check": "0", "check-wrong": "1", "repaired": "0",
-                       "routes": str(len(case.vars["cni_pod_routes"])), "remove": "0",
-                       "check-removed": "1", "left": "0"}, out.stdout + out.stderr
+    assert results == {
+        "apply": "0",
+        "check": "0",
+        "check-wrong": "1",
+        "repaired": "0",
+        "routes": str(len(case.vars["cni_pod_routes"])),
+        "remove": "0",
+        "check-removed": "1",
+        "left": "0",
+    }, out.stdout + out.stderr

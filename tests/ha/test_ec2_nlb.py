@@ -45,7 +45,10 @@ def test_create_resolve_destroy(kprov, ec2, elb, tmp_path):  # noqa: F811
 
     lb = elb.describe_load_balancers(Names=["kprov-hanlb"])["LoadBalancers"][0]
     assert (lb["Type"], lb["Scheme"]) == ("network", "internet-facing")
-    tags = {t["Key"]: t["Value"] for t in elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]}
+    tags = {
+        t["Key"]: t["Value"]
+        for t in elb.describe_tags(ResourceArns=[lb["LoadBalancerArn"]])["TagDescriptions"][0]["Tags"]
+    }
     assert tags == {"Name": "kprov-hanlb", "kprov:cluster": "hanlb", "kprov:managed-by": "kprov", "team": "platform"}
     listener = elb.describe_listeners(LoadBalancerArn=lb["LoadBalancerArn"])["Listeners"]
     assert [(li["Protocol"], li["Port"]) for li in listener] == [("TCP", 6443)]
@@ -82,25 +85,43 @@ def test_create_resolve_destroy(kprov, ec2, elb, tmp_path):  # noqa: F811
     assert (rc, out.strip()) == (0, "cluster hanlb: nothing to destroy")
 
 
-@pytest.mark.parametrize("section, expected", [
-    ({}, False),                                   # one control plane: no balancer by default
-    (HA, True),                                    # several: one by default
-    ({**HA, "load_balancer": False}, False),       # the user brings their own (control_plane_endpoint)
-    ({"load_balancer": True}, True),               # a single control plane behind an NLB (grow later)
-], ids=["1-cp", "3-cp", "3-cp-opt-out", "1-cp-opt-in"])
+@pytest.mark.parametrize(
+    "section, expected",
+    [
+        ({}, False),  # one control plane: no balancer by default
+        (HA, True),  # several: one by default
+        ({**HA, "load_balancer": False}, False),  # the user brings their own (control_plane_endpoint)
+        ({"load_balancer": True}, True),  # a single control plane behind an NLB (grow later)
+    ],
+    ids=["1-cp", "3-cp", "3-cp-opt-out", "1-cp-opt-in"],
+)
 def test_load_balancer_default(tmp_path, section, expected):
     assert config_of(ec2_inventory(tmp_path, "dflt", **section)).load_balancer is expected
 
 
 def test_private_address_makes_an_internal_balancer_and_targets_follow_the_control_planes(ec2, elb, tmp_path):  # noqa: F811
-    config = config_of(ec2_inventory(tmp_path, "priv", address="private", load_balancer=True,
-                                     control_plane={"count": 1, "instance_type": "t3.medium"}))
+    config = config_of(
+        ec2_inventory(
+            tmp_path,
+            "priv",
+            address="private",
+            load_balancer=True,
+            control_plane={"count": 1, "instance_type": "t3.medium"},
+        )
+    )
     first = provider.create(config, wait_ssh=False, poll=0.1)
     assert first.load_balancer and first.load_balancer.created and len(first.load_balancer.targets) == 1
     lb = elb.describe_load_balancers(Names=["kprov-priv"])["LoadBalancers"][0]
     assert lb["Scheme"] == "internal"
-    grown = config_of(ec2_inventory(tmp_path, "priv", address="private", load_balancer=True,
-                                    control_plane={"count": 3, "instance_type": "t3.medium"}))
+    grown = config_of(
+        ec2_inventory(
+            tmp_path,
+            "priv",
+            address="private",
+            load_balancer=True,
+            control_plane={"count": 3, "instance_type": "t3.medium"},
+        )
+    )
     again = provider.create(grown, wait_ssh=False, poll=0.1)
     assert again.load_balancer and not again.load_balancer.created and len(again.load_balancer.targets) == 3
     provider.destroy(grown, poll=0.1)
@@ -108,8 +129,9 @@ def test_private_address_makes_an_internal_balancer_and_targets_follow_the_contr
 
 def test_a_same_named_balancer_of_someone_else_is_left_alone(kprov, ec2, elb, tmp_path):  # noqa: F811
     subnet = ec2.describe_subnets()["Subnets"][0]
-    foreign = elb.create_load_balancer(Name="kprov-other", Type="network", Subnets=[subnet["SubnetId"]],
-                                       Tags=[{"Key": "owner", "Value": "someone"}])["LoadBalancers"][0]
+    foreign = elb.create_load_balancer(
+        Name="kprov-other", Type="network", Subnets=[subnet["SubnetId"]], Tags=[{"Key": "owner", "Value": "someone"}]
+    )["LoadBalancers"][0]
     inv = ec2_inventory(tmp_path, "other", **HA)
     rc, out, err = kprov("ec2", "create", "--inventory", inv, "--no-wait-ssh", "--poll", "0.1")
     assert rc != 0 and "load balancer kprov-other exists but is not owned by cluster other (no kprov tags)" in err

@@ -41,8 +41,10 @@ def test_keepalived_accepts_config(case: Case, tmp_path: Path) -> None:
     cfg = tmp_path / "keepalived.conf"
     cfg.write_text(render(case))
     iface = case.vars["keepalived_interface"]
-    script = (f"ip link add {iface} type dummy 2>/dev/null || ip link add {iface} type veth peer name kprovpeer0; "
-              f"exec {keepalived} -t -f {cfg}")
+    script = (
+        f"ip link add {iface} type dummy 2>/dev/null || ip link add {iface} type veth peer name kprovpeer0; "
+        f"exec {keepalived} -t -f {cfg}"
+    )
     proc = subprocess.run(["unshare", "--net", "sh", "-c", script], capture_output=True, text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "WARNING" not in proc.stdout + proc.stderr, proc.stdout + proc.stderr
@@ -55,7 +57,17 @@ def test_keepalived_rejects_a_broken_config(tmp_path: Path) -> None:
         pytest.skip("keepalived -t needs a network namespace (root, unshare)")
     cfg = tmp_path / "keepalived.conf"
     cfg.write_text(render(KEEPALIVED[0]).replace("virtual_router_id 250", "virtual_router_id 999"))
-    proc = subprocess.run(["unshare", "--net", "sh", "-c", f"ip link add host0 type dummy 2>/dev/null || "
-                           f"ip link add host0 type veth peer name kprovpeer0; exec {keepalived} -t -f {cfg}"],
-                          capture_output=True, text=True, timeout=60)
+    proc = subprocess.run(
+        [
+            "unshare",
+            "--net",
+            "sh",
+            "-c",
+            f"ip link add host0 type dummy 2>/dev/null || "
+            f"ip link add host0 type veth peer name kprovpeer0; exec {keepalived} -t -f {cfg}",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert proc.returncode != 0

@@ -20,11 +20,13 @@ class CliResult:
     stderr: str
 
 
-def kprov(*argv: str, cwd: Path | str | None = None, env: dict[str, str] | None = None,
-          timeout: float = 120) -> CliResult:
+def kprov(
+    *argv: str, cwd: Path | str | None = None, env: dict[str, str] | None = None, timeout: float = 120
+) -> CliResult:
     """`kprov ARGV...` as a new process."""
-    p = subprocess.run([str(KPROV), *argv], cwd=cwd, env={**os.environ, **(env or {})},
-                       capture_output=True, text=True, timeout=timeout)
+    p = subprocess.run(
+        [str(KPROV), *argv], cwd=cwd, env={**os.environ, **(env or {})}, capture_output=True, text=True, timeout=timeout
+    )
     return CliResult(p.returncode, p.stdout, p.stderr)
 
 

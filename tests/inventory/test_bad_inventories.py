@@ -128,14 +128,17 @@ def test_no_host_is_touched(corpus_runs):
     assert not (home / "known_hosts").exists()
 
 
-@pytest.mark.parametrize("argv, needle", [
-    (["plan", "-i", str(BAD)], "is a directory"),
-    (["plan"], "Missing option '-i' / '--inventory'"),
-    (["apply", "-i", str(BAD / "empty.yaml")], "Missing argument 'ROLES...'"),
-    (["plan", "-i", str(BAD / "empty.yaml"), "--forks", "0"], "Invalid value for '-f' / '--forks'"),
-    (["plan", "-i", str(BAD / "empty.yaml"), "-e", "novalue"], "-e 'novalue': expected key=value"),
-    (["plan", "-i", str(BAD / "empty.yaml"), "-e", "@/nonexistent/vars.yaml"], "file not found"),
-])
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["plan", "-i", str(BAD)], "is a directory"),
+        (["plan"], "Missing option '-i' / '--inventory'"),
+        (["apply", "-i", str(BAD / "empty.yaml")], "Missing argument 'ROLES...'"),
+        (["plan", "-i", str(BAD / "empty.yaml"), "--forks", "0"], "Invalid value for '-f' / '--forks'"),
+        (["plan", "-i", str(BAD / "empty.yaml"), "-e", "novalue"], "-e 'novalue': expected key=value"),
+        (["plan", "-i", str(BAD / "empty.yaml"), "-e", "@/nonexistent/vars.yaml"], "file not found"),
+    ],
+)
 def test_bad_usage_exits_2_without_traceback(argv, needle, tmp_path):
     proc = kprov_forked(*argv, env={"KPROV_HOME": str(tmp_path)})
     assert proc.returncode == 2, proc.stderr
@@ -143,15 +146,19 @@ def test_bad_usage_exits_2_without_traceback(argv, needle, tmp_path):
     assert needle in proc.stderr
 
 
-@pytest.mark.parametrize("make, message", [
-    ("fifo", "not a regular file (a FIFO)"),
-    ("symlink /dev/zero", "not a regular file (a character device)"),
-    ("oversize", "larger than 1024 KiB"),
-    ("copy not_utf8.yaml", "vars.yaml:2: not UTF-8 (byte 0xff at offset 18)"),
-    ("copy alias_bomb.yaml", "vars.yaml:5: more than 50000 values once aliases are expanded"),
-    ("copy deep_nesting.yaml", "vars.yaml:2: nesting deeper than 64 levels"),
-    ("copy nul_byte.yaml", "vars.yaml:4: NUL byte in the file"),
-], ids=lambda v: v.split()[-1].removesuffix(".yaml") if " " in v else v)
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        ("fifo", "not a regular file (a FIFO)"),
+        ("symlink /dev/zero", "not a regular file (a character device)"),
+        ("oversize", "larger than 1024 KiB"),
+        ("copy not_utf8.yaml", "vars.yaml:2: not UTF-8 (byte 0xff at offset 18)"),
+        ("copy alias_bomb.yaml", "vars.yaml:5: more than 50000 values once aliases are expanded"),
+        ("copy deep_nesting.yaml", "vars.yaml:2: nesting deeper than 64 levels"),
+        ("copy nul_byte.yaml", "vars.yaml:4: NUL byte in the file"),
+    ],
+    ids=lambda v: v.split()[-1].removesuffix(".yaml") if " " in v else v,
+)
 def test_odd_extra_vars_file_is_one_line_exit_2(tmp_path, make, message):
     vars_file = tmp_path / "vars.yaml"
     if make.startswith("copy "):

@@ -38,8 +38,10 @@ def test_build_writes_the_checksum_file(bundles):
 def _inventory(tmp_path: Path, bundle: Path, allow: bool | None = None) -> Path:
     flag = "" if allow is None else f"\n  allow_unverified_bundle: {str(allow).lower()}"
     inv = tmp_path / "inv.yaml"
-    inv.write_text(f'cluster:\n  name: demo\n  kubernetes_version: "{VERSION}"\n  kubernetes_source: bundle\n'
-                   f"  bundle: {bundle}{flag}\nhosts:\n  - {{name: cp1, address: 127.0.0.11, roles: [control_plane]}}\n")
+    inv.write_text(
+        f'cluster:\n  name: demo\n  kubernetes_version: "{VERSION}"\n  kubernetes_source: bundle\n'
+        f"  bundle: {bundle}{flag}\nhosts:\n  - {{name: cp1, address: 127.0.0.11, roles: [control_plane]}}\n"
+    )
     return inv
 
 
@@ -53,15 +55,19 @@ def _copy(tmp_path: Path, bundle: Path, *, sidecar_of: Path | None) -> Path:
     return dest
 
 
-@pytest.mark.parametrize(("sidecar", "allow", "outcome"), [
-    ("same", None, "verified"),
-    ("same", True, "verified"),
-    ("none", True, "unverified"),
-    ("none", None, "no checksum file"),
-    ("none", False, "no checksum file"),
-    ("other", None, "does not match"),
-    ("other", True, "does not match"),
-], ids=["verified", "verified-flag", "missing-flag", "missing", "missing-flag-false", "mismatch", "mismatch-flag"])
+@pytest.mark.parametrize(
+    ("sidecar", "allow", "outcome"),
+    [
+        ("same", None, "verified"),
+        ("same", True, "verified"),
+        ("none", True, "unverified"),
+        ("none", None, "no checksum file"),
+        ("none", False, "no checksum file"),
+        ("other", None, "does not match"),
+        ("other", True, "does not match"),
+    ],
+    ids=["verified", "verified-flag", "missing-flag", "missing", "missing-flag-false", "mismatch", "mismatch-flag"],
+)
 def test_bundle_checksum_file(tmp_path, monkeypatch, bundles, sidecar, allow, outcome):
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))  # the sha256 memo of provisioner.hashing
     one, two = bundles
@@ -71,8 +77,9 @@ def test_bundle_checksum_file(tmp_path, monkeypatch, bundles, sidecar, allow, ou
         values = cluster_vars(load_inventory(inv), Redactor())
         assert values["bundle_sha256"] == hashlib.sha256(bundle.read_bytes()).hexdigest()
         return
-    proc = kprov_forked("plan", "-i", str(inv), env={"KPROV_HOME": str(tmp_path / "home"),
-                                                     "XDG_CACHE_HOME": str(tmp_path / "cache")})
+    proc = kprov_forked(
+        "plan", "-i", str(inv), env={"KPROV_HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    )
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
     lines = proc.stderr.splitlines()
     assert len(lines) == 2 and outcome in lines[0] and lines[1].startswith("hint: "), proc.stderr

@@ -36,35 +36,70 @@ def test_nodes_table_tolerates_non_json(text: str) -> None:
     assert _nodes_table(text) == []
 
 
-@pytest.mark.parametrize("rc,text,expected", [
-    (1, "", []),
-    (0, json.dumps({"items": []}), []),
-    (0, json.dumps({"items": [{"metadata": {"name": "n1"}, "status": {"conditions": [
-        {"type": "Ready", "status": "False"}]}}]}), [("n1", False)]),
-])
+@pytest.mark.parametrize(
+    "rc,text,expected",
+    [
+        (1, "", []),
+        (0, json.dumps({"items": []}), []),
+        (
+            0,
+            json.dumps(
+                {
+                    "items": [
+                        {"metadata": {"name": "n1"}, "status": {"conditions": [{"type": "Ready", "status": "False"}]}}
+                    ]
+                }
+            ),
+            [("n1", False)],
+        ),
+    ],
+)
 def test_parse_kubectl_nodes_edge_cases(rc: int, text: str, expected: list) -> None:
     assert [(n.name, n.ready) for n in parse_kubectl_nodes(text, rc)] == expected
 
 
-@pytest.mark.parametrize("version,api", [
-    ("1.20.2", "kubeadm.k8s.io/v1beta2"), ("1.21.14", "kubeadm.k8s.io/v1beta2"), ("1.22.0", "kubeadm.k8s.io/v1beta3"),
-    ("1.29.6", "kubeadm.k8s.io/v1beta3"), ("1.30.9", "kubeadm.k8s.io/v1beta3"), ("1.31.0", "kubeadm.k8s.io/v1beta4"),
-    ("1.34.1", "kubeadm.k8s.io/v1beta4"),
-])
+@pytest.mark.parametrize(
+    "version,api",
+    [
+        ("1.20.2", "kubeadm.k8s.io/v1beta2"),
+        ("1.21.14", "kubeadm.k8s.io/v1beta2"),
+        ("1.22.0", "kubeadm.k8s.io/v1beta3"),
+        ("1.29.6", "kubeadm.k8s.io/v1beta3"),
+        ("1.30.9", "kubeadm.k8s.io/v1beta3"),
+        ("1.31.0", "kubeadm.k8s.io/v1beta4"),
+        ("1.34.1", "kubeadm.k8s.io/v1beta4"),
+    ],
+)
 def test_kubeadm_api_version(version: str, api: str) -> None:
     assert kubeadm_api_version(version) == api
 
 
-@pytest.mark.parametrize("version,tag", [("1.20.2", "3.2"), ("1.29.0", "3.9"), ("1.31.2", "3.10"),
-                                         ("1.34.0", "3.10.1"), ("1.99.0", "3.10.1"), ("1.10.0", "3.2")])
+@pytest.mark.parametrize(
+    "version,tag",
+    [
+        ("1.20.2", "3.2"),
+        ("1.29.0", "3.9"),
+        ("1.31.2", "3.10"),
+        ("1.34.0", "3.10.1"),
+        ("1.99.0", "3.10.1"),
+        ("1.10.0", "3.2"),
+    ],
+)
 def test_pause_version(version: str, tag: str) -> None:
     assert pause_version(version) == tag
 
 
-@pytest.mark.parametrize("a,op,b,expected", [
-    ("1.31.2", ">=", "1.31", True), ("1.30.9", ">=", "1.31", False), ("v1.24.0", ">=", "1.24", True),
-    ("1.6.20~ds1-1+deb12u3", "<", "2.0", True), ("2.1.4", ">=", "2", True), ("1.20.2", "==", "1.20.2", True),
-])
+@pytest.mark.parametrize(
+    "a,op,b,expected",
+    [
+        ("1.31.2", ">=", "1.31", True),
+        ("1.30.9", ">=", "1.31", False),
+        ("v1.24.0", ">=", "1.24", True),
+        ("1.6.20~ds1-1+deb12u3", "<", "2.0", True),
+        ("2.1.4", ">=", "2", True),
+        ("1.20.2", "==", "1.20.2", True),
+    ],
+)
 def test_version_compare(a: str, op: str, b: str, expected: bool) -> None:
     assert version_cmp(a, op, b) is expected
     assert make_env().from_string("{{ a is version(b, op) }}").render(a=a, b=b, op=op) == str(expected)

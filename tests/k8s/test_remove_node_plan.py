@@ -38,25 +38,58 @@ def _with_allowed(allowed: int) -> str:
     return json.dumps(doc)
 
 
-@pytest.mark.parametrize("force,pdbs,expected", [
-    # captured: 2 web replicas under a PDB (minAvailable 1 -> 1 disruption allowed), a bare pod, coredns, kube-proxy
-    (False, PDBS, {"coredns": (PodAction.EVICT, "", False), "kube-proxy": (PodAction.DAEMONSET, "", False),
-                   "lonely": (PodAction.NEEDS_FORCE, "", False),
-                   "web#1": (PodAction.EVICT, "rtest/web", False), "web#2": (PodAction.EVICT, "rtest/web", True)}),
-    (True, PDBS, {"coredns": (PodAction.EVICT, "", False), "kube-proxy": (PodAction.DAEMONSET, "", False),
-                  "lonely": (PodAction.DELETE, "", False),
-                  "web#1": (PodAction.EVICT, "rtest/web", False), "web#2": (PodAction.EVICT, "rtest/web", True)}),
-    # the budget allows no disruption now: both replicas wait for replacements
-    (False, _with_allowed(0), {"coredns": (PodAction.EVICT, "", False), "kube-proxy": (PodAction.DAEMONSET, "", False),
-                               "lonely": (PodAction.NEEDS_FORCE, "", False),
-                               "web#1": (PodAction.EVICT, "rtest/web", True),
-                               "web#2": (PodAction.EVICT, "rtest/web", True)}),
-    # no budgets at all
-    (False, json.dumps({"items": []}), {"coredns": (PodAction.EVICT, "", False),
-                                        "kube-proxy": (PodAction.DAEMONSET, "", False),
-                                        "lonely": (PodAction.NEEDS_FORCE, "", False),
-                                        "web#1": (PodAction.EVICT, "", False), "web#2": (PodAction.EVICT, "", False)}),
-])
+@pytest.mark.parametrize(
+    "force,pdbs,expected",
+    [
+        # captured: 2 web replicas under a PDB (minAvailable 1 -> 1 disruption allowed), a bare pod, coredns, kube-proxy
+        (
+            False,
+            PDBS,
+            {
+                "coredns": (PodAction.EVICT, "", False),
+                "kube-proxy": (PodAction.DAEMONSET, "", False),
+                "lonely": (PodAction.NEEDS_FORCE, "", False),
+                "web#1": (PodAction.EVICT, "rtest/web", False),
+                "web#2": (PodAction.EVICT, "rtest/web", True),
+            },
+        ),
+        (
+            True,
+            PDBS,
+            {
+                "coredns": (PodAction.EVICT, "", False),
+                "kube-proxy": (PodAction.DAEMONSET, "", False),
+                "lonely": (PodAction.DELETE, "", False),
+                "web#1": (PodAction.EVICT, "rtest/web", False),
+                "web#2": (PodAction.EVICT, "rtest/web", True),
+            },
+        ),
+        # the budget allows no disruption now: both replicas wait for replacements
+        (
+            False,
+            _with_allowed(0),
+            {
+                "coredns": (PodAction.EVICT, "", False),
+                "kube-proxy": (PodAction.DAEMONSET, "", False),
+                "lonely": (PodAction.NEEDS_FORCE, "", False),
+                "web#1": (PodAction.EVICT, "rtest/web", True),
+                "web#2": (PodAction.EVICT, "rtest/web", True),
+            },
+        ),
+        # no budgets at all
+        (
+            False,
+            json.dumps({"items": []}),
+            {
+                "coredns": (PodAction.EVICT, "", False),
+                "kube-proxy": (PodAction.DAEMONSET, "", False),
+                "lonely": (PodAction.NEEDS_FORCE, "", False),
+                "web#1": (PodAction.EVICT, "", False),
+                "web#2": (PodAction.EVICT, "", False),
+            },
+        ),
+    ],
+)
 def test_drain_plan_of_a_worker(force: bool, pdbs: str, expected: dict) -> None:
     plan = drain_plan("rdev-3", WORKER_PODS, pdbs, force=force)
     got, webs = {}, 0
@@ -75,9 +108,13 @@ def test_drain_plan_of_a_worker(force: bool, pdbs: str, expected: dict) -> None:
 def test_drain_plan_of_a_control_plane_keeps_static_and_daemonset_pods() -> None:
     plan = drain_plan("rdev-1", CP_PODS, PDBS, force=False)
     actions = {p.name: p.action for p in plan.pods}
-    assert actions == {"etcd-rdev-1": PodAction.STATIC, "kube-apiserver-rdev-1": PodAction.STATIC,
-                       "kube-controller-manager-rdev-1": PodAction.STATIC, "kube-scheduler-rdev-1": PodAction.STATIC,
-                       "kube-proxy-w6nzg": PodAction.DAEMONSET}
+    assert actions == {
+        "etcd-rdev-1": PodAction.STATIC,
+        "kube-apiserver-rdev-1": PodAction.STATIC,
+        "kube-controller-manager-rdev-1": PodAction.STATIC,
+        "kube-scheduler-rdev-1": PodAction.STATIC,
+        "kube-proxy-w6nzg": PodAction.DAEMONSET,
+    }
     assert plan.moving == () and plan.needs_force == ()
 
 
@@ -96,41 +133,58 @@ def test_finished_pods_and_emptydir_are_reported() -> None:
 
 def test_budgets_parse_both_field_names() -> None:
     assert [(b.ref, b.disruptions_allowed) for b in parse_budgets(PDBS)] == [("rtest/web", 1)]
-    old = {"items": [{"metadata": {"name": "x", "namespace": "n"}, "spec": {"selector": {}},
-                      "status": {"podDisruptionsAllowed": 2}}]}
+    old = {
+        "items": [
+            {
+                "metadata": {"name": "x", "namespace": "n"},
+                "spec": {"selector": {}},
+                "status": {"podDisruptionsAllowed": 2},
+            }
+        ]
+    }
     assert [(b.ref, b.disruptions_allowed) for b in parse_budgets(json.dumps(old))] == [("n/x", 2)]
 
 
-@pytest.mark.parametrize("selector,labels,matches", [
-    (None, {"app": "web"}, False),                      # no selector: matches nothing
-    ({}, {"app": "web"}, True),                         # empty selector: everything
-    ({"matchLabels": {"app": "web"}}, {"app": "web", "x": "y"}, True),
-    ({"matchLabels": {"app": "web"}}, {"app": "db"}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
-    ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]}, {"tier": "b"}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "b"}, True),
-    ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {}, True),
-    ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
-    ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}, True),
-    ({"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "t", "operator": "Exists"}]}, {"app": "web"}, False),
-])
+@pytest.mark.parametrize(
+    "selector,labels,matches",
+    [
+        (None, {"app": "web"}, False),  # no selector: matches nothing
+        ({}, {"app": "web"}, True),  # empty selector: everything
+        ({"matchLabels": {"app": "web"}}, {"app": "web", "x": "y"}, True),
+        ({"matchLabels": {"app": "web"}}, {"app": "db"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}, {"tier": "b"}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["a"]}]}, {"tier": "b"}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {"tier": "b"}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["a"]}]}, {}, True),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, {}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, {}, True),
+        (
+            {"matchLabels": {"app": "web"}, "matchExpressions": [{"key": "t", "operator": "Exists"}]},
+            {"app": "web"},
+            False,
+        ),
+    ],
+)
 def test_selector_matches(selector, labels, matches: bool) -> None:
     assert selector_matches(selector, labels) is matches
 
 
-@pytest.mark.parametrize("members,healthy,removed_healthy,refused", [
-    (1, 1, True, "last etcd member"),
-    (2, 2, True, "2 members"),           # the case: a second control plane of three is refused
-    (2, 1, False, "lost quorum"),
-    (3, 3, True, None),                  # 3 -> 2: quorum kept
-    (3, 2, False, None),                 # the dead one goes: 2 of 2 healthy
-    (3, 2, True, "1 of 2 members would be healthy"),
-    (3, 1, False, "lost quorum"),
-    (4, 4, True, None),
-    (4, 3, True, None),                  # 3 left, 2 healthy: quorum kept
-    (5, 3, True, "2 of 4 members would be healthy"),
-    (5, 4, False, None),
-])
+@pytest.mark.parametrize(
+    "members,healthy,removed_healthy,refused",
+    [
+        (1, 1, True, "last etcd member"),
+        (2, 2, True, "2 members"),  # the case: a second control plane of three is refused
+        (2, 1, False, "lost quorum"),
+        (3, 3, True, None),  # 3 -> 2: quorum kept
+        (3, 2, False, None),  # the dead one goes: 2 of 2 healthy
+        (3, 2, True, "1 of 2 members would be healthy"),
+        (3, 1, False, "lost quorum"),
+        (4, 4, True, None),
+        (4, 3, True, None),  # 3 left, 2 healthy: quorum kept
+        (5, 3, True, "2 of 4 members would be healthy"),
+        (5, 4, False, None),
+    ],
+)
 def test_quorum_rules(members: int, healthy: int, removed_healthy: bool, refused: str | None) -> None:
     why = em.removal_refusal(members, healthy, removed_healthy)
     if refused is None:
@@ -147,8 +201,12 @@ def test_quorum(members: int, quorum: int) -> None:
 def test_member_list_from_the_gateway_with_health() -> None:
     listing = (DATA / "etcd-member-list-3.4.txt").read_text()
     [m] = em.parse_members(listing)
-    assert (m.id, m.name, m.peer_urls, m.healthy) == ("10851536840857159963", "rdev-1",
-                                                       ("https://10.231.2.11:2380",), False)
+    assert (m.id, m.name, m.peer_urls, m.healthy) == (
+        "10851536840857159963",
+        "rdev-1",
+        ("https://10.231.2.11:2380",),
+        False,
+    )
     [m] = em.parse_members(listing + '\nhealth 10851536840857159963 {"health":"true"}\n')
     assert m.healthy and m.is_host("rdev-1", "10.0.0.9") and m.is_host("other", "10.231.2.11")
     assert not m.is_host("rdev-2", "10.231.2.12")
@@ -176,44 +234,100 @@ _MEMBERS = tuple(em.EtcdMember(str(i), f"cp-{i}", (f"https://10.0.0.{i}:2380",),
 
 
 def _plan(**kw) -> RemovalPlan:
-    base = {"host": "w-3", "in_inventory": True, "control_plane": False, "reachable": True, "unreachable_why": "",
-            "api_via": "cp-1", "node_exists": True, "cordoned": False,
-            "drain": drain_plan("rdev-3", WORKER_PODS, PDBS, force=True), "etcd": None, "balancer": None,
-            "refusals": (), "blockers": (), "warnings": ()}
+    base = {
+        "host": "w-3",
+        "in_inventory": True,
+        "control_plane": False,
+        "reachable": True,
+        "unreachable_why": "",
+        "api_via": "cp-1",
+        "node_exists": True,
+        "cordoned": False,
+        "drain": drain_plan("rdev-3", WORKER_PODS, PDBS, force=True),
+        "etcd": None,
+        "balancer": None,
+        "refusals": (),
+        "blockers": (),
+        "warnings": (),
+    }
     return RemovalPlan(**{**base, **kw})
 
 
-@pytest.mark.parametrize("plan,expected", [
-    (_plan(), ["cordon Node w-3", "drain w-3: evict 4 pod(s), 1 held by a PodDisruptionBudget until replacements are Ready",
-               "stop kubelet on w-3 (it would register the Node again)", "delete Node w-3",
-               "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
-    (_plan(reachable=False, unreachable_why="unreachable (no route)", cordoned=True),
-     ["cordon Node w-3 (already cordoned)",
-      "no drain (host unreachable): its 4 pod(s) go with the Node and their controllers recreate them elsewhere",
-      "delete Node w-3", "skip the host cleanup of w-3: unreachable (no route)"]),
-    (_plan(node_exists=False, drain=None),
-     ["Node w-3: not in the cluster (already deleted)",
-      "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
-    (_plan(host="cp-3", control_plane=True, drain=None, node_exists=False,
-           etcd=EtcdChange("cp-1", _MEMBERS, _MEMBERS[2]),
-           balancer=BalancerChange("vip", ("cp-1", "cp-2"), "balancer (vip): re-render on cp-1, cp-2")),
-     ["Node cp-3: not in the cluster (already deleted)", "remove etcd member cp-3 (3) via cp-1: 3 -> 2 members",
-      "stop and disable keepalived/haproxy on cp-3", "balancer (vip): re-render on cp-1, cp-2",
-      "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
-    (_plan(host="cp-3", control_plane=True, drain=None, node_exists=False, etcd=EtcdChange("cp-1", _MEMBERS[:2], None)),
-     ["Node cp-3: not in the cluster (already deleted)", "etcd: cp-3 is not a member (already removed)",
-      "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)"]),
-])
+@pytest.mark.parametrize(
+    "plan,expected",
+    [
+        (
+            _plan(),
+            [
+                "cordon Node w-3",
+                "drain w-3: evict 4 pod(s), 1 held by a PodDisruptionBudget until replacements are Ready",
+                "stop kubelet on w-3 (it would register the Node again)",
+                "delete Node w-3",
+                "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)",
+            ],
+        ),
+        (
+            _plan(reachable=False, unreachable_why="unreachable (no route)", cordoned=True),
+            [
+                "cordon Node w-3 (already cordoned)",
+                "no drain (host unreachable): its 4 pod(s) go with the Node and their controllers recreate them elsewhere",
+                "delete Node w-3",
+                "skip the host cleanup of w-3: unreachable (no route)",
+            ],
+        ),
+        (
+            _plan(node_exists=False, drain=None),
+            [
+                "Node w-3: not in the cluster (already deleted)",
+                "clean w-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)",
+            ],
+        ),
+        (
+            _plan(
+                host="cp-3",
+                control_plane=True,
+                drain=None,
+                node_exists=False,
+                etcd=EtcdChange("cp-1", _MEMBERS, _MEMBERS[2]),
+                balancer=BalancerChange("vip", ("cp-1", "cp-2"), "balancer (vip): re-render on cp-1, cp-2"),
+            ),
+            [
+                "Node cp-3: not in the cluster (already deleted)",
+                "remove etcd member cp-3 (3) via cp-1: 3 -> 2 members",
+                "stop and disable keepalived/haproxy on cp-3",
+                "balancer (vip): re-render on cp-1, cp-2",
+                "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)",
+            ],
+        ),
+        (
+            _plan(
+                host="cp-3",
+                control_plane=True,
+                drain=None,
+                node_exists=False,
+                etcd=EtcdChange("cp-1", _MEMBERS[:2], None),
+            ),
+            [
+                "Node cp-3: not in the cluster (already deleted)",
+                "etcd: cp-3 is not a member (already removed)",
+                "clean cp-3: the reset role limited to it (kubeadm reset, CNI, iptables, kubelet)",
+            ],
+        ),
+    ],
+)
 def test_plan_steps(plan: RemovalPlan, expected: list[str]) -> None:
     assert plan.steps() == expected
 
 
-@pytest.mark.parametrize("refusals,blockers,force,refused", [
-    ((), (), False, None),
-    (("etcd has 2 members",), (), False, "etcd has 2 members"),
-    (("etcd has 2 members",), (), True, None),
-    ((), ("cp-1 is the last control plane",), True, "last control plane"),
-])
+@pytest.mark.parametrize(
+    "refusals,blockers,force,refused",
+    [
+        ((), (), False, None),
+        (("etcd has 2 members",), (), False, "etcd has 2 members"),
+        (("etcd has 2 members",), (), True, None),
+        ((), ("cp-1 is the last control plane",), True, "last control plane"),
+    ],
+)
 def test_check_allowed(refusals, blockers, force: bool, refused: str | None) -> None:
     plan = _plan(refusals=refusals, blockers=blockers)
     if refused is None:

@@ -14,7 +14,9 @@ def test_role_loads_and_its_templates_exist(name: str) -> None:
     role = load_role(name)
     assert role.tasks, f"role {name} has no tasks"
     for task in (*role.tasks, *role.handlers):
-        assert task.name.startswith(f"{name} | ") or task in role.handlers, f"task name should say its role: {task.name}"
+        assert task.name.startswith(f"{name} | ") or task in role.handlers, (
+            f"task name should say its role: {task.name}"
+        )
         if task.module == "template":
             src = task.args["src"]
             assert (TEMPLATES_DIR / src).is_file(), f"{task.name}: missing template {src}"

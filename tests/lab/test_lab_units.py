@@ -224,8 +224,9 @@ def test_lab_down_rules_leave_other_labs_rules_in_a_private_netns():
         "out = subprocess.run(['iptables', '-w', '-S', 'FORWARD'], capture_output=True, text=True, check=True)\n"
         "print(json.dumps([network.rule_comment(l) for l in out.stdout.splitlines() if network.rule_comment(l)]))\n"
     )
-    proc = subprocess.run(["unshare", "--net", "--", sys.executable, "-c", script],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        ["unshare", "--net", "--", sys.executable, "-c", script], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, proc.stderr
     assert sorted(json.loads(proc.stdout)) == ["kprov-lab:ab", "kprov-lab:ab", "kprov-lab:lab2", "kprov-lab:lab2"]
 

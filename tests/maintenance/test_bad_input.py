@@ -30,8 +30,14 @@ def inv(tmp_path: Path) -> Path:
     return p
 
 
-def _snapshot(tmp_path: Path, *, data: bytes = b"etcd-snapshot-bytes", sha: str | None = None,
-              cluster: str | None = "demo", write_sum: bool = True) -> Path:
+def _snapshot(
+    tmp_path: Path,
+    *,
+    data: bytes = b"etcd-snapshot-bytes",
+    sha: str | None = None,
+    cluster: str | None = "demo",
+    write_sum: bool = True,
+) -> Path:
     snap = tmp_path / "demo-20261201T070000Z.db"
     snap.write_bytes(data)
     if write_sum:
@@ -43,18 +49,32 @@ def _snapshot(tmp_path: Path, *, data: bytes = b"etcd-snapshot-bytes", sha: str 
 
 CASES = [
     # (id, argv builder, message needle, hint needle)
-    ("restore-missing-file", lambda t: ["etcd", "restore", "--from", str(t / "nope.db"), "--yes"],
-     "snapshot file not found", "kprov etcd snapshot"),
-    ("restore-no-checksum", lambda t: ["etcd", "restore", "--from", str(_snapshot(t, write_sum=False)), "--yes"],
-     "no checksum file", "kprov etcd snapshot"),
-    ("restore-checksum-mismatch", lambda t: ["etcd", "restore", "--from", str(_snapshot(t, sha="0" * 64)), "--yes"],
-     "checksum mismatch", "corrupt"),
-    ("restore-other-cluster", lambda t: ["etcd", "restore", "--from", str(_snapshot(t, cluster="prod")), "--yes"],
-     "a snapshot of cluster prod, not demo", "this inventory's cluster"),
-    ("snapshot-keep-zero", lambda t: ["etcd", "snapshot", "--keep", "0", "--output", str(t)],
-     "--keep 0", "newest"),
-    ("snapshot-output-is-a-file", lambda t: ["etcd", "snapshot", "--output", str(_snapshot(t))],
-     "is a file", "--help"),
+    (
+        "restore-missing-file",
+        lambda t: ["etcd", "restore", "--from", str(t / "nope.db"), "--yes"],
+        "snapshot file not found",
+        "kprov etcd snapshot",
+    ),
+    (
+        "restore-no-checksum",
+        lambda t: ["etcd", "restore", "--from", str(_snapshot(t, write_sum=False)), "--yes"],
+        "no checksum file",
+        "kprov etcd snapshot",
+    ),
+    (
+        "restore-checksum-mismatch",
+        lambda t: ["etcd", "restore", "--from", str(_snapshot(t, sha="0" * 64)), "--yes"],
+        "checksum mismatch",
+        "corrupt",
+    ),
+    (
+        "restore-other-cluster",
+        lambda t: ["etcd", "restore", "--from", str(_snapshot(t, cluster="prod")), "--yes"],
+        "a snapshot of cluster prod, not demo",
+        "this inventory's cluster",
+    ),
+    ("snapshot-keep-zero", lambda t: ["etcd", "snapshot", "--keep", "0", "--output", str(t)], "--keep 0", "newest"),
+    ("snapshot-output-is-a-file", lambda t: ["etcd", "snapshot", "--output", str(_snapshot(t))], "is a file", "--help"),
     ("certs-negative-warn-days", lambda t: ["certs", "check", "--warn-days", "-1"], "--warn-days -1", "30"),
     ("certs-limit-unknown-host", lambda t: ["certs", "renew", "--limit", "nohost"], "'nohost' is not a host", "cp1"),
     ("certs-limit-no-control-plane", lambda t: ["certs", "renew", "--limit", "w1"], "names no control plane", "cp1"),

@@ -10,8 +10,18 @@ import pytest
 from provisioner.actions.certs import Cert, CertsReport, KubeletRotation, parse_check_expiration, parse_kubelet_rotation
 
 DATA = Path(__file__).parent / "data"
-LEAVES = ["admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
-          "etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf"]
+LEAVES = [
+    "admin.conf",
+    "apiserver",
+    "apiserver-etcd-client",
+    "apiserver-kubelet-client",
+    "controller-manager.conf",
+    "etcd-healthcheck-client",
+    "etcd-peer",
+    "etcd-server",
+    "front-proxy-client",
+    "scheduler.conf",
+]
 
 
 def test_every_certificate_of_kubeadm_1_20() -> None:
@@ -24,12 +34,15 @@ def test_every_certificate_of_kubeadm_1_20() -> None:
     assert by_name["apiserver"].expires == datetime(2027, 12, 1, 7, 2, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("now,warn_days,expiring", [
-    (datetime(2026, 12, 1, 7, 0, tzinfo=UTC), 30, 0),
-    (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 30, 10),     # 26 days left: every leaf certificate
-    (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 20, 0),
-    (datetime(2027, 12, 2, 7, 0, tzinfo=UTC), 0, 10),      # already expired
-])
+@pytest.mark.parametrize(
+    "now,warn_days,expiring",
+    [
+        (datetime(2026, 12, 1, 7, 0, tzinfo=UTC), 30, 0),
+        (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 30, 10),  # 26 days left: every leaf certificate
+        (datetime(2027, 11, 5, 7, 0, tzinfo=UTC), 20, 0),
+        (datetime(2027, 12, 2, 7, 0, tzinfo=UTC), 0, 10),  # already expired
+    ],
+)
 def test_expiring_within_warn_days(now: datetime, warn_days: int, expiring: int) -> None:
     certs = parse_check_expiration("cp1", (DATA / "check-expiration-1.20.txt").read_text())
     report = CertsReport(tuple(certs), (KubeletRotation("cp1", True),), warn_days, now)
@@ -37,12 +50,18 @@ def test_expiring_within_warn_days(now: datetime, warn_days: int, expiring: int)
     assert report.nearest is not None and report.nearest.name == "admin.conf"
 
 
-@pytest.mark.parametrize("out,rotate,client", [
-    ("rotate true\nclient /var/lib/kubelet/pki/kubelet-client-2026-12-01-07-12-40.pem\n", True,
-     "/var/lib/kubelet/pki/kubelet-client-2026-12-01-07-12-40.pem"),
-    ("rotate false\n", False, ""),
-    ("rotate none\n", None, ""),
-])
+@pytest.mark.parametrize(
+    "out,rotate,client",
+    [
+        (
+            "rotate true\nclient /var/lib/kubelet/pki/kubelet-client-2026-12-01-07-12-40.pem\n",
+            True,
+            "/var/lib/kubelet/pki/kubelet-client-2026-12-01-07-12-40.pem",
+        ),
+        ("rotate false\n", False, ""),
+        ("rotate none\n", None, ""),
+    ],
+)
 def test_kubelet_rotation(out: str, rotate: bool | None, client: str) -> None:
     assert parse_kubelet_rotation("w1", out) == KubeletRotation("w1", rotate, client)
 

@@ -36,8 +36,18 @@ from tests.e2e.labkit import KPROV, json_lines, kprov, skip_reason, wait_for
 LAB = "kpmt" + os.environ.get("KPROV_TEST_TAG", "")
 CP, WORKER = f"{LAB}-1", f"{LAB}-2"
 APP_NS = "kprov-day2"
-LEAVES = {"admin.conf", "apiserver", "apiserver-etcd-client", "apiserver-kubelet-client", "controller-manager.conf",
-          "etcd-healthcheck-client", "etcd-peer", "etcd-server", "front-proxy-client", "scheduler.conf"}
+LEAVES = {
+    "admin.conf",
+    "apiserver",
+    "apiserver-etcd-client",
+    "apiserver-kubelet-client",
+    "controller-manager.conf",
+    "etcd-healthcheck-client",
+    "etcd-peer",
+    "etcd-server",
+    "front-proxy-client",
+    "scheduler.conf",
+}
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
@@ -80,8 +90,9 @@ def nodes_ready() -> bool:
     if res.returncode != 0:
         return False
     items = json.loads(res.stdout)["items"]
-    return len(items) == 2 and all(any(c["type"] == "Ready" and c["status"] == "True"
-                                       for c in n["status"]["conditions"]) for n in items)
+    return len(items) == 2 and all(
+        any(c["type"] == "Ready" and c["status"] == "True" for c in n["status"]["conditions"]) for n in items
+    )
 
 
 def app_ready() -> bool:
@@ -91,7 +102,9 @@ def app_ready() -> bool:
 
 def certs(inv: Path) -> dict[str, datetime]:
     res = kprov("certs", "check", "-i", str(inv), "--log-format", "json")
-    return {r["certificate"]: datetime.fromisoformat(r["expires"]) for r in json_lines(res.stdout) if "certificate" in r}
+    return {
+        r["certificate"]: datetime.fromisoformat(r["expires"]) for r in json_lines(res.stdout) if "certificate" in r
+    }
 
 
 @pytest.fixture(scope="module")
@@ -140,12 +153,15 @@ def test_version_guard_refuses_a_silent_version_change(cluster) -> None:
     assert json_lines(again.stdout), again.stdout[-2000:]
 
 
-@pytest.mark.parametrize("target,needle,hint", [
-    ("1.22.0", "skips a minor version", "1.21.x first"),
-    ("1.19.7", "never downgrades", "keep kubernetes_version at 1.20.2"),
-    ("1.20.1", "never downgrades", "etcd snapshot"),
-    ("1.21.0", "is a bundle of 1.20.2, not of the target 1.21.0", "bundle of 1.21.0"),
-])
+@pytest.mark.parametrize(
+    "target,needle,hint",
+    [
+        ("1.22.0", "skips a minor version", "1.21.x first"),
+        ("1.19.7", "never downgrades", "keep kubernetes_version at 1.20.2"),
+        ("1.20.1", "never downgrades", "etcd snapshot"),
+        ("1.21.0", "is a bundle of 1.20.2, not of the target 1.21.0", "bundle of 1.21.0"),
+    ],
+)
 def test_upgrade_refuses_bad_steps_before_any_change(cluster, target: str, needle: str, hint: str) -> None:
     res = kprov("upgrade", "-i", str(cluster["inv"]), "--to", target, "--yes", check=False)
     lines = res.stderr.strip().splitlines()
@@ -163,7 +179,7 @@ def test_upgrade_at_the_running_version_plans_nothing_and_previews_the_drain(clu
     assert any(e.startswith(f"{APP_NS}/hello-") for e in evicted), plan
 
 
-SAN = f"api.{LAB}.example"   # a name only the certificate knows (no DNS): the TLS check connects by address
+SAN = f"api.{LAB}.example"  # a name only the certificate knows (no DNS): the TLS check connects by address
 
 
 def tls_verifies(name: str) -> bool:
@@ -174,8 +190,10 @@ def tls_verifies(name: str) -> bool:
     host, port = cl["server"].removeprefix("https://").rsplit(":", 1)
     ctx = ssl.create_default_context(cadata=ca)
     try:
-        with socket.create_connection((host, int(port)), timeout=15) as sock, \
-                ctx.wrap_socket(sock, server_hostname=name):
+        with (
+            socket.create_connection((host, int(port)), timeout=15) as sock,
+            ctx.wrap_socket(sock, server_hostname=name),
+        ):
             return True
     except ssl.SSLCertVerificationError:
         return False
@@ -200,14 +218,26 @@ def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_pa
     assert "rerun with --yes" in shown.stderr and not tls_verifies(SAN)
 
     t0 = time.monotonic()
-    run = subprocess.Popen([*KPROV, "upgrade", "-i", str(inv), "--reconfigure", "--yes"], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, text=True)
+    run = subprocess.Popen(
+        [*KPROV, "upgrade", "-i", str(inv), "--reconfigure", "--yes"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
-        wait_until("the reconfiguration holding the control plane's lock",
-                   lambda: "reconfigure" in node_sh(CP, f"cat /run/kprov/{CP}.owner 2>/dev/null").stdout,
-                   timeout=120, every=1)
-        other = subprocess.run([*KPROV, "up", "-i", str(inv), "--no-smoke"], capture_output=True, text=True,
-                               timeout=600, env={**os.environ, "KPROV_HOME": str(tmp_path / "other-machine")})
+        wait_until(
+            "the reconfiguration holding the control plane's lock",
+            lambda: "reconfigure" in node_sh(CP, f"cat /run/kprov/{CP}.owner 2>/dev/null").stdout,
+            timeout=120,
+            every=1,
+        )
+        other = subprocess.run(
+            [*KPROV, "up", "-i", str(inv), "--no-smoke"],
+            capture_output=True,
+            text=True,
+            timeout=600,
+            env={**os.environ, "KPROV_HOME": str(tmp_path / "other-machine")},
+        )
         assert other.returncode == 2, other.stdout[-3000:] + other.stderr
         assert "is locked by pid" in other.stderr and "kprov upgrade --reconfigure" in other.stderr, other.stderr
     finally:
@@ -244,9 +274,15 @@ def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
     before = certs(inv)
     # kubeadm shows expiry to the minute: let the clock pass the minute the certificates were issued in
     issued = max(v for k, v in before.items() if k in LEAVES)
-    wait_until("a new minute after issuance",
-               lambda: datetime.now(UTC).replace(year=issued.year) >= issued.replace(second=0) + (
-                   datetime(2000, 1, 1, 0, 1) - datetime(2000, 1, 1)), timeout=90, every=2)
+    wait_until(
+        "a new minute after issuance",
+        lambda: (
+            datetime.now(UTC).replace(year=issued.year)
+            >= issued.replace(second=0) + (datetime(2000, 1, 1, 0, 1) - datetime(2000, 1, 1))
+        ),
+        timeout=90,
+        every=2,
+    )
     kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
     old_kubeconfig = kubeconfig.read_bytes()
     t0 = time.monotonic()
@@ -266,8 +302,12 @@ def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
 def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> None:
     inv, d = cluster["inv"], cluster["dir"] / "snapshots"
     # etcdctl on the control plane (not in the lab's etcd image): Debian's etcd-client via the lab's apt proxy
-    res = node_sh(CP, "command -v etcdctl || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
-                      "apt-get install -y -qq etcd-client >/dev/null && command -v etcdctl)", timeout=600)
+    res = node_sh(
+        CP,
+        "command -v etcdctl || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive "
+        "apt-get install -y -qq etcd-client >/dev/null && command -v etcdctl)",
+        timeout=600,
+    )
     assert res.returncode == 0, res.stdout + res.stderr
 
     t0 = time.monotonic()
@@ -280,8 +320,9 @@ def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> 
     assert meta["cluster"] == LAB and meta["kubernetes_version"] == "1.20.2" and meta["revision"] > 0
     assert meta["member"] == CP and meta["etcd_version"]
     # a second snapshot with --keep 1 prunes the first
-    second = json_lines(kprov("etcd", "snapshot", "-i", str(inv), "--output", str(d), "--keep", "1",
-                              "--log-format", "json").stdout)[-1]
+    second = json_lines(
+        kprov("etcd", "snapshot", "-i", str(inv), "--output", str(d), "--keep", "1", "--log-format", "json").stdout
+    )[-1]
     assert second["pruned"] == [str(path)] and not path.exists()
     path = Path(second["path"])
 

@@ -59,8 +59,14 @@ def rendered(sans=("10.231.2.11",), api_args=None, cm_args=None, proxy=None, api
         cc["apiServer"]["extraArgs"] = args(api_args)
     if cm_args:
         cc["controllerManager"] = {"extraArgs": args(cm_args)}
-    kp = {"apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration", "mode": "iptables",
-          "clusterCIDR": "10.244.0.0/16", "conntrack": {"maxPerCore": 0}, **(proxy or {})}
+    kp = {
+        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1",
+        "kind": "KubeProxyConfiguration",
+        "mode": "iptables",
+        "clusterCIDR": "10.244.0.0/16",
+        "conntrack": {"maxPerCore": 0},
+        **(proxy or {}),
+    }
     return yaml.safe_dump_all([{"apiVersion": api, "kind": "InitConfiguration"}, cc, kp])
 
 
@@ -77,31 +83,79 @@ controllerManager: {}
 CASES = [
     # (id, stored ClusterConfiguration, rendered, expected drift lines (field: stored -> wanted))
     ("no drift (kubeadm's own default args are not drift)", STORED_V1BETA2, rendered(), []),
-    ("a SAN added", STORED_V1BETA2, rendered(sans=("10.231.2.11", "api.kpmt.test")),
-     ['apiServer.certSANs (+api.kpmt.test): cluster has ["10.231.2.11"], inventory wants ["10.231.2.11", '
-      '"api.kpmt.test"]']),
-    ("a SAN removed", STORED_V1BETA2, rendered(sans=()),
-     ['apiServer.certSANs (-10.231.2.11): cluster has ["10.231.2.11"], inventory wants []']),
-    ("SAN order is not drift", STORED_V1BETA2.replace("  - 10.231.2.11", "  - 10.231.2.11\n  - b.test"),
-     rendered(sans=("b.test", "10.231.2.11")), []),
-    ("an API server arg added", STORED_V1BETA2, rendered(api_args={"audit-log-maxage": "30"}),
-     ["apiServer.extraArgs.audit-log-maxage: cluster has -, inventory wants 30"]),
-    ("kubeadm's default overridden", STORED_V1BETA2, rendered(api_args={"authorization-mode": "Node,RBAC,ABAC"}),
-     ["apiServer.extraArgs.authorization-mode: cluster has Node,RBAC, inventory wants Node,RBAC,ABAC"]),
-    ("a controller-manager arg", STORED_V1BETA2, rendered(cm_args={"node-monitor-grace-period": "20s"}),
-     ["controllerManager.extraArgs.node-monitor-grace-period: cluster has -, inventory wants 20s"]),
-    ("kube-proxy: a setting kprov renders", STORED_V1BETA2, rendered(proxy={"iptables": {"minSyncPeriod": "1s"}}),
-     ["kubeProxy.iptables.minSyncPeriod: cluster has 0s, inventory wants 1s"]),
-    ("kube-proxy: the mode", STORED_V1BETA2, rendered(proxy={"mode": "ipvs"}),
-     ["kubeProxy.mode: cluster has iptables, inventory wants ipvs"]),
-    ("v1beta4: list-form args, same values", V1BETA4_STORED,
-     rendered(sans=("api.example.com", "10.0.0.10"), api_args={"audit-log-maxage": "30"},
-              api="kubeadm.k8s.io/v1beta4"), []),
-    ("v1beta4: an arg changed and one removed", V1BETA4_STORED,
-     rendered(sans=("api.example.com", "10.0.0.10"), api_args={"audit-log-maxage": "7"},
-              cm_args={"v": "2"}, api="kubeadm.k8s.io/v1beta4"),
-     ["apiServer.extraArgs.audit-log-maxage: cluster has 30, inventory wants 7",
-      "controllerManager.extraArgs.v: cluster has -, inventory wants 2"]),
+    (
+        "a SAN added",
+        STORED_V1BETA2,
+        rendered(sans=("10.231.2.11", "api.kpmt.test")),
+        [
+            'apiServer.certSANs (+api.kpmt.test): cluster has ["10.231.2.11"], inventory wants ["10.231.2.11", '
+            '"api.kpmt.test"]'
+        ],
+    ),
+    (
+        "a SAN removed",
+        STORED_V1BETA2,
+        rendered(sans=()),
+        ['apiServer.certSANs (-10.231.2.11): cluster has ["10.231.2.11"], inventory wants []'],
+    ),
+    (
+        "SAN order is not drift",
+        STORED_V1BETA2.replace("  - 10.231.2.11", "  - 10.231.2.11\n  - b.test"),
+        rendered(sans=("b.test", "10.231.2.11")),
+        [],
+    ),
+    (
+        "an API server arg added",
+        STORED_V1BETA2,
+        rendered(api_args={"audit-log-maxage": "30"}),
+        ["apiServer.extraArgs.audit-log-maxage: cluster has -, inventory wants 30"],
+    ),
+    (
+        "kubeadm's default overridden",
+        STORED_V1BETA2,
+        rendered(api_args={"authorization-mode": "Node,RBAC,ABAC"}),
+        ["apiServer.extraArgs.authorization-mode: cluster has Node,RBAC, inventory wants Node,RBAC,ABAC"],
+    ),
+    (
+        "a controller-manager arg",
+        STORED_V1BETA2,
+        rendered(cm_args={"node-monitor-grace-period": "20s"}),
+        ["controllerManager.extraArgs.node-monitor-grace-period: cluster has -, inventory wants 20s"],
+    ),
+    (
+        "kube-proxy: a setting kprov renders",
+        STORED_V1BETA2,
+        rendered(proxy={"iptables": {"minSyncPeriod": "1s"}}),
+        ["kubeProxy.iptables.minSyncPeriod: cluster has 0s, inventory wants 1s"],
+    ),
+    (
+        "kube-proxy: the mode",
+        STORED_V1BETA2,
+        rendered(proxy={"mode": "ipvs"}),
+        ["kubeProxy.mode: cluster has iptables, inventory wants ipvs"],
+    ),
+    (
+        "v1beta4: list-form args, same values",
+        V1BETA4_STORED,
+        rendered(
+            sans=("api.example.com", "10.0.0.10"), api_args={"audit-log-maxage": "30"}, api="kubeadm.k8s.io/v1beta4"
+        ),
+        [],
+    ),
+    (
+        "v1beta4: an arg changed and one removed",
+        V1BETA4_STORED,
+        rendered(
+            sans=("api.example.com", "10.0.0.10"),
+            api_args={"audit-log-maxage": "7"},
+            cm_args={"v": "2"},
+            api="kubeadm.k8s.io/v1beta4",
+        ),
+        [
+            "apiServer.extraArgs.audit-log-maxage: cluster has 30, inventory wants 7",
+            "controllerManager.extraArgs.v: cluster has -, inventory wants 2",
+        ],
+    ),
 ]
 
 
@@ -112,10 +166,14 @@ def test_drift(stored: str, wanted: str, expected: list[str]) -> None:
     assert bool(drift) == bool(expected)
 
 
-@pytest.mark.parametrize("raw,expected", [
-    (None, {}), ({"v": 2, "profiling": False}, {"v": "2", "profiling": "false"}),
-    ([{"name": "v", "value": "2"}], {"v": "2"}),
-])
+@pytest.mark.parametrize(
+    "raw,expected",
+    [
+        (None, {}),
+        ({"v": 2, "profiling": False}, {"v": "2", "profiling": "false"}),
+        ([{"name": "v", "value": "2"}], {"v": "2"}),
+    ],
+)
 def test_extra_args_of_every_api_version(raw, expected) -> None:
     assert normalize_args(raw) == expected
 
@@ -130,19 +188,30 @@ def _cert(sans: list[str]) -> bytes:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")])
     alt = [x509.IPAddress(ipaddress.ip_address(s)) if s[0].isdigit() else x509.DNSName(s) for s in sans]
     now = datetime.datetime.now(datetime.UTC)
-    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
-            .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
-            .add_extension(x509.SubjectAlternativeName(alt), critical=False).sign(key, hashes.SHA256()))
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(now)
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(alt), critical=False)
+        .sign(key, hashes.SHA256())
+    )
     return cert.public_bytes(serialization.Encoding.PEM)
 
 
-@pytest.mark.parametrize("cert,stored,wanted,needed", [
-    (["kubernetes", "10.0.0.10"], ["10.0.0.10"], ["10.0.0.10", "api.test"], True),          # lacks the new one
-    (["kubernetes", "10.0.0.10", "api.test"], ["10.0.0.10"], ["10.0.0.10", "api.test"], False),  # resumed run
-    (["kubernetes", "10.0.0.10", "old.test"], ["10.0.0.10", "old.test"], ["10.0.0.10"], True),   # still has it
-    (["kubernetes", "10.0.0.10"], ["10.0.0.10", "old.test"], ["10.0.0.10"], False),              # already gone
-    (["API.test", "10.0.0.10"], [], ["api.test.", "10.0.0.10"], False),                         # name case / dot
-])
+@pytest.mark.parametrize(
+    "cert,stored,wanted,needed",
+    [
+        (["kubernetes", "10.0.0.10"], ["10.0.0.10"], ["10.0.0.10", "api.test"], True),  # lacks the new one
+        (["kubernetes", "10.0.0.10", "api.test"], ["10.0.0.10"], ["10.0.0.10", "api.test"], False),  # resumed run
+        (["kubernetes", "10.0.0.10", "old.test"], ["10.0.0.10", "old.test"], ["10.0.0.10"], True),  # still has it
+        (["kubernetes", "10.0.0.10"], ["10.0.0.10", "old.test"], ["10.0.0.10"], False),  # already gone
+        (["API.test", "10.0.0.10"], [], ["api.test.", "10.0.0.10"], False),  # name case / dot
+    ],
+)
 def test_a_new_certificate_only_when_its_sans_say_so(cert, stored, wanted, needed) -> None:
     have = cert_sans(_cert(cert))
     assert needs_new_certificate(have, stored, wanted) is needed
@@ -181,8 +250,11 @@ def test_rendered_config_per_control_plane_golden(tmp_path: Path, version: str, 
 
 
 BAD = [
-    ("a SAN with an underscore", "[api_server.example.com]", "cluster.api_cert_sans[0]: 'api_server.example.com' is "
-     "not a DNS name or an IP address"),
+    (
+        "a SAN with an underscore",
+        "[api_server.example.com]",
+        "cluster.api_cert_sans[0]: 'api_server.example.com' is not a DNS name or an IP address",
+    ),
     ("a URL", "['https://api.example.com']", "'https://api.example.com' is not a DNS name"),
     ("a broken address", "[10.0.0.300]", "'10.0.0.300' is not a DNS name or an IP address"),
     ("a number", "[42]", "cluster.api_cert_sans[0]: 42 is not a DNS name"),
@@ -194,8 +266,11 @@ BAD = [
 @pytest.mark.parametrize("command", [["plan"], ["upgrade", "--reconfigure"], ["upgrade", "--reconfigure", "--yes"]])
 def test_a_bad_san_is_refused_before_any_connection(tmp_path: Path, command, value: str, needle: str) -> None:
     inv = tmp_path / "inv.yaml"
-    inv.write_text(INVENTORY.format(version="1.30.4").replace(
-        "api_cert_sans: [api.example.com, 10.0.0.100]", f"api_cert_sans: {value}"))
+    inv.write_text(
+        INVENTORY.format(version="1.30.4").replace(
+            "api_cert_sans: [api.example.com, 10.0.0.100]", f"api_cert_sans: {value}"
+        )
+    )
     res = kprov_forked(*command, "-i", str(inv))
     lines = res.stderr.strip().splitlines()
     assert res.returncode == 2 and len(lines) == 2, (res.stdout, res.stderr)

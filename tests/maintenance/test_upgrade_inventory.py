@@ -21,11 +21,14 @@ hosts:
 """
 
 
-@pytest.mark.parametrize("only,members", [
-    (None, {"all": ["cp1", "w1", "w2"], "control_plane": ["cp1"], "worker": ["w1", "w2"], "edge": ["w1", "w2"]}),
-    ("w1", {"all": ["w1"], "control_plane": [], "worker": ["w1"], "edge": ["w1"]}),
-    ("cp1", {"all": ["cp1"], "control_plane": ["cp1"], "worker": [], "edge": []}),
-])
+@pytest.mark.parametrize(
+    "only,members",
+    [
+        (None, {"all": ["cp1", "w1", "w2"], "control_plane": ["cp1"], "worker": ["w1", "w2"], "edge": ["w1", "w2"]}),
+        ("w1", {"all": ["w1"], "control_plane": [], "worker": ["w1"], "edge": ["w1"]}),
+        ("cp1", {"all": ["cp1"], "control_plane": ["cp1"], "worker": [], "edge": []}),
+    ],
+)
 def test_target_inventory(tmp_path: Path, only: str | None, members: dict) -> None:
     p = tmp_path / "inv.yaml"
     p.write_text(INVENTORY)

@@ -27,8 +27,9 @@ import yaml
 from tests.e2e import labkit
 from tests.e2e.labkit import KPROV, json_lines, kprov, skip_reason
 
-REHEARSAL = Path(os.environ.get("KPROV_REHEARSAL_BUNDLE",
-                                "/var/cache/kprov/bundles/kubernetes-1.20.3-lab.0-lab-amd64.tar"))
+REHEARSAL = Path(
+    os.environ.get("KPROV_REHEARSAL_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.3-lab.0-lab-amd64.tar")
+)
 TARGET = "1.20.3-lab.0"
 LAB = "kpmu" + os.environ.get("KPROV_TEST_TAG", "")
 CP, WORKER = f"{LAB}-1", f"{LAB}-2"
@@ -71,8 +72,9 @@ def kubectl(*args: str, stdin: str | None = None, check: bool = True) -> subproc
 
 
 def ready_replicas() -> int | None:
-    res = kubectl("get", "deployment", "hello", "-n", "kprov-upgrade", "-o", "jsonpath={.status.readyReplicas}",
-                  check=False)
+    res = kubectl(
+        "get", "deployment", "hello", "-n", "kprov-upgrade", "-o", "jsonpath={.status.readyReplicas}", check=False
+    )
     return int(res.stdout or 0) if res.returncode == 0 else None
 
 
@@ -82,7 +84,9 @@ def inventories(tmp_path_factory):
     if reason:
         pytest.skip(reason)
     if not REHEARSAL.is_file():
-        pytest.skip(f"needs the rehearsal bundle {REHEARSAL}: KPROV_LAB_BUNDLE_VERSION={TARGET} scripts/build-lab-bundle")
+        pytest.skip(
+            f"needs the rehearsal bundle {REHEARSAL}: KPROV_LAB_BUNDLE_VERSION={TARGET} scripts/build-lab-bundle"
+        )
     d = tmp_path_factory.mktemp("upgrade")
     # the nodes' disk is this machine's shared disk, which other work fills to near kubelet's thresholds; with no
     # registry an image kubelet's garbage collector removes is gone for good (measured: the next version's images
@@ -134,8 +138,9 @@ def test_upgrade_to_the_rehearsal_target(inventories) -> None:
     t0 = time.monotonic()
     try:
         # 1. an upgrade killed during the worker's step (after the control plane is done)
-        proc = subprocess.Popen([*KPROV, "upgrade", "-i", str(new), "--yes"], stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, text=True)
+        proc = subprocess.Popen(
+            [*KPROV, "upgrade", "-i", str(new), "--yes"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
         assert proc.stdout is not None
         killed_at = ""
         for line in proc.stdout:
@@ -155,9 +160,11 @@ def test_upgrade_to_the_rehearsal_target(inventories) -> None:
         poller.join(timeout=10)
     total = time.monotonic() - t0
     recap = {r["upgrade"]: r for r in json_lines(run.stdout) if "upgrade" in r}
-    print(f"\nUPGRADE FIGURES: killed at {killed_at!r}; rerun recap "
-          + json.dumps({h: [r["status"], r["seconds"]] for h, r in recap.items()})
-          + f"; total {total:.0f} s; app ready replicas min {min(seen)} over {len(seen)} polls")
+    print(
+        f"\nUPGRADE FIGURES: killed at {killed_at!r}; rerun recap "
+        + json.dumps({h: [r["status"], r["seconds"]] for h, r in recap.items()})
+        + f"; total {total:.0f} s; app ready replicas min {min(seen)} over {len(seen)} polls"
+    )
     assert recap[CP]["status"] == "unchanged" and recap[WORKER]["status"] == "upgraded", recap
 
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]

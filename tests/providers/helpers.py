@@ -34,8 +34,13 @@ def ec2_inventory(tmp_path: Path, name: str = "demo", *, file: str | None = None
     section = {k: v for k, v in section.items() if v is not None}
     doc = {
         "provider": "ec2",
-        "cluster": {"name": name, "kubernetes_version": "1.31.2", "pod_cidr": "10.244.0.0/16",
-                    "service_cidr": "10.96.0.0/12", "cni": "flannel"},
+        "cluster": {
+            "name": name,
+            "kubernetes_version": "1.31.2",
+            "pod_cidr": "10.244.0.0/16",
+            "service_cidr": "10.96.0.0/12",
+            "cni": "flannel",
+        },
         "ec2": section,
     }
     path = tmp_path / (file or f"{name}.yaml")
@@ -64,10 +69,12 @@ class Kprov:
 
 def cluster_state(ec2_client: Any, cluster: str) -> dict[str, Any]:
     """What exists in moto for one cluster: live instances by name, groups, key pairs."""
-    reservations = ec2_client.describe_instances(Filters=[
-        {"Name": "tag:kprov:cluster", "Values": [cluster]},
-        {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
-    ])["Reservations"]
+    reservations = ec2_client.describe_instances(
+        Filters=[
+            {"Name": "tag:kprov:cluster", "Values": [cluster]},
+            {"Name": "instance-state-name", "Values": ["pending", "running", "stopping", "stopped"]},
+        ]
+    )["Reservations"]
     instances = [i for r in reservations for i in r["Instances"]]
     groups = ec2_client.describe_security_groups(Filters=[{"Name": "tag:kprov:cluster", "Values": [cluster]}])
     keys = ec2_client.describe_key_pairs(Filters=[{"Name": "tag:kprov:cluster", "Values": [cluster]}])
@@ -80,7 +87,8 @@ def cluster_state(ec2_client: Any, cluster: str) -> dict[str, Any]:
 
 
 def moto_post(endpoint: str, path: str, body: bytes = b"") -> dict[str, Any]:
-    request = urllib.request.Request(f"{endpoint}{path}", data=body, method="POST",
-                                     headers={"Content-Type": "text/plain"})
+    request = urllib.request.Request(
+        f"{endpoint}{path}", data=body, method="POST", headers={"Content-Type": "text/plain"}
+    )
     with urllib.request.urlopen(request, timeout=10) as response:
         return json.loads(response.read() or b"{}")

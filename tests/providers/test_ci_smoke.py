@@ -23,7 +23,7 @@ NOTHING = {"instances": [], "instance_count": 0, "groups": [], "keys": []}
 
 # Stands in for `kprov up`: proves the instances exist while it runs (it resolves them through the
 # real provider, against the same moto server), appends engine-style JSON events, exits with argv[3].
-FAKE_UP = '''
+FAKE_UP = """
 import json, os, sys, time, pathlib
 if len(sys.argv) > 4:  # marker file: say "started", then hang until stopped (the interrupt tests)
     pathlib.Path(sys.argv[4]).write_text(str(os.getpid()))
@@ -40,14 +40,14 @@ with open(events, "a") as out:
         out.write(json.dumps({"recap": h["name"], "ok": 7, "changed": 3, "failed": rc, "skipped": 1, "unreachable": 0}) + "\\n")
 print("RECAP " + " ".join(h["name"] + "=" + h["node_ip"] for h in hosts))
 sys.exit(rc)
-'''
-FAKE_SMOKE = '''
+"""
+FAKE_SMOKE = """
 import sys, pathlib
 pathlib.Path(sys.argv[1]).write_text("ran")
 print("node           | NodePort 30080")
 print("ci-cp-1        | ok")
 sys.exit(int(sys.argv[2]))
-'''
+"""
 
 
 @pytest.fixture
@@ -57,16 +57,36 @@ def scripts(tmp_path: Path) -> dict[str, Path]:
     return {"up": tmp_path / "fake_up.py", "smoke": tmp_path / "fake_smoke.py", "smoked": tmp_path / "smoke-ran"}
 
 
-def ci_args(tmp_path: Path, scripts: dict[str, Path], inventory: Path, *, up_rc: int = 0, smoke_rc: int = 0,
-            hang_marker: Path | None = None) -> list[str]:
+def ci_args(
+    tmp_path: Path,
+    scripts: dict[str, Path],
+    inventory: Path,
+    *,
+    up_rc: int = 0,
+    smoke_rc: int = 0,
+    hang_marker: Path | None = None,
+) -> list[str]:
     py = shlex.quote(sys.executable)
     up = f"{py} {shlex.quote(str(scripts['up']))} {{inventory}} {{events}} {up_rc}"
     if hang_marker is not None:
         up += f" {shlex.quote(str(hang_marker))}"
     smoke = f"{py} {shlex.quote(str(scripts['smoke']))} {shlex.quote(str(scripts['smoked']))} {smoke_rc}"
-    return ["ci-smoke", "--inventory", str(inventory), "--up-cmd", up, "--smoke-cmd", smoke,
-            "--events", str(tmp_path / "events.jsonl"), "--summary", str(tmp_path / "summary.md"),
-            "--no-wait-ssh", "--poll", "0.1"]
+    return [
+        "ci-smoke",
+        "--inventory",
+        str(inventory),
+        "--up-cmd",
+        up,
+        "--smoke-cmd",
+        smoke,
+        "--events",
+        str(tmp_path / "events.jsonl"),
+        "--summary",
+        str(tmp_path / "summary.md"),
+        "--no-wait-ssh",
+        "--poll",
+        "0.1",
+    ]
 
 
 def test_success_writes_summary_and_event_log_and_tears_down(kprov, ec2, tmp_path, scripts):
@@ -78,19 +98,31 @@ def test_success_writes_summary_and_event_log_and_tears_down(kprov, ec2, tmp_pat
     assert cluster_state(ec2, "ci") == NOTHING
 
     summary = (tmp_path / "summary.md").read_text()
-    for fragment in ("## kprov ci-smoke: `ci`", "| ec2 create | ✅ ok |", "| up | ✅ ok |", "| smoke | ✅ ok |",
-                     "| ec2 destroy | ✅ ok |", "| ci-cp-1 | 7 | 3 | 0 | 1 | 0 |", "| ci-worker-1 | 7 | 3 | 0 | 1 | 0 |",
-                     "### Smoke test", "ci-cp-1        | ok", "### kprov up (last lines)"):
+    for fragment in (
+        "## kprov ci-smoke: `ci`",
+        "| ec2 create | ✅ ok |",
+        "| up | ✅ ok |",
+        "| smoke | ✅ ok |",
+        "| ec2 destroy | ✅ ok |",
+        "| ci-cp-1 | 7 | 3 | 0 | 1 | 0 |",
+        "| ci-worker-1 | 7 | 3 | 0 | 1 | 0 |",
+        "### Smoke test",
+        "ci-cp-1        | ok",
+        "### kprov up (last lines)",
+    ):
         assert fragment in summary, summary
     events = [json.loads(line) for line in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [e["task"] for e in events if e.get("role") == "ci-smoke"] == ["ec2 create", "up", "smoke", "ec2 destroy"]
     assert {e["host"] for e in events if e.get("role") == "prereqs"} == {"ci-cp-1", "ci-worker-1"}
 
 
-@pytest.mark.parametrize("up_rc, smoke_rc, failed_step, error", [
-    (1, 0, "up", "error: ci-smoke: step `up` failed (exit 1)"),
-    (0, 3, "smoke", "error: ci-smoke: step `smoke` failed (exit 3)"),
-])
+@pytest.mark.parametrize(
+    "up_rc, smoke_rc, failed_step, error",
+    [
+        (1, 0, "up", "error: ci-smoke: step `up` failed (exit 1)"),
+        (0, 3, "smoke", "error: ci-smoke: step `smoke` failed (exit 3)"),
+    ],
+)
 def test_a_failing_step_still_tears_down(kprov, ec2, tmp_path, scripts, up_rc, smoke_rc, failed_step, error):
     inv = ec2_inventory(tmp_path, "cifail", workers={"count": 1})
     rc, _, err = kprov(*ci_args(tmp_path, scripts, inv, up_rc=up_rc, smoke_rc=smoke_rc))
@@ -115,8 +147,13 @@ def test_a_failing_create_still_tears_down_what_it_made(kprov, ec2, tmp_path, sc
 def test_interrupt_during_up_tears_down(ec2, tmp_path, scripts, sig):
     inv = ec2_inventory(tmp_path, "ciint", workers={"count": 1})
     marker = tmp_path / "up-started"
-    proc = subprocess.Popen([sys.executable, "-m", "provisioner.cli.main", *ci_args(tmp_path, scripts, inv, hang_marker=marker)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=dict(os.environ))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "provisioner.cli.main", *ci_args(tmp_path, scripts, inv, hang_marker=marker)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=dict(os.environ),
+    )
     try:
         deadline = time.monotonic() + 30
         while not marker.exists() or not marker.read_text():
@@ -142,22 +179,59 @@ def test_interrupt_during_up_tears_down(ec2, tmp_path, scripts, sig):
 
 def test_default_steps_run_kprov_with_this_python():
     up = pipeline.step_argv(None, "up", "/i/inv.yaml", "/o/ev.jsonl")
-    assert up == [sys.executable, "-m", "provisioner.cli.main", "up", "--inventory", "/i/inv.yaml",
-                  "--no-smoke", "--accept-new-host-keys", "--log-file", "/o/ev.jsonl"]
+    assert up == [
+        sys.executable,
+        "-m",
+        "provisioner.cli.main",
+        "up",
+        "--inventory",
+        "/i/inv.yaml",
+        "--no-smoke",
+        "--accept-new-host-keys",
+        "--log-file",
+        "/o/ev.jsonl",
+    ]
     assert pipeline.step_argv(None, "smoke", "/i/inv.yaml", "/o/ev.jsonl") == [
-        sys.executable, "-m", "provisioner.cli.main", "smoke", "--inventory", "/i/inv.yaml"]
+        sys.executable,
+        "-m",
+        "provisioner.cli.main",
+        "smoke",
+        "--inventory",
+        "/i/inv.yaml",
+    ]
     assert pipeline.step_argv("my-up --inv '{inventory}' --log {events}", "up", "/a b/i.yaml", "/e") == [
-        "my-up", "--inv", "/a b/i.yaml", "--log", "/e"]
+        "my-up",
+        "--inv",
+        "/a b/i.yaml",
+        "--log",
+        "/e",
+    ]
 
 
-@pytest.mark.parametrize("lines, expected", [
-    (['{"host": "a", "status": "ok"}', '{"host": "a", "status": "changed"}', '{"host": "b", "status": "failed"}',
-      "not json", '{"host": null, "status": "ok"}', "[1]"],
-     {"a": {"ok": 1, "changed": 1}, "b": {"failed": 1}}),
-    (['{"host": "a", "status": "ok"}', '{"recap": "a", "ok": 5, "changed": 2, "failed": 0, "skipped": 0, "unreachable": 0}'],
-     {"a": {"ok": 5, "changed": 2, "failed": 0, "skipped": 0, "unreachable": 0}}),
-    ([], {}),
-])
+@pytest.mark.parametrize(
+    "lines, expected",
+    [
+        (
+            [
+                '{"host": "a", "status": "ok"}',
+                '{"host": "a", "status": "changed"}',
+                '{"host": "b", "status": "failed"}',
+                "not json",
+                '{"host": null, "status": "ok"}',
+                "[1]",
+            ],
+            {"a": {"ok": 1, "changed": 1}, "b": {"failed": 1}},
+        ),
+        (
+            [
+                '{"host": "a", "status": "ok"}',
+                '{"recap": "a", "ok": 5, "changed": 2, "failed": 0, "skipped": 0, "unreachable": 0}',
+            ],
+            {"a": {"ok": 5, "changed": 2, "failed": 0, "skipped": 0, "unreachable": 0}},
+        ),
+        ([], {}),
+    ],
+)
 def test_recap_from_events(lines, expected):
     assert {r.host: r.counts for r in pipeline.recap_from_events(lines)} == expected
 
@@ -184,11 +258,19 @@ def test_a_failing_teardown_is_reported_with_what_to_do(kprov, ec2, aws, tmp_pat
     try:
         iam = boto3.client("iam", region_name="eu-west-1")
         iam.create_user(UserName="no-terminate")
-        iam.put_user_policy(UserName="no-terminate", PolicyName="p", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["ec2:*", "elasticloadbalancing:*"], "Resource": "*"},
-                          {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"}],
-        }))
+        iam.put_user_policy(
+            UserName="no-terminate",
+            PolicyName="p",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {"Effect": "Allow", "Action": ["ec2:*", "elasticloadbalancing:*"], "Resource": "*"},
+                        {"Effect": "Deny", "Action": "ec2:TerminateInstances", "Resource": "*"},
+                    ],
+                }
+            ),
+        )
         key = iam.create_access_key(UserName="no-terminate")["AccessKey"]
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])

@@ -64,7 +64,9 @@ def test_ci_smoke_provisions_the_tagged_instances_over_ssh(kprov, ec2, tmp_path,
     vpc = ec2.create_vpc(CidrBlock="10.238.64.0/18")["Vpc"]["VpcId"]
     subnet = ec2.create_subnet(VpcId=vpc, CidrBlock=f"{SUBNET}.0/24")["Subnet"]["SubnetId"]
     ami = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
-    fillers = [ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0] for _ in range(6)]
+    fillers = [
+        ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1, SubnetId=subnet)["Instances"][0] for _ in range(6)
+    ]
     assert fillers[-1]["PrivateIpAddress"] == f"{SUBNET}.9"
 
     (tmp_path / "id_test.pub").write_text(PUBLIC_KEY)
@@ -72,27 +74,62 @@ def test_ci_smoke_provisions_the_tagged_instances_over_ssh(kprov, ec2, tmp_path,
     (roles / "probe").mkdir(parents=True)
     (roles / "probe" / "tasks.yaml").write_text(PROBE_ROLE)
     inventory = tmp_path / "e2e.yaml"
-    inventory.write_text(yaml.safe_dump({
-        "provider": "ec2",
-        "cluster": {"name": "e2e", "kubernetes_version": "1.31.2", "pod_cidr": "10.244.0.0/16",
-                    "service_cidr": "10.96.0.0/12", "cni": "flannel"},
-        "defaults": {"known_hosts": str(fleet.known_hosts)},
-        "ec2": {"region": "eu-west-1", "ssh_cidr": "203.0.113.7/32", "public_key": "id_test.pub",
-                "ssh_key": str(fleet.key), "ssh_user": "root", "ami": ami, "subnet_id": subnet,
-                "address": "private", "control_plane": {"count": 1}, "workers": {"count": 1}},
-    }, sort_keys=False))
+    inventory.write_text(
+        yaml.safe_dump(
+            {
+                "provider": "ec2",
+                "cluster": {
+                    "name": "e2e",
+                    "kubernetes_version": "1.31.2",
+                    "pod_cidr": "10.244.0.0/16",
+                    "service_cidr": "10.96.0.0/12",
+                    "cni": "flannel",
+                },
+                "defaults": {"known_hosts": str(fleet.known_hosts)},
+                "ec2": {
+                    "region": "eu-west-1",
+                    "ssh_cidr": "203.0.113.7/32",
+                    "public_key": "id_test.pub",
+                    "ssh_key": str(fleet.key),
+                    "ssh_user": "root",
+                    "ami": ami,
+                    "subnet_id": subnet,
+                    "address": "private",
+                    "control_plane": {"count": 1},
+                    "workers": {"count": 1},
+                },
+            },
+            sort_keys=False,
+        )
+    )
 
     py = shlex.quote(sys.executable)
     up = f"{py} -m provisioner.cli.main apply --inventory {{inventory}} --roles-dir {shlex.quote(str(roles))} --log-file {{events}} probe"
     smoke = f"{py} -c \"print('smoke stand-in: ok')\""
     events = tmp_path / "events.jsonl"
     summary = tmp_path / "summary.md"
-    rc, out, err = kprov("ci-smoke", "--inventory", inventory, "--up-cmd", up, "--smoke-cmd", smoke,
-                         "--events", events, "--summary", summary, "--no-wait-ssh", "--poll", "0.1")
+    rc, out, err = kprov(
+        "ci-smoke",
+        "--inventory",
+        inventory,
+        "--up-cmd",
+        up,
+        "--smoke-cmd",
+        smoke,
+        "--events",
+        events,
+        "--summary",
+        summary,
+        "--no-wait-ssh",
+        "--poll",
+        "0.1",
+    )
     assert rc == 0, out + err
 
     task_events = [json.loads(line) for line in events.read_text().splitlines()]
-    wrote = {e["host"]: e["status"] for e in task_events if e.get("task") == "probe | record the inventory view on the host"}
+    wrote = {
+        e["host"]: e["status"] for e in task_events if e.get("task") == "probe | record the inventory view on the host"
+    }
     assert wrote == {"e2e-cp-1": "changed", "e2e-worker-1": "changed"}
     text = summary.read_text()
     assert "| e2e-cp-1 |" in text and "| e2e-worker-1 |" in text and "| ec2 destroy | ✅ ok |" in text

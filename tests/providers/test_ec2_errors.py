@@ -57,27 +57,55 @@ def test_unauthorized_operation(kprov, aws, tmp_path, monkeypatch):
     try:
         iam = boto3.client("iam", region_name=REGION)
         iam.create_user(UserName="readonly")
-        iam.put_user_policy(UserName="readonly", PolicyName="describe-only", PolicyDocument=json.dumps({
-            "Version": "2012-10-17",
-            "Statement": [{"Effect": "Allow", "Action": ["ec2:Describe*", "ec2:CreateSecurityGroup",
-                                                        "ec2:AuthorizeSecurityGroupIngress", "ec2:ImportKeyPair",
-                                                        "ec2:CreateTags"], "Resource": "*"}],
-        }))
+        iam.put_user_policy(
+            UserName="readonly",
+            PolicyName="describe-only",
+            PolicyDocument=json.dumps(
+                {
+                    "Version": "2012-10-17",
+                    "Statement": [
+                        {
+                            "Effect": "Allow",
+                            "Action": [
+                                "ec2:Describe*",
+                                "ec2:CreateSecurityGroup",
+                                "ec2:AuthorizeSecurityGroupIngress",
+                                "ec2:ImportKeyPair",
+                                "ec2:CreateTags",
+                            ],
+                            "Resource": "*",
+                        }
+                    ],
+                }
+            ),
+        )
         key = iam.create_access_key(UserName="readonly")["AccessKey"]
         monkeypatch.setenv("AWS_ACCESS_KEY_ID", key["AccessKeyId"])
         monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", key["SecretAccessKey"])
         rc, _, err = kprov("ec2", "create", "-i", ec2_inventory(tmp_path, "denied"), "--no-wait-ssh")
     finally:
         moto_post(aws, "/moto-api/reset-auth", b"inf")
-    line = assert_one_line_error(rc, err, 1, "cannot launch denied-cp-1: AccessDenied", "not authorized to perform: ec2:RunInstances",
-                                 "docs/ec2.md lists the IAM actions")
+    line = assert_one_line_error(
+        rc,
+        err,
+        1,
+        "cannot launch denied-cp-1: AccessDenied",
+        "not authorized to perform: ec2:RunInstances",
+        "docs/ec2.md lists the IAM actions",
+    )
     assert key["SecretAccessKey"] not in err and key["AccessKeyId"] not in line
 
 
-@pytest.mark.parametrize("ami, fragment", [
-    ("ami-0123456789abcdef0", "InvalidAMIID.NotFound"),
-    ({"owner": "099720109477", "name": "no-such-image-*"}, "no x86_64 AMI named 'no-such-image-*' owned by 099720109477"),
-])
+@pytest.mark.parametrize(
+    "ami, fragment",
+    [
+        ("ami-0123456789abcdef0", "InvalidAMIID.NotFound"),
+        (
+            {"owner": "099720109477", "name": "no-such-image-*"},
+            "no x86_64 AMI named 'no-such-image-*' owned by 099720109477",
+        ),
+    ],
+)
 def test_bad_ami(kprov, ec2, tmp_path, ami, fragment):
     rc, _, err = kprov("ec2", "create", "-i", ec2_inventory(tmp_path, "badami", ami=ami), "--no-wait-ssh")
     assert_one_line_error(rc, err, 1, fragment, "ec2.ami")
@@ -118,7 +146,9 @@ def test_no_region(kprov, aws, tmp_path, monkeypatch):
 
 
 def test_missing_public_key_file(kprov, ec2, tmp_path):
-    rc, _, err = kprov("ec2", "create", "-i", ec2_inventory(tmp_path, "nokey", public_key="missing.pub"), "--no-wait-ssh")
+    rc, _, err = kprov(
+        "ec2", "create", "-i", ec2_inventory(tmp_path, "nokey", public_key="missing.pub"), "--no-wait-ssh"
+    )
     assert_one_line_error(rc, err, 2, "ec2.public_key: cannot read", "ssh-keygen")
 
 
@@ -128,18 +158,23 @@ def test_key_pair_absent_and_no_public_key(kprov, ec2, tmp_path):
 
 
 def test_traceback_flag_is_for_developers_only(kprov, ec2, tmp_path):
-    rc, _, err = kprov("--traceback", "ec2", "create", "-i", ec2_inventory(tmp_path, ami="ami-0123456789abcdef0"), "--no-wait-ssh")
+    rc, _, err = kprov(
+        "--traceback", "ec2", "create", "-i", ec2_inventory(tmp_path, ami="ami-0123456789abcdef0"), "--no-wait-ssh"
+    )
     assert rc == 1 and "Traceback" in err and "CloudError" in err
 
 
-@pytest.mark.parametrize("code, hint_fragment", [
-    ("InstanceLimitExceeded", "service quota"),
-    ("VcpuLimitExceeded", "service quota"),
-    ("UnauthorizedOperation", "IAM actions"),
-    ("InsufficientInstanceCapacity", "no capacity"),
-    ("OptInRequired", "Marketplace"),
-    ("SomethingNew", None),
-])
+@pytest.mark.parametrize(
+    "code, hint_fragment",
+    [
+        ("InstanceLimitExceeded", "service quota"),
+        ("VcpuLimitExceeded", "service quota"),
+        ("UnauthorizedOperation", "IAM actions"),
+        ("InsufficientInstanceCapacity", "no capacity"),
+        ("OptInRequired", "Marketplace"),
+        ("SomethingNew", None),
+    ],
+)
 def test_error_codes_map_to_hints(code, hint_fragment):
     """Codes moto cannot produce: the same translation path, fed a ClientError built like botocore's."""
     from botocore.exceptions import ClientError

@@ -28,22 +28,36 @@ def test_create_inventory_destroy(kprov, ec2, tmp_path):
     assert rc == 0, err
     assert "demo-cp-1" in out and "demo-worker-2" in out and "3 created" in out
     assert cluster_state(ec2, "demo") == {
-        "instances": ["demo-cp-1", "demo-worker-1", "demo-worker-2"], "instance_count": 3,
-        "groups": ["kprov-demo"], "keys": ["kprov-demo"],
+        "instances": ["demo-cp-1", "demo-worker-1", "demo-worker-2"],
+        "instance_count": 3,
+        "groups": ["kprov-demo"],
+        "keys": ["kprov-demo"],
     }
-    instance = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["demo-cp-1"]}])["Reservations"][0]["Instances"][0]
+    instance = ec2.describe_instances(Filters=[{"Name": "tag:Name", "Values": ["demo-cp-1"]}])["Reservations"][0][
+        "Instances"
+    ][0]
     tags = {t["Key"]: t["Value"] for t in instance["Tags"]}
-    assert tags == {"Name": "demo-cp-1", "kprov:cluster": "demo", "kprov:role": "control_plane",
-                    "kprov:managed-by": "kprov", "team": "platform"}
+    assert tags == {
+        "Name": "demo-cp-1",
+        "kprov:cluster": "demo",
+        "kprov:role": "control_plane",
+        "kprov:managed-by": "kprov",
+        "team": "platform",
+    }
     assert instance["InstanceType"] == "t3.medium" and instance["KeyName"] == "kprov-demo"
-    volume = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}])["Volumes"][0]
+    volume = ec2.describe_volumes(Filters=[{"Name": "attachment.instance-id", "Values": [instance["InstanceId"]]}])[
+        "Volumes"
+    ][0]
     assert volume["Size"] == 20
 
     rc, out, err = kprov("ec2", "inventory", "--inventory", inv)
     assert rc == 0, err
     hosts = yaml.safe_load(out)["hosts"]
     assert [(h["name"], h["roles"]) for h in hosts] == [
-        ("demo-cp-1", ["control_plane"]), ("demo-worker-1", ["worker"]), ("demo-worker-2", ["worker"])]
+        ("demo-cp-1", ["control_plane"]),
+        ("demo-worker-1", ["worker"]),
+        ("demo-worker-2", ["worker"]),
+    ]
     assert hosts[0]["address"] == instance["PublicIpAddress"]
     assert hosts[0]["node_ip"] == instance["PrivateIpAddress"]
     assert hosts[0]["user"] == "ubuntu" and hosts[0]["become"] is True
@@ -92,15 +106,23 @@ def test_security_group_has_exactly_the_kubeadm_ports(ec2, aws, tmp_path):
     group = ec2.describe_security_groups(GroupIds=[report.security_group_id])["SecurityGroups"][0]
     found = set(rules_from_aws(group["IpPermissions"], report.security_group_id))
     assert found == {
-        ("tcp", 22, 22, "203.0.113.7/32"), ("tcp", 6443, 6443, "203.0.113.7/32"),
-        ("tcp", 6443, 6443, SELF), ("tcp", 2379, 2380, SELF), ("tcp", 10250, 10250, SELF),
-        ("tcp", 10257, 10257, SELF), ("tcp", 10259, 10259, SELF), ("tcp", 30000, 32767, SELF),
-        ("udp", 8472, 8472, SELF), ("icmp", -1, -1, SELF),
+        ("tcp", 22, 22, "203.0.113.7/32"),
+        ("tcp", 6443, 6443, "203.0.113.7/32"),
+        ("tcp", 6443, 6443, SELF),
+        ("tcp", 2379, 2380, SELF),
+        ("tcp", 10250, 10250, SELF),
+        ("tcp", 10257, 10257, SELF),
+        ("tcp", 10259, 10259, SELF),
+        ("tcp", 30000, 32767, SELF),
+        ("udp", 8472, 8472, SELF),
+        ("icmp", -1, -1, SELF),
     }
 
     # A rule added by hand is revoked, a changed ssh_cidr replaces the old one.
-    ec2.authorize_security_group_ingress(GroupId=report.security_group_id, IpPermissions=[
-        {"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}])
+    ec2.authorize_security_group_ingress(
+        GroupId=report.security_group_id,
+        IpPermissions=[{"IpProtocol": "tcp", "FromPort": 80, "ToPort": 80, "IpRanges": [{"CidrIp": "0.0.0.0/0"}]}],
+    )
     moved = config_of(ec2_inventory(tmp_path, "sg", workers={"count": 0}, ssh_cidr="198.51.100.0/24"))
     again = provider.create(moved, wait_ssh=False, poll=0.1)
     group = ec2.describe_security_groups(GroupIds=[report.security_group_id])["SecurityGroups"][0]
@@ -110,14 +132,24 @@ def test_security_group_has_exactly_the_kubeadm_ports(ec2, aws, tmp_path):
     assert (again.rules_added, again.rules_revoked) == (2, 3)
 
 
-@pytest.mark.parametrize("cni, extra", [
-    ("flannel", {("udp", 8472, 8472)}),
-    ("calico", {("udp", 4789, 4789), ("tcp", 179, 179)}),
-    ("bridge", set()),
-])
+@pytest.mark.parametrize(
+    "cni, extra",
+    [
+        ("flannel", {("udp", 8472, 8472)}),
+        ("calico", {("udp", 4789, 4789), ("tcp", 179, 179)}),
+        ("bridge", set()),
+    ],
+)
 def test_cni_specific_ports(cni, extra):
-    common = {("tcp", 6443, 6443), ("tcp", 2379, 2380), ("tcp", 10250, 10250), ("tcp", 10257, 10257),
-              ("tcp", 10259, 10259), ("tcp", 30000, 32767), ("icmp", -1, -1)}
+    common = {
+        ("tcp", 6443, 6443),
+        ("tcp", 2379, 2380),
+        ("tcp", 10250, 10250),
+        ("tcp", 10257, 10257),
+        ("tcp", 10259, 10259),
+        ("tcp", 30000, 32767),
+        ("icmp", -1, -1),
+    }
     in_group = {(r.protocol, r.from_port, r.to_port) for r in desired_rules(["192.0.2.1/32"], cni) if r.source == SELF}
     assert in_group == common | extra
 
@@ -130,7 +162,8 @@ def test_address_public_or_private_node_ip_always_private(ec2, aws, tmp_path, ad
     hosts = provider.resolve_hosts(raw["ec2"], raw)
     by_name = {
         next(t["Value"] for t in i["Tags"] if t["Key"] == "Name"): i
-        for r in ec2.describe_instances()["Reservations"] for i in r["Instances"]
+        for r in ec2.describe_instances()["Reservations"]
+        for i in r["Instances"]
     }
     for host in hosts:
         assert host["address"] == by_name[host["name"]][expected_field]
@@ -143,7 +176,10 @@ def test_resolve_hosts_through_the_inventory_loader(ec2, aws, tmp_path):
     path = ec2_inventory(tmp_path, "loader", workers={"count": 1})
     provider.create(config_of(path), wait_ssh=False, poll=0.1)
     inventory = load_inventory(path)
-    assert [(h.name, h.roles) for h in inventory.hosts] == [("loader-cp-1", ("control_plane",)), ("loader-worker-1", ("worker",))]
+    assert [(h.name, h.roles) for h in inventory.hosts] == [
+        ("loader-cp-1", ("control_plane",)),
+        ("loader-worker-1", ("worker",)),
+    ]
     assert all(h.node_ip and h.node_ip.startswith("172.31.") for h in inventory.hosts)
 
 
@@ -166,17 +202,27 @@ def test_two_clusters_are_isolated_by_tags(kprov, ec2, tmp_path):
     assert kprov("ec2", "destroy", "-i", inv_a, "--poll", "0.1", "--yes")[0] == 0
     assert cluster_state(ec2, "alpha") == NOTHING
     assert cluster_state(ec2, "beta") == {
-        "instances": ["beta-cp-1", "beta-worker-1"], "instance_count": 2, "groups": ["kprov-beta"], "keys": ["kprov-beta"]}
+        "instances": ["beta-cp-1", "beta-worker-1"],
+        "instance_count": 2,
+        "groups": ["kprov-beta"],
+        "keys": ["kprov-beta"],
+    }
 
 
 def test_untagged_lookalikes_are_never_touched(kprov, ec2, tmp_path):
     """A same-named security group / key pair without the cluster's tags: create refuses, destroy skips."""
     default_vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    foreign = ec2.create_security_group(GroupName="kprov-foreign", Description="not kprov's", VpcId=default_vpc)["GroupId"]
+    foreign = ec2.create_security_group(GroupName="kprov-foreign", Description="not kprov's", VpcId=default_vpc)[
+        "GroupId"
+    ]
     ec2.import_key_pair(KeyName="kprov-foreign", PublicKeyMaterial=PUBLIC_KEY.encode())
     ami = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
-    ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1,
-                      TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "foreign-cp-1"}]}])
+    ec2.run_instances(
+        ImageId=ami,
+        MinCount=1,
+        MaxCount=1,
+        TagSpecifications=[{"ResourceType": "instance", "Tags": [{"Key": "Name", "Value": "foreign-cp-1"}]}],
+    )
     inv = ec2_inventory(tmp_path, "foreign")
 
     rc, _, err = kprov("ec2", "create", "-i", inv, "--no-wait-ssh", "--poll", "0.1")
@@ -219,7 +265,11 @@ def test_partial_failure_leaves_only_tagged_resources_and_destroy_cleans_up(kpro
     assert "key pair kprov-partial, partial-cp-1 (i-" in err
     assert "Traceback" not in err
     assert cluster_state(ec2, "partial") == {
-        "instances": ["partial-cp-1"], "instance_count": 1, "groups": ["kprov-partial"], "keys": ["kprov-partial"]}
+        "instances": ["partial-cp-1"],
+        "instance_count": 1,
+        "groups": ["kprov-partial"],
+        "keys": ["kprov-partial"],
+    }
 
     rc, out, err = kprov("ec2", "destroy", "-i", inv, "--poll", "0.1", "--yes")
     assert rc == 0, err
@@ -230,10 +280,16 @@ def test_ami_owner_and_name_resolve_to_the_newest_image(ec2, aws, tmp_path):
     ami = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
     source = ec2.run_instances(ImageId=ami, MinCount=1, MaxCount=1)["Instances"][0]["InstanceId"]
     ids = {}
-    for name in ("debian-12-amd64-20250101-1", "debian-12-amd64-20250301-3", "debian-12-amd64-20250201-2", "debian-11-amd64-20250401-4"):
+    for name in (
+        "debian-12-amd64-20250101-1",
+        "debian-12-amd64-20250301-3",
+        "debian-12-amd64-20250201-2",
+        "debian-11-amd64-20250401-4",
+    ):
         ids[name] = ec2.create_image(InstanceId=source, Name=name)["ImageId"]
-    config = config_of(ec2_inventory(tmp_path, "ami", workers={"count": 0},
-                                     ami={"owner": "self", "name": "debian-12-amd64-*"}))
+    config = config_of(
+        ec2_inventory(tmp_path, "ami", workers={"count": 0}, ami={"owner": "self", "name": "debian-12-amd64-*"})
+    )
     report = provider.create(config, wait_ssh=False, poll=0.1)
     assert report.image_id == ids["debian-12-amd64-20250301-3"]
     assert config.ssh_user == "admin"
@@ -241,14 +297,18 @@ def test_ami_owner_and_name_resolve_to_the_newest_image(ec2, aws, tmp_path):
 
 def test_explicit_ami_id(ec2, aws, tmp_path):
     ami = ec2.describe_images(Owners=["099720109477"])["Images"][0]["ImageId"]
-    report = provider.create(config_of(ec2_inventory(tmp_path, "amiid", workers={"count": 0}, ami=ami)), wait_ssh=False, poll=0.1)
+    report = provider.create(
+        config_of(ec2_inventory(tmp_path, "amiid", workers={"count": 0}, ami=ami)), wait_ssh=False, poll=0.1
+    )
     assert report.image_id == ami
 
 
 def test_create_waits_for_ssh_on_each_instance(ec2, aws, tmp_path, monkeypatch):
     probed = []
-    monkeypatch.setattr("provisioner.providers.ec2.wait_for_ssh",
-                        lambda endpoints, **kw: probed.extend((e.name, e.address, e.port) for e in endpoints))
+    monkeypatch.setattr(
+        "provisioner.providers.ec2.wait_for_ssh",
+        lambda endpoints, **kw: probed.extend((e.name, e.address, e.port) for e in endpoints),
+    )
     report = provider.create(config_of(ec2_inventory(tmp_path, "ssh", workers={"count": 1})), poll=0.1)
     assert probed == [(i.name, i.public_ip, 22) for i in report.instances]
 
@@ -265,7 +325,9 @@ def test_create_requires_ssh_cidr_unless_given_on_the_command_line(kprov, ec2, t
     monkeypatch.setenv("KPROV_EC2_SSH_CIDR", "198.51.100.5/32,198.51.100.6/32")
     rc, _, err = kprov("ec2", "create", "-i", inv, "--no-wait-ssh", "--poll", "0.1")
     assert rc == 0, err
-    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["kprov-cidr"]}])["SecurityGroups"][0]
+    group = ec2.describe_security_groups(Filters=[{"Name": "group-name", "Values": ["kprov-cidr"]}])["SecurityGroups"][
+        0
+    ]
     ssh_sources = {k[3] for k in rules_from_aws(group["IpPermissions"], group["GroupId"]) if k[1] == 22}
     assert ssh_sources == {"198.51.100.5/32", "198.51.100.6/32"}
 

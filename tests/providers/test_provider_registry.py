@@ -25,8 +25,10 @@ class TinyProvider:
         SectionChecker(section, where, {"count"}, "tiny: {count: N}", check).integer("count", minimum=1, maximum=9)
 
     def resolve_hosts(self, section: Mapping[str, Any], inventory: Mapping[str, Any]) -> list[dict[str, Any]]:
-        return [{"name": f"t{i}", "address": f"127.0.0.{20 + i}", "roles": ["control_plane" if i == 1 else "worker"]}
-                for i in range(1, section.get("count", 1) + 1)]
+        return [
+            {"name": f"t{i}", "address": f"127.0.0.{20 + i}", "roles": ["control_plane" if i == 1 else "worker"]}
+            for i in range(1, section.get("count", 1) + 1)
+        ]
 
     def connection_defaults(self, section: Mapping[str, Any]) -> dict[str, Any]:
         return {"user": "tiny", "port": 2200}
@@ -51,8 +53,9 @@ def test_every_builtin_provider_implements_the_protocol(name):
 
 def test_a_registered_provider_resolves_hosts_before_the_model_is_built(tiny, tmp_path):
     inv = tmp_path / "inv.yaml"
-    inv.write_text("provider: tiny\ncluster: {name: demo}\ntiny: {count: 3}\n"
-                   "hosts:\n  - {name: t2, labels: {disk: ssd}}\n")
+    inv.write_text(
+        "provider: tiny\ncluster: {name: demo}\ntiny: {count: 3}\nhosts:\n  - {name: t2, labels: {disk: ssd}}\n"
+    )
     loaded = load_inventory(inv)
     assert [(h.name, h.address, h.user, h.port, h.roles) for h in loaded.hosts] == [
         ("t1", "127.0.0.21", "tiny", 2200, ("control_plane",)),
@@ -63,10 +66,13 @@ def test_a_registered_provider_resolves_hosts_before_the_model_is_built(tiny, tm
     assert loaded.cluster.control_plane_endpoint == "127.0.0.21:6443"
 
 
-@pytest.mark.parametrize(("section", "message"), [
-    ("tiny: {count: 12}", "inv.yaml:3: tiny.count: expected an integer from 1 to 9, got 12"),
-    ("tiny:\n  size: 3", "inv.yaml:4: tiny.size: unknown key (known: count)"),
-])
+@pytest.mark.parametrize(
+    ("section", "message"),
+    [
+        ("tiny: {count: 12}", "inv.yaml:3: tiny.count: expected an integer from 1 to 9, got 12"),
+        ("tiny:\n  size: 3", "inv.yaml:4: tiny.size: unknown key (known: count)"),
+    ],
+)
 def test_a_registered_providers_errors_name_file_line_and_key(tiny, tmp_path, section, message):
     inv = tmp_path / "inv.yaml"
     inv.write_text(f"provider: tiny\ncluster: {{name: demo}}\n{section}\n")

@@ -50,11 +50,14 @@ def closed_port() -> int:
         return sock.getsockname()[1]
 
 
-@pytest.mark.parametrize("greeting, answers", [
-    (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", True),
-    (b"HTTP/1.1 400 Bad Request\r\n", False),
-    (None, False),  # accepts TCP but never speaks: not sshd yet
-])
+@pytest.mark.parametrize(
+    "greeting, answers",
+    [
+        (b"SSH-2.0-OpenSSH_9.2p1 Debian-2\r\n", True),
+        (b"HTTP/1.1 400 Bad Request\r\n", False),
+        (None, False),  # accepts TCP but never speaks: not sshd yet
+    ],
+)
 def test_ssh_banner(listener, greeting, answers):
     assert ssh_banner(Endpoint("h", "127.0.0.1", listener(greeting)), timeout=0.3) is answers
 

@@ -27,18 +27,60 @@ def fixture(name: str) -> str:
 
 # --------------------------------------------------------------------------- pure parsers
 
-@pytest.mark.parametrize("name, expected", [
-    ("ssh-config-virtualbox.txt", [
-        ("cp-1", "127.0.0.1", 2222, "vagrant", ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key",)),
-        ("worker-1", "127.0.0.1", 2200, "vagrant", ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key",)),
-        ("worker-2", "127.0.0.1", 2201, "vagrant", ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key",)),
-    ]),
-    ("ssh-config-libvirt.txt", [
-        ("cp-1", "192.168.121.87", 22, "vagrant", ("/srv/lab/vagrant/.vagrant/machines/cp-1/libvirt/private_key",
-                                                   "/root/.vagrant.d/insecure_private_key")),
-        ("worker-1", "192.168.121.143", 22, "vagrant", ("/srv/lab/vagrant/.vagrant/machines/worker-1/libvirt/private_key",)),
-    ]),
-])
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        (
+            "ssh-config-virtualbox.txt",
+            [
+                (
+                    "cp-1",
+                    "127.0.0.1",
+                    2222,
+                    "vagrant",
+                    ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key",),
+                ),
+                (
+                    "worker-1",
+                    "127.0.0.1",
+                    2200,
+                    "vagrant",
+                    ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key",),
+                ),
+                (
+                    "worker-2",
+                    "127.0.0.1",
+                    2201,
+                    "vagrant",
+                    ("/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key",),
+                ),
+            ],
+        ),
+        (
+            "ssh-config-libvirt.txt",
+            [
+                (
+                    "cp-1",
+                    "192.168.121.87",
+                    22,
+                    "vagrant",
+                    (
+                        "/srv/lab/vagrant/.vagrant/machines/cp-1/libvirt/private_key",
+                        "/root/.vagrant.d/insecure_private_key",
+                    ),
+                ),
+                (
+                    "worker-1",
+                    "192.168.121.143",
+                    22,
+                    "vagrant",
+                    ("/srv/lab/vagrant/.vagrant/machines/worker-1/libvirt/private_key",),
+                ),
+            ],
+        ),
+    ],
+)
 def test_parse_ssh_config(name, expected):
     entries = provider.parse_ssh_config(fixture(name))
     assert [(e.name, e.hostname, e.port, e.user, e.identity_files) for e in entries] == expected
@@ -48,33 +90,43 @@ def test_parse_ssh_config_accepts_equals_and_any_key_case():
     text = 'Host a\n  hostname=10.1.1.1\n  PORT 2022\n  user = me\n  identityfile="/k y"\n# comment\nHost b\n'
     entries = provider.parse_ssh_config(text)
     assert [(e.name, e.hostname, e.port, e.user, e.identity_files) for e in entries] == [
-        ("a", "10.1.1.1", 2022, "me", ("/k y",)), ("b", "b", 22, "vagrant", ())]
+        ("a", "10.1.1.1", 2022, "me", ("/k y",)),
+        ("b", "b", 22, "vagrant", ()),
+    ]
 
 
-@pytest.mark.parametrize("name, expected", [
-    ("ip-addr-virtualbox-cp-1.txt", [("lo", "127.0.0.1"), ("eth0", "10.0.2.15"), ("eth1", "192.168.56.10")]),
-    ("ip-addr-libvirt-worker-1.txt", [("lo", "127.0.0.1"), ("eth0", "192.168.121.143"), ("eth1", "192.168.56.11"),
-                                      ("cni0", "10.244.1.1")]),
-])
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("ip-addr-virtualbox-cp-1.txt", [("lo", "127.0.0.1"), ("eth0", "10.0.2.15"), ("eth1", "192.168.56.10")]),
+        (
+            "ip-addr-libvirt-worker-1.txt",
+            [("lo", "127.0.0.1"), ("eth0", "192.168.121.143"), ("eth1", "192.168.56.11"), ("cni0", "10.244.1.1")],
+        ),
+    ],
+)
 def test_parse_ip_addr(name, expected):
     assert provider.parse_ip_addr(fixture(name)) == expected
 
 
-@pytest.mark.parametrize("addresses, expected, ssh_address, chosen", [
-    # the NAT address is never chosen, whatever the interface order
-    (["10.0.2.15", "192.168.56.10"], None, "127.0.0.1", "192.168.56.10"),
-    (["127.0.0.1", "10.0.2.15", "192.168.56.10"], None, None, "192.168.56.10"),
-    (["10.0.2.15"], None, "127.0.0.1", None),
-    # libvirt: the management address (used for SSH) loses to the private network
-    (["192.168.121.87", "192.168.56.10"], None, "192.168.121.87", "192.168.56.10"),
-    (["192.168.121.87"], None, "192.168.121.87", "192.168.121.87"),
-    # link-local is never a node IP
-    (["169.254.3.4", "172.28.0.5"], None, None, "172.28.0.5"),
-    # settings say which one: it must be there, else no answer (misconfigured VM)
-    (["10.0.2.15", "192.168.56.10", "192.168.56.99"], "192.168.56.99", None, "192.168.56.99"),
-    (["10.0.2.15", "192.168.56.10"], "192.168.56.11", None, None),
-    ([], None, None, None),
-])
+@pytest.mark.parametrize(
+    "addresses, expected, ssh_address, chosen",
+    [
+        # the NAT address is never chosen, whatever the interface order
+        (["10.0.2.15", "192.168.56.10"], None, "127.0.0.1", "192.168.56.10"),
+        (["127.0.0.1", "10.0.2.15", "192.168.56.10"], None, None, "192.168.56.10"),
+        (["10.0.2.15"], None, "127.0.0.1", None),
+        # libvirt: the management address (used for SSH) loses to the private network
+        (["192.168.121.87", "192.168.56.10"], None, "192.168.121.87", "192.168.56.10"),
+        (["192.168.121.87"], None, "192.168.121.87", "192.168.121.87"),
+        # link-local is never a node IP
+        (["169.254.3.4", "172.28.0.5"], None, None, "172.28.0.5"),
+        # settings say which one: it must be there, else no answer (misconfigured VM)
+        (["10.0.2.15", "192.168.56.10", "192.168.56.99"], "192.168.56.99", None, "192.168.56.99"),
+        (["10.0.2.15", "192.168.56.10"], "192.168.56.11", None, None),
+        ([], None, None, None),
+    ],
+)
 def test_select_node_ip(addresses, expected, ssh_address, chosen):
     assert provider.select_node_ip(addresses, expected=expected, ssh_address=ssh_address) == chosen
 
@@ -84,8 +136,14 @@ def test_select_node_ip(addresses, expected, ssh_address, chosen):
 SETTINGS_CASES = {
     "repo": None,  # vagrant/settings.yaml as shipped
     "small": {"control_planes": 1, "workers": 0, "network": {"prefix": "10.77.0", "first_ip": 100}},
-    "ha": {"control_planes": 3, "workers": 4, "control_plane": {"cpus": 4, "memory": 4096},
-           "worker": {"cpus": 1, "memory": 1024}, "provider": "libvirt", "libvirt": {"driver": "qemu"}},
+    "ha": {
+        "control_planes": 3,
+        "workers": 4,
+        "control_plane": {"cpus": 4, "memory": 4096},
+        "worker": {"cpus": 1, "memory": 1024},
+        "provider": "libvirt",
+        "libvirt": {"driver": "qemu"},
+    },
     "defaults": {},
 }
 
@@ -102,18 +160,24 @@ def settings_file(tmp_path: Path, case: str) -> Path:
 def test_repo_settings_machines():
     machines = provider.machines(provider.load_settings(REPO / "vagrant" / "settings.yaml"))
     assert [(m.name, m.role, m.ip) for m in machines] == [
-        ("cp-1", "control_plane", "192.168.56.10"), ("worker-1", "worker", "192.168.56.11"), ("worker-2", "worker", "192.168.56.12")]
+        ("cp-1", "control_plane", "192.168.56.10"),
+        ("worker-1", "worker", "192.168.56.11"),
+        ("worker-2", "worker", "192.168.56.12"),
+    ]
 
 
-@pytest.mark.parametrize("data, message", [
-    ({"network": {"prefix": "192.168.56.0"}}, "network.prefix: expected three octets"),
-    ({"network": {"prefix": "300.1.1"}}, "network.prefix: expected three octets"),
-    ({"workers": -1}, "workers: expected an integer from 0 to 200"),
-    ({"control_planes": 0}, "control_planes: expected an integer from 1 to 50"),
-    ({"provider": "docker"}, "provider: expected virtualbox or libvirt"),
-    ({"worker": {"memory": 64}}, "worker.memory: expected an integer from 512"),
-    ({"workers": 200, "network": {"first_ip": 100}}, "network.first_ip: too many machines"),
-])
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        ({"network": {"prefix": "192.168.56.0"}}, "network.prefix: expected three octets"),
+        ({"network": {"prefix": "300.1.1"}}, "network.prefix: expected three octets"),
+        ({"workers": -1}, "workers: expected an integer from 0 to 200"),
+        ({"control_planes": 0}, "control_planes: expected an integer from 1 to 50"),
+        ({"provider": "docker"}, "provider: expected virtualbox or libvirt"),
+        ({"worker": {"memory": 64}}, "worker.memory: expected an integer from 512"),
+        ({"workers": 200, "network": {"first_ip": 100}}, "network.first_ip: too many machines"),
+    ],
+)
 def test_bad_settings(tmp_path, data, message):
     path = tmp_path / "settings.yaml"
     path.write_text(yaml.safe_dump(data))
@@ -130,7 +194,7 @@ def test_vagrantfile_syntax():
 
 # Loads the real Vagrantfile with a recording stand-in for Vagrant's config DSL and prints what it
 # defined, so the machine list can be compared with what kprov computes from the same settings.
-RUBY_HARNESS = r'''
+RUBY_HARNESS = r"""
 require "json"
 class Rec
   def initialize; @h = {}; end
@@ -153,7 +217,7 @@ module Vagrant
 end
 load ARGV[0]
 puts JSON.generate({"vm" => $recorded, "default_provider" => ENV["VAGRANT_DEFAULT_PROVIDER"]})
-'''
+"""
 
 
 @pytest.mark.parametrize("case", list(SETTINGS_CASES))
@@ -165,13 +229,21 @@ def test_vagrantfile_defines_the_machines_kprov_expects(tmp_path, case):
     harness.write_text(RUBY_HARNESS)
     env = {k: v for k, v in os.environ.items() if k != "VAGRANT_DEFAULT_PROVIDER"}
     env["KPROV_VAGRANT_SETTINGS"] = str(settings)
-    proc = subprocess.run(["ruby", str(harness), str(VAGRANTFILE)], capture_output=True, text=True, env=env, check=False)
+    proc = subprocess.run(
+        ["ruby", str(harness), str(VAGRANTFILE)], capture_output=True, text=True, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr
     recorded = json.loads(proc.stdout)
     parsed = provider.load_settings(settings)
     defined = [
-        (name, vm["hostname"], vm["networks"][0][1]["ip"], vm["providers"]["virtualbox"]["cpus"],
-         vm["providers"]["virtualbox"]["memory"], vm["providers"]["libvirt"]["memory"])
+        (
+            name,
+            vm["hostname"],
+            vm["networks"][0][1]["ip"],
+            vm["providers"]["virtualbox"]["cpus"],
+            vm["providers"]["virtualbox"]["memory"],
+            vm["providers"]["libvirt"]["memory"],
+        )
         for name, vm in recorded["vm"]["defines"]
     ]
     assert defined == [(m.name, m.name, m.ip, m.cpus, m.memory, m.memory) for m in provider.machines(parsed)]
@@ -183,14 +255,20 @@ def test_vagrantfile_defines_the_machines_kprov_expects(tmp_path, case):
 def test_vagrant_validate():
     if shutil.which("vagrant") is None:
         pytest.skip("vagrant is not installed (Debian: apt install vagrant)")
-    proc = subprocess.run(["vagrant", "validate", "--ignore-provider"], cwd=VAGRANTFILE.parent,
-                          capture_output=True, text=True, check=False, timeout=120)
+    proc = subprocess.run(
+        ["vagrant", "validate", "--ignore-provider"],
+        cwd=VAGRANTFILE.parent,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 # --------------------------------------------------------------------------- through a `vagrant` stand-in
 
-FAKE_VAGRANT = '''#!/bin/sh
+FAKE_VAGRANT = """#!/bin/sh
 # Replays captured `vagrant` output; records each call and its directory.
 echo "$PWD $*" >> "$FAKE_VAGRANT_LOG"
 case "$1" in
@@ -198,7 +276,7 @@ case "$1" in
   ssh) cat "$FAKE_VAGRANT_IP_DIR/ip-addr-$FAKE_VAGRANT_FLAVOUR-$2.txt" ;;
   *) echo "unexpected: $*" >&2; exit 9 ;;
 esac
-'''
+"""
 
 
 def no_vm_there(address: str, port: int) -> tuple[str, str]:
@@ -240,8 +318,12 @@ def lab_dir(tmp_path: Path, settings: dict | None = None) -> Path:
 
 
 def vagrant_inventory(tmp_path: Path, **section) -> dict:
-    return {"provider": "vagrant", "cluster": {"name": "vlab"}, "vagrant": section,
-            "__file__": str(tmp_path / "lab" / "inventories" / "vagrant.yaml")}
+    return {
+        "provider": "vagrant",
+        "cluster": {"name": "vlab"},
+        "vagrant": section,
+        "__file__": str(tmp_path / "lab" / "inventories" / "vagrant.yaml"),
+    }
 
 
 def test_resolve_hosts_from_settings(tmp_path, fake_vagrant):
@@ -250,18 +332,42 @@ def test_resolve_hosts_from_settings(tmp_path, fake_vagrant):
     inventory = vagrant_inventory(tmp_path, dir="../vagrant")
     hosts = provider.resolve_hosts(inventory["vagrant"], inventory)
     assert hosts == [
-        {"name": "cp-1", "address": "127.0.0.1", "port": 2222, "user": "vagrant", "become": True, "node_ip": "192.168.56.10",
-         "roles": ["control_plane"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key",
-         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
-        {"name": "worker-1", "address": "127.0.0.1", "port": 2200, "user": "vagrant", "become": True, "node_ip": "192.168.56.11",
-         "roles": ["worker"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key",
-         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
-        {"name": "worker-2", "address": "127.0.0.1", "port": 2201, "user": "vagrant", "become": True, "node_ip": "192.168.56.12",
-         "roles": ["worker"], "labels": {},
-         "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key",
-         "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts")},
+        {
+            "name": "cp-1",
+            "address": "127.0.0.1",
+            "port": 2222,
+            "user": "vagrant",
+            "become": True,
+            "node_ip": "192.168.56.10",
+            "roles": ["control_plane"],
+            "labels": {},
+            "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/cp-1/virtualbox/private_key",
+            "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts"),
+        },
+        {
+            "name": "worker-1",
+            "address": "127.0.0.1",
+            "port": 2200,
+            "user": "vagrant",
+            "become": True,
+            "node_ip": "192.168.56.11",
+            "roles": ["worker"],
+            "labels": {},
+            "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-1/virtualbox/private_key",
+            "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts"),
+        },
+        {
+            "name": "worker-2",
+            "address": "127.0.0.1",
+            "port": 2201,
+            "user": "vagrant",
+            "become": True,
+            "node_ip": "192.168.56.12",
+            "roles": ["worker"],
+            "labels": {},
+            "ssh_key": "/home/ana/My Labs/kprov/vagrant/.vagrant/machines/worker-2/virtualbox/private_key",
+            "known_hosts": str(directory / ".vagrant" / "kprov_known_hosts"),
+        },
     ]
     assert log.read_text().splitlines() == [f"{directory} ssh-config"]
     assert all(h["node_ip"] != "10.0.2.15" for h in hosts)
@@ -274,18 +380,30 @@ def test_resolve_hosts_query_mode_asks_each_vm(tmp_path, fake_vagrant):
     hosts = provider.resolve_hosts(inventory["vagrant"], inventory)
     assert [(h["name"], h["address"], h["port"], h["node_ip"], h["ssh_key"]) for h in hosts] == [
         ("cp-1", "192.168.121.87", 22, "192.168.56.10", "/srv/lab/vagrant/.vagrant/machines/cp-1/libvirt/private_key"),
-        ("worker-1", "192.168.121.143", 22, "192.168.56.11", "/srv/lab/vagrant/.vagrant/machines/worker-1/libvirt/private_key"),
+        (
+            "worker-1",
+            "192.168.121.143",
+            22,
+            "192.168.56.11",
+            "/srv/lab/vagrant/.vagrant/machines/worker-1/libvirt/private_key",
+        ),
     ]
-    assert log.read_text().splitlines() == [f"{directory} ssh-config", f"{directory} ssh cp-1 -c ip -4 -o addr show",
-                                            f"{directory} ssh worker-1 -c ip -4 -o addr show"]
+    assert log.read_text().splitlines() == [
+        f"{directory} ssh-config",
+        f"{directory} ssh cp-1 -c ip -4 -o addr show",
+        f"{directory} ssh worker-1 -c ip -4 -o addr show",
+    ]
 
 
 def test_query_mode_rejects_a_vm_without_its_private_address(tmp_path, fake_vagrant):
     fake_vagrant("libvirt")
     lab_dir(tmp_path, {"network": {"prefix": "192.168.57"}})
     inventory = vagrant_inventory(tmp_path, dir="../vagrant", node_ip="query")
-    with pytest.raises(InventoryError, match=r"^VM cp-1 does not have the private network address 192.168.57.10 "
-                                             r"\(it has: 127.0.0.1, 192.168.121.87, 192.168.56.10\)$"):
+    with pytest.raises(
+        InventoryError,
+        match=r"^VM cp-1 does not have the private network address 192.168.57.10 "
+        r"\(it has: 127.0.0.1, 192.168.121.87, 192.168.56.10\)$",
+    ):
         provider.resolve_hosts(inventory["vagrant"], inventory)
 
 
@@ -300,8 +418,10 @@ def test_machine_unknown_to_settings_gets_its_ip_from_the_vm(tmp_path, fake_vagr
     inventory = vagrant_inventory(tmp_path, dir="../vagrant")
     hosts = provider.resolve_hosts(inventory["vagrant"], inventory)
     assert [(h["name"], h["roles"], h["node_ip"]) for h in hosts] == [
-        ("cp-1", ["control_plane"], "192.168.56.10"), ("worker-1", ["worker"], "192.168.56.21"),
-        ("worker-2", ["worker"], "192.168.56.22")]
+        ("cp-1", ["control_plane"], "192.168.56.10"),
+        ("worker-1", ["worker"], "192.168.56.21"),
+        ("worker-2", ["worker"], "192.168.56.22"),
+    ]
 
 
 def test_vagrant_failure_is_one_readable_error(tmp_path, fake_vagrant):
@@ -327,12 +447,15 @@ def test_missing_vagrantfile(tmp_path):
         provider.resolve_hosts(inventory["vagrant"], inventory)
 
 
-@pytest.mark.parametrize("section, message", [
-    ({"dirr": "x"}, "vagrant.dirr: unknown key"),
-    ({"dir": 3}, "vagrant.dir: expected a non-empty string"),
-    ({"node_ip": "dhcp"}, "vagrant.node_ip: expected one of settings, query, got 'dhcp'"),
-    ("vagrant/", "vagrant: expected a mapping"),
-])
+@pytest.mark.parametrize(
+    "section, message",
+    [
+        ({"dirr": "x"}, "vagrant.dirr: unknown key"),
+        ({"dir": 3}, "vagrant.dir: expected a non-empty string"),
+        ({"node_ip": "dhcp"}, "vagrant.node_ip: expected one of settings, query, got 'dhcp'"),
+        ("vagrant/", "vagrant: expected a mapping"),
+    ],
+)
 def test_validate_section(section, message):
     with pytest.raises(InventoryError, match=message) as info:
         provider.validate_section(section, "vagrant")
@@ -374,4 +497,3 @@ def test_cli_vagrant_inventory(kprov, tmp_path, fake_vagrant, monkeypatch):
     monkeypatch.setenv("PATH", str(tmp_path / "empty-bin"))
     rc, _, err = kprov("vagrant", "inventory", "--dir", directory)
     assert rc == 2 and "error: vagrant is not installed" in err and "Traceback" not in err
-

@@ -45,9 +45,11 @@ def project(netns_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     directory.mkdir(parents=True)
     shutil.copy(REPO / "vagrant" / "Vagrantfile", directory / "Vagrantfile")
     shutil.copy(REPO / "vagrant" / "settings.yaml", directory / "settings.yaml")
-    config = "".join(f"Host {vm}\n  HostName {h.address}\n  User root\n  Port 22\n  IdentityFile {netns_fleet.key}\n"
-                     "  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n"
-                     for vm, h in zip(VMS, netns_fleet.hosts[:2], strict=True))
+    config = "".join(
+        f"Host {vm}\n  HostName {h.address}\n  User root\n  Port 22\n  IdentityFile {netns_fleet.key}\n"
+        "  UserKnownHostsFile /dev/null\n  StrictHostKeyChecking no\n"
+        for vm, h in zip(VMS, netns_fleet.hosts[:2], strict=True)
+    )
     (tmp_path / "ssh-config").write_text(config)
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
@@ -60,8 +62,9 @@ def project(netns_fleet, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         set_machine_id(directory, vm, f"{vm}-first")
     inventory = tmp_path / "lab" / "inventories" / "vagrant.yaml"
     inventory.parent.mkdir()
-    inventory.write_text(yaml.safe_dump({"provider": "vagrant", "cluster": {"name": "uvag"},
-                                         "vagrant": {"dir": "../vagrant"}}))
+    inventory.write_text(
+        yaml.safe_dump({"provider": "vagrant", "cluster": {"name": "uvag"}, "vagrant": {"dir": "../vagrant"}})
+    )
     try:
         yield directory, inventory
     finally:
@@ -82,7 +85,7 @@ def serve_key(netns_fleet, index: int, key: Path) -> None:
     shutil.copy(key.with_suffix(".pub"), hdir / "host_key.pub")
     os.kill(host.pid, signal.SIGHUP)
     wanted = key.with_suffix(".pub").read_text().split()[1]
-    deadline = time.monotonic() + 30   # a guard, not a speed assertion
+    deadline = time.monotonic() + 30  # a guard, not a speed assertion
     while True:
         try:
             if provider.scan_host_key(host.address, 22, timeout=2)[1] == wanted:
@@ -111,7 +114,9 @@ def test_project_known_hosts_follow_the_vms(netns_fleet, project, tmp_path: Path
     assert hostname_over_ssh(inventory, "cp-1") == netns_fleet.hosts[0].name
     first = known.read_text()
     assert [line.split()[0] for line in first.splitlines()] == [h.address for h in netns_fleet.hosts[:2]]
-    assert all(line.split()[3] == f"kprov-vagrant:{vm}:{vm}-first" for vm, line in zip(VMS, first.splitlines(), strict=True))
+    assert all(
+        line.split()[3] == f"kprov-vagrant:{vm}:{vm}-first" for vm, line in zip(VMS, first.splitlines(), strict=True)
+    )
     assert oct(known.stat().st_mode & 0o777) == "0o600"
 
     hdir = netns_fleet.workdir / netns_fleet.hosts[0].name
@@ -127,7 +132,7 @@ def test_project_known_hosts_follow_the_vms(netns_fleet, project, tmp_path: Path
             set_machine_id(directory, "cp-1", "cp-1-second")
             assert hostname_over_ssh(inventory, "cp-1") == netns_fleet.hosts[0].name
             lines = known.read_text().splitlines()
-            assert lines[0] == first.splitlines()[1]          # worker-1 untouched
+            assert lines[0] == first.splitlines()[1]  # worker-1 untouched
             assert lines[1].split()[2] == new.with_suffix(".pub").read_text().split()[1]
             assert lines[1].split()[3] == "kprov-vagrant:cp-1:cp-1-second"
             assert len(lines) == 2

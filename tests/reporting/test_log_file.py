@@ -21,15 +21,29 @@ def _plan(tmp_path: Path, log: Path, umask: int = 0o022):
     inv.write_text(INVENTORY)
     old = os.umask(umask)
     try:
-        return kprov_forked("plan", "-i", str(inv), "--log-file", str(log), "--connect-timeout", "5",
-                            env={"KPROV_HOME": str(tmp_path / "home")})
+        return kprov_forked(
+            "plan",
+            "-i",
+            str(inv),
+            "--log-file",
+            str(log),
+            "--connect-timeout",
+            "5",
+            env={"KPROV_HOME": str(tmp_path / "home")},
+        )
     finally:
         os.umask(old)
 
 
-@pytest.mark.parametrize(("existing_mode", "umask"), [
-    (None, 0o000), (0o666, 0o000), (0o600, 0o022),
-], ids=["new-umask-0", "existing-666", "existing-600"])
+@pytest.mark.parametrize(
+    ("existing_mode", "umask"),
+    [
+        (None, 0o000),
+        (0o666, 0o000),
+        (0o600, 0o022),
+    ],
+    ids=["new-umask-0", "existing-666", "existing-600"],
+)
 def test_log_file_is_0600_and_appended(tmp_path, existing_mode, umask):
     log = tmp_path / "events.jsonl"
     if existing_mode is not None:

@@ -67,17 +67,34 @@ class SecurityNode:
             assert res.returncode == 0, res.stderr
         return res.stdout
 
-    def run(self, roles: list[str], *, check: bool, extra_vars: dict | None = None,
-            roles_dir: Path = ROLES_DIR, redactor: Redactor | None = None,
-            inventory: Inventory | None = None) -> Outcome:
+    def run(
+        self,
+        roles: list[str],
+        *,
+        check: bool,
+        extra_vars: dict | None = None,
+        roles_dir: Path = ROLES_DIR,
+        redactor: Redactor | None = None,
+        inventory: Inventory | None = None,
+    ) -> Outcome:
         redactor = redactor or Redactor()
         inventory = inventory or self.inventory
         sink = ListSink()
         # a few hosts at a time: the pseudo-hosts of a table all live on one node (sshd MaxStartups)
-        runner = Runner(inventory, RunOptions(check=check, extra_vars=extra_vars or {}, forks=6,
-                                              connect=ConnectOptions(connect_timeout=20, connect_retries=2)),
-                        sink, roles_dir=roles_dir, templates_dir=TEMPLATES_DIR, redactor=redactor,
-                        base_vars=cluster_vars(inventory, redactor))
+        runner = Runner(
+            inventory,
+            RunOptions(
+                check=check,
+                extra_vars=extra_vars or {},
+                forks=6,
+                connect=ConnectOptions(connect_timeout=20, connect_retries=2),
+            ),
+            sink,
+            roles_dir=roles_dir,
+            templates_dir=TEMPLATES_DIR,
+            redactor=redactor,
+            base_vars=cluster_vars(inventory, redactor),
+        )
         try:
             report = runner.run([Play(role=r, hosts="all") for r in roles])
         finally:
@@ -119,7 +136,7 @@ class ExecTrace:
         for pid in pids:
             argv += ["-p", str(pid)]
         self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        time.sleep(1.0)   # attached before the first connection
+        time.sleep(1.0)  # attached before the first connection
         assert self.proc.poll() is None, self.proc.stderr.read().decode() if self.proc.stderr else ""
 
     def stop(self) -> list[str]:
@@ -178,7 +195,7 @@ def test_hostile_values_through_every_role_variable_never_run(node, exec_trace, 
     for role in ROLES:
         t0 = time.monotonic()
         inventory, which = pseudo_hosts(node.inventory, role)
-        for check in ([True, False] if role in APPLIED else [True]):
+        for check in [True, False] if role in APPLIED else [True]:
             try:
                 out = node.run([role], check=check, redactor=redactor, inventory=inventory)
             except KprovError as exc:
@@ -189,8 +206,9 @@ def test_hostile_values_through_every_role_variable_never_run(node, exec_trace, 
                 ended["failed on the host"] += len(failed)
                 ended["data"] += len(which) - len(failed)
             runs["plan" if check else "apply"] += len(which)
-            assert node.sh(f"test -e {CANARY} && echo PWNED || true").strip() == "", \
+            assert node.sh(f"test -e {CANARY} && echo PWNED || true").strip() == "", (
                 f"a hostile {role} variable ran on the node ({'plan' if check else 'apply'})"
+            )
         took[role] = time.monotonic() - t0
     # every process started on the node during those runs: no `touch` of the canary, no secret in argv
     argvs = exec_trace.stop()
@@ -200,11 +218,13 @@ def test_hostile_values_through_every_role_variable_never_run(node, exec_trace, 
     assert secrets, "the run had no secret to look for"
     assert [a for a in argvs for s in secrets if s in a] == []
     with capsys.disabled():
-        print(f"\n[security] hostile input: {runs['plan']} role variables in plan and {runs['apply']} in apply, each "
-              f"set to a value that breaks out of every shell quoting context: {ended['data']} handled as data, "
-              f"{ended['failed on the host']} refused or failed on their host, {ended['bad input']} refused as bad input, "
-              f"0 executed; {len(argvs)} argvs traced on the node, no secret in any; seconds per role: "
-              + ", ".join(f"{r} {t:.0f}" for r, t in took.items()))
+        print(
+            f"\n[security] hostile input: {runs['plan']} role variables in plan and {runs['apply']} in apply, each "
+            f"set to a value that breaks out of every shell quoting context: {ended['data']} handled as data, "
+            f"{ended['failed on the host']} refused or failed on their host, {ended['bad input']} refused as bad input, "
+            f"0 executed; {len(argvs)} argvs traced on the node, no secret in any; seconds per role: "
+            + ", ".join(f"{r} {t:.0f}" for r, t in took.items())
+        )
 
 
 def test_certificate_key_never_in_argv_of_the_upload_task(node, exec_trace, tmp_path):
@@ -214,10 +234,12 @@ def test_certificate_key_never_in_argv_of_the_upload_task(node, exec_trace, tmp_
     (task,) = [t for t in tasks if "upload control-plane certificates" in t["name"]]
     task = {k: v for k, v in task.items() if k not in ("delegate_to", "when")}
     # kubeadm stand-in: keeps what it was given (argv, and the --config file's content) for the test
-    node.sh("mkdir -p /usr/local/sbin && cat > /usr/local/sbin/kubeadm <<'EOF'\n#!/bin/sh\n"
-            "printf '%s\\n' \"$*\" > /run/kubeadm-argv\n"
-            "while [ $# -gt 0 ]; do [ \"$1\" = --config ] && cp \"$2\" /run/kubeadm-config; shift; done\nEOF\n"
-            "chmod 755 /usr/local/sbin/kubeadm; rm -f /run/kubeadm-argv /run/kubeadm-config")
+    node.sh(
+        "mkdir -p /usr/local/sbin && cat > /usr/local/sbin/kubeadm <<'EOF'\n#!/bin/sh\n"
+        "printf '%s\\n' \"$*\" > /run/kubeadm-argv\n"
+        'while [ $# -gt 0 ]; do [ "$1" = --config ] && cp "$2" /run/kubeadm-config; shift; done\nEOF\n'
+        "chmod 755 /usr/local/sbin/kubeadm; rm -f /run/kubeadm-argv /run/kubeadm-config"
+    )
     roles = tmp_path / "roles"
     (roles / "upload_certs").mkdir(parents=True)
     (roles / "upload_certs" / "tasks.yaml").write_text(yaml.safe_dump([task]))
@@ -254,13 +276,17 @@ for t in iptables; do
   $t -t filter -N KUBE-KPROV-TEST
 done
 """
-RESET_PROBE = ("for l in cni0 vethkp1 vethkp1p vethdock1 vethdock1p; do ip link show $l >/dev/null 2>&1 && echo $l; done; "
-               "iptables-save | grep -oE '^:(CNI|KUBE)-[A-Za-z0-9-]+' | sort")
+RESET_PROBE = (
+    "for l in cni0 vethkp1 vethkp1p vethdock1 vethdock1p; do ip link show $l >/dev/null 2>&1 && echo $l; done; "
+    "iptables-save | grep -oE '^:(CNI|KUBE)-[A-Za-z0-9-]+' | sort"
+)
 
 
 def test_reset_removes_only_what_kubernetes_and_its_cni_created(node):
-    node.sh("ip link del vethdock1 2>/dev/null; ip link del vethkp1 2>/dev/null; ip link del cni0 2>/dev/null; "
-            "iptables-save | grep -qE 'CNI-|KUBE-' && iptables-save | grep -vE 'CNI-|KUBE-' | iptables-restore; true")
+    node.sh(
+        "ip link del vethdock1 2>/dev/null; ip link del vethkp1 2>/dev/null; ip link del cni0 2>/dev/null; "
+        "iptables-save | grep -qE 'CNI-|KUBE-' && iptables-save | grep -vE 'CNI-|KUBE-' | iptables-restore; true"
+    )
     node.sh(RESET_SETUP)
     try:
         out = node.run(["reset"], check=False)
@@ -269,18 +295,32 @@ def test_reset_removes_only_what_kubernetes_and_its_cni_created(node):
         assert left == ["vethdock1", "vethdock1p", ":CNI-bbb222"]
         assert node.run(["reset"], check=False).changed() == 0
     finally:
-        node.sh("ip link del vethdock1 2>/dev/null; iptables -t nat -D POSTROUTING -s 10.88.0.5/32 -m comment "
-                "--comment 'name: \"podman\" id: \"def\"' -j CNI-bbb222; iptables -t nat -F CNI-bbb222; "
-                "iptables -t nat -X CNI-bbb222; true", check=False)
+        node.sh(
+            "ip link del vethdock1 2>/dev/null; iptables -t nat -D POSTROUTING -s 10.88.0.5/32 -m comment "
+            '--comment \'name: "podman" id: "def"\' -j CNI-bbb222; iptables -t nat -F CNI-bbb222; '
+            "iptables -t nat -X CNI-bbb222; true",
+            check=False,
+        )
 
 
 def test_failed_key_download_leaves_no_keyring_and_an_empty_keyring_counts_as_missing(node, tmp_path):
     roles = tmp_path / "roles"
     (roles / "keyring").mkdir(parents=True)
-    (roles / "keyring" / "tasks.yaml").write_text(yaml.safe_dump([{
-        "name": "keyring | repository",
-        "apt_repository": {"name": "kprov-sec-test", "uri": "http://127.0.0.1:9/debian", "suites": "bookworm",
-                           "key_url": "{{ key_url }}"}}]))
+    (roles / "keyring" / "tasks.yaml").write_text(
+        yaml.safe_dump(
+            [
+                {
+                    "name": "keyring | repository",
+                    "apt_repository": {
+                        "name": "kprov-sec-test",
+                        "uri": "http://127.0.0.1:9/debian",
+                        "suites": "bookworm",
+                        "key_url": "{{ key_url }}",
+                    },
+                }
+            ]
+        )
+    )
     kr = "/etc/apt/keyrings/kprov-sec-test.gpg"
     src = "/etc/apt/sources.list.d/kprov-sec-test.sources"
     node.sh(f"rm -f {kr} {src}; mkdir -p /srv/k; : > /srv/k/empty.asc; echo 'not a key' > /srv/k/junk.asc")
@@ -305,8 +345,9 @@ def test_python_escape_in_a_value_is_bad_input_before_anything_runs(node, where)
     extra = {"preflight_min_cpus_control_plane": escape} if where == "-e" else {}
     if where == "host var":
         h = inventory.hosts[0]
-        inventory = dataclasses.replace(inventory, hosts=(dataclasses.replace(
-            h, vars={**h.vars, "preflight_min_cpus_control_plane": escape}),))
+        inventory = dataclasses.replace(
+            inventory, hosts=(dataclasses.replace(h, vars={**h.vars, "preflight_min_cpus_control_plane": escape}),)
+        )
     with pytest.raises(KprovError) as err:
         node.run(["preflight"], check=True, extra_vars=extra, inventory=inventory)
     assert err.value.exit_status == 2

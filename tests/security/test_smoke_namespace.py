@@ -21,29 +21,45 @@ def kubeconfig(tmp_path: Path, kubectl_argv: list[str]) -> Path:
     server = kubectl_argv[kubectl_argv.index("--server") + 1]
     token = kubectl_argv[kubectl_argv.index("--token") + 1]
     path = tmp_path / "kubeconfig"
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config", "current-context": "t",
-        "clusters": [{"name": "t", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
-        "users": [{"name": "t", "user": {"token": token}}],
-        "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}]}))
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "current-context": "t",
+                "clusters": [{"name": "t", "cluster": {"server": server, "insecure-skip-tls-verify": True}}],
+                "users": [{"name": "t", "user": {"token": token}}],
+                "contexts": [{"name": "t", "context": {"cluster": "t", "user": "t"}}],
+            }
+        )
+    )
     path.chmod(0o600)
     return path
 
 
 def namespace(kubectl_argv: list[str], name: str) -> dict | None:
-    out = subprocess.run([*kubectl_argv, "get", "namespace", name, "--ignore-not-found", "-o", "json"],
-                         capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [*kubectl_argv, "get", "namespace", name, "--ignore-not-found", "-o", "json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     return json.loads(out.stdout) if out.stdout.strip() else None
 
 
 def create(kubectl_argv: list[str], name: str, labels: dict[str, str]) -> None:
     doc = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": labels}}
-    out = subprocess.run([*kubectl_argv, "create", "-f", "-"], input=json.dumps(doc), capture_output=True,
-                         text=True, timeout=60)
+    out = subprocess.run(
+        [*kubectl_argv, "create", "-f", "-"], input=json.dumps(doc), capture_output=True, text=True, timeout=60
+    )
     assert out.returncode == 0, out.stderr
-    cm = subprocess.run([*kubectl_argv, "create", "configmap", "keep", "-n", name, "--from-literal=a=b"],
-                        capture_output=True, text=True, timeout=60)
+    cm = subprocess.run(
+        [*kubectl_argv, "create", "configmap", "keep", "-n", name, "--from-literal=a=b"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert cm.returncode == 0, cm.stderr
 
 

@@ -28,9 +28,14 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def node(name: str, ip: str, cidr: str) -> dict:
-    return {"metadata": {"name": name}, "spec": {"podCIDR": cidr},
-            "status": {"addresses": [{"type": "InternalIP", "address": ip}],
-                       "conditions": [{"type": "Ready", "status": "True"}]}}
+    return {
+        "metadata": {"name": name},
+        "spec": {"podCIDR": cidr},
+        "status": {
+            "addresses": [{"type": "InternalIP", "address": ip}],
+            "conditions": [{"type": "Ready", "status": "True"}],
+        },
+    }
 
 
 GOOD = node("w1", "10.215.0.21", "10.244.1.0/24")
@@ -72,8 +77,7 @@ def run_script(script: str, tmp_path: Path, *args: str) -> tuple[subprocess.Comp
     path.write_text(script)
     log = tmp_path / "ip.log"
     env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "IP_LOG": str(log)}
-    proc = subprocess.run(["sh", str(path), *args], capture_output=True, text=True, env=env, cwd=tmp_path,
-                          timeout=30)
+    proc = subprocess.run(["sh", str(path), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=30)
     text = log.read_text() if log.exists() else ""
     return proc, [" ".join(call.split("\x1f")[:-1]) for call in text.split("\x1e")[:-1]]
 
@@ -98,11 +102,10 @@ def test_hostile_node_rows_are_dropped_with_a_warning_and_nothing_runs(what, nam
 def test_route_script_quotes_values_even_when_validation_is_bypassed(what, name, ip, cidr, mode, tmp_path):
     """Defence in depth: rows straight into the template (no validation): still data, never code."""
     canary = tmp_path / "pwned"
-    row = {"name": name.format(canary=canary), "ip": ip.format(canary=canary),
-           "pod_cidr": cidr.format(canary=canary)}
+    row = {"name": name.format(canary=canary), "ip": ip.format(canary=canary), "pod_cidr": cidr.format(canary=canary)}
     proc, calls = run_script(render_routes([row]), tmp_path, *([mode] if mode else []))
     assert not canary.exists(), f"{what}: the script ran the value"
-    if mode != "--check":   # --check stops at the first missing route, before any change
+    if mode != "--check":  # --check stops at the first missing route, before any change
         assert proc.returncode == 0, proc.stderr
     assert calls[0] == f"route show exact {row['pod_cidr']}", "the value did not arrive literally"
     if mode == "":
@@ -110,10 +113,22 @@ def test_route_script_quotes_values_even_when_validation_is_bypassed(what, name,
 
 
 def test_well_formed_cluster_data_is_kept_in_canonical_form():
-    rows = _nodes_table(json.dumps({"items": [node("w1", "10.215.0.21", "10.244.1.0/24"),
-                                              node("w6", "fd00:0::6", "fd10::/64"), node("new", "", "")]}))
+    rows = _nodes_table(
+        json.dumps(
+            {
+                "items": [
+                    node("w1", "10.215.0.21", "10.244.1.0/24"),
+                    node("w6", "fd00:0::6", "fd10::/64"),
+                    node("new", "", ""),
+                ]
+            }
+        )
+    )
     assert [(r["name"], r["ip"], r["pod_cidr"]) for r in rows] == [
-        ("w1", "10.215.0.21", "10.244.1.0/24"), ("w6", "fd00::6", "fd10::/64"), ("new", "", "")]
+        ("w1", "10.215.0.21", "10.244.1.0/24"),
+        ("w6", "fd00::6", "fd10::/64"),
+        ("new", "", ""),
+    ]
 
 
 # --- Jinja2 sandbox: inventory and -e values cannot reach Python ---------------------------------------
@@ -195,8 +210,10 @@ def test_every_module_script_is_free_of_fixed_tmp_paths():
     samples = {
         "file": ({"path": "/etc/x", "content": "x"}, {"file": absent}),
         "line": ({"path": "/etc/x", "line": "x"}, {"file": absent}),
-        "apt_repository": ({"name": "x", "uri": "http://a/", "suites": "s", "key_url": "http://a/k"},
-                           {"list": absent, "key": absent}),
+        "apt_repository": (
+            {"name": "x", "uri": "http://a/", "suites": "s", "key_url": "http://a/k"},
+            {"list": absent, "key": absent},
+        ),
         "command": ({"argv": ["true"]}, {}),
     }
     for name, (args, facts) in samples.items():
@@ -207,14 +224,18 @@ def test_every_module_script_is_free_of_fixed_tmp_paths():
 
 # --- registry mirrors given with -e are validated like the inventory's ---------------------------------
 
-@pytest.mark.parametrize("mirrors", [
-    {"docker.io'$(touch /pwned)'": ["http://m:5000"]},
-    {"docker.io\n[host.x]": ["http://m:5000"]},
-    {"../../etc/cron.d": ["http://m:5000"]},
-    {"docker.io": ["http://m:5000\"; touch /pwned; \""]},
-    {"docker.io": ["http://m:5000\n"]},
-    ["docker.io"],
-])
+
+@pytest.mark.parametrize(
+    "mirrors",
+    [
+        {"docker.io'$(touch /pwned)'": ["http://m:5000"]},
+        {"docker.io\n[host.x]": ["http://m:5000"]},
+        {"../../etc/cron.d": ["http://m:5000"]},
+        {"docker.io": ['http://m:5000"; touch /pwned; "']},
+        {"docker.io": ["http://m:5000\n"]},
+        ["docker.io"],
+    ],
+)
 def test_hostile_registry_mirrors_are_bad_input(mirrors):
     env = make_env(TEMPLATES_DIR)
     with pytest.raises(TemplateError) as err:
@@ -222,11 +243,16 @@ def test_hostile_registry_mirrors_are_bad_input(mirrors):
     assert err.value.exit_status == ExitStatus.BAD_INPUT
 
 
-@pytest.mark.parametrize("doc", [
-    "[1, 2]", '{"items": 3}', '{"items": [1, "x", null]}',
-    '{"items": [{"metadata": [], "spec": "x", "status": {"addresses": {"a": 1}, "conditions": 5}}]}',
-    '{"items": [{"metadata": {"name": "w1"}, "spec": {"podCIDR": 7}, "status": []}]}',
-])
+@pytest.mark.parametrize(
+    "doc",
+    [
+        "[1, 2]",
+        '{"items": 3}',
+        '{"items": [1, "x", null]}',
+        '{"items": [{"metadata": [], "spec": "x", "status": {"addresses": {"a": 1}, "conditions": 5}}]}',
+        '{"items": [{"metadata": {"name": "w1"}, "spec": {"podCIDR": 7}, "status": []}]}',
+    ],
+)
 def test_malformed_node_lists_give_no_rows_instead_of_an_internal_error(doc):
     rows = _nodes_table(doc)
     assert all(r["name"] and r["pod_cidr"] == "" and r["ip"] == "" for r in rows)
@@ -238,20 +264,26 @@ def _containerd_prune_task() -> dict:
     return task["command"]
 
 
-@pytest.mark.parametrize("kept", [
-    {"docker.io": ["http://m:5000"], "reg.example:5000": ["https://m2"]},
-    {"docker.io'$(touch CANARY)'": ["http://m"], "a\" b $(touch CANARY)": []},
-])
+@pytest.mark.parametrize(
+    "kept",
+    [
+        {"docker.io": ["http://m:5000"], "reg.example:5000": ["https://m2"]},
+        {"docker.io'$(touch CANARY)'": ["http://m"], 'a" b $(touch CANARY)': []},
+    ],
+)
 def test_mirror_pruning_keeps_listed_registries_and_runs_no_name(kept, tmp_path):
     """The real task's script and its unless probe, run by sh on a scratch config directory."""
-    canary = tmp_path / "pwned"   # the scripts run in tmp_path: `touch pwned` would create it
+    canary = tmp_path / "pwned"  # the scripts run in tmp_path: `touch pwned` would create it
     kept = {k.replace("CANARY", "pwned"): v for k, v in kept.items()}
     certs = tmp_path / "certs.d"
     for name in [*kept, "stale.example"]:
         (certs / name).mkdir(parents=True)
     task = _containerd_prune_task()
-    r = Renderer(make_env(TEMPLATES_DIR), {"containerd_registry_mirrors": kept,
-                                           "containerd_registry_config_path": str(certs)}, "test")
+    r = Renderer(
+        make_env(TEMPLATES_DIR),
+        {"containerd_registry_mirrors": kept, "containerd_registry_config_path": str(certs)},
+        "test",
+    )
 
     def sh(script: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(["sh", "-c", script], capture_output=True, text=True, timeout=30, cwd=tmp_path)
