@@ -302,7 +302,7 @@ def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
     v.expect(mirrors, dict, "cluster.container_runtime.registry_mirrors")
     for reg, urls in mirrors.items():
         where = f"cluster.container_runtime.registry_mirrors.{reg}"
-        if not isinstance(reg, str) or not REGISTRY_RE.match(reg):
+        if not isinstance(reg, str) or not REGISTRY_RE.fullmatch(reg):
             raise v.fail(
                 where,
                 f"invalid registry name {reg!r}",
@@ -310,7 +310,7 @@ def _cluster(v: Check, raw: Any, base: Path) -> Cluster:
             )
         v.expect(urls, list, where, "give a list of mirror URLs")
         for j, url in enumerate(urls):
-            if not isinstance(url, str) or not MIRROR_URL_RE.match(url):
+            if not isinstance(url, str) or not MIRROR_URL_RE.fullmatch(url):
                 raise v.fail(
                     f"{where}[{j}]",
                     f"invalid mirror URL {url!r}",
