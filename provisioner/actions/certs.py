@@ -180,25 +180,28 @@ def local_server(host: Host) -> str:
     return f"https://{'[' + ip + ']' if ':' in ip else ip}:6443"
 
 
-def _restart_static_pods_script(timeout_s: int, server: str) -> str:
-    """Move the control-plane manifests out until kubelet has stopped the pods, then back; wait for /healthz.
+def restart_static_pods_script(
+    timeout_s: int, server: str, pods: tuple[str, ...] = STATIC_PODS, ports: tuple[int, ...] = (6443, 2379)
+) -> str:
+    """Move these static pods' manifests out until kubelet has stopped them, then back; wait for /healthz.
 
     kubelet only notices manifest changes on its file check (20 s by default), and a pod restarted in place
-    keeps its old certificates in memory, hence out-and-back (what the kubeadm documentation recommends).
+    keeps its old certificates and flags in memory, hence out-and-back (what the kubeadm documentation
+    recommends). The pods are gone when nothing listens on `ports` any more.
     """
-    pods = " ".join(STATIC_PODS)
+    names = " ".join(pods)
+    listening = " or ".join(f"sport = :{p}" for p in ports)
     return f"""
 set -e
 m={MANIFESTS}; park=/etc/kubernetes/kprov/manifests-parked
 mkdir -p "$park"
-for p in {pods}; do [ -e "$m/$p.yaml" ] && mv "$m/$p.yaml" "$park/$p.yaml"; done
+for p in {names}; do [ -e "$m/$p.yaml" ] && mv "$m/$p.yaml" "$park/$p.yaml"; done
 end=$(( $(date +%s) + {timeout_s} ))
-# the pods are gone when nothing listens on the API server's and etcd's ports any more
-while ss -Hltn '( sport = :6443 or sport = :2379 )' | grep -q .; do
-  [ "$(date +%s)" -lt "$end" ] || {{ echo "static pods did not stop within {timeout_s}s" >&2; break; }}
+while ss -Hltn '( {listening} )' | grep -q .; do
+  [ "$(date +%s)" -lt "$end" ] || {{ echo "static pods ({names}) did not stop within {timeout_s}s" >&2; break; }}
   sleep 2
 done
-for p in {pods}; do [ -e "$park/$p.yaml" ] && mv "$park/$p.yaml" "$m/$p.yaml"; done
+for p in {names}; do [ -e "$park/$p.yaml" ] && mv "$park/$p.yaml" "$m/$p.yaml"; done
 until kubectl --kubeconfig {ADMIN_CONF} --server {server} get --raw=/healthz --request-timeout=5s 2>/dev/null | grep -qx ok; do
   [ "$(date +%s)" -lt "$end" ] || {{ echo "API server not healthy within {timeout_s}s" >&2; exit 1; }}
   sleep 2
@@ -277,7 +280,7 @@ def renew_certs(
             progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
             checked(
                 ssh,
-                ssh.script(_restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
+                ssh.script(restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
                 "restarting the static pods",
                 hint=f"see `journalctl -u kubelet` on {h.name}",
             )

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.actions._remote import checked, session
-from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server
+from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server, restart_static_pods_script
 from provisioner.errors import CommandFailed, InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.drift import Drift, compute_drift, split_rendered
@@ -166,29 +166,6 @@ def _norm(name: str) -> str:
 # --- applying --------------------------------------------------------------------------------------------
 
 
-def _restart_script(timeout_s: int, server: str) -> str:
-    """Park the control-plane manifests (not etcd's) until the API server's port is closed, put them back,
-    wait for /healthz: kubelet restarts the pods with the new certificate and flags."""
-    pods = " ".join(CONTROL_PLANE_PODS)
-    return f"""
-set -e
-m={MANIFESTS}; park=/etc/kubernetes/kprov/manifests-parked
-mkdir -p "$park"
-for p in {pods}; do [ -e "$m/$p.yaml" ] && mv "$m/$p.yaml" "$park/$p.yaml"; done
-end=$(( $(date +%s) + {timeout_s} ))
-while ss -Hltn '( sport = :6443 )' | grep -q .; do
-  [ "$(date +%s)" -lt "$end" ] || {{ echo "the API server did not stop within {timeout_s}s" >&2; break; }}
-  sleep 2
-done
-for p in {pods}; do [ -e "$park/$p.yaml" ] && mv "$park/$p.yaml" "$m/$p.yaml"; done
-until kubectl --kubeconfig {ADMIN_CONF} --server {server} get --raw=/healthz --request-timeout=5s 2>/dev/null | grep -qx ok; do
-  [ "$(date +%s)" -lt "$end" ] || {{ echo "API server not healthy within {timeout_s}s" >&2; exit 1; }}
-  sleep 2
-done
-echo restarted
-"""
-
-
 def _manifests_sum(ssh: SSHHost) -> str:
     files = " ".join(shlex.quote(f"{MANIFESTS}/{p}.yaml") for p in CONTROL_PLANE_PODS)
     return ssh.script(f"cat {files} 2>/dev/null | sha256sum", timeout=60).stdout.strip()
@@ -258,7 +235,10 @@ def reconfigure_host(
             progress(f"{host.name}: restarting the control-plane static pods, waiting for a healthy API server")
             checked(
                 ssh,
-                ssh.script(_restart_script(opts.timeout_s, local_server(host)), timeout=opts.timeout_s + 60),
+                ssh.script(
+                    restart_static_pods_script(opts.timeout_s, local_server(host), CONTROL_PLANE_PODS, (6443,)),
+                    timeout=opts.timeout_s + 60,
+                ),
                 "restarting the control-plane static pods",
                 hint=f"see `journalctl -u kubelet` on {host.name}",
             )
