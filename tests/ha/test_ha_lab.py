@@ -202,6 +202,19 @@ def test_1b_smoke_through_every_node(ha: HA) -> None:
             f"\nfirst smoke attempt failed (retrying once):\n{smoke.stdout[-2000:]}{smoke.stderr[-1000:]}",
             file=sys.stderr,
         )
+        # KNOWN PRODUCT BUG, not fixed yet (docs/ha.md, likely kubernetes#97294): right after the other control
+        # planes join, the first API server's watch cache can stay stale for minutes and kube-proxy on the first
+        # control plane never sees the smoke Service (seen on a quiet machine too). The documented workaround,
+        # applied here so the steps below still run: new kube-proxy pods on the control planes.
+        for node in ha.control_planes:
+            ha.kubectl(
+                "-n", "kube-system", "delete", "pod", "-l", "k8s-app=kube-proxy",
+                f"--field-selector=spec.nodeName={node}", "--wait=false", check=False,
+            )  # fmt: skip
+        ha.kubectl(
+            "-n", "kube-system", "rollout", "status", "daemonset/kube-proxy", "--timeout=180s", check=False, timeout=200
+        )  # fmt: skip
+        time.sleep(10)
         smoke = kprov("smoke", "-i", str(ha.path))
     assert "smoke test passed" in smoke.stdout, smoke.stdout[-3000:]
     assert smoke.stdout.count(" 200 ") >= 2 * NODES, smoke.stdout[-3000:]
