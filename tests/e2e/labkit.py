@@ -106,6 +106,36 @@ def ready_nodes(lab: str) -> dict[str, bool]:
     }
 
 
+_PDB_WORKLOAD = """
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: web, namespace: NAMESPACE}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: web}}
+  template:
+    metadata: {labels: {app: web}}
+    spec:
+      terminationGracePeriodSeconds: 2
+      containers:
+      - name: web
+        image: docker.io/kprov/hello:1.0
+        imagePullPolicy: Never
+        command: [/bin/sh, -c, 'mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www']
+---
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: web, namespace: NAMESPACE}
+spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
+"""
+
+
+def pdb_workload(namespace: str) -> str:
+    """Deployment `web` (2 replicas of the lab's smoke image, never pulled) and a PodDisruptionBudget that keeps
+    one of them: what a drain must respect."""
+    return _PDB_WORKLOAD.replace("NAMESPACE", namespace)
+
+
 #: kubelet settings for lab nodes whose disk is this machine's shared disk: other work fills it to near kubelet's
 #: image-GC and eviction thresholds (kubelet counts the filesystem's reserved blocks as used), and with no registry
 #: an image the garbage collector removes is gone until the next `up` imports it again (seen: the smoke image,

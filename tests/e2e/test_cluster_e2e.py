@@ -17,68 +17,30 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+from tests.e2e import labkit
+from tests.e2e.labkit import events, kprov, skip_reason
+
 LAB = "kpe" + os.environ.get("KPROV_TEST_TAG", "")
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (nspawn lab)"
-    if not shutil.which("systemd-nspawn"):
-        return "needs systemd-nspawn (scripts/setup installs it)"
-    if not BUNDLE.is_file():
-        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl on the operator machine"
-    return None
-
-
-def kprov(*args: str, check: bool = True, timeout: int = 1200) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-4000:]}"
-            f"\n--- stderr\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
 def write_inventory(path: Path, nodes: int) -> Path:
-    doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
-    doc["lab"] = {"name": LAB, "nodes": nodes, "control_planes": 1}
-    doc["cluster"]["name"] = LAB
-    doc["cluster"]["bundle"] = str(BUNDLE)
-    path.write_text(yaml.safe_dump(doc, sort_keys=False))
-    return path
+    return labkit.write_inventory(path, LAB, nodes)
 
 
 def kubectl(*args: str) -> str:
-    kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", str(kubeconfig), *args], capture_output=True, text=True, timeout=120
-    )
-    assert proc.returncode == 0, proc.stderr
-    return proc.stdout
-
-
-def events(stdout: str) -> list[dict]:
-    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{") and '"task"' in line]
+    return labkit.kubectl(LAB, *args, timeout=120).stdout
 
 
 def node_sh(node: str, script: str) -> subprocess.CompletedProcess[str]:
-    return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=120)
+    return labkit.node_sh(LAB, node, script)
 
 
 def wait_all_ready(expected: int, timeout: float = 240) -> dict:
@@ -95,7 +57,7 @@ def wait_all_ready(expected: int, timeout: float = 240) -> dict:
 
 @pytest.fixture(scope="module")
 def cluster_inventory(tmp_path_factory):
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     inv = write_inventory(tmp_path_factory.mktemp("e2e") / "lab-e2e.yaml", 3)

@@ -42,30 +42,9 @@ WORKLOAD = (
 apiVersion: v1
 kind: Namespace
 metadata: {name: rm-test}
----
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: rm-test}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: web
-        image: docker.io/kprov/hello:1.0
-        imagePullPolicy: Never
-        command: [/bin/sh, -c, 'mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www']
----
-apiVersion: policy/v1beta1
-kind: PodDisruptionBudget
-metadata: {name: web, namespace: rm-test}
-spec:
-  minAvailable: 1
-  selector: {matchLabels: {app: web}}
----
+---"""
+    + labkit.pdb_workload("rm-test")
+    + """---
 apiVersion: v1
 kind: Pod
 metadata: {name: bare, namespace: rm-test}

@@ -306,28 +306,7 @@ def test_3_the_stopped_node_rejoins(ha: HA) -> None:
 
 # --- issue 13 steps 3-5 on this cluster: kprov remove-node (tag r) ----------------------------------------
 
-RM_WORKLOAD = """
-apiVersion: apps/v1
-kind: Deployment
-metadata: {name: web, namespace: kprov-rm}
-spec:
-  replicas: 2
-  selector: {matchLabels: {app: web}}
-  template:
-    metadata: {labels: {app: web}}
-    spec:
-      terminationGracePeriodSeconds: 2
-      containers:
-      - name: web
-        image: docker.io/kprov/hello:1.0
-        imagePullPolicy: Never
-        command: [/bin/sh, -c, 'mkdir -p /www && echo hi > /www/index.html && exec httpd -f -p 8080 -h /www']
----
-apiVersion: policy/v1beta1
-kind: PodDisruptionBudget
-metadata: {name: web, namespace: kprov-rm}
-spec: {minAvailable: 1, selector: {matchLabels: {app: web}}}
-"""
+RM_WORKLOAD = labkit.pdb_workload("kprov-rm")
 
 
 def static_inventory(ha: HA, without: tuple[str, ...] = ()) -> Path:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 import sys
 import time
@@ -27,13 +26,13 @@ from pathlib import Path
 import pytest
 import yaml
 
-REPO = Path(__file__).resolve().parents[2]
-KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
-BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
+from tests.e2e import labkit
+from tests.e2e.labkit import BUNDLE, REPO, kprov, node_sh, skip_reason, wait_for
+
 LAB = "kpl" + os.environ.get("KPROV_TEST_TAG", "")
 CP1, CP2, WORKER = f"{LAB}-1", f"{LAB}-2", f"{LAB}-3"
 PORT = 6444
-KUBECONFIG = Path.home() / ".kube" / f"kprov-{LAB}.conf"
+KUBECONFIG = labkit.kubeconfig(LAB)
 
 pytestmark = [
     pytest.mark.e2e,
@@ -44,50 +43,12 @@ pytestmark = [
 ]
 
 
-def _skip_reason() -> str | None:
-    if os.geteuid() != 0:
-        return "needs root (nspawn lab)"
-    if not shutil.which("systemd-nspawn"):
-        return "needs systemd-nspawn (scripts/setup installs it)"
-    if not BUNDLE.is_file():
-        return f"needs the lab bundle {BUNDLE} (scripts/setup builds it)"
-    if not shutil.which("kubectl"):
-        return "needs kubectl on the operator machine"
-    return None
-
-
-def kprov(*args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout)
-    if check and proc.returncode != 0:
-        raise AssertionError(
-            f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
-            f"\n--- stderr\n{proc.stderr[-4000:]}"
-        )
-    return proc
-
-
 def sh(node: str, script: str, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    return kprov("lab", "ssh", "--name", LAB, node, "--", "sh", "-c", script, check=False, timeout=timeout)
+    return node_sh(LAB, node, script, timeout=timeout)
 
 
 def kubectl(*args: str, check: bool = True, timeout: int = 120) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        ["kubectl", "--kubeconfig", str(KUBECONFIG), *args], capture_output=True, text=True, timeout=timeout
-    )
-    assert not check or proc.returncode == 0, f"kubectl {' '.join(args)}: {proc.stderr}"
-    return proc
-
-
-def wait_for(what: str, predicate, timeout: float = 300, interval: float = 2):
-    """Poll until predicate() is truthy; the deadline only bounds a hung test, it is not what is tested."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = predicate()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"gave up waiting for {what} after {timeout:.0f}s")
-        time.sleep(interval)
+    return labkit.kubectl(LAB, *args, check=check, timeout=timeout)
 
 
 def backends(node: str) -> dict[str, str]:
@@ -137,7 +98,7 @@ def smoke(inv: Path) -> None:
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    reason = _skip_reason()
+    reason = skip_reason()
     if reason:
         pytest.skip(reason)
     doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
