@@ -39,7 +39,16 @@ def skip_reason() -> str | None:
 
 def kprov(*args: str, check: bool = True, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
     """The real CLI, no terminal on stdin; with check, a non-zero exit fails with both output tails."""
-    proc = subprocess.run([*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    try:
+        proc = subprocess.run(
+            [*KPROV, *args], capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else exc.stdout or ""
+        err = exc.stderr.decode(errors="replace") if isinstance(exc.stderr, bytes) else exc.stderr or ""
+        raise AssertionError(
+            f"kprov {' '.join(args)} still running after {timeout} s\n--- stdout\n{out[-6000:]}\n--- stderr\n{err[-4000:]}"
+        ) from None
     if check and proc.returncode != 0:
         raise AssertionError(
             f"kprov {' '.join(args)} exited {proc.returncode}\n--- stdout\n{proc.stdout[-6000:]}"
