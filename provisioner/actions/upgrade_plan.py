@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from provisioner.errors import InputError
 from provisioner.k8s.versions import KubeVersion, check_upgrade_step, same_version
+from provisioner.modules.system import APT_NET
 
 #: annotation kprov puts on a node it cordons, so it only ever uncordons nodes it cordoned itself
 CORDON_ANNOTATION = "kprov.io/upgrade-cordoned"
@@ -172,14 +173,14 @@ def pkgs_steps(kind: str, target: str, apt_base: str) -> tuple[str, ...]:
     uri = f"{apt_base}/v{v.major}.{v.minor}/deb/"
     return (
         f"printf %s {q(apt_sources(target, apt_base))} > /etc/apt/sources.list.d/kubernetes.sources",
-        f"curl -fsSL --retry 3 {q(uri + 'Release.key')} | gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes.gpg",
-        "apt-get update -q",
+        f"curl -fsSL --retry 3 --max-time 120 {q(uri + 'Release.key')} | gpg --batch --yes --dearmor -o /etc/apt/keyrings/kubernetes.gpg",
+        f"apt-get update -q {APT_NET}",
         "apt-mark unhold kubeadm",
-        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-change-held-packages {q('kubeadm=' + pkg)}",
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q {APT_NET} --allow-change-held-packages {q('kubeadm=' + pkg)}",
         "apt-mark hold kubeadm",
         shlex.join(kubeadm_upgrade(kind, target)),
         "apt-mark unhold kubelet kubectl",
-        "DEBIAN_FRONTEND=noninteractive apt-get install -y -q --allow-change-held-packages "
+        f"DEBIAN_FRONTEND=noninteractive apt-get install -y -q {APT_NET} --allow-change-held-packages "
         + " ".join(q(f"{p}={pkg}") for p in ("kubelet", "kubectl")),
         "apt-mark hold kubelet kubectl",
         "systemctl daemon-reload",

@@ -38,7 +38,10 @@ from provisioner.modules.base import (
 )
 
 APT_ENV = "DEBIAN_FRONTEND=noninteractive"
-APT_OPTS = "-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold"
+#: bounded waits: the dpkg lock (another apt run) 300 s; a mirror or proxy that stops answering 60 s per
+#: connection, 3 retries, instead of apt's defaults that let a stalled download hold the run for many minutes
+APT_NET = "-o Acquire::Retries=3 -o Acquire::http::Timeout=60 -o Acquire::https::Timeout=60"
+APT_OPTS = f"-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {APT_NET}"
 #: a run interrupted in the middle of dpkg (Ctrl-C, a timeout, a lost connection) leaves packages unpacked but not
 #: configured, and apt refuses every later install ("dpkg was interrupted") until they are: finish that first
 DPKG_RESUME = (
