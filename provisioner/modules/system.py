@@ -42,6 +42,25 @@ APT_ENV = "DEBIAN_FRONTEND=noninteractive"
 #: connection, 3 retries, instead of apt's defaults that let a stalled download hold the run for many minutes
 APT_NET = "-o Acquire::Retries=3 -o Acquire::http::Timeout=60 -o Acquire::https::Timeout=60"
 APT_OPTS = f"-o DPkg::Lock::Timeout=300 -o Dpkg::Options::=--force-confdef -o Dpkg::Options::=--force-confold {APT_NET}"
+#: apt's network phases (update, download) get a hard bound and two more tries: a mirror or caching proxy that
+#: keeps a connection open without sending (seen with a cold apt-cacher-ng) defeats apt's own timeouts. The dpkg
+#: phase is never killed: packages are downloaded first (`--download-only`), then installed from the cache.
+APT_NET_TRIES = 3
+APT_NET_BOUND_S = 300
+
+
+def apt_retry_fn(bound_s: int = APT_NET_BOUND_S, tries: int = APT_NET_TRIES) -> str:
+    """The shell function `kprov_apt_net CMD...`: CMD bounded to `bound_s`, up to `tries` times."""
+    return (
+        "kprov_apt_net() { n=1; "
+        f'until timeout -k 10 {bound_s} "$@"; do '
+        f'[ "$n" -lt {tries} ] || {{ echo "kprov: $* failed or stalled {tries} times '
+        f'(each bounded to {bound_s}s)" >&2; return 1; }}; '
+        f'echo "kprov: failed or stalled (try $n of {tries}), retrying: $*" >&2; n=$((n + 1)); sleep 5; '
+        "done; }"
+    )
+
+
 #: a run interrupted in the middle of dpkg (Ctrl-C, a timeout, a lost connection) leaves packages unpacked but not
 #: configured, and apt refuses every later install ("dpkg was interrupted") until they are: finish that first
 DPKG_RESUME = (
@@ -121,14 +140,15 @@ class PackageModule(Module):
                 specs = [args["deb"]]
             recommends = "" if args["install_recommends"] else " --no-install-recommends"
             lines.append(DPKG_RESUME)
-            if args["update_cache"] and not args["deb"]:
-                lines.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
+            install = f"apt-get install -y -q{recommends} --allow-downgrades --allow-change-held-packages {APT_OPTS}"
+            if not args["deb"]:
+                lines.append(apt_retry_fn())
+                if args["update_cache"]:
+                    lines.append(f"kprov_apt_net env {APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
+                lines.append(f"kprov_apt_net env {APT_ENV} {install} --download-only {join(specs)} >/dev/null")
             if wrong:
                 lines.append(f"apt-mark unhold {join(wrong)} >/dev/null 2>&1 || true")
-            lines.append(
-                f"{APT_ENV} apt-get install -y -q{recommends} --allow-downgrades "
-                f"--allow-change-held-packages {APT_OPTS} {join(specs)}"
-            )
+            lines.append(f"{APT_ENV} {install} {join(specs)}")
             diff = "".join(f"+ {s}\n" for s in specs)
         if args["hold"]:
             lines.append(f"apt-mark hold {join(names)} >/dev/null")
@@ -228,7 +248,8 @@ class AptRepositoryModule(Module):
             msgs.append(f"write {args['file']}")
         if not steps:
             return NoChange(f"repository {args['name']} present")
-        steps.append(f"{APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
+        steps.append(apt_retry_fn())
+        steps.append(f"kprov_apt_net env {APT_ENV} apt-get update -q {APT_OPTS} >/dev/null")
         return Change(
             "; ".join(msgs), "\n".join(steps), diff=text_diff(args["file"], lst.content if lst.exists else None, want)
         )
