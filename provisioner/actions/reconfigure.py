@@ -15,6 +15,9 @@ plane at a time:
 
 Every step is decided from facts (the certificate's SANs, the manifests' checksums, the stored ConfigMaps), so
 a rerun after an interruption continues; a second run finds no drift and changes nothing.
+
+`reconfigure_cluster()` is the command's entry (`kprov upgrade --reconfigure [--yes]`): the version guard, then
+the drift alone, or with opts.apply its application under the maintenance locks.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.actions._remote import checked, session
+from provisioner.actions._remote import checked, maintenance_lock, session
 from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server, restart_static_pods_script
 from provisioner.errors import CommandFailed, InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
@@ -44,6 +47,7 @@ KUBEADM_TEMPLATE = "control_plane/kubeadm-config.yaml.j2"
 class ReconfigureOptions:
     extra_vars: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     timeout_s: int = 300
+    apply: bool = False  # False: the drift is only probed and returned, nothing changed (no --yes)
 
 
 @dataclass(frozen=True)
@@ -59,6 +63,30 @@ class ReconfigureReport:
     steps: tuple[HostStep, ...] = ()
     cluster_actions: tuple[str, ...] = ()
     seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class ReconfigureOutcome:
+    """The drift (None: the first control plane is not initialised) and, with opts.apply, the report."""
+
+    drift: Drift | None
+    report: ReconfigureReport | None = None
+
+
+def reconfigure_cluster(
+    inv: Inventory, connect: ConnectOptions, opts: ReconfigureOptions, progress: Callable[[str], None] = lambda _m: None
+) -> ReconfigureOutcome:
+    """`kprov upgrade --reconfigure`: refused (InputError) when a control plane runs another version than the
+    inventory (the configuration is rendered for the inventory's version: `kprov upgrade` first); without
+    opts.apply only the drift; with it, reconfigure() under the locks `up` takes."""
+    from provisioner.actions.versions import guard_version_unchanged
+
+    guard_version_unchanged(inv, inv.control_planes, connect)
+    if not opts.apply:
+        return ReconfigureOutcome(probe_drift(inv, connect, opts.extra_vars))
+    with maintenance_lock(inv, connect, "kprov upgrade --reconfigure"):
+        report = reconfigure(inv, connect, opts, progress=progress)
+    return ReconfigureOutcome(report.drift, report)
 
 
 # --- rendering: what kprov would write for `kubeadm init` on a control plane ------------------------------

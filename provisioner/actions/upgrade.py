@@ -4,19 +4,25 @@ The pure half (rules, order, drain preview, pkgs steps) is upgrade_plan.py; this
 carries the plan out. Every node: cordon (annotated, so only kprov's cordons are undone) -> drain -> binaries
 at the target (bundle: the kubernetes role through the engine; pkgs: apt) -> kubeadm upgrade -> kubelet restart
 -> Ready at the target -> uncordon. A rerun after an interruption starts again from the facts.
+
+`upgrade()` is the command's entry: the plan (shown through a callback before anything changes), then, with
+`apply`, the run under the maintenance locks; `prepare()` and `run()` are its two halves.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
-from provisioner.actions._remote import checked, on_hosts, session
+from provisioner.actions._remote import checked, maintenance_lock, on_hosts, session
 from provisioner.actions.certs import ADMIN_CONF, local_server
+from provisioner.actions.run import RunRequest, run_plays
 from provisioner.actions.upgrade_plan import (
     CORDON_ANNOTATION,
     DRAIN_ARGS,
@@ -35,7 +41,7 @@ from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.versions import parse_version, same_version
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
-DEFAULT_APT_BASE = ""  # the CLI passes the kubernetes role's kubernetes_apt_base
+DEFAULT_APT_BASE = ""  # "": upgrade() takes -e, the cluster's vars or the kubernetes role's kubernetes_apt_base
 
 
 @dataclass(frozen=True)
@@ -45,6 +51,7 @@ class UpgradeOptions:
     drain_timeout_s: int = 300
     ready_timeout_s: int = 300
     apt_base: str = DEFAULT_APT_BASE
+    apply: bool = False  # False: preflight and plan only, nothing changed (`kprov upgrade` without --yes)
 
 
 @dataclass(frozen=True)
@@ -65,6 +72,58 @@ class UpgradeReport:
     @property
     def failed(self) -> tuple[NodeResult, ...]:
         return tuple(n for n in self.nodes if n.status in ("failed", "not started"))
+
+
+@dataclass(frozen=True)
+class UpgradeOutcome:
+    """The plan, and the report of the run (None when nothing ran: no --yes, or nothing pending)."""
+
+    plan: UpgradePlan
+    report: UpgradeReport | None = None
+
+
+def apt_base_of(inv: Inventory, extra_vars: Mapping[str, Any]) -> str:
+    """kubernetes_apt_base as `up` would see it: -e, then the cluster's vars, then the kubernetes role's default."""
+    from provisioner.engine.roles import load_role
+
+    return str(
+        extra_vars.get("kubernetes_apt_base")
+        or inv.cluster.vars.get("kubernetes_apt_base")
+        or load_role("kubernetes").defaults.get("kubernetes_apt_base", "")
+    )
+
+
+def upgrade(
+    inv: Inventory,
+    req: RunRequest,
+    opts: UpgradeOptions,
+    *,
+    open_sink: Callable[[], Any],
+    show_plan: Callable[[UpgradePlan], None] = lambda _p: None,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> UpgradeOutcome:
+    """`kprov upgrade`: preflight and plan (handed to `show_plan` before any change); with opts.apply and
+    something pending, the upgrade node by node under the maintenance locks. The binaries of a bundle
+    cluster are installed by the `bundle` and `kubernetes` plays of `up`, limited to the node, events to a
+    sink from `open_sink`."""
+    connect = req.connect()
+    opts = dataclasses.replace(opts, apt_base=opts.apt_base or apt_base_of(inv, req.extra_vars))
+    locked = maintenance_lock(inv, connect, "kprov upgrade") if opts.apply else contextlib.nullcontext()
+    with locked:
+        plan = prepare(inv, connect, opts)
+        show_plan(plan)
+        if not plan.pending or not opts.apply:
+            return UpgradeOutcome(plan)
+
+        def install_role(tinv: Inventory, host: str) -> bool:
+            # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install)
+            from provisioner.engine.roles import Play, load_plays
+
+            plays = [Play(p.role, host) for p in load_plays() if p.role in ("bundle", "kubernetes")]
+            one = dataclasses.replace(req, limit=(host,))
+            return int(run_plays(one, tinv, plays, open_sink()).exit_status()) == 0
+
+        return UpgradeOutcome(plan, run(inv, connect, plan, opts, install_role=install_role, progress=progress))
 
 
 def target_inventory(inv: Inventory, target: str, only: str | None = None) -> Inventory:

@@ -250,7 +250,8 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
     """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
     --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon).
     With --reconfigure: the cluster's stored configuration brought to the inventory's (see docs/maintenance.md)."""
-    import contextlib
+    from provisioner.actions.upgrade import UpgradeOptions
+    from provisioner.actions.upgrade import upgrade as upgrade_cluster
 
     inv = load_inventory(common.inventory)
     console = _console(common)
@@ -261,28 +262,41 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
                 hint="run `kprov upgrade --to V --yes` first, then `kprov upgrade --reconfigure --yes`",
             )
         return _reconfigure(common, inv, console, yes)
-    with maintenance_lock(inv, common.run_options().connect, "kprov upgrade") if yes else contextlib.nullcontext():
-        return _upgrade(common, inv, console, target, serial, drain_timeout, yes)
+    opts = UpgradeOptions(target=target, serial=serial, drain_timeout_s=drain_timeout, apply=yes)
+    outcome = upgrade_cluster(
+        inv,
+        common,
+        opts,
+        open_sink=common.sink,
+        show_plan=lambda plan: _render_plan(common, console, inv, plan),
+        progress=lambda m: console.print(f"[dim]upgrade: {m}[/dim]"),
+    )
+    if not outcome.plan.pending:
+        console.print(f"every node runs {outcome.plan.target}: nothing to do")
+        return int(ExitStatus.SUCCESS)
+    if outcome.report is None:
+        console.print("nothing changed: rerun with --yes to upgrade")
+        return int(ExitStatus.SUCCESS)
+    return _render_recap(common, console, outcome.report)
 
 
 def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
-    from provisioner.actions.reconfigure import ReconfigureOptions, probe_drift, reconfigure
-    from provisioner.actions.versions import guard_version_unchanged
+    from provisioner.actions.reconfigure import ReconfigureOptions, reconfigure_cluster
 
-    connect = common.run_options().connect
-    # the configuration is rendered for the inventory's version: a version change is `kprov upgrade` first
-    guard_version_unchanged(inv, inv.control_planes, connect)
-    opts = ReconfigureOptions(extra_vars=dict(common.extra_vars))
-    if not yes:
-        drift = probe_drift(inv, connect, opts.extra_vars)
-        if drift is None:
+    opts = ReconfigureOptions(extra_vars=dict(common.extra_vars), apply=yes)
+    outcome = reconfigure_cluster(
+        inv, common.run_options().connect, opts, progress=lambda m: console.print(f"[dim]reconfigure: {m}[/dim]")
+    )
+    report = outcome.report
+    if report is None:
+        if outcome.drift is None:
             console.print(f"{inv.control_planes[0].name} is not initialised: nothing to reconfigure")
             return int(ExitStatus.SUCCESS)
-        _render_drift(common, console, drift)
-        console.print("nothing changed: rerun with --yes to reconfigure" if drift else "no drift: nothing to do")
+        _render_drift(common, console, outcome.drift)
+        console.print(
+            "nothing changed: rerun with --yes to reconfigure" if outcome.drift else "no drift: nothing to do"
+        )
         return int(ExitStatus.SUCCESS)
-    with maintenance_lock(inv, connect, "kprov upgrade --reconfigure"):
-        report = reconfigure(inv, connect, opts, progress=lambda m: console.print(f"[dim]reconfigure: {m}[/dim]"))
     _render_drift(common, console, report.drift)
     if not report.drift:
         console.print("no drift: nothing to do")
@@ -307,22 +321,7 @@ def _render_drift(common: Common, console: Console, drift) -> None:
         console.print(f"drift: {item.line()}")
 
 
-def _upgrade(
-    common: Common, inv, console: Console, target: str | None, serial: int, drain_timeout: int, yes: bool
-) -> int:
-    from dataclasses import replace
-
-    from provisioner.actions.run import run_plays
-    from provisioner.actions.upgrade import UpgradeOptions, prepare, run
-    from provisioner.engine.roles import Play, load_plays, load_role
-
-    apt_base = str(
-        common.extra_vars.get("kubernetes_apt_base")
-        or inv.cluster.vars.get("kubernetes_apt_base")
-        or load_role("kubernetes").defaults.get("kubernetes_apt_base", "")
-    )
-    opts = UpgradeOptions(target=target, serial=serial, drain_timeout_s=drain_timeout, apt_base=apt_base)
-    plan = prepare(inv, common.run_options().connect, opts)
+def _render_plan(common: Common, console: Console, inv, plan) -> None:
     table = Table(
         title=f"UPGRADE PLAN {inv.cluster.name}: {plan.running} -> {plan.target} ({plan.source})",
         title_justify="left",
@@ -367,28 +366,9 @@ def _upgrade(
                     }
                 )
             )
-    if not plan.pending:
-        console.print(f"every node runs {plan.target}: nothing to do")
-        return int(ExitStatus.SUCCESS)
-    if not yes:
-        console.print("nothing changed: rerun with --yes to upgrade")
-        return int(ExitStatus.SUCCESS)
 
-    def install_role(tinv, host: str) -> bool:
-        # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install)
-        plays = [Play(p.role, host) for p in load_plays() if p.role in ("bundle", "kubernetes")]
-        c = replace(common, limit=(host,))
-        report = run_plays(c, tinv, plays, c.sink())
-        return int(report.exit_status()) == 0
 
-    report = run(
-        inv,
-        common.run_options().connect,
-        plan,
-        opts,
-        install_role=install_role,
-        progress=lambda m: console.print(f"[dim]upgrade: {m}[/dim]"),
-    )
+def _render_recap(common: Common, console: Console, report) -> int:
     recap = Table(title="UPGRADE RECAP", title_justify="left", show_edge=False)
     for col in ("node", "version", "status", "wall time", "message"):
         recap.add_column(col)
