@@ -1,7 +1,9 @@
 """`kprov remove-node`: take one node out of the cluster, safely by default, also when its machine is gone.
 
-plan_removal() only reads (kubectl get, the etcd member list and health, an SSH connect to the host) and
-returns a RemovalPlan; remove_node() carries a plan out. Every step looks at the cluster's state before it
+remove() is the command's entry: a surviving control plane's API, the plan (shown through a callback), the
+safety check and the confirmation, then the removal under the cluster lock. plan_removal() only reads (kubectl
+get, the etcd member list and health, an SSH connect to the host) and returns a RemovalPlan; carry_out()
+carries a plan out. Every step looks at the cluster's state before it
 acts, so a removal interrupted anywhere is finished by running it again:
 
   cordon -> drain (Eviction API: PodDisruptionBudgets hold it up to the timeout) -> [control plane: remove
@@ -20,10 +22,12 @@ import json
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import yaml
 
 from provisioner.actions._remote import session
+from provisioner.actions.run import RunRequest, run_plays
 from provisioner.engine.events import RunReport
 from provisioner.engine.roles import Play, load_plays
 from provisioner.errors import InputError, KprovError
@@ -47,6 +51,7 @@ class RemoveNodeOptions:
     force: bool = False
     drain_timeout_s: int = 300
     connect: ConnectOptions = field(default_factory=ConnectOptions)
+    dry_run: bool = False  # only the plan: nothing changed
 
 
 @dataclass(frozen=True)
@@ -148,6 +153,55 @@ class RemovalReport:
     @property
     def changed(self) -> int:
         return sum(s.outcome == "done" for s in self.steps)
+
+
+@dataclass(frozen=True)
+class RemovalOutcome:
+    """The plan, the control planes that did not answer, and the report (None: a dry run, or not confirmed)."""
+
+    plan: RemovalPlan
+    down: tuple[str, ...]
+    report: RemovalReport | None = None
+
+
+def remove(
+    inv: Inventory,
+    req: RunRequest,
+    opts: RemoveNodeOptions,
+    *,
+    open_sink: Callable[[], Any],
+    show_plan: Callable[[RemovalPlan, Sequence[str]], None] = lambda _p, _d: None,
+    confirm: Callable[[RemovalPlan], bool] = lambda _p: True,
+    progress: Callable[[str], None] = lambda _m: None,
+) -> RemovalOutcome:
+    """`kprov remove-node`: plan through a surviving control plane, hand it to `show_plan` (with the control
+    planes that did not answer), refuse an unsafe plan (InputError), ask `confirm`, then carry it out under the
+    cluster lock. The roles it runs (balancer, reset) report to one sink from `open_sink`, each with a recap."""
+    ssh, down = open_api(inv, opts.host, opts.connect)
+    try:
+        api = ClusterApi(ssh)
+        plan = plan_removal(inv, opts, api)
+        show_plan(plan, down)
+        if opts.dry_run:
+            return RemovalOutcome(plan, tuple(down))
+        check_allowed(plan, opts.force)
+        if not confirm(plan):
+            return RemovalOutcome(plan, tuple(down))
+        sink = open_sink()
+        whole = replace(req, limit=None)
+
+        def run_role(inventory: Inventory, plays: Sequence[Play]) -> RunReport:
+            report = run_plays(whole, inventory, plays, sink)
+            sink.recap(report, "REMOVE-NODE " + ", ".join(p.role for p in plays).upper())
+            return report
+
+        from provisioner.engine.lock import cluster_lock
+
+        with cluster_lock(inv.cluster.name, f"kprov remove-node --host {opts.host}"):
+            report = carry_out(inv, opts, plan, api, run_role, progress=progress)
+    finally:
+        ssh.close()
+    return RemovalOutcome(plan, tuple(down), report)
 
 
 # --- the cluster as one surviving control plane sees it ------------------------------------------------
@@ -389,7 +443,7 @@ def check_allowed(plan: RemovalPlan, force: bool) -> None:
 # --- apply ---------------------------------------------------------------------------------------------
 
 
-def remove_node(
+def carry_out(
     inv: Inventory,
     opts: RemoveNodeOptions,
     plan: RemovalPlan,

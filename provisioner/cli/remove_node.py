@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import sys
-from dataclasses import replace
 
 import click
 from rich.console import Console
@@ -88,47 +87,42 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
     cleanup is skipped with a warning. Remove the host from the inventory afterwards.
     """
     from provisioner.actions import remove_node as rn
-    from provisioner.actions.run import run_plays
-    from provisioner.engine.lock import cluster_lock
     from provisioner.inventory.loader import load_inventory
 
     inv = load_inventory(common.inventory)
-    opts = rn.RemoveNodeOptions(name, force=force, drain_timeout_s=drain_timeout, connect=common.run_options().connect)
+    opts = rn.RemoveNodeOptions(
+        name, force=force, drain_timeout_s=drain_timeout, connect=common.run_options().connect, dry_run=dry_run
+    )
     console = _console(common)
-    ssh, down = rn.open_api(inv, name, opts.connect)
-    try:
-        api = rn.ClusterApi(ssh)
-        plan = rn.plan_removal(inv, opts, api)
+
+    def show(plan, down) -> None:
         _show_plan(console, plan, common)
         for d in down:
             console.print(f"[yellow]warning: control plane {d}[/yellow]")
-        if dry_run:
-            console.print("dry run: nothing was changed")
-            return int(ExitStatus.SUCCESS)
-        rn.check_allowed(plan, force)
-        if not yes:
-            if not sys.stdin.isatty():
-                raise InputError(
-                    f"remove-node {name} changes the cluster: confirm with --yes",
-                    hint="no terminal to ask on; `--dry-run` shows the plan",
-                )
-            if not click.confirm(f"Remove {name} from cluster {inv.cluster.name}?", default=False):
-                console.print("nothing was changed")
-                return int(ExitStatus.SUCCESS)
-        sink = common.sink()
-        quiet = replace(common, limit=None)
 
-        def run_role(inventory, plays):
-            report = run_plays(quiet, inventory, plays, sink)
-            sink.recap(report, "REMOVE-NODE " + ", ".join(p.role for p in plays).upper())
-            return report
-
-        with cluster_lock(inv.cluster.name, f"kprov remove-node --host {name}"):
-            report = rn.remove_node(
-                inv, opts, plan, api, run_role, progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]")
+    def confirm(_plan) -> bool:
+        if yes:
+            return True
+        if not sys.stdin.isatty():
+            raise InputError(
+                f"remove-node {name} changes the cluster: confirm with --yes",
+                hint="no terminal to ask on; `--dry-run` shows the plan",
             )
-    finally:
-        ssh.close()
+        return click.confirm(f"Remove {name} from cluster {inv.cluster.name}?", default=False)
+
+    outcome = rn.remove(
+        inv,
+        common,
+        opts,
+        open_sink=common.sink,
+        show_plan=show,
+        confirm=confirm,
+        progress=lambda m: console.print(f"[dim]remove-node {name}: {m}[/dim]"),
+    )
+    plan, report = outcome.plan, outcome.report
+    if report is None:
+        console.print("dry run: nothing was changed" if dry_run else "nothing was changed")
+        return int(ExitStatus.SUCCESS)
     if common.log_format == "json":
         click.echo(
             json.dumps(
