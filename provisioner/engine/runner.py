@@ -489,6 +489,10 @@ class Runner:
             if self.options.check and not runs_in_check and task.changed_when is False:
                 # the task declares it never changes anything (e.g. daemon-reload): nothing to plan
                 return Status.OK, registered(check_mode=True, msg=decision.msg), "", ""
+            if self.options.check and not runs_in_check and not decision.reports_changed and task.changed_when is None:
+                # a wait changes nothing by itself (what it waits for is planned by the tasks that bring it up):
+                # a plan of a converged cluster reports 0 changed
+                return Status.OK, registered(check_mode=True, msg=decision.msg), f"would {decision.msg}", ""
             if self.options.check and not runs_in_check:
                 data = registered(changed=True, check_mode=True, msg=decision.msg)
                 return Status.CHANGED, data, f"would {decision.msg}", decision.diff

@@ -667,6 +667,19 @@ def test_check_mode_sends_only_facts_and_read_only_commands(engine):
     assert not [s for s in run.hosts["a"].sent if "touch" in s]
 
 
+def test_a_wait_is_planned_as_ok_never_as_a_change(engine):
+    # a plan of a converged cluster reports 0 changed: waits change nothing themselves
+    tasks = [
+        {"name": "port up", "wait_for": {"port": 6443, "timeout": 5}},
+        {"name": "ready", "wait_for": {"shell": "say ready", "timeout": 5}},
+        sh("write", "touch /w"),
+    ]
+    run = engine(tasks, hosts="a", check=True)
+    assert run.of("a") == [("port up", OK), ("ready", OK), ("write", CHANGED)]
+    assert run.event("a", "ready").msg == "would wait for say ready"
+    assert not [s for s in run.hosts["a"].sent if "say ready" in s or "/dev/tcp" in s]
+
+
 def test_until_retries_until_the_condition_holds(engine):
     run = engine([sh("poll", "count", register="p", until="p.stdout == '3'", retries=5, delay=0)], hosts="a")
     assert run.of("a") == [("poll", CHANGED)] and run.hosts["a"].counter == 3
