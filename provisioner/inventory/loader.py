@@ -25,8 +25,8 @@ from provisioner.inventory.model import (
     Inventory,
     frozen_map,
 )
+from provisioner.inventory.provider import get_provider, provider_names
 from provisioner.inventory.yamlsource import load_yaml_file
-from provisioner.providers.base import get_provider, provider_names
 
 TOP_KEYS = {"provider", "cluster", "defaults", "hosts", "groups", "lab", "ec2", "vagrant"}
 CLUSTER_KEYS = {

@@ -5,6 +5,10 @@ NAME: the loader validates the section through the provider (errors carry file:l
 inventory error, via inventory.check.Check), resolves the hosts before the model is built, and merges the
 provider's connection defaults and API endpoint. The built-in providers (lab, ec2, vagrant) are imported
 only when an inventory names them.
+
+The protocol and the registry live here, beside the loader that uses them: the providers depend on the
+inventory package (its validation helper, its YAML source), never the reverse, so the two packages form no
+import cycle (provisioner/providers/base.py re-exports these names).
 """
 
 from __future__ import annotations
