@@ -33,12 +33,12 @@ from provisioner.engine.roles import Play, load_plays
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory, frozen_map
 from provisioner.k8s import etcd_members as em
-from provisioner.k8s.drain import DrainPlan, PodAction, drain_plan, nodes_not_in
+from provisioner.k8s.drain import DrainPlan, PodAction, drain_plan
+from provisioner.k8s.nodes import nodes_not_in, parse_node, parse_nodes
 from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
 
 ADMIN_CONF = "/etc/kubernetes/admin.conf"
 ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
-CP_LABELS = ("node-role.kubernetes.io/control-plane", "node-role.kubernetes.io/master")
 BALANCED_MODES = ("vip", "local")
 LB_ROLE = "loadbalancer"
 
@@ -334,14 +334,13 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
             detail=node_json.stderr_tail(),
             hint="check the API server (`kprov status`)",
         )
-    node = json.loads(node_json.stdout) if node_json.stdout.strip() else None
+    node = parse_node(node_json.stdout)
     if host is None and node is None:
         raise InputError(
             f"--host {name!r}: neither a host of {inv.path} nor a Node of cluster {inv.cluster.name}",
             hint=f"hosts: {', '.join(h.name for h in inv.hosts)}",
         )
-    labels = (node or {}).get("metadata", {}).get("labels", {}) or {}
-    control_plane = bool(host and host.is_control_plane) or any(k in labels for k in CP_LABELS)
+    control_plane = bool(host and host.is_control_plane) or bool(node and node.is_control_plane)
     why = _reachable(host, opts.connect) if host is not None else ""
     reachable = host is not None and not why
     refusals: list[str] = []
@@ -375,7 +374,7 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
         if not others and not cp_nodes:
             blockers.append(f"{name} is the last control plane")
         members = api.etcd_members()
-        node_ip = host.node_ip if host else _internal_ip(node)
+        node_ip = host.node_ip if host else (node.internal_ip if node else "")
         mine = next((m for m in members if m.is_host(name, node_ip)), None)
         etcd = EtcdChange(api.name, tuple(members), mine)
         if mine is not None:
@@ -400,7 +399,7 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
         why,
         api.name,
         node is not None,
-        bool((node or {}).get("spec", {}).get("unschedulable")),
+        bool(node and node.unschedulable),
         drain,
         etcd,
         balancer,
@@ -412,18 +411,7 @@ def plan_removal(inv: Inventory, opts: RemoveNodeOptions, api: ClusterApi) -> Re
 
 def _control_plane_nodes(api: ClusterApi) -> set[str]:
     out = api.kubectl_ok("get", "nodes", "-o", "json", what="listing the Nodes")
-    return {
-        i["metadata"]["name"]
-        for i in json.loads(out).get("items", [])
-        if any(k in (i["metadata"].get("labels") or {}) for k in CP_LABELS)
-    }
-
-
-def _internal_ip(node: dict | None) -> str:
-    for a in (node or {}).get("status", {}).get("addresses", []) or []:
-        if a.get("type") == "InternalIP":
-            return a.get("address", "")
-    return ""
+    return {n.name for n in parse_nodes(out) if n.is_control_plane}
 
 
 def check_allowed(plan: RemovalPlan, force: bool) -> None:

@@ -8,12 +8,13 @@ the target is done (resumable from facts); one left cordoned by an interrupted u
 
 from __future__ import annotations
 
-import json
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from provisioner.errors import InputError
+from provisioner.k8s import drain as k8s_drain
+from provisioner.k8s import nodes as k8s_nodes
 from provisioner.k8s.versions import KubeVersion, check_upgrade_step, same_version
 from provisioner.modules.system import APT_NET
 
@@ -79,57 +80,38 @@ class UpgradePlan:
         return tuple(n for n in self.nodes if not n.done or n.uncordon_only)
 
 
-# --- parsers of kubectl JSON (pure) -----------------------------------------------------------------------
+# --- facts from kubectl JSON (parsed by k8s/nodes.py and k8s/drain.py) ----------------------------------
 
 
 def parse_nodes(doc: str) -> dict[str, NodeFacts]:
-    out = {}
-    for item in json.loads(doc).get("items", []):
-        meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
-        ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions", []))
-        out[meta.get("name", "")] = NodeFacts(
-            meta.get("name", ""),
-            ready,
-            status.get("nodeInfo", {}).get("kubeletVersion", "").lstrip("v"),
-            bool(spec.get("unschedulable")),
-            CORDON_ANNOTATION in (meta.get("annotations") or {}),
+    """`kubectl get nodes -o json` -> the upgrade's facts of each valid Node."""
+    return {
+        n.name: NodeFacts(
+            n.name,
+            n.ready,
+            n.kubelet_version.lstrip("v"),
+            n.unschedulable,
+            CORDON_ANNOTATION in n.annotations,
         )
-    return out
+        for n in k8s_nodes.parse_nodes(doc)
+    }
 
 
 def parse_pods(doc: str) -> list[PodFacts]:
-    pods = []
-    for item in json.loads(doc).get("items", []):
-        meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
-        if status.get("phase") in ("Succeeded", "Failed"):
-            continue
-        owners = meta.get("ownerReferences") or []
-        pods.append(
-            PodFacts(
-                meta.get("namespace", ""),
-                meta.get("name", ""),
-                spec.get("nodeName", ""),
-                meta.get("labels") or {},
-                any(o.get("kind") == "DaemonSet" for o in owners),
-                "kubernetes.io/config.mirror" in (meta.get("annotations") or {}),
-            )
-        )
-    return pods
+    """`kubectl get pods -A -o json` -> the pods still running or pending (finished ones are not evicted)."""
+    return [
+        PodFacts(p.namespace, p.name, p.node, p.labels, "DaemonSet" in p.owner_kinds, p.mirror)
+        for p in k8s_drain.parse_pods(doc)
+        if not p.finished
+    ]
 
 
 def parse_pdbs(doc: str) -> list[PdbFacts]:
-    pdbs = []
-    for item in json.loads(doc).get("items", []):
-        meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
-        pdbs.append(
-            PdbFacts(
-                meta.get("namespace", ""),
-                meta.get("name", ""),
-                (spec.get("selector") or {}).get("matchLabels") or {},
-                int(status.get("disruptionsAllowed", 0)),
-            )
-        )
-    return pdbs
+    """`kubectl get pdb -A -o json` -> the budgets, with their matchLabels."""
+    return [
+        PdbFacts(b.namespace, b.name, (b.selector or {}).get("matchLabels") or {}, b.disruptions_allowed)
+        for b in k8s_drain.parse_budgets(doc)
+    ]
 
 
 def drain_preview(

@@ -1,7 +1,8 @@
 """Drain plan: which pods on a node would be evicted, deleted, left alone or blocked, from kubectl JSON.
 
-Pure functions over `kubectl get pods -A --field-selector spec.nodeName=N -o json` and
-`kubectl get pdb -A -o json` (what `kprov remove-node` shows before it changes anything).
+Pure functions over `kubectl get pods -A [--field-selector spec.nodeName=N] -o json` and
+`kubectl get pdb -A -o json`: parse_pods and parse_budgets are the one parser of each (remove-node's plan and
+`kprov upgrade`'s drain preview both read these).
 
 Rules (those of `kubectl drain --ignore-daemonsets --delete-emptydir-data`, plus `--force` when asked):
 * a pod owned by a controller (ReplicaSet, StatefulSet, Job, ...) is evicted through the Eviction API,
@@ -16,9 +17,11 @@ from __future__ import annotations
 
 import enum
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
+
+from provisioner.k8s.nodes import nodes_not_in as nodes_not_in  # remove-node's callers import it from here
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
@@ -67,6 +70,29 @@ class DrainPlan:
     @property
     def pdb_waits(self) -> tuple[PodPlan, ...]:
         return tuple(p for p in self.pods if p.pdb_waits)
+
+
+@dataclass(frozen=True)
+class PodInfo:
+    """One pod of `kubectl get pods -o json`."""
+
+    namespace: str
+    name: str
+    node: str  # spec.nodeName ("" while unscheduled)
+    labels: Mapping[str, str]
+    phase: str
+    controller: str  # the controller owner "Kind/name", "" when none
+    owner_kinds: tuple[str, ...] = ()  # kinds of every owner reference (controller or not)
+    mirror: bool = False  # a static pod's mirror
+    emptydir: bool = False
+
+    @property
+    def ref(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+    @property
+    def finished(self) -> bool:
+        return self.phase in ("Succeeded", "Failed")
 
 
 @dataclass(frozen=True)
@@ -121,11 +147,32 @@ def selector_matches(selector: Mapping[str, Any] | None, labels: Mapping[str, st
     return True
 
 
-def _controller(meta: Mapping[str, Any]) -> tuple[str, str]:
+def _controller(meta: Mapping[str, Any]) -> str:
     for ref in meta.get("ownerReferences") or []:
         if ref.get("controller"):
-            return ref.get("kind", ""), ref.get("name", "")
-    return "", ""
+            return f"{ref['kind']}/{ref.get('name', '')}" if ref.get("kind") else ""
+    return ""
+
+
+def parse_pods(pods_json: str) -> list[PodInfo]:
+    """`kubectl get pods -o json` -> its pods, sorted by namespace/name."""
+    pods = []
+    for item in _items(pods_json):
+        meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
+        pods.append(
+            PodInfo(
+                meta.get("namespace", "default"),
+                meta.get("name", ""),
+                spec.get("nodeName", ""),
+                meta.get("labels") or {},
+                status.get("phase", ""),
+                _controller(meta),
+                tuple(o.get("kind", "") for o in meta.get("ownerReferences") or []),
+                MIRROR_ANNOTATION in (meta.get("annotations") or {}),
+                any("emptyDir" in v for v in spec.get("volumes") or []),
+            )
+        )
+    return sorted(pods, key=lambda p: (p.namespace, p.name))
 
 
 def drain_plan(node: str, pods_json: str, pdb_json: str, *, force: bool) -> DrainPlan:
@@ -133,22 +180,15 @@ def drain_plan(node: str, pods_json: str, pdb_json: str, *, force: bool) -> Drai
     budgets = parse_budgets(pdb_json)
     left = {b.ref: b.disruptions_allowed for b in budgets}
     plans = []
-    items = sorted(
-        _items(pods_json),
-        key=lambda i: (i.get("metadata", {}).get("namespace", ""), i.get("metadata", {}).get("name", "")),
-    )
-    for item in items:
-        meta, spec, status = item.get("metadata", {}), item.get("spec", {}), item.get("status", {})
-        if spec.get("nodeName", node) != node:
+    for pod in parse_pods(pods_json):
+        if (pod.node or node) != node:
             continue
-        ns, name = meta.get("namespace", "default"), meta.get("name", "")
-        kind, owner = _controller(meta)
-        emptydir = any("emptyDir" in v for v in spec.get("volumes") or [])
-        if MIRROR_ANNOTATION in (meta.get("annotations") or {}):
+        kind = pod.controller.partition("/")[0]
+        if pod.mirror:
             action = PodAction.STATIC
         elif kind == "DaemonSet":
             action = PodAction.DAEMONSET
-        elif status.get("phase") in ("Succeeded", "Failed"):
+        elif pod.finished:
             action = PodAction.FINISHED
         elif not kind:
             action = PodAction.DELETE if force else PodAction.NEEDS_FORCE
@@ -156,22 +196,13 @@ def drain_plan(node: str, pods_json: str, pdb_json: str, *, force: bool) -> Drai
             action = PodAction.EVICT
         pdb, waits = "", False
         if action is PodAction.EVICT:
-            labels = meta.get("labels") or {}
             for b in budgets:
-                if b.namespace == ns and selector_matches(b.selector, labels):
+                if b.namespace == pod.namespace and selector_matches(b.selector, pod.labels):
                     pdb = b.ref
                     if left[b.ref] > 0:
                         left[b.ref] -= 1
                     else:
                         waits = True
                     break
-        plans.append(PodPlan(ns, name, f"{kind}/{owner}" if kind else "", action, pdb, waits, emptydir))
+        plans.append(PodPlan(pod.namespace, pod.name, pod.controller, action, pdb, waits, pod.emptydir))
     return DrainPlan(node, tuple(plans))
-
-
-def nodes_not_in(nodes_json: str, names: Iterable[str]) -> list[str]:
-    """Node names in `kubectl get nodes -o json` that are not among `names` (sorted). Pure."""
-    known = set(names)
-    return sorted(
-        n for n in (i.get("metadata", {}).get("name", "") for i in _items(nodes_json)) if n and n not in known
-    )

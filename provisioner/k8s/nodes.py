@@ -1,4 +1,6 @@
-"""`kubectl get nodes -o json`, parsed once: typed, validated rows (cluster data is untrusted)."""
+"""`kubectl get nodes -o json` and `kubectl get node NAME -o json`, parsed once: typed, validated rows (cluster
+data is untrusted). Every command that reads Nodes (status, the templates' node table, upgrade, remove-node,
+`up`'s unknown-node warning) goes through parse_nodes / parse_node."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import json
 import logging
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +30,13 @@ class NodeInfo:
     roles: tuple[str, ...] = ()
     conditions: Mapping[str, str] = field(default_factory=dict)
     pod_cidr: str = ""
+    unschedulable: bool = False  # cordoned
+    annotations: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def is_control_plane(self) -> bool:
+        """Labelled node-role.kubernetes.io/control-plane (or /master, Kubernetes < 1.24)."""
+        return bool({"control-plane", "master"} & set(self.roles))
 
 
 def _warn_once(text: str) -> None:
@@ -62,7 +71,9 @@ def _list(value: Any) -> list[Any]:
     return value if isinstance(value, list) else []
 
 
-def _node(item: Mapping[str, Any]) -> NodeInfo | None:
+def _node(item: Mapping[str, Any], *, keep_invalid: bool = False) -> NodeInfo | None:
+    """One Node; None when a value is invalid, or with keep_invalid that value left empty (the name must be
+    valid either way)."""
     meta, status = _mapping(item.get("metadata")), _mapping(item.get("status"))
     name = str(meta.get("name", ""))
     addresses = _list(status.get("addresses"))
@@ -81,14 +92,28 @@ def _node(item: Mapping[str, Any]) -> NodeInfo | None:
         problems.append(f"InternalIP {raw_ip!r}")
     if cidr is None:
         problems.append(f"podCIDR {raw_cidr!r}")
-    if problems:
+    if problems and (not keep_invalid or problems[0].startswith("name ")):
         _warn_once(f"ignoring node {name[:80]!r} from the cluster: invalid {', '.join(problems)}")
         return None
+    if problems:
+        _warn_once(f"node {name!r}: ignoring its invalid {', '.join(problems)}")
     roles = tuple(
         sorted(k.split("/", 1)[1] for k in _mapping(meta.get("labels")) if k.startswith("node-role.kubernetes.io/"))
     )
     kubelet = str(_mapping(status.get("nodeInfo")).get("kubeletVersion", ""))
-    return NodeInfo(name, conds.get("Ready") == "True", kubelet, ip or "", roles, conds, cidr or "")
+    spec = _mapping(item.get("spec"))
+    annotations = {str(k): str(v) for k, v in _mapping(meta.get("annotations")).items()}
+    return NodeInfo(
+        name,
+        conds.get("Ready") == "True",
+        kubelet,
+        ip or "",
+        roles,
+        conds,
+        cidr or "",
+        unschedulable=bool(spec.get("unschedulable")),
+        annotations=annotations,
+    )
 
 
 def parse_nodes(out: str, rc: int = 0) -> list[NodeInfo]:
@@ -106,6 +131,22 @@ def parse_nodes(out: str, rc: int = 0) -> list[NodeInfo]:
     if not isinstance(doc, dict) or not isinstance(doc.get("items", []), list):
         return []
     return [n for n in (_node(i) for i in doc.get("items", []) if isinstance(i, dict)) if n is not None]
+
+
+def parse_node(out: str) -> NodeInfo | None:
+    """`kubectl get node NAME -o json [--ignore-not-found]` -> the Node, None when there is none (empty output)
+    or its name is invalid. An invalid InternalIP or podCIDR is left empty (warned): the Node still exists."""
+    try:
+        doc = json.loads(out) if out.strip() else None
+    except ValueError:
+        return None
+    return _node(doc, keep_invalid=True) if isinstance(doc, dict) else None
+
+
+def nodes_not_in(nodes_json: str, names: Iterable[str]) -> list[str]:
+    """Node names in `kubectl get nodes -o json` that are not among `names` (sorted)."""
+    known = set(names)
+    return sorted(n.name for n in parse_nodes(nodes_json) if n.name not in known)
 
 
 def nodes_table(text: Any) -> list[dict[str, Any]]:
