@@ -35,6 +35,7 @@ from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server, resta
 from provisioner.errors import CommandFailed, InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.drift import Drift, compute_drift, split_rendered
+from provisioner.k8s.kubectl import api_ready
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
 RECONFIGURE_FILE = "/etc/kubernetes/kprov/kubeadm-reconfigure.yaml"
@@ -285,25 +286,13 @@ def reconfigure(
     for h in cps:
         try:
             with session(h, connect) as ssh:
-                res = ssh.run(
-                    [
-                        "kubectl",
-                        "--kubeconfig",
-                        ADMIN_CONF,
-                        "--server",
-                        local_server(h),
-                        "get",
-                        "--raw=/readyz",
-                        "--request-timeout=10s",
-                    ],
-                    timeout=30,
-                )
+                ready = api_ready(ssh, local_server(h), ADMIN_CONF)
         except KprovError as exc:
             raise InputError(
                 f"{h.name}: {exc.message}: nothing reconfigured",
                 hint="every control plane must be reachable and healthy (`kprov status`)",
             ) from None
-        if res.rc != 0 or res.stdout.strip() != "ok":
+        if not ready:
             raise InputError(
                 f"{h.name}: API server (or its etcd) not ready: nothing reconfigured",
                 hint="a reconfiguration starts from a healthy control plane: check it (`kprov status`)",

@@ -27,6 +27,7 @@ from typing import Any
 import yaml
 
 from provisioner.actions._remote import session
+from provisioner.actions.certs import ADMIN_CONF, local_server
 from provisioner.actions.run import RunRequest, run_plays
 from provisioner.engine.events import RunReport
 from provisioner.engine.roles import Play, load_plays
@@ -37,7 +38,6 @@ from provisioner.k8s.drain import DrainPlan, PodAction, drain_plan
 from provisioner.k8s.nodes import nodes_not_in, parse_node, parse_nodes
 from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
 
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
 ETCD_MANIFEST = "/etc/kubernetes/manifests/etcd.yaml"
 BALANCED_MODES = ("vip", "local")
 LB_ROLE = "loadbalancer"
@@ -212,8 +212,7 @@ class ClusterApi:
 
     def __init__(self, ssh: SSHHost) -> None:
         self.ssh = ssh
-        ip = ssh.host.node_ip
-        self.server = f"https://[{ip}]:6443" if ":" in ip else f"https://{ip}:6443"
+        self.server = local_server(ssh.host)
 
     @property
     def name(self) -> str:

@@ -38,6 +38,7 @@ from provisioner.actions.upgrade_plan import (
 from provisioner.actions.versions import NodeVersions, probe_versions
 from provisioner.errors import InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
+from provisioner.k8s.kubectl import api_ready
 from provisioner.k8s.versions import parse_version, same_version
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
@@ -164,20 +165,7 @@ def prepare(inv: Inventory, connect: ConnectOptions, opts: UpgradeOptions) -> Up
 
     # each control plane's own API server (etcd included in its readiness) answers
     def ready(ssh: SSHHost) -> bool:
-        res = ssh.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                ADMIN_CONF,
-                "--server",
-                local_server(ssh.host),
-                "get",
-                "--raw=/readyz",
-                "--request-timeout=10s",
-            ],
-            timeout=30,
-        )
-        return res.rc == 0 and res.stdout.strip() == "ok"
+        return api_ready(ssh, local_server(ssh.host), ADMIN_CONF)
 
     unhealthy = [n for n, ok in on_hosts(cps, connect, ready).items() if ok is not True]
     if unhealthy:

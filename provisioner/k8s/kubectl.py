@@ -55,3 +55,13 @@ class Kubectl:
         if self._ssh is not None:
             self._ssh.close()
             self._ssh = None
+
+
+def api_ready(ssh: SSHHost, server: str, kubeconfig: str = "/etc/kubernetes/admin.conf") -> bool:
+    """One API server's /readyz (its etcd included), asked on a control plane with its kubeconfig: True when
+    it answers ok within 10 s. `server` names that API server (admin.conf may point at a load balancer)."""
+    res = ssh.run(
+        ["kubectl", "--kubeconfig", kubeconfig, "--server", server, "get", "--raw=/readyz", "--request-timeout=10s"],
+        timeout=30,
+    )
+    return res.rc == 0 and res.stdout.strip() == "ok"
