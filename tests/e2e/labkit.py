@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
+import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -192,3 +195,94 @@ def lab_down(lab: str) -> None:
     """Remove the lab and the kubeconfig `up` merged for it (before a module's cluster, and after)."""
     kprov("lab", "down", "--name", lab, check=False)
     kubeconfig(lab).unlink(missing_ok=True)
+
+
+#: bootstrap tokens, a certificate key or token on a command line, PEM private keys
+SECRET_SHAPES = re.compile(
+    r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b|--certificate-key[= ]+[0-9a-f]{64}|--token[= ]+\S+"
+    r"|PRIVATE KEY-----"
+)
+
+
+def lab_processes(lab: str) -> list[tuple[int, str]]:
+    """(pid, argv) of the processes running inside this lab's nodes (their cgroup names the lab)."""
+    out = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            if f"kprov-{lab}/" not in (proc / "cgroup").read_text():
+                continue
+            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        if argv:
+            out.append((int(proc.name), argv))
+    return out
+
+
+@dataclass
+class Seen:
+    """Everything the runs printed or logged, and every argv sampled on the lab's nodes meanwhile."""
+
+    texts: list[str] = field(default_factory=list)
+    argvs: set[str] = field(default_factory=set)
+
+    def add(self, *procs: subprocess.CompletedProcess[str]) -> None:
+        for p in procs:
+            self.texts += [p.stdout, p.stderr]
+
+    def leaks(self, known_tokens: set[str]) -> tuple[int, list[str]]:
+        """(lines scanned, the lines and argvs holding a secret's shape or a live bootstrap token)."""
+        lines = [line for text in self.texts for line in text.splitlines()] + sorted(self.argvs)
+        return len(lines), [x for x in lines if SECRET_SHAPES.search(x) or any(t in x for t in known_tokens)]
+
+
+class ArgvSampler(threading.Thread):
+    """Samples the argv of every process on a lab's nodes while runs go on (as `ps` would)."""
+
+    def __init__(self, lab: str, seen: Seen) -> None:
+        super().__init__(daemon=True)
+        self.lab, self.seen = lab, seen
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop.wait(0.3):
+            for _, argv in lab_processes(self.lab):
+                self.seen.argvs.add(argv)
+
+
+def live_bootstrap_tokens(lab: str, control_plane: str) -> set[str]:
+    """The bootstrap tokens the cluster holds now (to look for them, not only their shape)."""
+    out = kprov("lab", "ssh", "--name", lab, control_plane, "--", "kubeadm", "token", "list", "-o", "json", check=False)
+    return set(re.findall(r'"token":\s*"([a-z0-9]{6}\.[a-z0-9]{16})"', out.stdout))
+
+
+def recap(stdout: str) -> dict[str, dict[str, int]]:
+    """host -> its counts, from the console recap table of a run (the header's rules are heavy: ┃)."""
+
+    def cells(line: str) -> list[str]:
+        return [c.strip() for c in re.split(r"[│┃]", line)]
+
+    lines = stdout[stdout.rfind("RECAP") :].splitlines()
+    header = next(i for i, line in enumerate(lines) if cells(line)[0] == "host")
+    columns = cells(lines[header])[1:]
+    rows = {}
+    for line in lines[header + 1 :]:
+        row = cells(line)
+        if len(row) != len(columns) + 1 or not row[0] or not row[1].isdigit():
+            continue
+        rows[row[0]] = {c: int(v) for c, v in zip(columns, row[1:], strict=True) if v.isdigit()}
+    return rows
+
+
+def role_times(stdout: str) -> list[tuple[str, str]]:
+    """The recap's "wall time per role" pairs (the line may be wrapped)."""
+    start = stdout.find("wall time per role:")
+    pairs: list[tuple[str, str]] = []
+    for line in stdout[start + len("wall time per role:") :].splitlines() if start >= 0 else []:
+        found = re.findall(r"([a-z_]+) ([\d.]+)s\b", line)
+        if not found and pairs:
+            break
+        pairs += found
+    return pairs

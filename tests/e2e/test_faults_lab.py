@@ -28,7 +28,7 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -43,57 +43,12 @@ NAMES = [f"{LAB}-{i}" for i in range(1, NODES + 1)]
 
 pytestmark = [pytest.mark.e2e, pytest.mark.lab]
 
-#: bootstrap tokens, a certificate key or token on a command line, PEM private keys
-SECRET_SHAPES = re.compile(
-    r"\b[a-z0-9]{6}\.[a-z0-9]{16}\b|--certificate-key[= ]+[0-9a-f]{64}|--token[= ]+\S+"
-    r"|PRIVATE KEY-----"
-)
 
-
-@dataclass
-class Seen:
-    """Everything the runs printed or logged, and every argv sampled on the nodes."""
-
-    texts: list[str] = field(default_factory=list)
-    argvs: set[str] = field(default_factory=set)
-    lines: int = 0
-
-
-SEEN = Seen()
+SEEN = labkit.Seen()
 
 
 def _write_inventory(path: Path, nodes: int) -> Path:
     return labkit.write_inventory(path, LAB, nodes, cluster_vars=labkit.SHARED_DISK_KUBELET)
-
-
-def _our_processes() -> list[tuple[int, str]]:
-    """(pid, argv) of the processes running inside this lab's nodes (their cgroup names the lab)."""
-    out = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit():
-            continue
-        try:
-            if f"kprov-{LAB}/" not in (proc / "cgroup").read_text():
-                continue
-            argv = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            continue
-        if argv:
-            out.append((int(proc.name), argv))
-    return out
-
-
-class ArgvSampler(threading.Thread):
-    """Samples the argv of every process on the lab's nodes while a run goes on (as `ps` would)."""
-
-    def __init__(self) -> None:
-        super().__init__(daemon=True)
-        self.stop = threading.Event()
-
-    def run(self) -> None:
-        while not self.stop.wait(0.3):
-            for _, argv in _our_processes():
-                SEEN.argvs.add(argv)
 
 
 @dataclass
@@ -145,7 +100,7 @@ def _role_started(role: str):
 
 
 def _running_on_nodes(pattern: str):
-    return lambda out, err: any(re.search(pattern, argv) for _, argv in _our_processes())
+    return lambda out, err: any(re.search(pattern, argv) for _, argv in labkit.lab_processes(LAB))
 
 
 def _smoke_started(out: str, err: str) -> bool:
@@ -164,18 +119,6 @@ KILL_POINTS = [
 ]
 
 
-def _role_times(stdout: str) -> list[tuple[str, str]]:
-    """The recap's "wall time per role" pairs (the line may be wrapped)."""
-    start = stdout.find("wall time per role:")
-    pairs: list[tuple[str, str]] = []
-    for line in stdout[start + len("wall time per role:") :].splitlines() if start >= 0 else []:
-        found = re.findall(r"([a-z_]+) ([\d.]+)s\b", line)
-        if not found and pairs:
-            break
-        pairs += found
-    return pairs
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
     reason = skip_reason() or (
@@ -188,7 +131,7 @@ def lab(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("faults")
     inv = _write_inventory(tmp / "lab-faults.yaml", NODES)
     lab_down(LAB)
-    sampler = ArgvSampler()
+    sampler = labkit.ArgvSampler(LAB, SEEN)
     sampler.start()
     try:
         yield inv, tmp / "kprov.log"
@@ -277,28 +220,10 @@ def test_kill_points_then_converge(lab, capsys):
         + "\n".join(_node_diagnostics(e["host"]) for e in changed[:2])
     )
     # nothing of an interrupted run is still going on the nodes
-    assert not [a for _, a in _our_processes() if re.search(r"(^|/)kubeadm (init|join)\b", a)]
+    assert not [a for _, a in labkit.lab_processes(LAB) if re.search(r"(^|/)kubeadm (init|join)\b", a)]
     with capsys.disabled():
         print(f"\n[faults] kill points survived {len(survived)}/{len(KILL_POINTS)}: {', '.join(survived)}")
         print(f"[faults] the converging up after the last kill point took {converged_s:.0f} s")
-
-
-def _recap(stdout: str) -> dict[str, dict[str, int]]:
-    """host -> its counts, from the console recap table of a run (the header's rules are heavy: ┃)."""
-
-    def cells(line: str) -> list[str]:
-        return [c.strip() for c in re.split(r"[│┃]", line)]
-
-    lines = stdout[stdout.rfind("RECAP") :].splitlines()
-    header = next(i for i, line in enumerate(lines) if cells(line)[0] == "host")
-    columns = cells(lines[header])[1:]
-    rows = {}
-    for line in lines[header + 1 :]:
-        row = cells(line)
-        if len(row) != len(columns) + 1 or not row[0] or not row[1].isdigit():
-            continue
-        rows[row[0]] = {c: int(v) for c, v in zip(columns, row[1:], strict=True) if v.isdigit()}
-    return rows
 
 
 def test_host_down_is_isolated_and_a_rerun_converges(lab, capsys, tmp_path):
@@ -315,7 +240,7 @@ def test_host_down_is_isolated_and_a_rerun_converges(lab, capsys, tmp_path):
         SEEN.texts += [down.stdout, down.stderr]
         assert down.returncode == 3, down.stdout[-3000:] + down.stderr[-2000:]
         assert "Traceback" not in down.stdout + down.stderr
-        recap = _recap(down.stdout)
+        recap = labkit.recap(down.stdout)
         assert sorted(recap) == sorted(NAMES), down.stdout[-3000:]
         assert recap[f"{LAB}-2"]["unreachable"] >= 1, recap  # the recap names the host
         others = {h: r for h, r in recap.items() if h != f"{LAB}-2"}
@@ -428,7 +353,7 @@ def test_reset_leaves_nothing_then_a_clean_build(lab, capsys):
         print(
             f"\n[scale] {NODES} nodes (1 control plane), up from reset nodes to smoke passed through all of them: "
             f"{took:.0f} s — wall time per role: "
-            + "  ".join(f"{role} {secs}s" for role, secs in _role_times(build.stdout))
+            + "  ".join(f"{role} {secs}s" for role, secs in labkit.role_times(build.stdout))
         )
 
 
@@ -459,17 +384,12 @@ def test_add_node_then_no_secret_anywhere(lab, capsys):
     assert smoke.stdout.count(" 200 ") >= 2 * (NODES + 1), smoke.stdout[-3000:]
     SEEN.texts.append(log.read_text())
     # the cluster's real bootstrap tokens, on top of the shapes
-    tokens = kprov(
-        "lab", "ssh", "--name", LAB, f"{LAB}-1", "--", "kubeadm", "token", "list", "-o", "json", check=False
-    ).stdout
-    known = set(re.findall(r'"token":\s*"([a-z0-9]{6}\.[a-z0-9]{16})"', tokens))
-    lines = [line for text in SEEN.texts for line in text.splitlines()]
-    argvs = sorted(SEEN.argvs)
-    leaks = [line for line in lines + argvs if SECRET_SHAPES.search(line) or any(t in line for t in known)]
-    assert argvs, "no argv was sampled on the nodes"
+    known = labkit.live_bootstrap_tokens(LAB, f"{LAB}-1")
+    scanned, leaks = SEEN.leaks(known)
+    assert SEEN.argvs, "no argv was sampled on the nodes"
     assert not leaks, leaks[:5]
     with capsys.disabled():
         print(
-            f"\n[faults] secret scan: {len(lines)} lines of output and log, {len(argvs)} distinct argvs "
-            f"sampled on the nodes, {len(known)} live bootstrap tokens checked: no secret found"
+            f"\n[faults] secret scan: {scanned} lines of output, log and argvs ({len(SEEN.argvs)} distinct argvs "
+            f"sampled on the nodes), {len(known)} live bootstrap tokens checked: no secret found"
         )
