@@ -9,6 +9,7 @@ Each parses its arguments, calls a function of provisioner/actions/ and renders 
 from __future__ import annotations
 
 import json
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
@@ -20,8 +21,15 @@ from provisioner.errors import ExitStatus, InputError
 from provisioner.inventory.loader import load_inventory
 from provisioner.k8s.context import kubeconfig_path
 
+if TYPE_CHECKING:
+    from provisioner.actions.upgrade import UpgradeReport
+    from provisioner.actions.upgrade_plan import UpgradePlan
+    from provisioner.inventory.model import Inventory
+    from provisioner.k8s.drift import Drift
 
-def _console(common: Common) -> Console:
+
+def day_two_console(common: Common) -> Console:
+    """The console of the day-two commands (maintenance, remove-node)."""
     # with --log-format json, stdout carries only JSON lines: the human view goes to stderr; piped output
     # (CI logs) gets room for a whole table row instead of rich's 80 columns
     console = Console(stderr=common.log_format == "json")
@@ -51,7 +59,7 @@ def certs_check(common: Common, warn_days: int) -> int:
 
     inv = load_inventory(common.inventory)
     report = check_certs(inv, common.run_options().connect, warn_days=warn_days, limit=common.limit)
-    console = _console(common)
+    console = day_two_console(common)
     if common.log_format == "json":
         for c in report.certs:
             click.echo(
@@ -129,7 +137,7 @@ def certs_renew(common: Common) -> int:
     from provisioner.actions.certs import renew_certs
 
     inv = load_inventory(common.inventory)
-    console = _console(common)
+    console = day_two_console(common)
     connect = common.run_options().connect
     with maintenance_lock(inv, connect, "kprov certs renew"):
         report = renew_certs(
@@ -181,7 +189,7 @@ def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
                 }
             )
         )
-    console = _console(common)
+    console = day_two_console(common)
     console.print(
         f"snapshot of {inv.cluster.name} from member {report.member} (revision {report.revision}): "
         f"{report.path} ({report.size / 1e6:.1f} MB, sha256 {report.sha256[:16]}..., {report.seconds:.1f} s)"
@@ -202,7 +210,7 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     from provisioner.actions.etcd import restore, verify_snapshot_file
 
     inv = load_inventory(common.inventory)
-    console = _console(common)
+    console = day_two_console(common)
     connect = common.run_options().connect
     verify_snapshot_file(Path(source), inv.cluster.name)  # bad input: refused before any lock or connection
     with maintenance_lock(inv, connect, "kprov etcd restore"):
@@ -254,7 +262,7 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
     from provisioner.actions.upgrade import upgrade as upgrade_cluster
 
     inv = load_inventory(common.inventory)
-    console = _console(common)
+    console = day_two_console(common)
     if reconfigure:
         if target:
             raise InputError(
@@ -280,7 +288,7 @@ def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int,
     return _render_recap(common, console, outcome.report)
 
 
-def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
+def _reconfigure(common: Common, inv: Inventory, console: Console, yes: bool) -> int:
     from provisioner.actions.reconfigure import ReconfigureOptions, reconfigure_cluster
 
     opts = ReconfigureOptions(extra_vars=dict(common.extra_vars), apply=yes)
@@ -311,7 +319,7 @@ def _reconfigure(common: Common, inv, console: Console, yes: bool) -> int:
     return int(ExitStatus.SUCCESS)
 
 
-def _render_drift(common: Common, console: Console, drift) -> None:
+def _render_drift(common: Common, console: Console, drift: Drift) -> None:
     if common.log_format == "json":
         for item in drift.items:
             click.echo(
@@ -321,7 +329,7 @@ def _render_drift(common: Common, console: Console, drift) -> None:
         console.print(f"drift: {item.line()}")
 
 
-def _render_plan(common: Common, console: Console, inv, plan) -> None:
+def _render_plan(common: Common, console: Console, inv: Inventory, plan: UpgradePlan) -> None:
     table = Table(
         title=f"UPGRADE PLAN {inv.cluster.name}: {plan.running} -> {plan.target} ({plan.source})",
         title_justify="left",
@@ -368,7 +376,7 @@ def _render_plan(common: Common, console: Console, inv, plan) -> None:
             )
 
 
-def _render_recap(common: Common, console: Console, report) -> int:
+def _render_recap(common: Common, console: Console, report: UpgradeReport) -> int:
     recap = Table(title="UPGRADE RECAP", title_justify="left", show_edge=False)
     for col in ("node", "version", "status", "wall time", "message"):
         recap.add_column(col)

@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import click
 from rich.console import Console
 from rich.table import Table
 
 from provisioner.cli.common import Common, run_options
+from provisioner.cli.maintenance import day_two_console
 from provisioner.errors import ExitStatus, InputError
 
-
-def _console(common: Common) -> Console:
-    console = Console(stderr=common.log_format == "json")
-    return console if console.is_terminal else Console(stderr=common.log_format == "json", width=120)
+if TYPE_CHECKING:
+    from provisioner.actions.remove_node import RemovalPlan
 
 
-def _show_plan(console: Console, plan, common: Common) -> None:
+def _show_plan(console: Console, plan: RemovalPlan, common: Common) -> None:
     from provisioner.actions.remove_node import describe_pods
 
     kind = "control plane" if plan.control_plane else "worker"
@@ -93,14 +94,14 @@ def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool
     opts = rn.RemoveNodeOptions(
         name, force=force, drain_timeout_s=drain_timeout, connect=common.run_options().connect, dry_run=dry_run
     )
-    console = _console(common)
+    console = day_two_console(common)
 
-    def show(plan, down) -> None:
+    def show(plan: RemovalPlan, down: Sequence[str]) -> None:
         _show_plan(console, plan, common)
         for d in down:
             console.print(f"[yellow]warning: control plane {d}[/yellow]")
 
-    def confirm(_plan) -> bool:
+    def confirm(_plan: RemovalPlan) -> bool:
         if yes:
             return True
         if not sys.stdin.isatty():
