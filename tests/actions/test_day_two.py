@@ -6,10 +6,13 @@ from __future__ import annotations
 
 import os
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
+from provisioner.actions.reconfigure import ReconfigureOptions, reconfigure_cluster
 from provisioner.actions.remove_node import RemoveNodeOptions, remove
 from provisioner.actions.run import RunRequest
 from provisioner.actions.upgrade import UpgradeOptions, upgrade
@@ -43,6 +46,12 @@ def _never(*_a: object) -> bool:
     raise AssertionError("called although the action refused first")
 
 
+def _cluster_lock_free(cluster: str) -> bool:
+    """Another kprov process can take the control machine's lock of the cluster (the refusal released it)."""
+    code = f"from provisioner.engine.lock import cluster_lock\nwith cluster_lock({cluster!r}, 'test'):\n    pass\n"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, timeout=60).returncode == 0
+
+
 @pytest.mark.parametrize("apply", [False, True], ids=["plan-only", "yes"])
 def test_upgrade_refuses_an_unreachable_node_before_any_plan(tmp_path: Path, apply: bool) -> None:
     path = _inventory(tmp_path, 1)
@@ -51,6 +60,17 @@ def test_upgrade_refuses_an_unreachable_node_before_any_plan(tmp_path: Path, app
         upgrade(inv, RunRequest(str(path)), UpgradeOptions(apply=apply), open_sink=_never, show_plan=_never)
     assert err.value.message.endswith("no node upgraded")
     assert "reachable" in (err.value.hint or "")
+    assert _cluster_lock_free(inv.cluster.name)
+
+
+def test_reconfigure_refuses_an_unreachable_control_plane_and_releases_the_lock(tmp_path: Path) -> None:
+    path = _inventory(tmp_path, 1)
+    inv = load_inventory(str(path))
+    connect = RunRequest(str(path)).connect()
+    with pytest.raises(InputError) as err:
+        reconfigure_cluster(inv, connect, ReconfigureOptions(apply=True), progress=_never)
+    assert err.value.message.startswith("cp1: ") and err.value.message.endswith("nothing reconfigured")
+    assert _cluster_lock_free(inv.cluster.name)
 
 
 @pytest.mark.parametrize(
