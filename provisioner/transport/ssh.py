@@ -21,9 +21,10 @@ import paramiko
 from fabric import Config as FabricConfig
 from fabric import Connection
 
-from provisioner.errors import CommandTimedOut, HostConnectionError, HostKeyError
+from provisioner.errors import CommandTimedOut, HostConnectionError, HostKeyError, KprovError, LockHeld
 from provisioner.inventory.model import Host
 from provisioner.secrets import Redactor
+from provisioner.transport.host_lock import HOST_LOCK_SCRIPT, describe_owner, host_held_here, host_key
 from provisioner.transport.reasons import connect_failure
 
 log = logging.getLogger(__name__)
@@ -241,13 +242,10 @@ class SSHHost:
         )
 
     def hold_lock(self, owner: str) -> None:
-        """Take this host's kprov lock for as long as the connection lives (see engine/lock.py).
+        """Take this host's kprov lock for as long as the connection lives (see transport/host_lock.py).
 
         One session (and one of the host's channel slots) holds it; closing the connection, or kprov
         dying, releases it on the host. LockHeld (exit 2) when another run holds it."""
-        from provisioner.engine.lock import HOST_LOCK_SCRIPT, describe_owner, host_held_here, host_key
-        from provisioner.errors import KprovError, LockHeld
-
         # held already: by this connection, or by a day-two action of this process that runs plays inside it
         if self._lock_chan is not None or host_held_here(host_key(self.host.address, self.host.port, self.host.name)):
             return
