@@ -35,6 +35,7 @@ from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server, resta
 from provisioner.errors import CommandFailed, InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.drift import Drift, compute_drift, split_rendered
+from provisioner.k8s.kubeadm import KUBEADM_CONFIG_GET, parse_kubeadm_config
 from provisioner.k8s.kubectl import api_ready
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
@@ -125,25 +126,20 @@ def render_kubeadm_config(inv: Inventory, host: Host, extra_vars: Mapping[str, A
 # --- facts ----------------------------------------------------------------------------------------------
 
 
-def _kubectl_json(ssh: SSHHost, *args: str) -> dict[str, Any]:
-    res = checked(
-        ssh,
-        ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *args, "-o", "json"], timeout=120),
-        f"kubectl {' '.join(args)}",
-        hint="is the API server healthy? (`kprov status`)",
-    )
-    return json.loads(res.stdout)
-
-
 def stored_config(ssh: SSHHost) -> tuple[str, str]:
     """(ClusterConfiguration, kube-proxy config.conf) as kubeadm stored them in kube-system."""
-    kubeadm = _kubectl_json(ssh, "-n", "kube-system", "get", "configmap", "kubeadm-config")
+    kubeadm = checked(
+        ssh,
+        ssh.run(["kubectl", "--kubeconfig", ADMIN_CONF, *KUBEADM_CONFIG_GET], timeout=120),
+        "kubectl -n kube-system get configmap kubeadm-config",
+        hint="is the API server healthy? (`kprov status`)",
+    )
     res = ssh.run(
         ["kubectl", "--kubeconfig", ADMIN_CONF, "-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "json"],
         timeout=120,
     )
     proxy = json.loads(res.stdout).get("data", {}).get("config.conf", "") if res.rc == 0 else ""
-    return kubeadm.get("data", {}).get("ClusterConfiguration", ""), proxy
+    return parse_kubeadm_config(kubeadm.stdout).cluster_configuration, proxy
 
 
 def initialised(ssh: SSHHost) -> bool:

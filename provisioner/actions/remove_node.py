@@ -35,6 +35,7 @@ from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory, frozen_map
 from provisioner.k8s import etcd_members as em
 from provisioner.k8s.drain import DrainPlan, PodAction, drain_plan
+from provisioner.k8s.kubeadm import KUBEADM_CONFIG_GET, parse_kubeadm_config
 from provisioner.k8s.nodes import nodes_not_in, parse_node, parse_nodes
 from provisioner.transport.ssh import CommandResult, ConnectOptions, SSHHost
 
@@ -574,15 +575,13 @@ def _drain(api: ClusterApi, name: str, opts: RemoveNodeOptions) -> None:
 def _drop_cluster_status(api: ClusterApi, name: str) -> bool:
     """kubeadm (< 1.22) lists each control plane in the kubeadm-config ClusterStatus; `kubeadm reset` drops
     the entry of a reachable one, a dead one's stays and misleads later joins. True when it was dropped."""
-    res = api.kubectl("-n", "kube-system", "get", "configmap", "kubeadm-config", "-o", "json")
+    res = api.kubectl(*KUBEADM_CONFIG_GET)
     if res.rc != 0:
         return False
-    data = json.loads(res.stdout).get("data", {}) or {}
-    status = yaml.safe_load(data.get("ClusterStatus") or "") or {}
-    endpoints = status.get("apiEndpoints") or {}
-    if name not in endpoints:
+    stored = parse_kubeadm_config(res.stdout)
+    if name not in stored.api_endpoints:
         return False
-    del endpoints[name]
+    status = {**stored.cluster_status, "apiEndpoints": {k: v for k, v in stored.api_endpoints.items() if k != name}}
     patch = json.dumps({"data": {"ClusterStatus": yaml.safe_dump(status, sort_keys=False)}})
     api.kubectl_ok(
         "-n",

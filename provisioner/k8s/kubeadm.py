@@ -3,8 +3,12 @@ templates use these through the `kubeadm_api_version` / `pause_version` filters.
 
 from __future__ import annotations
 
+import json
 import re
+from dataclasses import dataclass, field
 from typing import Any
+
+import yaml
 
 PAUSE_VERSIONS = {
     (1, 20): "3.2",
@@ -52,3 +56,32 @@ def kubeadm_api_version(k8s_version: Any) -> str:
     """kubeadm config API: v1beta2 below 1.22, v1beta3 up to 1.30, v1beta4 from 1.31."""
     mm = version_tuple(k8s_version)[:2]
     return next(api for since, api in KUBEADM_APIS if mm >= since)
+
+
+#: kubectl arguments that read kubeadm's own record of the cluster (kube-system/kubeadm-config)
+KUBEADM_CONFIG_GET = ("-n", "kube-system", "get", "configmap", "kubeadm-config", "-o", "json")
+
+
+@dataclass(frozen=True)
+class KubeadmConfig:
+    """kube-system/kubeadm-config as kubeadm stored it: its ClusterConfiguration (YAML text, compared and
+    rewritten by upgrade --reconfigure) and, below 1.22, its ClusterStatus (the control planes it knows)."""
+
+    cluster_configuration: str = ""
+    cluster_status: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def api_endpoints(self) -> dict[str, Any]:
+        """ClusterStatus.apiEndpoints: control-plane name -> its advertised address (empty from 1.22 on)."""
+        endpoints = self.cluster_status.get("apiEndpoints")
+        return endpoints if isinstance(endpoints, dict) else {}
+
+
+def parse_kubeadm_config(text: str) -> KubeadmConfig:
+    """The one reader of `kubectl get configmap kubeadm-config -o json` (KUBEADM_CONFIG_GET)."""
+    data = json.loads(text).get("data") or {}
+    status = yaml.safe_load(data.get("ClusterStatus") or "") or {}
+    return KubeadmConfig(
+        cluster_configuration=str(data.get("ClusterConfiguration") or ""),
+        cluster_status=status if isinstance(status, dict) else {},
+    )
