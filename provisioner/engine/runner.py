@@ -199,6 +199,7 @@ class Runner:
             run_vars=st.vars,
             all_run_vars={n: s.vars for n, s in self.states.items()},
             check=self.options.check,
+            dead=frozenset(n for n, s in self.states.items() if s.dead is not None),
         )
 
     def gather(self, st: HostState, queries: Sequence[FactQuery]) -> dict[str, Any]:

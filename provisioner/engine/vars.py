@@ -26,11 +26,13 @@ def merge_host_vars(
     run_vars: Mapping[str, Any],
     all_run_vars: Mapping[str, Mapping[str, Any]],
     check: bool,
+    dead: frozenset[str] = frozenset(),
 ) -> dict[str, Any]:
     """Role defaults < cluster-wide computed vars < inventory layers < -e, then the host's registered and
     set_fact results (below -e), then the names the engine provides; templated values rendered last.
 
-    `run_vars` are this host's registered/set_fact results, `all_run_vars` every host's (for hostvars)."""
+    `run_vars` are this host's registered/set_fact results, `all_run_vars` every host's (for hostvars); `dead`
+    the hosts that failed or became unreachable earlier in this run (not in `live_hosts`)."""
     merged: dict[str, Any] = dict(role_defaults)
     merged.update(base_vars)
     for layer in host_vars_layers(inventory, host):
@@ -45,6 +47,9 @@ def merge_host_vars(
             "cluster": inventory.cluster.public_view(),
             "hosts": [h.public_view() for h in inventory.hosts],
             "groups": inventory.group_members(),
+            # the inventory's hosts minus those that failed or became unreachable earlier in this run: what a
+            # cluster-wide wait should wait for (a host that is down must not fail the others' tasks)
+            "live_hosts": [h.name for h in inventory.hosts if h.name not in dead],
             "hostvars": {h.name: {**h.public_view(), **all_run_vars.get(h.name, {})} for h in inventory.hosts},
             "check_mode": check,
             "role_name": role_name,

@@ -680,6 +680,14 @@ def test_a_wait_is_planned_as_ok_never_as_a_change(engine):
     assert not [s for s in run.hosts["a"].sent if "say ready" in s or "/dev/tcp" in s]
 
 
+@pytest.mark.parametrize("unreachable, live", [((), ["a", "b", "c"]), (("c",), ["a", "b"])], ids=["all-up", "c-down"])
+def test_live_hosts_leaves_out_a_host_that_went_down(engine, unreachable, live):
+    # what a cluster-wide wait (cni | all nodes Ready) waits for: never a host the run already lost
+    tasks = [{"name": "live", "assert": {"that": [f"live_hosts == {live!r}"], "msg": "live: {{ live_hosts | join(',') }}"}}]
+    run = engine(tasks, hosts="all", unreachable=unreachable)
+    assert run.of("a") == run.of("b") == [("live", OK)], [e.msg for e in run.sink.events]
+
+
 def test_until_retries_until_the_condition_holds(engine):
     run = engine([sh("poll", "count", register="p", until="p.stdout == '3'", retries=5, delay=0)], hosts="a")
     assert run.of("a") == [("poll", CHANGED)] and run.hosts["a"].counter == 3
