@@ -161,7 +161,10 @@ def test_full_lifecycle(cluster_inventory: Path, capsys: pytest.CaptureFixture[s
             assert sorted(counts) == sorted(names), down.stdout[-3000:]
             assert counts[down_node]["unreachable"] >= 1, counts
             others = {h: r for h, r in counts.items() if h != down_node}
-            assert all(r["failed"] == r["unreachable"] == 0 and r["ok"] > 0 for r in others.values()), counts
+            assert all(r["failed"] == r["unreachable"] == 0 and r["ok"] > 0 for r in others.values()), (
+                counts,
+                down.stdout[-4000:],
+            )
         finally:
             kprov("lab", "start", "--name", LAB, down_node)
         rerun = kprov("up", "-i", str(static), "--no-smoke", "--log-format", "json", "--log-file", str(log))
