@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioner.actions._remote import checked, on_hosts, session
+from provisioner.actions._remote import checked, maintenance_lock, on_hosts, session
 from provisioner.atomic import write_file
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory
@@ -232,61 +232,67 @@ def renew_certs(
     timeout_s: int = 300,
     progress: Callable[[str], None] = lambda _m: None,
 ) -> RenewReport:
-    """Renew every kubeadm certificate, one control plane at a time, each back healthy before the next."""
-    cps = select_control_planes(inv, limit)
+    """Renew every kubeadm certificate, one control plane at a time, each back healthy before the next.
 
-    # preflight, before any change: every selected control plane is reachable and has a healthy API server
-    def healthy(ssh: SSHHost) -> bool:
-        res = ssh.run(
-            [
-                "kubectl",
-                "--kubeconfig",
-                ADMIN_CONF,
-                "--server",
-                local_server(ssh.host),
-                "get",
-                "--raw=/healthz",
-                "--request-timeout=10s",
-            ],
-            timeout=30,
-        )
-        return res.rc == 0 and res.stdout.strip() == "ok"
+    Holds the locks `up` takes (the cluster's here, every reachable host's) from the preflight to the re-fetched
+    admin kubeconfig: a concurrent run is LockHeld (exit 2) before anything changes."""
+    with maintenance_lock(inv, connect, "kprov certs renew"):
+        cps = select_control_planes(inv, limit)
 
-    pre = on_hosts(cps, connect, healthy)
-    bad = {
-        n: (r.message if isinstance(r, KprovError) else "API server not healthy")
-        for n, r in pre.items()
-        if r is not True
-    }
-    if bad:
-        name, why = next(iter(bad.items()))
-        raise InputError(
-            f"{name}: {why}: certificates not renewed anywhere",
-            hint="fix the control plane first (`kprov status`), then rerun `kprov certs renew`",
-        )
-    steps: list[RenewStep] = []
-    for h in cps:
-        t0 = time.monotonic()
-        progress(f"{h.name}: kubeadm certs renew all")
-        with session(h, connect) as ssh:
-            res = checked(
-                ssh,
-                ssh.script("kubeadm certs renew all 2>&1 || kubeadm alpha certs renew all 2>&1", timeout=180),
-                "kubeadm certs renew all",
+        # preflight, before any change: every selected control plane is reachable and has a healthy API server
+        def healthy(ssh: SSHHost) -> bool:
+            res = ssh.run(
+                [
+                    "kubectl",
+                    "--kubeconfig",
+                    ADMIN_CONF,
+                    "--server",
+                    local_server(ssh.host),
+                    "get",
+                    "--raw=/healthz",
+                    "--request-timeout=10s",
+                ],
+                timeout=30,
             )
-            renewed = tuple(
-                re.findall(r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed", res.stdout)
+            return res.rc == 0 and res.stdout.strip() == "ok"
+
+        pre = on_hosts(cps, connect, healthy)
+        bad = {
+            n: (r.message if isinstance(r, KprovError) else "API server not healthy")
+            for n, r in pre.items()
+            if r is not True
+        }
+        if bad:
+            name, why = next(iter(bad.items()))
+            raise InputError(
+                f"{name}: {why}: certificates not renewed anywhere",
+                hint="fix the control plane first (`kprov status`), then rerun `kprov certs renew`",
             )
-            progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
-            checked(
-                ssh,
-                ssh.script(restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
-                "restarting the static pods",
-                hint=f"see `journalctl -u kubelet` on {h.name}",
-            )
-        steps.append(RenewStep(h.name, renewed, round(time.monotonic() - t0, 1)))
-    refetch_admin_kubeconfig(inv.control_planes[0], connect, kubeconfig_dest)
-    return RenewReport(tuple(steps), kubeconfig_dest)
+        steps: list[RenewStep] = []
+        for h in cps:
+            t0 = time.monotonic()
+            progress(f"{h.name}: kubeadm certs renew all")
+            with session(h, connect) as ssh:
+                res = checked(
+                    ssh,
+                    ssh.script("kubeadm certs renew all 2>&1 || kubeadm alpha certs renew all 2>&1", timeout=180),
+                    "kubeadm certs renew all",
+                )
+                renewed = tuple(
+                    re.findall(
+                        r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed", res.stdout
+                    )
+                )
+                progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
+                checked(
+                    ssh,
+                    ssh.script(restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
+                    "restarting the static pods",
+                    hint=f"see `journalctl -u kubelet` on {h.name}",
+                )
+            steps.append(RenewStep(h.name, renewed, round(time.monotonic() - t0, 1)))
+        refetch_admin_kubeconfig(inv.control_planes[0], connect, kubeconfig_dest)
+        return RenewReport(tuple(steps), kubeconfig_dest)
 
 
 def refetch_admin_kubeconfig(cp: Host, connect: ConnectOptions, dest: str) -> None:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from provisioner.actions._remote import checked, on_hosts, session
+from provisioner.actions._remote import checked, maintenance_lock, on_hosts, session
 from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, STATIC_PODS
 from provisioner.actions.versions import PROBE_SCRIPT, parse_node_versions
 from provisioner.atomic import write_file
@@ -403,74 +403,80 @@ def restore(
     progress: Callable[[str], None] = lambda _m: None,
 ) -> RestoreReport:
     """Replace the cluster's etcd state with the snapshot on every control plane. Refused before any change
-    when the file, its checksum, a control plane or etcdctl is not right, or without `yes`."""
+    when the file, its checksum, a control plane or etcdctl is not right, or without `yes`.
+
+    A bad file is refused before any lock or connection; then the locks `up` takes are held for the rest (the
+    cluster's here, every reachable host's): a concurrent run is LockHeld (exit 2) before anything changes."""
     snap = verify_snapshot_file(Path(source), inv.cluster.name)
-    cps = list(inv.control_planes)
-    members = probe_members(cps, connect)
-    if not yes:
-        when = snap.metadata.get("time", "an unknown time")
-        raise InputError(
-            f"restoring {snap.path.name} replaces the whole cluster state with the one of {when}: "
-            "everything written after it is lost",
-            hint="rerun with --yes to restore",
-        )
-    t0 = time.monotonic()
-    token = f"kprov-{inv.cluster.name}-{secrets.token_hex(4)}"
-    aside = f".kprov-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
-    initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members.values())
-    remote = f"{REMOTE_DIR}/restore-{snap.sha256[:16]}.db"
-
-    def upload(ssh: SSHHost) -> None:
-        checked(
-            ssh,
-            ssh.run(["sh", "-c", f"umask 077 && mkdir -p {REMOTE_DIR} && rm -f {remote}"], timeout=60),
-            "preparing the upload",
-        )
-        with open(snap.path, "rb") as fh:
-            ssh.put_stream(remote, fh)
-        res = checked(ssh, ssh.run(["sha256sum", remote], timeout=120), "checksum of the uploaded snapshot")
-        if res.stdout.split()[:1] != [snap.sha256]:
-            raise KprovError(
-                f"{ssh.host.name}: the uploaded snapshot does not match its checksum",
-                hint="rerun the restore (nothing was stopped yet)",
+    with maintenance_lock(inv, connect, "kprov etcd restore"):
+        cps = list(inv.control_planes)
+        members = probe_members(cps, connect)
+        if not yes:
+            when = snap.metadata.get("time", "an unknown time")
+            raise InputError(
+                f"restoring {snap.path.name} replaces the whole cluster state with the one of {when}: "
+                "everything written after it is lost",
+                hint="rerun with --yes to restore",
             )
+        t0 = time.monotonic()
+        token = f"kprov-{inv.cluster.name}-{secrets.token_hex(4)}"
+        aside = f".kprov-before-restore-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+        initial_cluster = ",".join(f"{m.name}={m.peer_url}" for m in members.values())
+        remote = f"{REMOTE_DIR}/restore-{snap.sha256[:16]}.db"
 
-    def all_cps(what: str, fn: Callable[[SSHHost], object]) -> None:
-        progress(what)
-        bad = {n: r for n, r in on_hosts(cps, connect, fn).items() if isinstance(r, KprovError)}
-        if bad:
-            name, err = next(iter(bad.items()))
-            raise KprovError(
-                f"{name}: {err.message} (restore step: {what})",
-                hint="fix it and rerun `kprov etcd restore` with the same file: every step is "
-                "repeatable; parked manifests are in " + PARKED,
-                detail=err.detail,
+        def upload(ssh: SSHHost) -> None:
+            checked(
+                ssh,
+                ssh.run(["sh", "-c", f"umask 077 && mkdir -p {REMOTE_DIR} && rm -f {remote}"], timeout=60),
+                "preparing the upload",
             )
+            with open(snap.path, "rb") as fh:
+                ssh.put_stream(remote, fh)
+            res = checked(ssh, ssh.run(["sha256sum", remote], timeout=120), "checksum of the uploaded snapshot")
+            if res.stdout.split()[:1] != [snap.sha256]:
+                raise KprovError(
+                    f"{ssh.host.name}: the uploaded snapshot does not match its checksum",
+                    hint="rerun the restore (nothing was stopped yet)",
+                )
 
-    all_cps("uploading the snapshot to every control plane", lambda ssh: upload(ssh))
-    all_cps(
-        "stopping the control planes (static pods parked)",
-        lambda ssh: checked(ssh, ssh.script(_stop_script(240), timeout=300), "stopping the control plane"),
-    )
-    all_cps(
-        "restoring every etcd member with a new cluster token",
-        lambda ssh: checked(
-            ssh,
-            ssh.script(_restore_script(members[ssh.host.name], remote, initial_cluster, token, aside), timeout=600),
-            "etcdctl snapshot restore",
-        ),
-    )
-    all_cps(
-        "starting the control planes",
-        lambda ssh: checked(ssh, ssh.script(_start_script(), timeout=60), "starting the control plane"),
-    )
-    progress("waiting for a healthy API server")
-    with session(cps[0], connect) as ssh:
-        checked(ssh, ssh.script(_wait_healthy_script(timeout_s), timeout=timeout_s + 60), "waiting for the API server")
-    # kubelets and controllers may hold state newer than the snapshot: restart every kubelet
-    progress("restarting kubelet on every node")
-    on_hosts(inv.hosts, connect, lambda ssh: ssh.run(["systemctl", "restart", "kubelet"], timeout=120))
-    on_hosts(cps, connect, lambda ssh: ssh.run(["rm", "-f", remote], timeout=60))
-    return RestoreReport(
-        snap.path, tuple(m.name for m in members.values()), token, round(time.monotonic() - t0, 1), aside
-    )
+        def all_cps(what: str, fn: Callable[[SSHHost], object]) -> None:
+            progress(what)
+            bad = {n: r for n, r in on_hosts(cps, connect, fn).items() if isinstance(r, KprovError)}
+            if bad:
+                name, err = next(iter(bad.items()))
+                raise KprovError(
+                    f"{name}: {err.message} (restore step: {what})",
+                    hint="fix it and rerun `kprov etcd restore` with the same file: every step is "
+                    "repeatable; parked manifests are in " + PARKED,
+                    detail=err.detail,
+                )
+
+        all_cps("uploading the snapshot to every control plane", lambda ssh: upload(ssh))
+        all_cps(
+            "stopping the control planes (static pods parked)",
+            lambda ssh: checked(ssh, ssh.script(_stop_script(240), timeout=300), "stopping the control plane"),
+        )
+        all_cps(
+            "restoring every etcd member with a new cluster token",
+            lambda ssh: checked(
+                ssh,
+                ssh.script(_restore_script(members[ssh.host.name], remote, initial_cluster, token, aside), timeout=600),
+                "etcdctl snapshot restore",
+            ),
+        )
+        all_cps(
+            "starting the control planes",
+            lambda ssh: checked(ssh, ssh.script(_start_script(), timeout=60), "starting the control plane"),
+        )
+        progress("waiting for a healthy API server")
+        with session(cps[0], connect) as ssh:
+            checked(
+                ssh, ssh.script(_wait_healthy_script(timeout_s), timeout=timeout_s + 60), "waiting for the API server"
+            )
+        # kubelets and controllers may hold state newer than the snapshot: restart every kubelet
+        progress("restarting kubelet on every node")
+        on_hosts(inv.hosts, connect, lambda ssh: ssh.run(["systemctl", "restart", "kubelet"], timeout=120))
+        on_hosts(cps, connect, lambda ssh: ssh.run(["rm", "-f", remote], timeout=60))
+        return RestoreReport(
+            snap.path, tuple(m.name for m in members.values()), token, round(time.monotonic() - t0, 1), aside
+        )

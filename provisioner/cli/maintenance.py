@@ -1,9 +1,8 @@
 """Day-two commands: `kprov certs check|renew`, `kprov etcd snapshot|restore`, `kprov upgrade [--reconfigure]`.
 
-The commands that change hosts (upgrade --yes, reconfigure --yes, certs renew, etcd restore) take the locks
-`up` takes (the cluster's on this machine, every host's on the host): a concurrent run is refused, exit 2.
-
-Each parses its arguments, calls a function of provisioner/actions/ and renders the report it returns.
+Each parses its arguments, calls a function of provisioner/actions/ and renders the report it returns. The
+actions that change hosts (upgrade --yes, reconfigure --yes, certs renew, etcd restore) take the locks `up`
+takes themselves (actions/_remote.maintenance_lock): a concurrent run is refused, exit 2.
 """
 
 from __future__ import annotations
@@ -15,7 +14,6 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from provisioner.actions._remote import maintenance_lock
 from provisioner.cli.common import Common, run_options
 from provisioner.errors import ExitStatus, InputError
 from provisioner.inventory.loader import load_inventory
@@ -138,15 +136,13 @@ def certs_renew(common: Common) -> int:
 
     inv = load_inventory(common.inventory)
     console = day_two_console(common)
-    connect = common.run_options().connect
-    with maintenance_lock(inv, connect, "kprov certs renew"):
-        report = renew_certs(
-            inv,
-            connect,
-            limit=common.limit,
-            kubeconfig_dest=str(kubeconfig_path(inv)),
-            progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"),
-        )
+    report = renew_certs(
+        inv,
+        common.run_options().connect,
+        limit=common.limit,
+        kubeconfig_dest=str(kubeconfig_path(inv)),
+        progress=lambda m: console.print(f"[dim]certs: {m}[/dim]"),
+    )
     for s in report.steps:
         if common.log_format == "json":
             click.echo(json.dumps({"host": s.host, "renewed": list(s.renewed), "seconds": s.seconds}))
@@ -207,20 +203,17 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     """Verify the checksum, stop the control planes, restore every member (new cluster token), start, wait."""
     from pathlib import Path
 
-    from provisioner.actions.etcd import restore, verify_snapshot_file
+    from provisioner.actions.etcd import restore
 
     inv = load_inventory(common.inventory)
     console = day_two_console(common)
-    connect = common.run_options().connect
-    verify_snapshot_file(Path(source), inv.cluster.name)  # bad input: refused before any lock or connection
-    with maintenance_lock(inv, connect, "kprov etcd restore"):
-        report = restore(
-            inv,
-            connect,
-            source=Path(source),
-            yes=yes,
-            progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"),
-        )
+    report = restore(
+        inv,
+        common.run_options().connect,
+        source=Path(source),
+        yes=yes,
+        progress=lambda m: console.print(f"[dim]etcd restore: {m}[/dim]"),
+    )
     if common.log_format == "json":
         click.echo(
             json.dumps(

@@ -8,6 +8,7 @@ import os
 import socket
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,7 +17,7 @@ from provisioner.actions.reconfigure import ReconfigureOptions, reconfigure_clus
 from provisioner.actions.remove_node import RemoveNodeOptions, remove
 from provisioner.actions.run import RunRequest
 from provisioner.actions.upgrade import UpgradeOptions, upgrade
-from provisioner.errors import InputError
+from provisioner.errors import InputError, KprovError
 from provisioner.inventory.loader import load_inventory
 
 
@@ -90,3 +91,90 @@ def test_remove_node_refuses_before_any_plan(tmp_path: Path, control_planes: int
     with pytest.raises(InputError) as err:
         remove(inv, RunRequest(str(path)), opts, open_sink=_never, show_plan=_never, confirm=_never)
     assert err.value.message.startswith(message)
+
+
+def _snapshot_file(tmp_path: Path, good_checksum: bool) -> Path:
+    import hashlib
+
+    db = tmp_path / "snap.db"
+    db.write_bytes(b"not really etcd, but the checksum is what the action verifies first")
+    digest = hashlib.sha256(db.read_bytes()).hexdigest() if good_checksum else "0" * 64
+    db.with_name("snap.db.sha256").write_text(f"{digest}  snap.db\n")
+    return db
+
+
+@pytest.fixture
+def lock_held_elsewhere(tmp_path: Path) -> Iterator[None]:
+    """Another kprov process holds the control machine's lock of the test cluster until the test ends."""
+    cluster = load_inventory(str(_inventory(tmp_path, 1))).cluster.name
+    code = (
+        "import sys\nfrom provisioner.engine.lock import cluster_lock\n"
+        f"with cluster_lock({cluster!r}, 'kprov up'):\n    print('held', flush=True)\n    sys.stdin.read()\n"
+    )
+    proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdout.readline().strip() == "held"
+    yield
+    assert proc.stdin is not None
+    proc.stdin.close()
+    proc.wait(timeout=60)
+
+
+def _renew(path: Path) -> object:
+    from provisioner.actions.certs import renew_certs
+
+    inv = load_inventory(str(path))
+    return renew_certs(inv, RunRequest(str(path)).connect(), kubeconfig_dest=str(path.with_name("kc")))
+
+
+def _restore(path: Path, snap: Path, yes: bool) -> object:
+    from provisioner.actions.etcd import restore
+
+    inv = load_inventory(str(path))
+    return restore(inv, RunRequest(str(path)).connect(), source=snap, yes=yes)
+
+
+@pytest.mark.parametrize(
+    "action, error, message",
+    [
+        # the actions take the cluster lock themselves (not their click command): a concurrent run is refused
+        ("certs renew", "LockHeld", "is locked by"),
+        ("etcd restore --yes", "LockHeld", "is locked by"),
+        ("etcd restore", "LockHeld", "is locked by"),
+        # a bad snapshot file is refused before the lock is even tried
+        ("etcd restore bad file", "InputError", "checksum mismatch"),
+    ],
+)
+def test_certs_renew_and_etcd_restore_take_the_cluster_lock(
+    tmp_path: Path, lock_held_elsewhere: None, action: str, error: str, message: str
+) -> None:
+    path = _inventory(tmp_path, 1)
+    with pytest.raises(KprovError) as err:
+        if action == "certs renew":
+            _renew(path)
+        else:
+            _restore(path, _snapshot_file(tmp_path, "bad" not in action), yes="--yes" in action)
+    assert type(err.value).__name__ == error
+    assert message in err.value.message
+    if error == "LockHeld":
+        assert "pid " in err.value.message and "(kprov up)" in err.value.message
+
+
+@pytest.mark.parametrize(
+    "action, message",
+    [
+        ("certs renew", "certificates not renewed anywhere"),
+        # without --yes: refused after the control planes were probed (here: none answers), nothing restored
+        ("etcd restore", "cp1: "),
+    ],
+)
+def test_certs_renew_and_etcd_restore_release_the_lock_after_a_refusal(
+    tmp_path: Path, action: str, message: str
+) -> None:
+    path = _inventory(tmp_path, 1)
+    with pytest.raises(KprovError) as err:
+        if action == "certs renew":
+            _renew(path)
+        else:
+            _restore(path, _snapshot_file(tmp_path, True), yes=False)
+    assert message in err.value.message
+    assert _cluster_lock_free(load_inventory(str(path)).cluster.name)
