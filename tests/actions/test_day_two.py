@@ -119,18 +119,21 @@ def lock_held_elsewhere(tmp_path: Path) -> Iterator[None]:
     proc.wait(timeout=60)
 
 
-def _renew(path: Path) -> object:
+def _run(action: str, tmp_path: Path) -> KprovError:
+    """The KprovError the action raises on the test inventory ('certs renew', 'etcd restore [--yes] [bad file]')."""
     from provisioner.actions.certs import renew_certs
-
-    inv = load_inventory(str(path))
-    return renew_certs(inv, RunRequest(str(path)).connect(), kubeconfig_dest=str(path.with_name("kc")))
-
-
-def _restore(path: Path, snap: Path, yes: bool) -> object:
     from provisioner.actions.etcd import restore
 
+    path = _inventory(tmp_path, 1)
     inv = load_inventory(str(path))
-    return restore(inv, RunRequest(str(path)).connect(), source=snap, yes=yes)
+    connect = RunRequest(str(path)).connect()
+    with pytest.raises(KprovError) as err:
+        if action == "certs renew":
+            renew_certs(inv, connect, kubeconfig_dest=str(tmp_path / "kc"))
+        else:
+            snap = _snapshot_file(tmp_path, "bad" not in action)
+            restore(inv, connect, source=snap, yes="--yes" in action)
+    return err.value
 
 
 @pytest.mark.parametrize(
@@ -147,16 +150,11 @@ def _restore(path: Path, snap: Path, yes: bool) -> object:
 def test_certs_renew_and_etcd_restore_take_the_cluster_lock(
     tmp_path: Path, lock_held_elsewhere: None, action: str, error: str, message: str
 ) -> None:
-    path = _inventory(tmp_path, 1)
-    with pytest.raises(KprovError) as err:
-        if action == "certs renew":
-            _renew(path)
-        else:
-            _restore(path, _snapshot_file(tmp_path, "bad" not in action), yes="--yes" in action)
-    assert type(err.value).__name__ == error
-    assert message in err.value.message
+    refused = _run(action, tmp_path)
+    assert type(refused).__name__ == error
+    assert message in refused.message
     if error == "LockHeld":
-        assert "pid " in err.value.message and "(kprov up)" in err.value.message
+        assert "pid " in refused.message and "(kprov up)" in refused.message
 
 
 @pytest.mark.parametrize(
@@ -170,11 +168,5 @@ def test_certs_renew_and_etcd_restore_take_the_cluster_lock(
 def test_certs_renew_and_etcd_restore_release_the_lock_after_a_refusal(
     tmp_path: Path, action: str, message: str
 ) -> None:
-    path = _inventory(tmp_path, 1)
-    with pytest.raises(KprovError) as err:
-        if action == "certs renew":
-            _renew(path)
-        else:
-            _restore(path, _snapshot_file(tmp_path, True), yes=False)
-    assert message in err.value.message
-    assert _cluster_lock_free(load_inventory(str(path)).cluster.name)
+    assert message in _run(action, tmp_path).message
+    assert _cluster_lock_free(load_inventory(str(tmp_path / "inv.yaml")).cluster.name)
