@@ -683,7 +683,9 @@ def test_a_wait_is_planned_as_ok_never_as_a_change(engine):
 @pytest.mark.parametrize("unreachable, live", [((), ["a", "b", "c"]), (("c",), ["a", "b"])], ids=["all-up", "c-down"])
 def test_live_hosts_leaves_out_a_host_that_went_down(engine, unreachable, live):
     # what a cluster-wide wait (cni | all nodes Ready) waits for: never a host the run already lost
-    tasks = [{"name": "live", "assert": {"that": [f"live_hosts == {live!r}"], "msg": "live: {{ live_hosts | join(',') }}"}}]
+    tasks = [
+        {"name": "live", "assert": {"that": [f"live_hosts == {live!r}"], "msg": "live: {{ live_hosts | join(',') }}"}}
+    ]
     run = engine(tasks, hosts="all", unreachable=unreachable)
     assert run.of("a") == run.of("b") == [("live", OK)], [e.msg for e in run.sink.events]
 
