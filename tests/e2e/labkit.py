@@ -258,6 +258,20 @@ def live_bootstrap_tokens(lab: str, control_plane: str) -> set[str]:
     return set(re.findall(r'"token":\s*"([a-z0-9]{6}\.[a-z0-9]{16})"', out.stdout))
 
 
+def assert_no_secret(lab: str, seen: Seen, log: Path) -> str:
+    """The secret scan of issue 10: `seen` plus the `--log-file` JSON, against the shapes and the cluster's live
+    bootstrap tokens; fails on any leak, returns the figure line to print."""
+    seen.texts.append(log.read_text())
+    known = live_bootstrap_tokens(lab, f"{lab}-1")
+    scanned, leaks = seen.leaks(known)
+    assert seen.argvs, "no argv was sampled on the nodes"
+    assert not leaks, leaks[:5]
+    return (
+        f"secret scan: {scanned} lines of output, log and argvs ({len(seen.argvs)} distinct argvs sampled on the "
+        f"nodes), {len(known)} live bootstrap tokens checked: no secret found"
+    )
+
+
 def recap(stdout: str) -> dict[str, dict[str, int]]:
     """host -> its counts, from the console recap table of a run (the header's rules are heavy: ┃)."""
 

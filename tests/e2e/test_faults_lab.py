@@ -382,14 +382,6 @@ def test_add_node_then_no_secret_anywhere(lab, capsys):
     _assert_cluster_healthy([*NAMES, f"{LAB}-{NODES + 1}"])
     smoke = kprov("smoke", "-i", str(grown))
     assert smoke.stdout.count(" 200 ") >= 2 * (NODES + 1), smoke.stdout[-3000:]
-    SEEN.texts.append(log.read_text())
-    # the cluster's real bootstrap tokens, on top of the shapes
-    known = labkit.live_bootstrap_tokens(LAB, f"{LAB}-1")
-    scanned, leaks = SEEN.leaks(known)
-    assert SEEN.argvs, "no argv was sampled on the nodes"
-    assert not leaks, leaks[:5]
+    scan = labkit.assert_no_secret(LAB, SEEN, log)
     with capsys.disabled():
-        print(
-            f"\n[faults] secret scan: {scanned} lines of output, log and argvs ({len(SEEN.argvs)} distinct argvs "
-            f"sampled on the nodes), {len(known)} live bootstrap tokens checked: no secret found"
-        )
+        print(f"\n[faults] {scan}")
