@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import sys
 import time
@@ -11,8 +12,19 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from provisioner.inventory.model import Inventory
+from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.kubectl import Kubectl
+
+
+def probe_address(host: Host) -> str:
+    """Where the control machine reaches a node's NodePort: the address it reaches the node at over SSH, unless that
+    is a loopback tunnel endpoint (Vagrant's NAT port forward 127.0.0.1:2222, an SSH relay), which forwards SSH
+    only: then the node's cluster address."""
+    try:
+        loopback = ipaddress.ip_address(host.address).is_loopback
+    except ValueError:
+        loopback = host.address.lower() == "localhost"
+    return host.node_ip if loopback and host.node_ip else host.address
 
 
 @dataclass(frozen=True)
@@ -142,7 +154,8 @@ def run_smoke(
                     f"{res.stderr_tail(3) or res.stdout.strip()[-300:]}"
                 )
             for h in inv.hosts:
-                url = f"http://[{h.address}]:{port}/" if ":" in h.address else f"http://{h.address}:{port}/"
+                at = probe_address(h)
+                url = f"http://[{at}]:{port}/" if ":" in at else f"http://{at}:{port}/"
                 deadline = time.monotonic() + 90
                 while True:  # kube-proxy programs rules asynchronously: retry briefly
                     status, ms, detail = http_probe(url)
