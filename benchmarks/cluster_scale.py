@@ -43,6 +43,14 @@ from provisioner.lab.network import bridge_name  # noqa: E402
 KPROV = str(REPO / ".venv" / "bin" / "kprov")
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMING = "KPROV_BENCH %e %U %S %M"  # GNU time: wall, user, sys, peak RSS KiB
+#: lab workaround, the same as tests/e2e/labkit.py SHARED_DISK_KUBELET: the nodes' disks are directories of this
+#: machine's one disk, so kubelet's default image-GC and eviction thresholds see the whole machine's usage (at 30
+#: nodes every node got the `node.kubernetes.io/disk-pressure` taint and the smoke test's pods stayed Pending)
+SHARED_DISK_KUBELET = {
+    "imageGCHighThresholdPercent": 100,
+    "imageGCLowThresholdPercent": 99,
+    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+}
 
 
 def _log(msg: str) -> None:
@@ -181,6 +189,7 @@ def _how_far(res: dict) -> dict:
 def one(nodes: int, name: str, tmp: Path, timeout: float) -> dict:
     inv_doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
     inv_doc["cluster"]["name"] = name
+    inv_doc["cluster"]["vars"]["kubelet_extra_config"] = SHARED_DISK_KUBELET
 
     def inventory(count: int) -> Path:
         inv_doc["lab"] = {"name": name, "nodes": count, "control_planes": 1}
@@ -278,12 +287,15 @@ def main() -> int:
     RESULTS.mkdir(exist_ok=True)
     out = RESULTS / f"cluster_scale-{time.strftime('%Y%m%dT%H%M%SZ', time.gmtime())}.json"
     rows = []
+    commit = subprocess.run(
+        ["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     with tempfile.TemporaryDirectory() as tmp:
         for n in args.nodes:
             rows.append(one(n, args.name, Path(tmp), args.timeout))
             print(json.dumps({k: v for k, v in rows[-1].items() if k != "failed"}), flush=True)
             # written after every cluster: a 30-node run that is cut short still leaves the smaller ones
-            out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count()}, indent=2) + "\n")
+            out.write_text(json.dumps({"rows": rows, "cpus": os.cpu_count(), "commit": commit}, indent=2) + "\n")
     _table(rows)
     print(f"results: {out}")
     return 0
