@@ -152,10 +152,26 @@ def quiet_library_loggers() -> None:
 class _CtrlC:
     """SIGINT handler. First Ctrl-C: KeyboardInterrupt, so the run winds down (finally blocks run,
     connections close). Second: exit at once, also while threads are being joined, and without the
-    interpreter's "Exception ignored" noise."""
+    interpreter's "Exception ignored" noise.
+
+    The kernel may deliver SIGINT to any thread. Python runs the handler only in the main thread, and a
+    main thread blocked on a lock (waiting for a worker's result) is woken only by a signal delivered to
+    itself: a Ctrl-C that lands on a worker would go unnoticed until that wait ends (minutes, on a host
+    that never answers). So a relay thread reads every delivery from the signal wakeup fd, whichever
+    thread took it: the first wakes the main thread (a no-op signal sent to it alone), the second exits.
+    """
+
+    #: sent to the main thread only, to interrupt a blocking wait so the pending SIGINT handler runs
+    WAKE = signal.SIGUSR2
 
     def __init__(self) -> None:
         self.pressed = 0
+        self._seen = 0  # deliveries counted by the relay thread
+        self._exiting = threading.Lock()
+        self.pid = os.getpid()  # a forked child has no relay thread: it installs its own
+
+    def reset(self) -> None:
+        self.pressed = self._seen = 0
 
     def __call__(self, signum: int, frame: object) -> None:
         self.pressed += 1
@@ -163,16 +179,47 @@ class _CtrlC:
             sys.stderr.write("\ninterrupted: stopping (press Ctrl-C again to exit at once)\n")
             sys.stderr.flush()
             raise KeyboardInterrupt
-        os.write(2, b"interrupted again: exiting now\n")
-        os._exit(int(ExitStatus.INTERRUPTED))
+        self._exit_now()
+
+    def _exit_now(self) -> None:
+        if self._exiting.acquire(blocking=False):  # the relay and the handler may both get here
+            os.write(2, b"interrupted again: exiting now\n")
+            os._exit(int(ExitStatus.INTERRUPTED))
+
+    def start_relay(self) -> None:
+        read_fd, write_fd = os.pipe()
+        os.set_blocking(write_fd, False)
+        signal.set_wakeup_fd(write_fd, warn_on_full_buffer=False)
+        signal.signal(self.WAKE, lambda signum, frame: None)
+        main = threading.main_thread().ident
+        threading.Thread(target=self._relay, args=(read_fd, main), name="kprov-ctrl-c", daemon=True).start()
+
+    def _relay(self, read_fd: int, main: int) -> None:
+        while True:
+            for signum in os.read(read_fd, 64):
+                if signum != signal.SIGINT:
+                    continue
+                self._seen += 1
+                if self._seen == 1:
+                    signal.pthread_kill(main, self.WAKE)
+                else:
+                    self._exit_now()
+
+
+_ctrl_c: _CtrlC | None = None
 
 
 def _install_ctrl_c() -> _CtrlC | None:
+    """The process's Ctrl-C handler, installed (with its relay thread) once per process."""
+    global _ctrl_c
     if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
         return None
-    handler = _CtrlC()
-    signal.signal(signal.SIGINT, handler)
-    return handler
+    if _ctrl_c is None or _ctrl_c.pid != os.getpid() or signal.getsignal(signal.SIGINT) is not _ctrl_c:
+        _ctrl_c = _CtrlC()
+        signal.signal(signal.SIGINT, _ctrl_c)
+        _ctrl_c.start_relay()
+    _ctrl_c.reset()
+    return _ctrl_c
 
 
 def _exit_interrupted(ctrl_c: _CtrlC | None) -> None:
