@@ -1,6 +1,65 @@
-"""Shared pytest configuration. Fixture modules live in tests/fixtures/."""
+"""Shared pytest configuration. Fixture modules live in tests/fixtures/.
+
+The default run is two streams side by side (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml): every test
+that builds lab machines (marked `lab`/`e2e`, or using the lab fixtures) is in the group "lab", every other test in
+the group "main". Each group runs in order on one worker, as a serial run would: the lab clusters one after the
+other, the network-namespace sshd fleet in one process. So the two workers share nothing but the machine: lab
+names, cluster names and host locks of the one never appear in the other. `-n 0` runs everything in one process.
+
+Figures (a test's measured numbers for the CI log) go through `tests.e2e.labkit.figure`: they are printed in a
+"figures" section at the end of the run, from every worker.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import pytest
 
 pytest_plugins = [
     "tests.fixtures.netns",
     "tests.fixtures.lab",
 ]
+
+#: the file every process of the run appends its figure lines to (set by the controller, inherited by workers)
+FIGURES_ENV = "KPROV_TEST_FIGURES"
+LAB_FIXTURES = {"lab_factory", "lab_nodes"}
+_FIGURES = pytest.StashKey[Path]()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if os.environ.get(FIGURES_ENV):
+        return  # an xdist worker: the controller made the file
+    fd, path = tempfile.mkstemp(prefix="kprov-test-figures-", suffix=".txt")
+    os.close(fd)
+    os.environ[FIGURES_ENV] = path
+    config.stash[_FIGURES] = Path(path)
+
+
+def _is_lab(item: pytest.Item) -> bool:
+    return bool(
+        item.get_closest_marker("lab") or item.get_closest_marker("e2e") or LAB_FIXTURES & set(item.fixturenames)
+    )
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        lab = _is_lab(item)
+        if lab and "netns_fleet" in item.fixturenames:
+            # the fleet's hosts and locks have fixed names: a second fleet in the other worker would collide
+            raise pytest.UsageError(f"{item.nodeid}: a lab test must not use the netns fleet (see tests/conftest.py)")
+        item.add_marker(pytest.mark.xdist_group("lab" if lab else "main"))
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    path = config.stash.get(_FIGURES, None)
+    if path is None:
+        return
+    lines = path.read_text().splitlines() if path.exists() else []
+    path.unlink(missing_ok=True)
+    if lines:
+        terminalreporter.section("figures")
+        for line in lines:
+            terminalreporter.write_line(line)

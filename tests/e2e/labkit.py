@@ -27,6 +27,15 @@ BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kuber
 T = TypeVar("T")
 
 
+def figure(line: str) -> None:
+    """A measured figure for the CI log: printed in the run's "figures" section at the end (tests/conftest.py),
+    from whichever worker ran the test."""
+    path = os.environ.get("KPROV_TEST_FIGURES")
+    if path:
+        with open(path, "a", encoding="utf-8") as fh:
+            fh.write(" ".join(line.split("\n")).strip() + "\n")
+
+
 def skip_reason() -> str | None:
     """Why a lab cluster cannot be built here, or None (only: not root, a tool or the lab bundle missing)."""
     if os.geteuid() != 0:
