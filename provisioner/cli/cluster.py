@@ -66,7 +66,7 @@ def add_node(common: Common, names: tuple[str, ...]) -> int:
 
 
 @click.command()
-@run_options
+@run_options(tasks=("limit", "tags", "skip_tags", "forks", "roles_dir"))  # a quiet plan: nothing listed, no diff
 def status(common: Common) -> int:
     """Per node: role, versions, Ready, and drift from the desired state (a quick plan)."""
     report = status_action(common)

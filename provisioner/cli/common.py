@@ -122,9 +122,9 @@ _inventory_option = click.option(
     envvar="KPROV_INVENTORY",
     help="Inventory YAML file [env: KPROV_INVENTORY].",
 )
-#: options of commands that run roles (up, apply, plan, reset, add-node, ...), in --help order
-_TASK_OPTIONS = (
-    click.option(
+#: options of commands that run roles (up, apply, plan, reset, add-node, ...), in --help order, by parameter name
+_TASK_OPTIONS = {
+    "limit": click.option(
         "-l",
         "--limit",
         multiple=True,
@@ -132,14 +132,14 @@ _TASK_OPTIONS = (
         help="Only hosts matching these patterns: host, group, glob (lab-*), !exclude, &intersect, "
         "group[0], group[1:]; comma-separated, repeatable.",
     ),
-    click.option(
+    "tags": click.option(
         "-t", "--tags", multiple=True, help="Only tasks with these tags (every task is tagged with its role)."
     ),
-    click.option("--skip-tags", multiple=True, help="Skip tasks with these tags."),
-    click.option("--list-hosts", is_flag=True, help="Print the hosts each play would run on, then exit."),
-    click.option("--list-tasks", is_flag=True, help="Print the tasks each play would run, then exit."),
-    click.option("--list-tags", is_flag=True, help="Print the tags of each play, then exit."),
-    click.option(
+    "skip_tags": click.option("--skip-tags", multiple=True, help="Skip tasks with these tags."),
+    "list_hosts": click.option("--list-hosts", is_flag=True, help="Print the hosts each play would run on, then exit."),
+    "list_tasks": click.option("--list-tasks", is_flag=True, help="Print the tasks each play would run, then exit."),
+    "list_tags": click.option("--list-tags", is_flag=True, help="Print the tags of each play, then exit."),
+    "forks": click.option(
         "-f",
         "--forks",
         default=DEFAULT_FORKS,
@@ -147,13 +147,13 @@ _TASK_OPTIONS = (
         type=click.IntRange(1, 1024),
         help="Hosts worked on in parallel.",
     ),
-    click.option("--diff", is_flag=True, help="Show diffs of changed files."),
-    click.option(
+    "diff": click.option("--diff", is_flag=True, help="Show diffs of changed files."),
+    "roles_dir": click.option(
         "--roles-dir",
         type=click.Path(file_okay=False, exists=True),
         help="Use roles from this directory (its sibling templates/ holds their templates).",
     ),
-)
+}
 _CONNECTION_OPTIONS = (
     click.option(
         "-e",
@@ -170,11 +170,12 @@ _CONNECTION_OPTIONS = (
 )
 
 
-def run_options(func: Callable[..., Any] | None = None, *, tasks: bool = True) -> Any:
+def run_options(func: Callable[..., Any] | None = None, *, tasks: bool | tuple[str, ...] = True) -> Any:
     """Decorate a click command with the run options; passes `common: Common`.
 
-    `tasks=False` (smoke, ...): only the inventory and connection options, so a command never accepts
-    an option it would ignore (`smoke --tags` is a usage error)."""
+    A command never accepts an option it would ignore (`smoke --tags` is a usage error): `tasks=False`
+    (smoke, ...) gives only the inventory and connection options; a tuple of names (`("limit",)`) gives
+    those task options only, e.g. to the day-two commands that run no play selection of their own."""
     if func is None:
         return functools.partial(run_options, tasks=tasks)
 
@@ -209,7 +210,12 @@ def run_options(func: Callable[..., Any] | None = None, *, tasks: bool = True) -
         return func(common=common, **kwargs)
 
     decorated: Callable[..., Any] = wrapper
-    for option in reversed((_inventory_option, *(_TASK_OPTIONS if tasks else ()), *_CONNECTION_OPTIONS)):
+    chosen = tuple(_TASK_OPTIONS) if tasks is True else tasks or ()
+    unknown = set(chosen) - set(_TASK_OPTIONS)
+    if unknown:
+        raise ValueError(f"unknown task options: {sorted(unknown)}")
+    task_options = [option for name, option in _TASK_OPTIONS.items() if name in chosen]
+    for option in reversed((_inventory_option, *task_options, *_CONNECTION_OPTIONS)):
         decorated = option(decorated)
     return decorated
 

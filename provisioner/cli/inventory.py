@@ -18,11 +18,7 @@ def inventory() -> None:
     """Inventory tools: import from Ansible, JSON Schema for editors."""
 
 
-@inventory.command(
-    "import",
-    epilog="\b\nExamples:\n  kprov inventory import hosts.ini -o cluster.yaml\n"
-    "  ansible-inventory -i inventory/ --list > inv.json && kprov inventory import inv.json",
-)
+@inventory.command("import")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
 @click.option("-o", "--output", type=click.Path(dir_okay=False, path_type=Path), help="Write here instead of stdout.")
 @click.option("--cluster-name", help="cluster.name (default: from the file name).")
@@ -46,7 +42,7 @@ def import_cmd(file: Path, output: Path | None, cluster_name: str | None) -> Non
         click.echo(text, nl=False)
 
 
-@inventory.command("schema", epilog="\b\nExamples:\n  kprov inventory schema > kprov-inventory.schema.json")
+@inventory.command("schema")
 def schema_cmd() -> None:
     """Print the JSON Schema of the inventory format (for editors: validation and completion)."""
     click.echo(json.dumps(inventory_schema.schema(), indent=2))

@@ -62,6 +62,7 @@ class KprovGroup(click.Group):
         cmd = getattr(importlib.import_module(module_name), attr)
         if not isinstance(cmd, click.Command):
             raise TypeError(f"{target} is not a click command")
+        _add_examples(name, cmd)
         return cmd
 
 
@@ -80,7 +81,8 @@ def cli(ctx: click.Context, show_traceback: bool) -> None:
 for _cmd in _COMMANDS.values():
     cli.add_command(_cmd)
 
-#: shown at the end of each command's --help (commands that set their own epilog keep it)
+#: shown at the end of each command's --help, by command path (commands that set their own epilog keep it);
+#: every command and group has 2-3 (tests/cli/test_selection.py walks the whole tree)
 EXAMPLES = {
     "up": [
         "kprov up -i inventories/lab.yaml",
@@ -99,7 +101,7 @@ EXAMPLES = {
     ],
     "reset": ["kprov reset -i lab.yaml --limit w3", "kprov reset -i lab.yaml --yes   # no prompt (scripts, CI)"],
     "add-node": ["kprov add-node -i prod.yaml --host w4", "kprov add-node -i prod.yaml --host w4 --host w5"],
-    "status": ["kprov status -i prod.yaml"],
+    "status": ["kprov status -i prod.yaml", "kprov status -i prod.yaml --limit control_plane"],
     "smoke": ["kprov smoke -i prod.yaml", "kprov smoke -i prod.yaml --keep --node-port 30999"],
     "kubeconfig": [
         "export KUBECONFIG=$(kprov kubeconfig -i prod.yaml)",
@@ -107,17 +109,104 @@ EXAMPLES = {
         "kprov kubeconfig -i prod.yaml --print > admin.conf",
     ],
     "lab": ["kprov lab up --nodes 3", 'kprov plan -i "$(kprov lab inventory | tail -1)"', "kprov lab down"],
+    "lab up": ["kprov lab up --nodes 3", "kprov lab up --name ha --nodes 5 --control-planes 3"],
+    "lab down": ["kprov lab down", "kprov lab down --name ha"],
+    "lab status": ["kprov lab status", "kprov lab status --name ha"],
+    "lab inventory": ['kprov plan -i "$(kprov lab inventory | tail -1)"', "kprov lab inventory --name ha"],
+    "lab ssh": ["kprov lab ssh lab-1 -- kubectl get nodes", "kprov lab ssh --name ha ha-2"],
+    "lab stop": ["kprov lab stop", "kprov lab stop lab-3   # one node, disk kept"],
+    "lab start": ["kprov lab start", "kprov lab start lab-3"],
+    "bundle": [
+        "kprov bundle build --kubernetes-version 1.20.2 --from-dir ./k8s -o kubernetes-1.20.2.tar",
+        "kprov bundle verify kubernetes-1.20.2.tar",
+        "kprov bundle inspect kubernetes-1.20.2.tar",
+    ],
+    "bundle build": [
+        "kprov bundle build --kubernetes-version 1.20.2 --from-dir ./k8s -o kubernetes-1.20.2.tar",
+        "kprov bundle build --kubernetes-version 1.20.2 --base-url URL -o kubernetes-1.20.2.tar",
+    ],
+    "bundle verify": [
+        "kprov bundle verify kubernetes-1.20.2.tar",
+        "kprov bundle verify kubernetes-1.20.2.tar && kprov up -i prod.yaml",
+    ],
+    "bundle inspect": [
+        "kprov bundle inspect kubernetes-1.20.2.tar",
+        "kprov bundle inspect --json kubernetes-1.20.2.tar",
+    ],
+    "ec2": [
+        "kprov ec2 create -i inventories/ec2-example.yaml",
+        "kprov ec2 inventory -i inventories/ec2-example.yaml --format table",
+        "kprov ec2 destroy -i inventories/ec2-example.yaml --yes",
+    ],
+    "ec2 create": [
+        "kprov ec2 create -i inventories/ec2-example.yaml",
+        "kprov ec2 create -i inventories/ec2-example.yaml --ssh-cidr 203.0.113.7/32 --no-wait-ssh",
+    ],
+    "ec2 destroy": [
+        "kprov ec2 destroy -i inventories/ec2-example.yaml",
+        "kprov ec2 destroy -i inventories/ec2-example.yaml --yes   # no prompt (scripts, CI)",
+    ],
+    "ec2 inventory": [
+        "kprov ec2 inventory -i inventories/ec2-example.yaml --format table",
+        "kprov ec2 inventory -i inventories/ec2-example.yaml -o static.yaml",
+    ],
+    "ci-smoke": [
+        "kprov ci-smoke -i inventories/ec2-example.yaml",
+        "kprov ci-smoke -i inventories/ec2-example.yaml --events kprov-events.jsonl --summary summary.md",
+    ],
+    "vagrant": ["kprov vagrant inventory --dir vagrant/ -o vagrant.yaml", "kprov up -i vagrant.yaml"],
+    "vagrant inventory": [
+        "kprov vagrant inventory --dir vagrant/ -o vagrant.yaml",
+        "kprov vagrant inventory --dir vagrant/ --node-ip query",
+    ],
+    "inventory": [
+        "kprov inventory import hosts.ini -o cluster.yaml",
+        "kprov inventory schema > kprov-inventory.schema.json",
+    ],
+    "inventory import": [
+        "kprov inventory import hosts.ini -o cluster.yaml",
+        "ansible-inventory -i inventory/ --list > inv.json && kprov inventory import inv.json",
+    ],
+    "inventory schema": [
+        "kprov inventory schema > kprov-inventory.schema.json",
+        "kprov inventory schema > schema.json && check-jsonschema --schemafile schema.json prod.yaml",
+    ],
+    "certs": ["kprov certs check -i prod.yaml", "kprov certs renew -i prod.yaml"],
+    "certs check": [
+        "kprov certs check -i prod.yaml",
+        "kprov certs check -i prod.yaml --warn-days 60 --log-format json",
+    ],
+    "certs renew": ["kprov certs renew -i prod.yaml", "kprov certs renew -i prod.yaml --limit cp1"],
+    "etcd": ["kprov etcd snapshot -i prod.yaml --keep 7", "kprov etcd restore -i prod.yaml --from SNAPSHOT.db --yes"],
+    "etcd snapshot": ["kprov etcd snapshot -i prod.yaml", "kprov etcd snapshot -i prod.yaml --output /backup --keep 7"],
+    "etcd restore": [
+        "kprov etcd restore -i prod.yaml --from SNAPSHOT.db   # shows what it would do",
+        "kprov etcd restore -i prod.yaml --from SNAPSHOT.db --yes",
+    ],
+    "upgrade": [
+        "kprov upgrade -i prod.yaml   # preflight and plan only",
+        "kprov upgrade -i prod.yaml --to 1.20.3 --yes",
+        "kprov upgrade -i prod.yaml --reconfigure --yes",
+    ],
+    "remove-node": [
+        "kprov remove-node -i prod.yaml --host w3 --dry-run",
+        "kprov remove-node -i prod.yaml --host w3 --yes",
+    ],
 }
 
 
-def _add_examples(group: click.Group) -> None:
-    for name, lines in EXAMPLES.items():
-        cmd = group.commands.get(name) or KprovGroup._load(name)
-        if cmd is not None and not cmd.epilog:
-            cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+def _add_examples(path: str, cmd: click.Command) -> None:
+    """Put the examples of `path` (and of its subcommands) at the end of their --help."""
+    lines = EXAMPLES.get(path)
+    if lines and not cmd.epilog:
+        cmd.epilog = "\b\nExamples:\n" + "\n".join(f"  {line}" for line in lines)
+    if isinstance(cmd, click.Group):
+        for name, sub in cmd.commands.items():
+            _add_examples(f"{path} {name}", sub)
 
 
-_add_examples(cli)
+for _name, _cmd in _COMMANDS.items():  # the lazy groups get theirs when loaded (KprovGroup._load)
+    _add_examples(_name, _cmd)
 
 
 def _want_traceback(argv: list[str]) -> bool:

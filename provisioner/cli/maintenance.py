@@ -50,7 +50,7 @@ def certs() -> None:
     type=int,
     help="Exit 1 when a certificate expires within this many days.",
 )
-@run_options
+@run_options(tasks=("limit",))
 def certs_check(common: Common, warn_days: int) -> int:
     """Per control plane, every kubeadm certificate with its expiry and days left; kubelet rotation per node."""
     from provisioner.actions.certs import check_certs
@@ -128,7 +128,7 @@ def certs_check(common: Common, warn_days: int) -> int:
 
 
 @certs.command("renew")
-@run_options
+@run_options(tasks=("limit",))
 def certs_renew(common: Common) -> int:
     """kubeadm certs renew all, one control plane at a time (static pods restarted, API healthy before the
     next), then the admin kubeconfig re-fetched (0600)."""
@@ -246,7 +246,7 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     help="Apply configuration drift (API server SANs, component extra args, kube-proxy config) instead of "
     "a version upgrade, one control plane at a time.",
 )
-@run_options
+@run_options(tasks=("tags", "skip_tags", "diff", "roles_dir"))  # a node's install run: no --limit of its own
 def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool, reconfigure: bool) -> int:
     """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
     --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon).
