@@ -1,5 +1,5 @@
 """Guard rails (issue 15): destructive commands confirm on a terminal, -y/--yes skips the question,
-without a terminal they need --yes; `cluster.smoke: false`.
+without a terminal they need --yes; `cluster.smoke: false` turns the smoke test of `up` off.
 
 The hosts are a loopback listener that records whether kprov connected at all: a refused or declined
 reset must not touch any host.
@@ -140,3 +140,42 @@ def test_after_a_whole_cluster_reset_the_merged_context_is_offered_for_removal(
     )
     _offer_kubeconfig_removal("other", "inv.yaml", yes=False)  # nothing merged: nothing said
     assert capsys.readouterr().err == ""
+
+
+def _noop_roles(tmp_path: Path) -> Path:
+    """site.yaml's roles, each one no-op task: `up` converges at once on any host."""
+    roles = tmp_path / "roles"
+    for play in yaml.safe_load((REPO / "roles" / "site.yaml").read_text()):
+        (roles / play["role"]).mkdir(parents=True, exist_ok=True)
+        (roles / play["role"] / "tasks.yaml").write_text(
+            f"- name: {play['role']} | nothing\n  command:\n    shell: 'true'\n  changed_when: false\n"
+        )
+    (tmp_path / "templates").mkdir()
+    return roles
+
+
+@pytest.mark.netns
+@pytest.mark.parametrize(
+    "smoke, flags, skipped, smoke_ran",
+    [
+        (False, [], "smoke test skipped (cluster.smoke: false)", False),
+        (True, ["--no-smoke"], "", False),
+        (True, [], "", True),  # the smoke test runs (and fails: there is no cluster on these hosts)
+    ],
+    ids=["cluster.smoke false", "--no-smoke", "default"],
+)
+def test_up_runs_the_smoke_test_unless_the_inventory_turns_it_off(
+    netns_fleet, tmp_path: Path, smoke: bool, flags: list[str], skipped: str, smoke_ran: bool
+) -> None:
+    path = netns_fleet.inventory(tmp_path / "inv.yaml", cluster=f"smk{os.getpid()}")
+    doc = yaml.safe_load(path.read_text())
+    doc["cluster"]["smoke"] = smoke
+    path.write_text(yaml.safe_dump(doc))
+    argv = ["up", "-i", str(path), "--roles-dir", str(_noop_roles(tmp_path)), *flags]
+    proc = subprocess.run([str(KPROV), *argv], capture_output=True, text=True, timeout=600)
+    assert ("smoke test skipped" in proc.stderr) == bool(skipped), proc.stderr
+    if skipped:
+        assert skipped in proc.stderr
+    assert "RECAP" in proc.stdout and "total wall time" in proc.stdout, proc.stdout[-2000:]  # up itself converged
+    assert ("error: smoke test failed" in proc.stderr) == smoke_ran, proc.stderr[-2000:]
+    assert proc.returncode == (1 if smoke_ran else 0), proc.stderr[-2000:]
