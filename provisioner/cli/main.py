@@ -257,10 +257,14 @@ class _CtrlC:
         self.pressed = 0
         self._seen = 0  # deliveries counted by the relay thread
         self._exiting = threading.Lock()
-        self.pid = os.getpid()  # a forked child has no relay thread: it installs its own
+        self.pid = os.getpid()
 
     def reset(self) -> None:
         self.pressed = self._seen = 0
+
+    def installed(self) -> bool:
+        """This process's SIGINT handler, with its relay thread (a forked child has no relay thread)."""
+        return self.pid == os.getpid() and signal.getsignal(signal.SIGINT) is self
 
     def __call__(self, signum: int, frame: object) -> None:
         self.pressed += 1
@@ -303,12 +307,14 @@ def _install_ctrl_c() -> _CtrlC | None:
     global _ctrl_c
     if threading.current_thread() is not threading.main_thread():  # handlers live in the main thread
         return None
-    if _ctrl_c is None or _ctrl_c.pid != os.getpid() or signal.getsignal(signal.SIGINT) is not _ctrl_c:
-        _ctrl_c = _CtrlC()
-        signal.signal(signal.SIGINT, _ctrl_c)
-        _ctrl_c.start_relay()
-    _ctrl_c.reset()
-    return _ctrl_c
+    handler = _ctrl_c
+    if handler is None or not handler.installed():
+        handler = _CtrlC()
+        signal.signal(signal.SIGINT, handler)
+        handler.start_relay()
+        _ctrl_c = handler
+    handler.reset()
+    return handler
 
 
 def _exit_interrupted(ctrl_c: _CtrlC | None) -> None:
