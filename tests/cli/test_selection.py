@@ -18,6 +18,7 @@ from provisioner.cli.common import parse_extra_vars
 from provisioner.cli.main import EXAMPLES
 from provisioner.errors import InputError
 from provisioner.inventory.loader import load_inventory
+from tests.cli.helpers import REPO
 from tests.inventory.cli import kprov_forked as kprov  # the real entry point, forked: no start-up cost
 
 HOSTS = ["cp1", "cp2", "cp3", "w1", "w2", "w10"]
@@ -240,11 +241,23 @@ MISSING = "/nonexistent/inventory.yaml"
         ["bundle", "verify", "/nonexistent.tar"],
         ["bundle", "inspect", "/nonexistent.tar"],
         ["plan", "-i", "inventories/lab.yaml", "-e", "@/nonexistent.yaml"],
+        ["upgrade", "-i", MISSING],
+        ["remove-node", "-i", MISSING, "--host", "w1", "--yes"],
+        ["certs", "check", "-i", MISSING],
+        ["certs", "renew", "-i", MISSING],
+        ["etcd", "snapshot", "-i", MISSING],
+        ["etcd", "restore", "-i", "inventories/static-example.yaml", "--from", "/nonexistent.db", "--yes"],
+        ["inventory", "import", "/nonexistent.ini"],
+        ["ec2", "create", "-i", MISSING],
+        ["ec2", "inventory", "-i", MISSING],
+        ["ec2", "destroy", "-i", MISSING, "--yes"],
+        ["ci-smoke", "-i", MISSING],
+        ["vagrant", "inventory", "-i", MISSING],
     ],
-    ids=lambda a: " ".join(a[:2]),
+    ids=lambda a: " ".join(w for w in a[:3] if not w.startswith(("-", "/", "inventories"))),
 )
 def test_missing_file_is_exit_2(args: list[str]) -> None:
-    res = kprov(*args)
+    res = kprov(*args, cwd=REPO)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
 
