@@ -5,9 +5,17 @@ version guard refuses a silent version change (up and plan, exit 2, nothing touc
 inventory: `upgrade --reconfigure` shows and applies it (a concurrent `up` is refused meanwhile, exit 2), a TLS
 connection verifying the name succeeds -> certs check lists every certificate -> certs renew moves every leaf
 certificate's expiry and the cluster stays healthy -> etcd snapshot -> delete an app's namespace -> restore
-refused without --yes -> etcd restore -> the namespace and its Deployment are back and Ready.
+refused without --yes -> etcd restore -> the namespace and its Deployment are back and Ready -> `kprov upgrade`
+rehearsed: 1.20.2 -> 1.20.3-lab.0 (the same source relinked with a pre-release version stamp:
+`KPROV_LAB_BUNDLE_VERSION=1.20.3-lab.0 scripts/build-lab-bundle`; skipped with that reason when the rehearsal
+bundle is missing): an app with 2 replicas and a PodDisruptionBudget (minAvailable 1; it tolerates the control
+plane's taint so a drain always has somewhere to go) -> up and plan refuse the bumped inventory -> upgrade (plan
+only) -> upgrade --yes, killed (SIGKILL) during the worker's step -> rerun: it finishes, every kubelet and the API
+server at 1.20.3-lab.0, no node cordoned, the app never below 1 ready replica (polled throughout) -> a second
+upgrade has nothing to do. The upgrade is last: it moves the cluster to a version no other step expects.
 
-Prints the figures: snapshot size, snapshot and restore wall time, renew time, reconfigure time.
+Prints the figures: snapshot size, snapshot and restore wall time, renew time, reconfigure time; the upgrade's
+wall time per node, total, and the app's minimum ready replicas.
 etcdctl: the lab's etcd image (Debian's etcd-server) has no etcdctl, so the test installs Debian's etcd-client
 on the control plane through the lab's apt proxy, as an operator would (docs/maintenance.md).
 """
@@ -19,10 +27,12 @@ import copy
 import hashlib
 import json
 import os
+import signal
 import socket
 import ssl
 import stat
 import subprocess
+import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,6 +44,10 @@ from tests.e2e import labkit
 from tests.e2e.labkit import KPROV, json_lines, kprov, skip_reason, wait_for
 
 LAB = "kpmt" + os.environ.get("KPROV_TEST_TAG", "")
+REHEARSAL = Path(
+    os.environ.get("KPROV_REHEARSAL_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.3-lab.0-lab-amd64.tar")
+)
+TARGET = "1.20.3-lab.0"
 CP, WORKER = f"{LAB}-1", f"{LAB}-2"
 APP_NS = "kprov-day2"
 LEAVES = {
@@ -129,7 +143,7 @@ def cluster(tmp_path_factory):
         wait_until("the app Ready", app_ready)
         yield {"inv": inv, "doc": doc, "dir": d, "figures": figures}
     finally:
-        print(f"\nDAY-TWO FIGURES: {json.dumps(figures)}")
+        labkit.figure(f"[day two] figures: {json.dumps(figures)}")
         kprov("lab", "down", "--name", LAB, check=False)
         (Path.home() / ".kube" / f"kprov-{LAB}.conf").unlink(missing_ok=True)
 
@@ -180,6 +194,13 @@ def test_upgrade_at_the_running_version_plans_nothing_and_previews_the_drain(clu
 
 
 SAN = f"api.{LAB}.example"  # a name only the certificate knows (no DNS): the TLS check connects by address
+APISERVER_ARG = ("default-not-ready-toleration-seconds", "301")  # harmless: the default is 300
+PROXY_SYNC = "14m0s"  # kube-proxy's configSyncPeriod, harmless: the default is 15m0s
+
+
+def apiserver_argv() -> str:
+    """The running kube-apiserver's command line on the control plane."""
+    return node_sh(CP, "cat /proc/$(pgrep -o -x kube-apiserver)/cmdline | tr '\\0' ' '").stdout
 
 
 def tls_verifies(name: str) -> bool:
@@ -200,11 +221,18 @@ def tls_verifies(name: str) -> bool:
 
 
 def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_path) -> None:
-    """Issue 14 step 4: a SAN added in the inventory is drift that `upgrade --reconfigure` shows and applies;
-    while it runs, an `up` from another control machine (its own ~/.kprov: only the hosts' locks stop it) is
-    refused with exit 2; afterwards a TLS connection verifying the new name succeeds."""
+    """Issue 14 step 4: a SAN, an API server extra arg and a kube-proxy setting changed in the inventory are drift
+    that `plan` reports and `upgrade --reconfigure` shows and applies (new certificate, new manifest, kube-proxy's
+    ConfigMap and pods); while it runs, an `up` from another control machine (its own ~/.kprov: only the hosts'
+    locks stop it) is refused with exit 2; afterwards a TLS connection verifying the new name succeeds, the API
+    server runs with the new flag and kube-proxy with the new setting."""
     doc = copy.deepcopy(cluster["doc"])
     doc["cluster"]["api_cert_sans"] = [SAN]
+    doc["cluster"]["vars"]["kubeadm_apiserver_extra_args"] = {APISERVER_ARG[0]: APISERVER_ARG[1]}
+    doc["cluster"]["vars"]["kube_proxy_extra_config"] = {
+        **doc["cluster"]["vars"]["kube_proxy_extra_config"],
+        "configSyncPeriod": PROXY_SYNC,
+    }
     inv = cluster["dir"] / "san.yaml"
     inv.write_text(yaml.safe_dump(doc, sort_keys=False))
     assert not tls_verifies(SAN)
@@ -214,8 +242,10 @@ def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_pa
     assert "kprov upgrade --reconfigure" in planned.stderr, planned.stderr[-3000:]
     shown = kprov("upgrade", "-i", str(inv), "--reconfigure", "--log-format", "json")
     drift = [r for r in json_lines(shown.stdout) if "drift" in r]
-    assert [d["kind"] for d in drift] == ["sans"] and SAN in drift[0]["inventory"], shown.stdout
+    assert sorted({d["kind"] for d in drift}) == ["args", "kube-proxy", "sans"], shown.stdout
+    assert any(SAN in str(d["inventory"]) for d in drift if d["kind"] == "sans"), shown.stdout
     assert "rerun with --yes" in shown.stderr and not tls_verifies(SAN)
+    assert APISERVER_ARG[0] not in apiserver_argv()
 
     t0 = time.monotonic()
     run = subprocess.Popen(
@@ -245,7 +275,25 @@ def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_pa
     cluster["figures"]["reconfigure_san_s"] = round(time.monotonic() - t0, 1)
     assert run.returncode == 0, out[-3000:] + err[-3000:]
     assert "apiserver certificate" in out and "no drift left" in out, out[-3000:]
+    assert "static pod manifests" in out and "kube-proxy ConfigMap" in out, out[-3000:]
     assert tls_verifies(SAN)
+    wait_until(
+        "the API server running with the new flag",
+        lambda: f"--{APISERVER_ARG[0]}={APISERVER_ARG[1]}" in apiserver_argv(),
+        timeout=120,
+    )
+    proxy_conf = kubectl("-n", "kube-system", "get", "configmap", "kube-proxy", "-o", "jsonpath={.data.config\\.conf}")
+    assert f"configSyncPeriod: {PROXY_SYNC}" in proxy_conf.stdout, proxy_conf.stdout
+    restarted = kubectl(
+        "-n",
+        "kube-system",
+        "get",
+        "daemonset",
+        "kube-proxy",
+        "-o",
+        "jsonpath={.spec.template.metadata.annotations.kubectl\\.kubernetes\\.io/restartedAt}",
+    )
+    assert restarted.stdout.strip(), "kube-proxy's pods were not restarted"
     again = kprov("upgrade", "-i", str(inv), "--reconfigure", "--yes")
     assert "no drift: nothing to do" in again.stdout, again.stdout[-3000:]
     wait_until("both nodes Ready after the reconfiguration", nodes_ready, timeout=180)
@@ -340,3 +388,128 @@ def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> 
     wait_until("the app Ready again", app_ready, timeout=300)
     wait_until("both nodes Ready after the restore", nodes_ready, timeout=180)
     cluster["figures"]["restore_to_app_ready_s"] = round(time.monotonic() - t0, 1)
+
+
+UPGRADE_APP = """
+apiVersion: v1
+kind: Namespace
+metadata: {name: kprov-upgrade}
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: hello, namespace: kprov-upgrade}
+spec:
+  replicas: 2
+  selector: {matchLabels: {app: hello}}
+  template:
+    metadata: {labels: {app: hello}}
+    spec:
+      tolerations: [{key: node-role.kubernetes.io/master, operator: Exists, effect: NoSchedule}]
+      containers:
+        - name: hello
+          image: docker.io/kprov/hello:1.0
+          imagePullPolicy: Never
+          command: [/bin/sh, -c, 'mkdir -p /www && echo up > /www/index.html && exec httpd -f -p 8080 -h /www']
+          readinessProbe: {tcpSocket: {port: 8080}, periodSeconds: 2}
+---
+apiVersion: policy/v1beta1
+kind: PodDisruptionBudget
+metadata: {name: hello, namespace: kprov-upgrade}
+spec:
+  minAvailable: 1
+  selector: {matchLabels: {app: hello}}
+"""
+
+
+def ready_replicas() -> int | None:
+    res = kubectl(
+        "get", "deployment", "hello", "-n", "kprov-upgrade", "-o", "jsonpath={.status.readyReplicas}", check=False
+    )
+    return int(res.stdout or 0) if res.returncode == 0 else None
+
+
+def test_upgrade_to_the_rehearsal_target(cluster) -> None:
+    if not REHEARSAL.is_file():
+        pytest.skip(
+            f"needs the rehearsal bundle {REHEARSAL}: KPROV_LAB_BUNDLE_VERSION={TARGET} scripts/build-lab-bundle"
+        )
+    new = cluster["dir"] / "upgrade.yaml"
+    new.write_text(
+        yaml.safe_dump(
+            dict(
+                cluster["doc"],
+                cluster={**cluster["doc"]["cluster"], "kubernetes_version": TARGET, "bundle": str(REHEARSAL)},
+            ),
+            sort_keys=False,
+        )
+    )
+    kubectl("apply", "-f", "-", stdin=UPGRADE_APP)
+    deadline = time.monotonic() + 300
+    while (ready_replicas() or 0) < 2:
+        assert time.monotonic() < deadline, "the app never got 2 ready replicas"
+        time.sleep(3)
+
+    refused = kprov("up", "-i", str(new), check=False)
+    assert refused.returncode == 2 and "kprov upgrade" in refused.stderr, refused.stderr
+    assert kprov("plan", "-i", str(new), check=False).returncode == 2
+
+    plan = kprov("upgrade", "-i", str(new), "--log-format", "json")
+    steps = {r["host"]: r for r in json_lines(plan.stdout) if "kind" in r}
+    assert not any(r["done"] for r in steps.values()), steps
+    assert any("--allow-experimental-upgrades" in s for s in steps[CP]["steps"]), steps
+
+    # the app's ready replicas, polled for the whole upgrade
+    seen: list[int] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            n = ready_replicas()
+            if n is not None:
+                seen.append(n)
+            time.sleep(1)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    t0 = time.monotonic()
+    try:
+        # 1. an upgrade killed during the worker's step (after the control plane is done)
+        proc = subprocess.Popen(
+            [*KPROV, "upgrade", "-i", str(new), "--yes"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        assert proc.stdout is not None
+        killed_at = ""
+        for line in proc.stdout:
+            if f"{WORKER}: binaries" in line:
+                time.sleep(5)
+                proc.send_signal(signal.SIGKILL)
+                killed_at = line.strip()
+                break
+        proc.wait(timeout=2400)
+        assert killed_at, "the upgrade ended before the worker's step"
+        cordoned = json.loads(kubectl("get", "node", WORKER, "-o", "json").stdout)["spec"].get("unschedulable")
+        assert cordoned, "the worker should be left cordoned by the killed run"
+        # 2. the rerun continues from the facts and finishes
+        run = kprov("upgrade", "-i", str(new), "--yes", "--log-format", "json", timeout=2400)
+    finally:
+        stop.set()
+        poller.join(timeout=10)
+    total = time.monotonic() - t0
+    recap = {r["upgrade"]: r for r in json_lines(run.stdout) if "upgrade" in r}
+    labkit.figure(
+        f"[upgrade] killed at {killed_at!r}; rerun recap "
+        + json.dumps({h: [r["status"], r["seconds"]] for h, r in recap.items()})
+        + f"; total {total:.0f} s; app ready replicas min {min(seen)} over {len(seen)} polls"
+    )
+    assert recap[CP]["status"] == "unchanged" and recap[WORKER]["status"] == "upgraded", recap
+
+    nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
+    assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{TARGET}"}
+    assert not any(n["spec"].get("unschedulable") for n in nodes)
+    server = json.loads(kubectl("version", "-o", "json").stdout)["serverVersion"]["gitVersion"]
+    assert server == f"v{TARGET}"
+    assert seen and min(seen) >= 1, seen
+
+    again = kprov("upgrade", "-i", str(new), "--yes")
+    assert "nothing to do" in again.stdout + again.stderr
+    assert kprov("plan", "-i", str(new), check=False).returncode != 2
