@@ -66,7 +66,8 @@ def add_node(common: Common, names: tuple[str, ...]) -> int:
 
 
 @click.command()
-@run_options(tasks=("limit", "tags", "skip_tags", "forks", "roles_dir"))  # a quiet plan: nothing listed, no diff
+# a quiet plan (nothing listed, no diff, no events) and a table
+@run_options(tasks=("limit", "tags", "skip_tags", "forks", "roles_dir"), without=("log_format", "log_file"))
 def status(common: Common) -> int:
     """Per node: role, versions, Ready, and drift from the desired state (a quick plan)."""
     report = status_action(common)

@@ -154,30 +154,42 @@ _TASK_OPTIONS = {
         help="Use roles from this directory (its sibling templates/ holds their templates).",
     ),
 }
-_CONNECTION_OPTIONS = (
-    click.option(
+#: options of every command that talks to hosts, by parameter name
+_CONNECTION_OPTIONS = {
+    "extra": click.option(
         "-e",
         "--extra-vars",
         "extra",
         multiple=True,
         help="key=value (a string), a JSON/YAML mapping (typed values) or @file.yaml; repeatable.",
     ),
-    click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True),
-    click.option("--log-file", type=click.Path(dir_okay=False), help="Also append JSON events to this file."),
-    click.option("-v", "--verbose", count=True, help="Show ok/skipped tasks and diffs; -vvv: SSH library log."),
-    click.option("--accept-new-host-keys", is_flag=True, help="Trust unknown SSH host keys on first use."),
-    click.option("--connect-timeout", default=10.0, show_default=True, type=float),
-)
+    "log_format": click.option("--log-format", type=click.Choice(["text", "json"]), default="text", show_default=True),
+    "log_file": click.option(
+        "--log-file", type=click.Path(dir_okay=False), help="Also append JSON events to this file."
+    ),
+    "verbose": click.option(
+        "-v", "--verbose", count=True, help="Show ok/skipped tasks and diffs; -vvv: SSH library log."
+    ),
+    "accept_new_host_keys": click.option(
+        "--accept-new-host-keys", is_flag=True, help="Trust unknown SSH host keys on first use."
+    ),
+    "connect_timeout": click.option("--connect-timeout", default=10.0, show_default=True, type=float),
+}
+#: the connection options a command may leave out (the others every such command uses)
+_OPTIONAL_CONNECTION = {"extra", "log_format", "log_file"}
 
 
-def run_options(func: Callable[..., Any] | None = None, *, tasks: bool | tuple[str, ...] = True) -> Any:
+def run_options(
+    func: Callable[..., Any] | None = None, *, tasks: bool | tuple[str, ...] = True, without: tuple[str, ...] = ()
+) -> Any:
     """Decorate a click command with the run options; passes `common: Common`.
 
     A command never accepts an option it would ignore (`smoke --tags` is a usage error): `tasks=False`
     (smoke, ...) gives only the inventory and connection options; a tuple of names (`("limit",)`) gives
-    those task options only, e.g. to the day-two commands that run no play selection of their own."""
+    those task options only, e.g. to the day-two commands that run no play selection of their own;
+    `without` leaves out connection options the command does not use (`("extra", "log_file")`)."""
     if func is None:
-        return functools.partial(run_options, tasks=tasks)
+        return functools.partial(run_options, tasks=tasks, without=without)
 
     @functools.wraps(func)
     def wrapper(**kwargs: Any) -> Any:
@@ -193,14 +205,14 @@ def run_options(func: Callable[..., Any] | None = None, *, tasks: bool | tuple[s
             limit=limit or None,
             tags=frozenset(_split(kwargs.pop("tags", ()))),
             skip_tags=frozenset(_split(kwargs.pop("skip_tags", ()))),
-            extra_vars=parse_extra_vars(kwargs.pop("extra")),
+            extra_vars=parse_extra_vars(kwargs.pop("extra", ())),
             forks=kwargs.pop("forks", DEFAULT_FORKS),
-            log_format=kwargs.pop("log_format"),
+            log_format=kwargs.pop("log_format", "text"),
             verbose=verbose,
             diff=kwargs.pop("diff", False),
             accept_new_host_keys=kwargs.pop("accept_new_host_keys"),
             connect_timeout=kwargs.pop("connect_timeout"),
-            log_file=kwargs.pop("log_file"),
+            log_file=kwargs.pop("log_file", None),
             roles_dir=kwargs.pop("roles_dir", None),
             list_hosts=kwargs.pop("list_hosts", False),
             list_tasks=kwargs.pop("list_tasks", False),
@@ -211,11 +223,12 @@ def run_options(func: Callable[..., Any] | None = None, *, tasks: bool | tuple[s
 
     decorated: Callable[..., Any] = wrapper
     chosen = tuple(_TASK_OPTIONS) if tasks is True else tasks or ()
-    unknown = set(chosen) - set(_TASK_OPTIONS)
+    unknown = (set(chosen) - set(_TASK_OPTIONS)) | (set(without) - _OPTIONAL_CONNECTION)
     if unknown:
-        raise ValueError(f"unknown task options: {sorted(unknown)}")
+        raise ValueError(f"unknown or required run options: {sorted(unknown)}")
     task_options = [option for name, option in _TASK_OPTIONS.items() if name in chosen]
-    for option in reversed((_inventory_option, *task_options, *_CONNECTION_OPTIONS)):
+    connection = [option for name, option in _CONNECTION_OPTIONS.items() if name not in without]
+    for option in reversed((_inventory_option, *task_options, *connection)):
         decorated = option(decorated)
     return decorated
 

@@ -50,7 +50,7 @@ def certs() -> None:
     type=int,
     help="Exit 1 when a certificate expires within this many days.",
 )
-@run_options(tasks=("limit",))
+@run_options(tasks=("limit",), without=("extra", "log_file"))
 def certs_check(common: Common, warn_days: int) -> int:
     """Per control plane, every kubeadm certificate with its expiry and days left; kubelet rotation per node."""
     from provisioner.actions.certs import check_certs
@@ -128,7 +128,7 @@ def certs_check(common: Common, warn_days: int) -> int:
 
 
 @certs.command("renew")
-@run_options(tasks=("limit",))
+@run_options(tasks=("limit",), without=("extra", "log_file"))
 def certs_renew(common: Common) -> int:
     """kubeadm certs renew all, one control plane at a time (static pods restarted, API healthy before the
     next), then the admin kubeconfig re-fetched (0600)."""
@@ -165,7 +165,7 @@ def etcd() -> None:
 @etcd.command("snapshot")
 @click.option("--output", type=click.Path(file_okay=False), help="Directory (default ~/.kprov/snapshots/<cluster>).")
 @click.option("--keep", type=int, help="Keep only the N newest snapshots of this cluster in the directory.")
-@run_options(tasks=False)
+@run_options(tasks=False, without=("extra", "log_file"))
 def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
     """A consistent snapshot from a healthy member, copied here 0600 with its sha256 and a JSON of metadata."""
     from pathlib import Path
@@ -198,7 +198,7 @@ def etcd_snapshot(common: Common, output: str | None, keep: int | None) -> int:
 @etcd.command("restore")
 @click.option("--from", "source", required=True, type=click.Path(dir_okay=False), help="Snapshot file (.db).")
 @click.option("--yes", is_flag=True, help="Confirm: everything written to the cluster after the snapshot is lost.")
-@run_options(tasks=False)
+@run_options(tasks=False, without=("extra", "log_file"))
 def etcd_restore(common: Common, source: str, yes: bool) -> int:
     """Verify the checksum, stop the control planes, restore every member (new cluster token), start, wait."""
     from pathlib import Path

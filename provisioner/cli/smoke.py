@@ -67,7 +67,7 @@ def render_smoke(report: SmokeReport, common: Common) -> int:
 @click.command()
 @click.option("--keep", is_flag=True, help="Keep the smoke namespace for inspection.")
 @click.option("--node-port", type=click.IntRange(30000, 32767), help="NodePort to use (default 30080).")
-@run_options(tasks=False)
+@run_options(tasks=False, without=("log_file",))  # smoke writes no events
 def smoke(common: Common, keep: bool, node_port: int | None) -> int:
     """Deploy a hello app, reach its NodePort through every node, scale, check again, clean up."""
     report = smoke_action(common, SmokeOptions(keep=keep, node_port=node_port), progress=smoke_progress(common))

@@ -175,6 +175,11 @@ def test_extra_vars_from_a_file_are_typed(tmp_path: Path) -> None:
         ["status", "--list-tasks"],
         ["status", "--diff"],
         ["etcd", "snapshot", "--limit", "cp1"],
+        # nor the output options they would not honour
+        ["certs", "check", "-e", "a=b"],
+        ["etcd", "restore", "--from", "x.db", "--log-file", "events.jsonl"],
+        ["status", "--log-format", "json"],
+        ["smoke", "--log-file", "events.jsonl"],
     ],
     ids=" ".join,
 )
