@@ -92,7 +92,7 @@ def cluster(tmp_path_factory) -> dict:
         times["up"] = time.monotonic() - t0
         yield {"tmp": tmp, "all": static_inventory(LAB, tmp / "all.yaml", [CP, W2, W3]), "times": times}
     finally:
-        print(f"\nremove-node lab timings (s): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
+        labkit.figure(f"[remove-node] timings (s): {json.dumps({k: round(v, 1) for k, v in times.items()})}")
         kprov("lab", "down", "--name", LAB, check=False)
         labkit.kubeconfig(LAB).unlink(missing_ok=True)
 

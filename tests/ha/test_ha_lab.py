@@ -210,6 +210,7 @@ def test_1b_smoke_through_every_node(ha: HA) -> None:
             f"\nfirst smoke attempt failed (retrying once):\n{smoke.stdout[-2000:]}{smoke.stderr[-1000:]}",
             file=sys.stderr,
         )
+        labkit.figure("[ha] the first smoke attempt failed, retried once (its output is in the test's stderr)")
         # no workaround here: the first API server's stale view after control-plane joins (docs/ha.md) is fixed
         # by `up` itself; a second failure is a failure
         time.sleep(10)
@@ -234,15 +235,14 @@ def test_2_losing_the_vip_holder(ha: HA) -> None:
     failover = back - t0
     new_holder = vip_holder(ha)
     ha.notes["failover_s"] = round(failover, 1)
-    print(
-        f"\nFAILOVER: {holder} stopped ({stopped - t0:.1f}s for a clean poweroff); the API answered through the "
+    labkit.figure(
+        f"[ha] failover: {holder} stopped ({stopped - t0:.1f}s for a clean poweroff); the API answered through the "
         f"VIP {ha.vip}:{ha.port} {failover:.1f}s after the stop began, {back - stopped:.1f}s after the node was "
-        f"down; VIP now on {new_holder}",
-        file=sys.stderr,
+        f"down; VIP now on {new_holder}"
     )
     assert new_holder and new_holder != holder
     if failover > 30:  # issue 13 asks for 30 s; a busy shared machine is slower: report, do not flake
-        print(f"WARNING: failover took {failover:.1f}s (> 30 s)", file=sys.stderr)
+        labkit.figure(f"[ha] WARNING: failover took {failover:.1f}s (> 30 s)")
 
     assert holder in ha.kubectl("get", "nodes").stdout
     # a new Deployment rolls out with one control plane down (the lab's smoke image, never pulled)
@@ -390,9 +390,8 @@ def test_5_remove_a_control_plane(ha: HA) -> None:
     refused = kprov("remove-node", "-i", str(inv2), "--host", rest[-1], "--yes", check=False)
     assert refused.returncode == 2 and "2 members" in refused.stderr, refused.stderr
     assert etcd_members(ha, via=rest[0]) == rest
-    print(
-        f"\nREMOVE-NODE: worker {ha.notes.get('remove_worker_s')}s, control plane {ha.notes['remove_cp_s']}s",
-        file=sys.stderr,
+    labkit.figure(
+        f"[ha] remove-node: worker {ha.notes.get('remove_worker_s')}s, control plane {ha.notes['remove_cp_s']}s"
     )
 
 

@@ -107,7 +107,7 @@ def lab(tmp_path_factory):
         yield notes
     finally:
         figures = {k: v for k, v in notes.items() if k not in ("inv", "kubeconfig")}  # never the kubeconfig (a key)
-        print(f"\nLOCAL-ENDPOINT FIGURES: {json.dumps(figures)}", file=sys.stderr)
+        labkit.figure(f"[ha local] figures: {json.dumps(figures)}")
         sh(CP1, "[ -e /root/kube-apiserver.yaml ] && mv /root/kube-apiserver.yaml /etc/kubernetes/manifests/; true")
         kprov("lab", "down", "--name", LAB, check=False)
         KUBECONFIG.unlink(missing_ok=True)

@@ -39,6 +39,7 @@ from provisioner.inventory.model import Inventory
 from provisioner.k8s.context import cluster_vars
 from provisioner.secrets import Redactor
 from provisioner.transport.ssh import ConnectOptions
+from tests.e2e import labkit
 from tests.engine.conftest import ListSink, Outcome
 
 pytestmark = pytest.mark.lab
@@ -217,14 +218,13 @@ def test_hostile_values_through_every_role_variable_never_run(node, exec_trace, 
     secrets = list(redactor._values)
     assert secrets, "the run had no secret to look for"
     assert [a for a in argvs for s in secrets if s in a] == []
-    with capsys.disabled():
-        print(
-            f"\n[security] hostile input: {runs['plan']} role variables in plan and {runs['apply']} in apply, each "
-            f"set to a value that breaks out of every shell quoting context: {ended['data']} handled as data, "
-            f"{ended['failed on the host']} refused or failed on their host, {ended['bad input']} refused as bad input, "
-            f"0 executed; {len(argvs)} argvs traced on the node, no secret in any; seconds per role: "
-            + ", ".join(f"{r} {t:.0f}" for r, t in took.items())
-        )
+    labkit.figure(
+        f"\n[security] hostile input: {runs['plan']} role variables in plan and {runs['apply']} in apply, each "
+        f"set to a value that breaks out of every shell quoting context: {ended['data']} handled as data, "
+        f"{ended['failed on the host']} refused or failed on their host, {ended['bad input']} refused as bad input, "
+        f"0 executed; {len(argvs)} argvs traced on the node, no secret in any; seconds per role: "
+        + ", ".join(f"{r} {t:.0f}" for r, t in took.items())
+    )
 
 
 def test_certificate_key_never_in_argv_of_the_upload_task(node, exec_trace, tmp_path):
