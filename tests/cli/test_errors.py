@@ -14,6 +14,7 @@ import select
 import signal
 import socket
 import subprocess
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -27,7 +28,7 @@ from provisioner.errors import KprovError
 from provisioner.inventory.model import Host
 from provisioner.transport.reasons import connect_failure
 from provisioner.transport.ssh import ConnectOptions, SSHHost
-from tests.cli.helpers import KPROV, kprov
+from tests.cli.helpers import KPROV, REPO, kprov, run
 
 NOISE = ("Traceback", "Exception (client)", "Exception ignored", "paramiko.")
 
@@ -172,6 +173,31 @@ def test_second_ctrl_c_exits_at_once(tmp_path: Path, fake_host, target: str) -> 
     assert proc.returncode == 130
     for noise in NOISE:
         assert noise not in rest, rest
+
+
+SHIELDED = """
+import signal, sys, threading
+from provisioner.cli import main
+
+main._install_ctrl_c()
+seen = threading.Semaphore(0)
+signal.signal(signal.SIGINT, lambda signum, frame: seen.release())  # e.g. ci-smoke's teardown shield
+worker = threading.Thread(target=threading.Event().wait, daemon=True)
+worker.start()
+for _ in range(3):
+    signal.pthread_kill(worker.ident, signal.SIGINT)  # the kernel's choice: a worker thread
+    # the main thread waits on a lock: only a signal sent to it wakes it (a guard, not a speed assertion)
+    if not seen.acquire(timeout=30):
+        sys.exit("the shield's handler did not run")
+print("survived")
+"""
+
+
+def test_ctrl_c_under_another_handler_is_not_counted() -> None:
+    """While a command shields itself with its own SIGINT handler (ci-smoke's teardown must not be cut
+    short), Ctrl-Cs go to that handler, even from a worker thread, and never exit the process."""
+    res = run([sys.executable, "-c", SHIELDED], cwd=REPO, timeout=120)
+    assert (res.returncode, res.stdout.strip()) == (0, "survived"), res.stderr
 
 
 class FullBacklog:
