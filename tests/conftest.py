@@ -44,6 +44,7 @@ def _is_lab(item: pytest.Item) -> bool:
     )
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the node ids
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         lab = _is_lab(item)
@@ -51,6 +52,19 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             # the fleet's hosts and locks have fixed names: a second fleet in the other worker would collide
             raise pytest.UsageError(f"{item.nodeid}: a lab test must not use the netns fleet (see tests/conftest.py)")
         item.add_marker(pytest.mark.xdist_group("lab" if lab else "main"))
+
+
+@pytest.hookimpl(trylast=True)  # after xdist's hook: the groups must be in the node ids it sends the controller
+def pytest_collection_finish(session: pytest.Session) -> None:
+    if not getattr(session.config.option, "loadgroup", False):
+        return
+    lost = [item.nodeid for item in session.items if "@" not in item.nodeid]
+    if lost:
+        # a silent fallback would run two lab clusters, or two netns fleets with the same names, at once
+        raise pytest.UsageError(
+            f"pytest-xdist did not apply the test groups ({lost[0]} has none): this pytest and pytest-xdist do not "
+            "work together; use the versions pyproject.toml pins, or -n 0"
+        )
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
