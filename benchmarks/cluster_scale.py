@@ -38,19 +38,12 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from provisioner.lab import cgroups, memstat  # noqa: E402
+from provisioner.lab.inventory import SHARED_DISK_KUBELET_CONFIG  # noqa: E402
 from provisioner.lab.network import bridge_name  # noqa: E402
 
 KPROV = str(REPO / ".venv" / "bin" / "kprov")
 RESULTS = Path(__file__).resolve().parent / "results"
 TIMING = "KPROV_BENCH %e %U %S %M"  # GNU time: wall, user, sys, peak RSS KiB
-#: lab workaround, the same as tests/e2e/labkit.py SHARED_DISK_KUBELET: the nodes' disks are directories of this
-#: machine's one disk, so kubelet's default image-GC and eviction thresholds see the whole machine's usage (at 30
-#: nodes every node got the `node.kubernetes.io/disk-pressure` taint and the smoke test's pods stayed Pending)
-SHARED_DISK_KUBELET = {
-    "imageGCHighThresholdPercent": 100,
-    "imageGCLowThresholdPercent": 99,
-    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-}
 
 
 def _log(msg: str) -> None:
@@ -189,7 +182,7 @@ def _how_far(res: dict) -> dict:
 def one(nodes: int, name: str, tmp: Path, timeout: float) -> dict:
     inv_doc = yaml.safe_load((REPO / "inventories" / "lab.yaml").read_text())
     inv_doc["cluster"]["name"] = name
-    inv_doc["cluster"]["vars"]["kubelet_extra_config"] = SHARED_DISK_KUBELET
+    inv_doc["cluster"]["vars"]["kubelet_extra_config"] = SHARED_DISK_KUBELET_CONFIG
 
     def inventory(count: int) -> Path:
         inv_doc["lab"] = {"name": name, "nodes": count, "control_planes": 1}

@@ -30,8 +30,8 @@ _FIGURES = pytest.StashKey[Path]()
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    if os.environ.get(FIGURES_ENV):
-        return  # an xdist worker: the controller made the file
+    if hasattr(config, "workerinput"):
+        return  # an xdist worker: the controller made the file (its name is in the environment it inherited)
     fd, path = tempfile.mkstemp(prefix="kprov-test-figures-", suffix=".txt")
     os.close(fd)
     os.environ[FIGURES_ENV] = path
@@ -48,7 +48,7 @@ def _is_lab(item: pytest.Item) -> bool:
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         lab = _is_lab(item)
-        if lab and "netns_fleet" in item.fixturenames:
+        if lab and ("netns_fleet" in item.fixturenames or item.get_closest_marker("netns")):
             # the fleet's hosts and locks have fixed names: a second fleet in the other worker would collide
             raise pytest.UsageError(f"{item.nodeid}: a lab test must not use the netns fleet (see tests/conftest.py)")
         item.add_marker(pytest.mark.xdist_group("lab" if lab else "main"))
@@ -72,8 +72,13 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if path is None:
         return
     lines = path.read_text().splitlines() if path.exists() else []
-    path.unlink(missing_ok=True)
     if lines:
         terminalreporter.section("figures")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    path = config.stash.get(_FIGURES, None)
+    if path is not None:
+        path.unlink(missing_ok=True)

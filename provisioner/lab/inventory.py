@@ -14,6 +14,16 @@ POD_CIDR = "10.244.0.0/16"
 SERVICE_CIDR = "10.96.0.0/12"
 API_PORT = 6443
 BUNDLE_DIR = "/var/cache/kprov/bundles"  # scripts/build-lab-bundle's default output directory
+#: kubelet settings for lab nodes on a crowded machine (the lab tests and benchmarks set them; the generated inventory
+#: does not: a lab on a machine with room needs none). The nodes' disks are directories of this machine's one disk:
+#: kubelet's image-GC and eviction thresholds see the whole machine's usage (it counts the filesystem's reserved
+#: blocks as used), so other work on the machine can taint every node `disk-pressure` (seen at 30 nodes: the smoke
+#: test's pods stayed Pending) or garbage-collect an image that, with no registry, is gone until the next `up`
+SHARED_DISK_KUBELET_CONFIG = {
+    "imageGCHighThresholdPercent": 100,
+    "imageGCLowThresholdPercent": 99,
+    "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
+}
 
 #: The lab's workarounds, the same as `cluster.vars` of inventories/lab.yaml (a test keeps the two equal);
 #: each one is explained there and in docs/lab.md, "Kubernetes on the lab".

@@ -265,6 +265,7 @@ def test_missing_file_is_exit_2(args: list[str]) -> None:
     res = kprov(*args, cwd=REPO)
     assert res.returncode == 2, (res.stdout, res.stderr)
     assert res.stderr.startswith("error: ") and "Traceback" not in res.stderr
+    assert "/nonexistent" in res.stderr.splitlines()[0], res.stderr  # the missing file is named: it is the cause
 
 
 @pytest.mark.parametrize(

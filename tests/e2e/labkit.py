@@ -20,6 +20,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from provisioner.lab.inventory import SHARED_DISK_KUBELET_CONFIG
+
 REPO = Path(__file__).resolve().parents[2]
 KPROV = [str(REPO / ".venv" / "bin" / "kprov")] if (REPO / ".venv" / "bin" / "kprov").exists() else ["kprov"]
 BUNDLE = Path(os.environ.get("KPROV_LAB_BUNDLE", "/var/cache/kprov/bundles/kubernetes-1.20.2-lab-amd64.tar"))
@@ -157,17 +159,8 @@ def pdb_workload(namespace: str) -> str:
     return _PDB_WORKLOAD.replace("NAMESPACE", namespace)
 
 
-#: kubelet settings for lab nodes whose disk is this machine's shared disk: other work fills it to near kubelet's
-#: image-GC and eviction thresholds (kubelet counts the filesystem's reserved blocks as used), and with no registry
-#: an image the garbage collector removes is gone until the next `up` imports it again (seen: the smoke image,
-#: unused on a control plane, removed between two runs)
-SHARED_DISK_KUBELET = {
-    "kubelet_extra_config": {
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-    }
-}
+#: cluster.vars for lab clusters of the tests (provisioner/lab/inventory.py says why)
+SHARED_DISK_KUBELET = {"kubelet_extra_config": SHARED_DISK_KUBELET_CONFIG}
 
 
 def write_inventory(

@@ -94,11 +94,7 @@ def lab(tmp_path_factory):
     # the nodes' disk is this machine's shared disk, near kubelet's default thresholds: a DiskPressure image
     # reclaim deleted the joining control plane's etcd image (no registry to pull it back) and etcd lost quorum
     # (seen in the first run; docs/maintenance.md, lab-only caveat)
-    doc["cluster"]["vars"]["kubelet_extra_config"] = {
-        "imageGCHighThresholdPercent": 100,
-        "imageGCLowThresholdPercent": 99,
-        "evictionHard": {"memory.available": "100Mi", "nodefs.available": "1%", "imagefs.available": "1%"},
-    }
+    doc["cluster"]["vars"].update(labkit.SHARED_DISK_KUBELET)
     inv = tmp_path_factory.mktemp("local") / "lab-local.yaml"
     inv.write_text(yaml.safe_dump(doc, sort_keys=False))
     kprov("lab", "down", "--name", LAB, check=False)
