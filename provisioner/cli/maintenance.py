@@ -246,7 +246,9 @@ def etcd_restore(common: Common, source: str, yes: bool) -> int:
     help="Apply configuration drift (API server SANs, component extra args, kube-proxy config) instead of "
     "a version upgrade, one control plane at a time.",
 )
-@run_options(tasks=("tags", "skip_tags", "diff", "roles_dir"))  # a node's install run: no --limit of its own
+# a node's install run: no --limit of its own, and no --tags/--skip-tags (skipping a step of the install would
+# leave a node half upgraded while the upgrade carried on)
+@run_options(tasks=("diff", "roles_dir"))
 def upgrade(common: Common, target: str | None, serial: int, drain_timeout: int, yes: bool, reconfigure: bool) -> int:
     """Preflight, plan, then kubeadm upgrade node by node: first control plane, other control planes, workers
     --serial at a time (cordon, drain, binaries, kubeadm upgrade, kubelet restart, Ready, uncordon).

@@ -80,7 +80,8 @@ def _show_plan(console: Console, plan: RemovalPlan, common: Common) -> None:
     type=click.IntRange(10, 86400),
     help="Seconds the drain may take (PodDisruptionBudgets can hold it up).",
 )
-@run_options(tasks=("tags", "skip_tags", "forks", "diff", "roles_dir"))  # the roles run on the whole cluster
+# the roles run on the whole cluster; no --tags/--skip-tags: `--skip-tags reset` would leave the host uncleaned
+@run_options(tasks=("forks", "diff", "roles_dir"))
 def remove_node(common: Common, name: str, force: bool, yes: bool, dry_run: bool, drain_timeout: int) -> int:
     """Cordon, drain and delete a node, remove its etcd member (control plane), clean the host.
 

@@ -170,6 +170,10 @@ def test_extra_vars_from_a_file_are_typed(tmp_path: Path) -> None:
         ["upgrade", "--list-hosts"],
         ["remove-node", "--host", "w1", "--limit", "w1"],
         ["remove-node", "--host", "w1", "--list-tasks"],
+        # nor a task selection that would skip part of their own steps
+        ["upgrade", "--skip-tags", "kubernetes"],
+        ["upgrade", "--tags", "kubernetes"],
+        ["remove-node", "--host", "w1", "--skip-tags", "reset"],
         ["certs", "check", "--tags", "x"],
         ["certs", "renew", "--list-hosts"],
         ["status", "--list-tasks"],
