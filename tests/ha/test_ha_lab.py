@@ -344,6 +344,10 @@ def test_4_remove_the_worker_with_a_pdb(ha: HA) -> None:
     plan = next(json.loads(line) for line in dry.stdout.splitlines() if line.startswith('{"remove_node"'))
     webs = [p["action"] for p in plan["pods"] if p["pod"].startswith("kprov-rm/web-")]
     assert len(webs) == 2 and all("PodDisruptionBudget kprov-rm/web" in a for a in webs), plan
+    # no terminal and no --yes: refused after the plan, before any change (issue 15's guard rail)
+    no_tty = kprov("remove-node", "-i", str(inv), "--host", ha.worker, check=False)
+    assert no_tty.returncode == 2 and "confirm with --yes" in no_tty.stderr, no_tty.stderr
+    assert "Traceback" not in no_tty.stderr and ha.worker in ready_nodes(ha)
 
     t0 = time.monotonic()
     out = kprov("remove-node", "-i", str(inv), "--host", ha.worker, "--yes", "--log-format", "json")
