@@ -1,10 +1,12 @@
 """Shared pytest configuration. Fixture modules live in tests/fixtures/.
 
-The default run is two streams side by side (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml): every test
-that builds lab machines (marked `lab`/`e2e`, or using the lab fixtures) is in the group "lab", every other test in
-the group "main". Each group runs in order on one worker, as a serial run would: the lab clusters one after the
-other, the network-namespace sshd fleet in one process. So the two workers share nothing but the machine: lab
-names, cluster names and host locks of the one never appear in the other. `-n 0` runs everything in one process.
+The default run is two streams side by side (pytest-xdist, `-n 2 --dist loadgroup` in pyproject.toml). Every test
+that builds lab machines (marked `lab`/`e2e`, or using the lab fixtures) is in the group "lab", except the HA
+module's, which are the group "lab-ha"; every other test is in the group "main". A group runs in order on one worker,
+as a serial run would: the network-namespace sshd fleet in one process, each lab module's cluster in one. The
+biggest groups start first ("main" on one worker, "lab" on the other); "lab-ha" follows "main" on its worker, so
+after the first ~15 minutes two lab clusters (the HA one and another) are built side by side. Lab modules have their
+own lab, cluster and node names, so workers share nothing but the machine. `-n 0` runs everything in one process.
 
 Figures (a test's measured numbers for the CI log) go through `tests.e2e.labkit.figure`: they are printed in a
 "figures" section at the end of the run, from every worker.
@@ -26,6 +28,8 @@ pytest_plugins = [
 #: the file every process of the run appends its figure lines to (set by the controller, inherited by workers)
 FIGURES_ENV = "KPROV_TEST_FIGURES"
 LAB_FIXTURES = {"lab_factory", "lab_nodes"}
+#: lab modules that get a worker of their own once "main" is done (they share no lab fixture with the "lab" group)
+LAB_HA = ("tests/ha/",)
 _FIGURES = pytest.StashKey[Path]()
 
 
@@ -51,7 +55,13 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         if lab and ("netns_fleet" in item.fixturenames or item.get_closest_marker("netns")):
             # the fleet's hosts and locks have fixed names: a second fleet in the other worker would collide
             raise pytest.UsageError(f"{item.nodeid}: a lab test must not use the netns fleet (see tests/conftest.py)")
-        item.add_marker(pytest.mark.xdist_group("lab" if lab else "main"))
+        group = "main"
+        if lab:
+            group = "lab-ha" if item.nodeid.startswith(LAB_HA) else "lab"
+            if group == "lab-ha" and LAB_FIXTURES & set(item.fixturenames):
+                # the session-scoped lab fixtures live in one worker: a second worker would build their labs again
+                raise pytest.UsageError(f"{item.nodeid}: a lab-ha test must not use {sorted(LAB_FIXTURES)}")
+        item.add_marker(pytest.mark.xdist_group(group))
 
 
 @pytest.hookimpl(trylast=True)  # after xdist's hook: the groups must be in the node ids it sends the controller
