@@ -109,9 +109,22 @@ def nodes_ready() -> bool:
     )
 
 
+def ready_replicas(namespace: str) -> int | None:
+    """Ready replicas of the `hello` Deployment in `namespace`, None when it cannot be read."""
+    res = kubectl("get", "deployment", "hello", "-n", namespace, "-o", "jsonpath={.status.readyReplicas}", check=False)
+    return int(res.stdout or 0) if res.returncode == 0 else None
+
+
 def app_ready() -> bool:
-    res = kubectl("get", "deployment", "hello", "-n", APP_NS, "-o", "json", check=False)
-    return res.returncode == 0 and json.loads(res.stdout).get("status", {}).get("readyReplicas", 0) >= 1
+    return (ready_replicas(APP_NS) or 0) >= 1
+
+
+def write_with(cluster: dict, name: str, **changes: object) -> Path:
+    """The day-two inventory with `changes` to its cluster section, written beside it as `name`."""
+    path = cluster["dir"] / name
+    doc = dict(cluster["doc"], cluster={**cluster["doc"]["cluster"], **changes})
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    return path
 
 
 def certs(inv: Path) -> dict[str, datetime]:
@@ -149,9 +162,7 @@ def cluster(tmp_path_factory):
 
 
 def test_version_guard_refuses_a_silent_version_change(cluster) -> None:
-    bumped = dict(cluster["doc"], cluster={**cluster["doc"]["cluster"], "kubernetes_version": "1.20.3"})
-    inv = cluster["dir"] / "bumped.yaml"
-    inv.write_text(yaml.safe_dump(bumped, sort_keys=False))
+    inv = write_with(cluster, "bumped.yaml", kubernetes_version="1.20.3")
     before = node_sh(CP, "stat -c %Y /usr/bin/kubelet /usr/bin/kubeadm").stdout
     for cmd in ("up", "plan", "apply"):
         args = [cmd, "-i", str(inv)] + (["kubernetes"] if cmd == "apply" else [])
@@ -390,6 +401,7 @@ def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> 
     cluster["figures"]["restore_to_app_ready_s"] = round(time.monotonic() - t0, 1)
 
 
+UPGRADE_NS = "kprov-upgrade"  # the namespace UPGRADE_APP makes
 UPGRADE_APP = """
 apiVersion: v1
 kind: Namespace
@@ -421,31 +433,15 @@ spec:
 """
 
 
-def ready_replicas() -> int | None:
-    res = kubectl(
-        "get", "deployment", "hello", "-n", "kprov-upgrade", "-o", "jsonpath={.status.readyReplicas}", check=False
-    )
-    return int(res.stdout or 0) if res.returncode == 0 else None
-
-
 def test_upgrade_to_the_rehearsal_target(cluster) -> None:
     if not REHEARSAL.is_file():
         pytest.skip(
             f"needs the rehearsal bundle {REHEARSAL}: KPROV_LAB_BUNDLE_VERSION={TARGET} scripts/build-lab-bundle"
         )
-    new = cluster["dir"] / "upgrade.yaml"
-    new.write_text(
-        yaml.safe_dump(
-            dict(
-                cluster["doc"],
-                cluster={**cluster["doc"]["cluster"], "kubernetes_version": TARGET, "bundle": str(REHEARSAL)},
-            ),
-            sort_keys=False,
-        )
-    )
+    new = write_with(cluster, "upgrade.yaml", kubernetes_version=TARGET, bundle=str(REHEARSAL))
     kubectl("apply", "-f", "-", stdin=UPGRADE_APP)
     deadline = time.monotonic() + 300
-    while (ready_replicas() or 0) < 2:
+    while (ready_replicas(UPGRADE_NS) or 0) < 2:
         assert time.monotonic() < deadline, "the app never got 2 ready replicas"
         time.sleep(3)
 
@@ -464,7 +460,7 @@ def test_upgrade_to_the_rehearsal_target(cluster) -> None:
 
     def poll() -> None:
         while not stop.is_set():
-            n = ready_replicas()
+            n = ready_replicas(UPGRADE_NS)
             if n is not None:
                 seen.append(n)
             time.sleep(1)
