@@ -12,15 +12,14 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioner.actions._remote import checked, maintenance_lock, on_hosts, session
+from provisioner.actions.static_pods import ADMIN_CONF, restart_static_pods
 from provisioner.atomic import write_file
 from provisioner.errors import InputError, KprovError
 from provisioner.inventory.model import Host, Inventory
 from provisioner.transport.ssh import ConnectOptions, SSHHost
 
 DEFAULT_WARN_DAYS = 30
-ADMIN_CONF = "/etc/kubernetes/admin.conf"
-MANIFESTS = "/etc/kubernetes/manifests"
-#: the static pods kubeadm certs renew asks to restart; etcd last out, first back
+#: the control-plane static pods (kubeadm certs renew asks to restart them all)
 STATIC_PODS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "etcd")
 
 # `kubeadm certs` left alpha in 1.20; older kubeadm only has `kubeadm alpha certs`
@@ -180,36 +179,6 @@ def local_server(host: Host) -> str:
     return f"https://{'[' + ip + ']' if ':' in ip else ip}:6443"
 
 
-def restart_static_pods_script(
-    timeout_s: int, server: str, pods: tuple[str, ...] = STATIC_PODS, ports: tuple[int, ...] = (6443, 2379)
-) -> str:
-    """Move these static pods' manifests out until kubelet has stopped them, then back; wait for /healthz.
-
-    kubelet only notices manifest changes on its file check (20 s by default), and a pod restarted in place
-    keeps its old certificates and flags in memory, hence out-and-back (what the kubeadm documentation
-    recommends). The pods are gone when nothing listens on `ports` any more.
-    """
-    names = " ".join(pods)
-    listening = " or ".join(f"sport = :{p}" for p in ports)
-    return f"""
-set -e
-m={MANIFESTS}; park=/etc/kubernetes/kprov/manifests-parked
-mkdir -p "$park"
-for p in {names}; do [ -e "$m/$p.yaml" ] && mv "$m/$p.yaml" "$park/$p.yaml"; done
-end=$(( $(date +%s) + {timeout_s} ))
-while ss -Hltn '( {listening} )' | grep -q .; do
-  [ "$(date +%s)" -lt "$end" ] || {{ echo "static pods ({names}) did not stop within {timeout_s}s" >&2; break; }}
-  sleep 2
-done
-for p in {names}; do [ -e "$park/$p.yaml" ] && mv "$park/$p.yaml" "$m/$p.yaml"; done
-until kubectl --kubeconfig {ADMIN_CONF} --server {server} get --raw=/healthz --request-timeout=5s 2>/dev/null | grep -qx ok; do
-  [ "$(date +%s)" -lt "$end" ] || {{ echo "API server not healthy within {timeout_s}s" >&2; exit 1; }}
-  sleep 2
-done
-echo restarted
-"""
-
-
 @dataclass(frozen=True)
 class RenewStep:
     host: str
@@ -283,13 +252,7 @@ def renew_certs(
                         r"certificate (?:embedded in the kubeconfig file for )?(?:for )?(.+?) renewed", res.stdout
                     )
                 )
-                progress(f"{h.name}: restarting the control-plane static pods, waiting for a healthy API server")
-                checked(
-                    ssh,
-                    ssh.script(restart_static_pods_script(timeout_s, local_server(h)), timeout=timeout_s + 60),
-                    "restarting the static pods",
-                    hint=f"see `journalctl -u kubelet` on {h.name}",
-                )
+                restart_static_pods(ssh, local_server(h), timeout_s=timeout_s, progress=progress)
             steps.append(RenewStep(h.name, renewed, round(time.monotonic() - t0, 1)))
         refetch_admin_kubeconfig(inv.control_planes[0], connect, kubeconfig_dest)
         return RenewReport(tuple(steps), kubeconfig_dest)

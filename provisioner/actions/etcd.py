@@ -23,7 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from provisioner.actions._remote import checked, maintenance_lock, on_hosts, session
-from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, STATIC_PODS
+from provisioner.actions.certs import STATIC_PODS
+from provisioner.actions.static_pods import ADMIN_CONF, MANIFESTS
 from provisioner.actions.versions import PROBE_SCRIPT, parse_node_versions
 from provisioner.atomic import write_file
 from provisioner.errors import InputError, KprovError

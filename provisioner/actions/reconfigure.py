@@ -31,7 +31,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from provisioner.actions._remote import checked, maintenance_lock, session
-from provisioner.actions.certs import ADMIN_CONF, MANIFESTS, local_server, restart_static_pods_script
+from provisioner.actions.certs import local_server
+from provisioner.actions.static_pods import ADMIN_CONF, MANIFESTS, restart_static_pods
 from provisioner.errors import CommandFailed, InputError, KprovError, TaskFailed
 from provisioner.inventory.model import Host, Inventory
 from provisioner.k8s.drift import Drift, compute_drift, split_rendered
@@ -257,15 +258,8 @@ def reconfigure_host(
         if changed:
             actions.append("static pod manifests")
         if new_cert or changed:
-            progress(f"{host.name}: restarting the control-plane static pods, waiting for a healthy API server")
-            checked(
-                ssh,
-                ssh.script(
-                    restart_static_pods_script(opts.timeout_s, local_server(host), CONTROL_PLANE_PODS, (6443,)),
-                    timeout=opts.timeout_s + 60,
-                ),
-                "restarting the control-plane static pods",
-                hint=f"see `journalctl -u kubelet` on {host.name}",
+            restart_static_pods(
+                ssh, local_server(host), pods=CONTROL_PLANE_PODS, timeout_s=opts.timeout_s, progress=progress
             )
             actions.append("static pods restarted")
     return HostStep(host.name, tuple(actions), round(time.monotonic() - t0, 1))

@@ -214,21 +214,54 @@ def apiserver_argv() -> str:
     return node_sh(CP, "cat /proc/$(pgrep -o -x kube-apiserver)/cmdline | tr '\\0' ' '").stdout
 
 
-def tls_verifies(name: str) -> bool:
-    """A TLS connection to the API server that verifies `name` against the cluster CA succeeds."""
+def _api_tls(name: str | None) -> ssl.SSLSocket:
+    """A TLS connection to the API server, verified against the cluster CA (and `name`, when given)."""
     kubeconfig = yaml.safe_load((Path.home() / ".kube" / f"kprov-{LAB}.conf").read_text())
     cl = kubeconfig["clusters"][0]["cluster"]
     ca = base64.b64decode(cl["certificate-authority-data"]).decode()
     host, port = cl["server"].removeprefix("https://").rsplit(":", 1)
     ctx = ssl.create_default_context(cadata=ca)
+    ctx.check_hostname = name is not None
+    sock = socket.create_connection((host, int(port)), timeout=15)
     try:
-        with (
-            socket.create_connection((host, int(port)), timeout=15) as sock,
-            ctx.wrap_socket(sock, server_hostname=name),
-        ):
+        return ctx.wrap_socket(sock, server_hostname=name)
+    except BaseException:
+        sock.close()
+        raise
+
+
+def tls_verifies(name: str) -> bool:
+    """A TLS connection to the API server that verifies `name` against the cluster CA succeeds."""
+    try:
+        with _api_tls(name):
             return True
     except ssl.SSLCertVerificationError:
         return False
+
+
+def served_apiserver_expiry() -> datetime:
+    """notAfter of the certificate the running API server presents (what a restart must change)."""
+    from cryptography import x509
+
+    with _api_tls(None) as tls:
+        der = tls.getpeercert(binary_form=True)
+    assert der
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
+
+
+#: the control-plane processes (their comm, as pgrep -x sees it: 15 characters at most)
+CONTROL_PLANE_PROCESSES = ("etcd", "kube-apiserver", "kube-controller", "kube-scheduler")
+
+
+def control_plane_pids() -> dict[str, str]:
+    script = "; ".join(f"echo {p} $(pgrep -o -x {p})" for p in CONTROL_PLANE_PROCESSES)
+    return dict(line.split(" ", 1) for line in node_sh(CP, script).stdout.splitlines() if " " in line)
+
+
+def control_plane_diagnostics() -> str:
+    """What a failed assertion about the control plane shows: its containers and kubelet's last words."""
+    res = node_sh(CP, "crictl ps -a; journalctl -u kubelet --no-pager -n 40 | cut -c1-300", timeout=60)
+    return res.stdout + res.stderr
 
 
 def test_reconfigure_adds_a_san_while_a_concurrent_up_is_refused(cluster, tmp_path) -> None:
@@ -344,6 +377,7 @@ def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
     )
     kubeconfig = Path.home() / ".kube" / f"kprov-{LAB}.conf"
     old_kubeconfig = kubeconfig.read_bytes()
+    pids = control_plane_pids()
     t0 = time.monotonic()
     kprov("certs", "renew", "-i", str(inv))
     cluster["figures"]["certs_renew_s"] = round(time.monotonic() - t0, 1)
@@ -354,8 +388,15 @@ def test_certs_renew_moves_expiry_and_cluster_stays_healthy(cluster) -> None:
     # the admin kubeconfig was re-fetched (new client certificate), 0600, and works
     assert kubeconfig.read_bytes() != old_kubeconfig
     assert stat.S_IMODE(kubeconfig.stat().st_mode) == 0o600
-    wait_until("both nodes Ready after the renewal", nodes_ready, timeout=180)
-    assert app_ready()
+    # every control-plane process was restarted, and the API server presents the renewed certificate
+    now = control_plane_pids()
+    assert all(now[p] and now[p] != pids[p] for p in CONTROL_PLANE_PROCESSES), (pids, now)
+    assert served_apiserver_expiry().replace(second=0) == after["apiserver"], (served_apiserver_expiry(), after)
+    try:
+        wait_until("both nodes Ready after the renewal", nodes_ready, timeout=180)
+        wait_until("the day-two app ready after the renewal", app_ready, timeout=120)
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{control_plane_diagnostics()}") from None
 
 
 def test_etcd_snapshot_then_restore_brings_a_deleted_namespace_back(cluster) -> None:
