@@ -1,9 +1,10 @@
-"""`kprov add-node`: provision and join only the given hosts; the control plane only mints a token."""
+"""`kprov add-node`: provision and join only the given hosts; the control plane mints a token and serves the
+offline bundle it has (nothing else of `up` runs on the nodes already in the cluster)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from provisioner.actions.run import RunOutcome, RunRequest, Warn, execute, quiet
@@ -11,6 +12,12 @@ from provisioner.engine.roles import Play, load_plays
 from provisioner.errors import InputError
 from provisioner.inventory.loader import load_inventory
 from provisioner.inventory.model import Inventory
+
+#: the plays of `up` that deliver the offline bundle, and the tag of their tasks the seed runs (roles/bundle)
+SEEDED_ROLES = ("bundle", "kubernetes")
+SEED_TAG = "bundle-seed"
+#: the seed is a node of the cluster: it serves the bundle only if it has it, and is sent nothing
+SEED_VARS = {"bundle_seed_serves_only": True}
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,16 @@ def add_node_plays(
         if known[n].is_control_plane and n == inv.control_planes[0].name:
             raise InputError(f"--host {n!r} is the first control plane", hint="use `kprov up` to build the cluster")
     pattern = ",".join(names)
+    seed = inv.control_planes[0].name
     plays: list[Play] = []
     for p in site:
         if p.role == "control_plane" or any(q.role == p.role for q in plays):
+            continue
+        if p.role in SEEDED_ROLES:
+            # the first control plane serves the bundle it has to the new nodes on the cluster network, as the
+            # seed does in `up`: the control machine sends nothing (a node falls back to a direct upload when
+            # the seed cannot serve); only the tasks tagged bundle-seed run there
+            plays.append(Play(p.role, f"{seed},{pattern}", p.serial, limited_hosts=seed, limited_tag=SEED_TAG))
             continue
         plays.append(Play(p.role, pattern, p.serial or p.role == "join"))
     # the cni play also runs on the first control plane: it re-applies the CNI manifest (flannel learns the
@@ -53,4 +67,5 @@ def add_node_plays(
 def add_node(req: RunRequest, opts: AddNodeOptions, open_sink: Callable[[], Any], *, warn: Warn = quiet) -> RunOutcome:
     inv = load_inventory(req.inventory)
     plays = add_node_plays(inv, opts.names, load_plays(), inventory_path=req.inventory)
+    req = replace(req, extra_vars={**req.extra_vars, **SEED_VARS})
     return execute(req, plays, open_sink, inventory=inv, title="ADD-NODE", warn=warn)

@@ -93,6 +93,10 @@ class Play:
     role: str
     hosts: str
     serial: bool = False
+    #: hosts of this play (a pattern) that run only the role's tasks tagged `limited_tag`, e.g. add-node's seed:
+    #: a node of the cluster that serves the bundle it already has, and nothing else of the role runs there
+    limited_hosts: str = ""
+    limited_tag: str = ""
 
 
 def _as_tuple(value: Any) -> tuple[str, ...]:

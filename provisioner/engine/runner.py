@@ -176,12 +176,17 @@ class Runner:
             )
             return
         self.sink.play_start(role.name, [s.host.name for s in live])
+        limited = {h.name for h in self.select(play.limited_hosts)} if play.limited_hosts else set()
+
+        def only(st: HostState) -> str | None:
+            return play.limited_tag if st.host.name in limited else None
+
         t0 = time.monotonic()
         if play.serial:
             for st in live:
-                self._run_role_on_host(role, st)
+                self._run_role_on_host(role, st, only(st))
         else:
-            list(self._pool.map(lambda st: self._run_role_on_host(role, st), live))
+            list(self._pool.map(lambda st: self._run_role_on_host(role, st, only(st)), live))
         took = time.monotonic() - t0
         self.report.role_times[role.name] = self.report.role_times.get(role.name, 0.0) + took
         self.sink.play_end(role.name, took)
@@ -207,12 +212,12 @@ class Runner:
             assert st.transport is not None
             return st.facts.gather(st.transport, queries)
 
-    def _prefetch(self, st: HostState, role: Role) -> None:
+    def _prefetch(self, st: HostState, role: Role, only_tag: str | None) -> None:
         """Gather the facts of every task we can already render: one round trip for the whole role."""
         queries: list[FactQuery] = []
         variables = self.host_vars(st, role)
         for task in role.tasks:
-            if task.loop is not None or task.delegate_to or not self._selected(task):
+            if task.loop is not None or task.delegate_to or not self._selected(task, only_tag):
                 continue
             try:
                 r = Renderer(self.env, variables, task.where)
@@ -226,12 +231,17 @@ class Runner:
             self.gather(st, queries)
 
     # -- a role on a host ---------------------------------------------------------------------
-    def _selected(self, task: Task) -> bool:
+    def _selected(self, task: Task, only_tag: str | None = None) -> bool:
+        """The run's --tags/--skip-tags, and the play's tag for its limited hosts (`only_tag`)."""
+        if only_tag is not None and only_tag not in task.tags:
+            return False
         if self.options.tags and not (task.tags & self.options.tags):
             return False
         return not (self.options.skip_tags and task.tags & self.options.skip_tags)
 
-    def _run_role_on_host(self, role: Role, st: HostState) -> None:
+    def _run_role_on_host(self, role: Role, st: HostState, only_tag: str | None = None) -> None:
+        """The role's tasks on one host, then the handlers they notified; with `only_tag`, only the tasks
+        carrying that tag (the play's limited hosts)."""
         if st.dead is not None:
             return
         notified: set[str] = set()
@@ -239,7 +249,7 @@ class Runner:
         if on_start is not None:
             on_start(st.host.name, f"{role.name} | gathering facts")
         try:
-            self._prefetch(st, role)
+            self._prefetch(st, role, only_tag)
         except HostConnectionError as exc:
             self.executor.mark(
                 st, Status.UNREACHABLE, role.name, "gather facts", exc.message, time.monotonic(), exc.hint or ""
@@ -251,7 +261,7 @@ class Runner:
         for task in role.tasks:
             if st.dead is not None:
                 return
-            if not self._selected(task):
+            if not self._selected(task, only_tag):
                 continue
             if self._batchable(task) and self._decide_into_batch(role, st, task, batch):
                 continue

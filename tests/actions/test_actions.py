@@ -15,7 +15,7 @@ from provisioner.actions.kubeconfig import KubeconfigOptions, kubeconfig
 from provisioner.actions.plan import plan
 from provisioner.actions.reset import targets
 from provisioner.actions.run import RunRequest, select
-from provisioner.engine.roles import Play, load_plays
+from provisioner.engine.roles import Play, load_plays, load_role
 from provisioner.errors import InputError
 from provisioner.inventory.loader import load_inventory
 
@@ -67,6 +67,31 @@ def test_add_node_plays(tmp_path, names, endpoint, cni, expect):
     assert by_role["join"].serial
     for role, hosts in expect.items():
         assert by_role[role].hosts == hosts, role
+    # the bundle's plays also run on the first control plane, the seed, limited to the tasks tagged bundle-seed
+    pattern = ",".join(names)
+    for role in ("bundle", "kubernetes"):
+        assert by_role[role] == Play(role, f"cp1,{pattern}", limited_hosts="cp1", limited_tag="bundle-seed")
+    assert all(not p.limited_hosts for p in plays if p.role not in ("bundle", "kubernetes"))
+    assert by_role["prerequisites"].hosts == pattern
+
+
+def test_only_the_seed_tasks_are_tagged_bundle_seed():
+    """What add-node runs on a node of the cluster: reading a free port, then serving; nothing that changes it."""
+
+    tagged = {
+        (role, t.name, t.module)
+        for role in ("bundle", "kubernetes")
+        for t in load_role(role).tasks
+        if "bundle-seed" in t.tags
+    }
+    assert tagged == {
+        ("bundle", "bundle | a port and a token for serving the bundle to the other nodes", "command"),
+        (
+            "kubernetes",
+            "kubernetes | serve the bundle to the other nodes (seed node; stops when each has its copy)",
+            "bundle_serve",
+        ),
+    }
 
 
 @pytest.mark.parametrize(

@@ -179,13 +179,25 @@ def test_full_lifecycle(cluster_inventory: Path, capsys: pytest.CaptureFixture[s
         add = kprov("add-node", "-i", str(grown), "--host", new, "--log-format", "json", "--log-file", str(log))
         seen.add(add)
         evs = events(add.stdout)
-        # bridge CNI: existing nodes only get a route to the new node's pod subnet; nothing else runs there
-        cp_roles = {e["role"] for e in evs if e["host"] == f"{LAB}-1"}
-        assert cp_roles <= {"cni"}, f"add-node ran roles on the control plane: {cp_roles}"
+        # the first control plane serves the bundle it has (the tasks tagged bundle-seed) and, bridge CNI, gets a
+        # route to the new node's pod subnet; nothing else runs there, nothing else changes
+        cp_tasks = {e["task"] for e in evs if e["host"] == f"{LAB}-1"}
+        assert {t for t in cp_tasks if not t.startswith("cni | ")} == {
+            "bundle | a port and a token for serving the bundle to the other nodes",
+            "kubernetes | serve the bundle to the other nodes (seed node; stops when each has its copy)",
+        }, cp_tasks
         cp_changed = {e["task"] for e in evs if e["host"] == f"{LAB}-1" and e["changed"]}
         assert cp_changed <= {"cni | pod routes script", "apply pod routes", "cni | pod routes in place now"}, (
             cp_changed
         )
+        # the new node pulled its bundle from the control plane: the control machine sent it nothing
+        mine = {e["task"]: e for e in evs if e["host"] == new}
+        pulled = mine["kubernetes | pull the bundle from the seed node (resumable, checksum-verified)"]
+        assert pulled["changed"] and "pulled:" in pulled["msg"], pulled
+        assert mine["kubernetes | upload the offline bundle (the seed; a node that could not pull)"]["status"] == (
+            "skipped"
+        )
+        labkit.figure(f"[e2e] add-node: {new} {pulled['msg']}")
         assert len(wait_all_ready(NODES + 1)) == NODES + 1
         smoke = kprov("smoke", "-i", str(grown))
         seen.add(smoke)

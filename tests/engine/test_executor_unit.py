@@ -439,6 +439,7 @@ def engine(tmp_path):
         files: dict[str, set[str]] | None = None,
         extra_vars: dict[str, Any] | None = None,
         fakes: dict[str, FakeHost] | None = None,
+        limited: tuple[str, str] = ("", ""),
     ) -> Run:
         role = tmp_path / "roles" / "r"
         role.mkdir(parents=True, exist_ok=True)
@@ -462,7 +463,7 @@ def engine(tmp_path):
             connector=lambda h: FakeTransport(fakes[h.name]),
         )
         try:
-            report = runner.run([Play(role="r", hosts=hosts)])
+            report = runner.run([Play(role="r", hosts=hosts, limited_hosts=limited[0], limited_tag=limited[1])])
         finally:
             runner.close()
         return Run(sink, fakes, report)
@@ -937,3 +938,26 @@ def test_variable_precedence_and_rendering(tmp_path, extra, run_vars, expected):
     )
     assert {k: merged[k] for k in expected} == expected
     assert merged["inventory_hostname"] == "b" and merged["hostvars"]["b"]["name"] == "b"
+
+
+def test_a_limited_host_runs_only_the_tagged_tasks(engine) -> None:
+    """add-node's seed: in the same play, the limited host runs the tasks tagged for it (and gathers no fact
+    for the others); every other host runs the whole role."""
+    tasks = [
+        put("pick", "/pick", "1", tags=["seed"]),
+        put("install", "/install", "2"),
+        sh("serve", "say served", tags=["seed"]),
+        sh("import", "say imported", notify=["restart"]),
+    ]
+    handlers = [sh("restart", "say restarted")]
+    run = engine(tasks, handlers=handlers, limited=("a", "seed"))
+    assert run.of("a") == [("pick", CHANGED), ("serve", CHANGED)]
+    assert run.of("b") == [
+        ("pick", CHANGED),
+        ("install", CHANGED),
+        ("serve", CHANGED),
+        ("import", CHANGED),
+        ("restart", CHANGED),
+    ]
+    assert "/install" not in "".join(run.hosts["a"].sent)
+    assert "/pick" in run.hosts["a"].files and "/install" not in run.hosts["a"].files
