@@ -13,7 +13,7 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -104,6 +104,28 @@ def json_lines(stdout: str, key: str | None = None) -> list[dict[str, Any]]:
 def events(stdout: str) -> list[dict[str, Any]]:
     """The task events of a `--log-format json` output."""
     return json_lines(stdout, "task")
+
+
+SYSTEM_COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns")
+
+
+def assert_cluster_healthy(lab: str, names: Sequence[str], version: str = "v1.20.2") -> None:
+    """Exactly these nodes, every one Ready at `version` with a lab InternalIP (the inventory's node_ip, not
+    a NAT address), and every system pod Running, each control-plane component and addon among them."""
+    wait_for(
+        f"{len(names)} nodes Ready",
+        lambda: (r := ready_nodes(lab)) and sorted(r) == sorted(names) and all(r.values()),
+        timeout=300,
+    )
+    for n in json.loads(kubectl(lab, "get", "nodes", "-o", "json").stdout)["items"]:
+        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
+        assert ip.startswith("10.") and n["status"]["nodeInfo"]["kubeletVersion"] == version, (n["metadata"], ip)
+    pods = json.loads(kubectl(lab, "get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
+    not_running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") != "Running"]
+    assert pods and not not_running, f"system pods not Running: {not_running}"
+    all_pods = " ".join(p["metadata"]["name"] for p in pods)
+    missing = [c for c in SYSTEM_COMPONENTS if c not in all_pods]
+    assert not missing, f"no pod of {missing} in kube-system: {all_pods}"
 
 
 def wait_for(what: str, predicate: Callable[[], T], timeout: float = 300, interval: float = 2) -> T:

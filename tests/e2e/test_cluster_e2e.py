@@ -115,26 +115,7 @@ def test_full_lifecycle(cluster_inventory: Path, capsys: pytest.CaptureFixture[s
         times = "  ".join(f"{role} {secs}s" for role, secs in labkit.role_times(up.stdout))
         labkit.figure(f"[e2e] kprov up of {NODES} nodes (bare nodes -> smoke passed), wall time per role: {times}")
 
-        nodes = wait_all_ready(NODES)
-        assert sorted(nodes) == sorted(names)
-        for name, n in nodes.items():
-            # node_ip from the inventory is what Kubernetes uses
-            ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
-            assert ip.startswith("10.") and n["status"]["nodeInfo"]["kubeletVersion"] == "v1.20.2", (name, ip)
-        pods = json.loads(kubectl("get", "pods", "-n", "kube-system", "-o", "json"))["items"]
-        assert pods, "no system pods"
-        not_running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") != "Running"]
-        assert not not_running, f"system pods not Running: {not_running}"
-        all_pods = " ".join(p["metadata"]["name"] for p in pods)
-        for component in (
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-            "kube-proxy",
-            "coredns",
-        ):
-            assert component in all_pods
+        labkit.assert_cluster_healthy(LAB, names)
 
         # 2. plan changes nothing, run with the static inventory `kprov lab inventory` prints for this lab (issue
         # 15): it describes the very cluster the lab inventory built

@@ -20,7 +20,6 @@ KPROV_FAULT_NODES changes the size.
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import signal
@@ -35,7 +34,7 @@ import pytest
 import yaml
 
 from tests.e2e import labkit
-from tests.e2e.labkit import KPROV, events, kprov, kubectl, lab_down, node_sh, ready_nodes, skip_reason, wait_for
+from tests.e2e.labkit import KPROV, events, kprov, lab_down, node_sh, skip_reason
 
 LAB = "kpf" + os.environ.get("KPROV_TEST_TAG", "")
 NODES = int(os.environ.get("KPROV_FAULT_NODES", "3"))
@@ -98,25 +97,6 @@ def _running_on_nodes(pattern: str):
 
 def _smoke_started(out: str, err: str) -> bool:
     return "smoke:" in err
-
-
-def _assert_cluster_healthy(names: list[str]) -> None:
-    """Every node Ready at v1.20.2 with its inventory address, every system pod Running."""
-    wait_for(
-        f"{len(names)} nodes Ready",
-        lambda: (r := ready_nodes(LAB)) and sorted(r) == sorted(names) and all(r.values()),
-        timeout=300,
-    )
-    for n in json.loads(kubectl(LAB, "get", "nodes", "-o", "json").stdout)["items"]:
-        ip = next(a["address"] for a in n["status"]["addresses"] if a["type"] == "InternalIP")
-        # node_ip from the inventory (the lab subnet) is what Kubernetes uses
-        assert ip.startswith("10.") and n["status"]["nodeInfo"]["kubeletVersion"] == "v1.20.2", (n["metadata"], ip)
-    pods = json.loads(kubectl(LAB, "get", "pods", "-n", "kube-system", "-o", "json").stdout)["items"]
-    not_running = [p["metadata"]["name"] for p in pods if p["status"].get("phase") != "Running"]
-    assert pods and not not_running, f"system pods not Running: {not_running}"
-    names_ = " ".join(p["metadata"]["name"] for p in pods)
-    for component in ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kube-proxy", "coredns"):
-        assert component in names_
 
 
 def _node_diagnostics(node: str) -> str:
@@ -252,7 +232,7 @@ def test_killed_at_every_role_and_a_bad_network_then_converges(lab, capsys, tmp_
     bad_network_s = time.monotonic() - t0
     seen.add(final)
     _assert_smoke_through(final.stdout, NAMES)
-    _assert_cluster_healthy(NAMES)
+    labkit.assert_cluster_healthy(LAB, NAMES)
     # nothing of an interrupted run is still going on the nodes
     assert not [a for _, a in labkit.lab_processes(LAB) if re.search(r"(^|/)kubeadm (init|join)\b", a)]
 
