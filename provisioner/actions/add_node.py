@@ -20,6 +20,12 @@ SEED_TAG = "bundle-seed"
 SEED_VARS = {"bundle_seed_serves_only": True}
 
 
+def seeded(play: Play, seed: str, pattern: str) -> Play:
+    """`play` (one of SEEDED_ROLES) on the hosts `pattern` and on `seed`, a node of the cluster that has the
+    bundle: there only the tasks tagged bundle-seed run (it serves the others, roles/bundle)."""
+    return Play(play.role, f"{seed},{pattern}", play.serial, limited_hosts=seed, limited_tag=SEED_TAG)
+
+
 @dataclass(frozen=True)
 class AddNodeOptions:
     names: tuple[str, ...]
@@ -49,7 +55,7 @@ def add_node_plays(
             # the first control plane serves the bundle it has to the new nodes on the cluster network, as the
             # seed does in `up`: the control machine sends nothing (a node falls back to a direct upload when
             # the seed cannot serve); only the tasks tagged bundle-seed run there
-            plays.append(Play(p.role, f"{seed},{pattern}", p.serial, limited_hosts=seed, limited_tag=SEED_TAG))
+            plays.append(seeded(p, seed, pattern))
             continue
         plays.append(Play(p.role, pattern, p.serial or p.role == "join"))
     # the cni play also runs on the first control plane: it re-applies the CNI manifest (flannel learns the

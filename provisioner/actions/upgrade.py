@@ -117,26 +117,36 @@ def upgrade(
             return UpgradeOutcome(plan)
 
         def install_role(tinv: Inventory, host: str) -> bool:
-            # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install)
+            # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install);
+            # after the first control plane (upgraded first: it has the target bundle) serves it to the others
+            from provisioner.actions.add_node import SEED_VARS, SEEDED_ROLES, seeded
             from provisioner.engine.roles import Play, load_plays
 
-            plays = [Play(p.role, host) for p in load_plays() if p.role in ("bundle", "kubernetes")]
-            one = dataclasses.replace(req, limit=(host,))
+            seed = inv.control_planes[0].name
+            site = [p for p in load_plays() if p.role in SEEDED_ROLES]
+            if host == seed:
+                plays, one = [Play(p.role, host) for p in site], dataclasses.replace(req, limit=(host,))
+            else:
+                plays = [seeded(p, seed, host) for p in site]
+                one = dataclasses.replace(req, limit=(seed, host), extra_vars={**req.extra_vars, **SEED_VARS})
             return int(run_plays(one, tinv, plays, open_sink()).exit_status()) == 0
 
         return UpgradeOutcome(plan, run(inv, connect, plan, opts, install_role=install_role, progress=progress))
 
 
 def target_inventory(inv: Inventory, target: str, only: str | None = None) -> Inventory:
-    """The inventory at the target version; with `only`, reduced to that one host (the binaries of one node are
-    installed as if it were the only node: nothing is sent to, or asked of, the nodes still waiting their turn)."""
+    """The inventory at the target version; with `only`, reduced to that host and the first control plane, the
+    bundle's seed (the binaries of one node are installed as if the cluster were those two: nothing is sent to,
+    or asked of, the nodes still waiting their turn; the seed, upgraded first, only serves the target bundle)."""
     cluster = dataclasses.replace(inv.cluster, kubernetes_version=target)
     if only is None:
         return dataclasses.replace(inv, cluster=cluster)
+    keep = {only, inv.control_planes[0].name}
     groups = {
-        name: dataclasses.replace(g, hosts=tuple(h for h in g.hosts if h == only)) for name, g in inv.groups.items()
+        name: dataclasses.replace(g, hosts=tuple(h for h in g.hosts if h in keep)) for name, g in inv.groups.items()
     }
-    return dataclasses.replace(inv, cluster=cluster, hosts=(inv.host(only),), groups=groups)
+    hosts = tuple(h for h in inv.hosts if h.name in keep)
+    return dataclasses.replace(inv, cluster=cluster, hosts=hosts, groups=groups)
 
 
 def _kubectl(ssh: SSHHost, *args: str, timeout: float = 120) -> str:

@@ -539,6 +539,17 @@ def test_upgrade_to_the_rehearsal_target(cluster) -> None:
         + f"; total {total:.0f} s; app ready replicas min {min(seen)} over {len(seen)} polls"
     )
     assert recap[CP]["status"] == "unchanged" and recap[WORKER]["status"] == "upgraded", recap
+    # the worker's target bundle came from the first control plane (upgraded first), not from this machine; there
+    # only the port pick and the server ran
+    evs = json_lines(run.stdout, "task")
+    uploads = [e for e in evs if e["host"] == WORKER and e["task"].startswith("kubernetes | upload the offline")]
+    assert uploads and all(e["status"] == "skipped" for e in uploads), uploads
+    pulls = [e["msg"] for e in evs if e["host"] == WORKER and e["task"].startswith("kubernetes | pull the bundle")]
+    labkit.figure(f"[upgrade] {WORKER}'s bundle: {pulls}")
+    assert {e["task"].split(" | ")[1] for e in evs if e["host"] == CP} <= {
+        "a port and a token for serving the bundle to the other nodes",
+        "serve the bundle to the other nodes (seed node; stops when each has its copy)",
+    }, [e["task"] for e in evs if e["host"] == CP]
 
     nodes = json.loads(kubectl("get", "nodes", "-o", "json").stdout)["items"]
     assert {n["status"]["nodeInfo"]["kubeletVersion"] for n in nodes} == {f"v{TARGET}"}

@@ -1,4 +1,5 @@
-"""The inventory a node's binaries are installed through during `kprov upgrade`: the target version, one host."""
+"""The inventory a node's binaries are installed through during `kprov upgrade`: the target version, that host and
+the first control plane (the bundle's seed)."""
 
 from __future__ import annotations
 
@@ -25,7 +26,8 @@ hosts:
     "only,members",
     [
         (None, {"all": ["cp1", "w1", "w2"], "control_plane": ["cp1"], "worker": ["w1", "w2"], "edge": ["w1", "w2"]}),
-        ("w1", {"all": ["w1"], "control_plane": [], "worker": ["w1"], "edge": ["w1"]}),
+        # a worker, and the first control plane that serves it the bundle
+        ("w1", {"all": ["cp1", "w1"], "control_plane": ["cp1"], "worker": ["w1"], "edge": ["w1"]}),
         ("cp1", {"all": ["cp1"], "control_plane": ["cp1"], "worker": [], "edge": []}),
     ],
 )
