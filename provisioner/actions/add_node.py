@@ -16,8 +16,12 @@ from provisioner.inventory.model import Inventory
 #: the plays of `up` that deliver the offline bundle, and the tag of their tasks the seed runs (roles/bundle)
 SEEDED_ROLES = ("bundle", "kubernetes")
 SEED_TAG = "bundle-seed"
-#: the seed is a node of the cluster: it serves the bundle only if it has it, and is sent nothing
-SEED_VARS = {"bundle_seed_serves_only": True}
+
+
+def seed_vars(seed: str) -> dict[str, object]:
+    """The variables of a seeded run: `seed` is the seed (whatever `bundle_seed` says elsewhere), a node of the
+    cluster that serves the bundle only if it has it, and is sent nothing."""
+    return {"bundle_seed": seed, "bundle_seed_serves_only": True}
 
 
 def seeded(play: Play, seed: str, pattern: str) -> Play:
@@ -73,5 +77,5 @@ def add_node_plays(
 def add_node(req: RunRequest, opts: AddNodeOptions, open_sink: Callable[[], Any], *, warn: Warn = quiet) -> RunOutcome:
     inv = load_inventory(req.inventory)
     plays = add_node_plays(inv, opts.names, load_plays(), inventory_path=req.inventory)
-    req = replace(req, extra_vars={**req.extra_vars, **SEED_VARS})
+    req = replace(req, extra_vars={**req.extra_vars, **seed_vars(inv.control_planes[0].name)})
     return execute(req, plays, open_sink, inventory=inv, title="ADD-NODE", warn=warn)

@@ -9,7 +9,7 @@ plane at a time:
     SANs changed and the certificate lacks (or still has) one: old apiserver.crt/.key moved aside,
     `kubeadm init phase certs apiserver --config`; extra args changed: `kubeadm init phase control-plane all
     --config` (manifests rewritten); when the certificate or a manifest changed: the control-plane static pods
-    restarted (manifests parked until their ports close, then back) and the API server healthy again;
+    restarted one by one (a new stamp in each manifest: actions/static_pods.py) and the API server healthy again;
   then once: `kubeadm init phase upload-config kubeadm --config` (the ConfigMap) and, for a kube-proxy drift,
     `kubeadm init phase addon kube-proxy --config` + a rolling restart of its DaemonSet.
 

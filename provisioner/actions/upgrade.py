@@ -119,7 +119,7 @@ def upgrade(
         def install_role(tinv: Inventory, host: str) -> bool:
             # the plays of `up` that put Kubernetes binaries and images on a host (bundle delivery, then install);
             # after the first control plane (upgraded first: it has the target bundle) serves it to the others
-            from provisioner.actions.add_node import SEED_VARS, SEEDED_ROLES, seeded
+            from provisioner.actions.add_node import SEEDED_ROLES, seed_vars, seeded
             from provisioner.engine.roles import Play, load_plays
 
             seed = inv.control_planes[0].name
@@ -128,7 +128,7 @@ def upgrade(
                 plays, one = [Play(p.role, host) for p in site], dataclasses.replace(req, limit=(host,))
             else:
                 plays = [seeded(p, seed, host) for p in site]
-                one = dataclasses.replace(req, limit=(seed, host), extra_vars={**req.extra_vars, **SEED_VARS})
+                one = dataclasses.replace(req, limit=(seed, host), extra_vars={**req.extra_vars, **seed_vars(seed)})
             return int(run_plays(one, tinv, plays, open_sink()).exit_status()) == 0
 
         return UpgradeOutcome(plan, run(inv, connect, plan, opts, install_role=install_role, progress=progress))

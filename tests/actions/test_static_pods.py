@@ -7,7 +7,7 @@ import subprocess
 import pytest
 import yaml
 
-from provisioner.actions.static_pods import ANNOTATION, ORDER, restart_script, stamp_manifest
+from provisioner.actions.static_pods import ANNOTATION, ORDER, SETTLE_S, restart_script, stamp_manifest
 from provisioner.errors import KprovError
 
 SCHEDULER = """apiVersion: v1
@@ -77,3 +77,66 @@ def test_the_script_is_valid_sh_with_no_fixed_tmp_path(pod: str) -> None:
     assert subprocess.run(["sh", "-n"], input=script, text=True).returncode == 0
     assert "/tmp/" not in script
     assert f"mv -f /etc/kubernetes/kprov/staged/{pod}.yaml /etc/kubernetes/manifests/{pod}.yaml" in script
+
+
+@pytest.fixture
+def fake_pod(tmp_path):
+    """A "static pod" of this machine: processes named `kprovtest-<random>` (a copy of sleep), started and
+    stopped by the test as kubelet would; the script's manifest directories are under tmp_path."""
+    import secrets
+    import shutil
+
+    name = f"kprovtest-{secrets.token_hex(4)}"
+    binary = tmp_path / name
+    shutil.copy(shutil.which("sleep"), binary)
+    procs: list[subprocess.Popen] = []
+
+    def start() -> subprocess.Popen:
+        p = subprocess.Popen([name, "600"], executable=str(binary))
+        procs.append(p)
+        return p
+
+    def script(timeout_s: int) -> subprocess.Popen:
+        body = restart_script(
+            name,
+            stamp_manifest(SCHEDULER, "s"),
+            "https://127.0.0.1:1",
+            timeout_s,
+            manifests=str(tmp_path / "manifests"),
+            staging=str(tmp_path / "staged"),
+        )
+        (tmp_path / "manifests").mkdir(exist_ok=True)
+        return subprocess.Popen(["sh", "-c", body], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    yield name, start, script, tmp_path
+    for p in procs:
+        p.kill()
+        p.wait()
+
+
+def test_the_wait_ends_only_when_every_process_is_younger_than_the_change(fake_pod) -> None:
+    """The old process keeps the script waiting (even with a new one beside it); once it is gone and the new
+    one has run SETTLE_S seconds, the script reports the restart and the manifest is in place."""
+    import time
+
+    name, start, script, tmp = fake_pod
+    old = start()
+    run = script(60)
+    time.sleep(3.5)  # the script has written the manifest (after its 2 s pause) and is waiting
+    assert (tmp / "manifests" / f"{name}.yaml").read_text() == stamp_manifest(SCHEDULER, "s")
+    start()  # kubelet starts the new pod while the old one still runs
+    time.sleep(SETTLE_S + 2)
+    assert run.poll() is None, "the wait ended while a process older than the change was running"
+    old.kill()
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 0 and f"{name} restarted" in out, (out, err)
+
+
+@pytest.mark.parametrize("before", [False, True], ids=["no process at all", "only the old process"])
+def test_the_wait_times_out_with_what_it_saw(fake_pod, before: bool) -> None:
+    name, start, script, _ = fake_pod
+    if before:
+        start()
+    run = script(4)
+    out, err = run.communicate(timeout=30)
+    assert run.returncode == 1 and f"{name} did not come back healthy within 4s" in err, (out, err)
