@@ -104,6 +104,7 @@ class PlayListing:
     hosts: tuple[str, ...]
     tasks: tuple[tuple[str, frozenset[str]], ...]  # (task name, tags) of the selected tasks
     tags: frozenset[str]  # every tag of the role
+    limited: tuple[str, ...] = ()  # hosts that run only the tasks tagged play.limited_tag
 
 
 def task_selected(tags: frozenset[str], only: frozenset[str], skip: frozenset[str]) -> bool:
@@ -128,7 +129,12 @@ def listing(
         ]
         role = roles[play.role]
         tasks = tuple((t.name, t.tags) for t in role.tasks if task_selected(t.tags, only, skip))
-        out.append(PlayListing(play, tuple(hosts), tasks, frozenset().union(*(t.tags for t in role.tasks))))
+        limited = (
+            tuple(n for n in select_hosts(inv, play.limited_hosts, strict=False) if n in hosts)
+            if play.limited_hosts
+            else ()
+        )
+        out.append(PlayListing(play, tuple(hosts), tasks, frozenset().union(*(t.tags for t in role.tasks)), limited))
     return out
 
 

@@ -269,11 +269,14 @@ def print_listing(listed: list[Any], common: Common) -> None:
         if common.list_hosts:
             click.echo(f"{head}: {len(pl.hosts)} host(s)")
             for h in pl.hosts:
-                click.echo(f"    {h}")
+                only = f"    (only the tasks tagged {pl.play.limited_tag})" if h in pl.limited else ""
+                click.echo(f"    {h}{only}")
         if common.list_tasks:
             click.echo(f"{head}: {len(pl.tasks)} task(s)")
             for name, tags in pl.tasks:
                 click.echo(f"    {name}    TAGS: [{', '.join(sorted(tags))}]")
+            if pl.limited:
+                click.echo(f"    on {', '.join(pl.limited)}: only the tasks tagged {pl.play.limited_tag}")
         if common.list_tags:
             click.echo(f"{head}    TAGS: [{', '.join(sorted(pl.tags))}]")
     if common.list_tags:

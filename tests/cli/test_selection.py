@@ -286,3 +286,18 @@ def test_shell_completion_of_hosts_and_roles(inventory: Path, words: str, expect
     res = kprov(env=env)
     assert res.returncode == 0, res.stderr
     assert [w.split(",", 1)[1] for w in res.stdout.splitlines()] == expected
+
+
+def test_add_node_listing_says_what_runs_on_the_seed() -> None:
+    """add-node's bundle plays also run on the first control plane, limited to the seed's tasks: the listing says
+    so beside that host, and under the task list."""
+    res = kprov(
+        "add-node", "-i", "inventories/static-example.yaml", "--host", "w1", "--list-hosts", "--list-tasks", cwd=REPO
+    )
+    assert res.returncode == 0, res.stderr
+    out = res.stdout
+    assert out.count("cp1    (only the tasks tagged bundle-seed)") == 2, out
+    assert out.count("on cp1: only the tasks tagged bundle-seed") == 2, out
+    plays = out.split("play #")
+    limited = {p.split()[1] for p in plays if "bundle-seed)" in p}
+    assert limited == {"bundle", "kubernetes"}, out
