@@ -174,7 +174,7 @@ def test_full_lifecycle(cluster_inventory: Path, capsys: pytest.CaptureFixture[s
         # the new node pulled its bundle from the control plane: the control machine sent it nothing
         mine = {e["task"]: e for e in evs if e["host"] == new}
         pulled = mine["kubernetes | pull the bundle from the seed node (resumable, checksum-verified)"]
-        assert pulled["changed"] and "pulled:" in pulled["msg"], pulled
+        assert pulled["changed"] and pulled["msg"].startswith("pull ") and " from http://" in pulled["msg"], pulled
         assert mine["kubernetes | upload the offline bundle (the seed; a node that could not pull)"]["status"] == (
             "skipped"
         )
