@@ -121,9 +121,12 @@ def test_the_wait_ends_only_when_every_process_is_younger_than_the_change(fake_p
 
     name, start, script, tmp = fake_pod
     old = start()
-    run = script(60)
-    time.sleep(3.5)  # the script has written the manifest (after its 2 s pause) and is waiting
-    assert (tmp / "manifests" / f"{name}.yaml").read_text() == stamp_manifest(SCHEDULER, "s")
+    run = script(120)
+    manifest = tmp / "manifests" / f"{name}.yaml"
+    deadline = time.monotonic() + 60  # the script writes it after its 2 s pause (later on a loaded machine)
+    while not manifest.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert manifest.read_text() == stamp_manifest(SCHEDULER, "s")
     start()  # kubelet starts the new pod while the old one still runs
     time.sleep(SETTLE_S + 2)
     assert run.poll() is None, "the wait ended while a process older than the change was running"
