@@ -99,7 +99,8 @@ def serve_key(netns_fleet, index: int, key: Path) -> None:
 def hostname_over_ssh(inventory: Path, vm: str) -> str:
     """Connect to `vm` with kprov's transport (strict host keys) and run `hostname`."""
     (host,) = [h for h in load_inventory(inventory).hosts if h.name == vm]
-    ssh = SSHHost(host, ConnectOptions(connect_timeout=5, connect_retries=0))
+    # retries: sshd re-executes itself on SIGHUP, and on a loaded machine its listener can be gone for a moment
+    ssh = SSHHost(host, ConnectOptions(connect_timeout=5, connect_retries=2))
     try:
         return ssh.run(["hostname"]).stdout.strip()
     finally:
